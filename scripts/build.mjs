@@ -1,0 +1,44 @@
+// Builds what the package runs: the guest runtime (evaluated inside every QuickJS sandbox) and
+// the `roam` command. Type checking is `npm run typecheck`; this step only bundles (fast).
+import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+rmSync(join(root, 'dist'), { recursive: true, force: true });
+
+/** Options every guest-side bundle shares: see src/guest/runtime/promise.ts for the lowering. */
+export const guestSupported = { 'async-await': false, 'async-generator': false, 'for-await': false };
+
+await Promise.all([
+  build({
+    entryPoints: [join(root, 'src/guest/runtime/index.ts')],
+    outfile: join(root, 'dist/guest-runtime.js'),
+    bundle: true,
+    format: 'iife',
+    platform: 'browser',
+    target: 'es2022',
+    supported: guestSupported,
+    inject: [join(root, 'src/guest/runtime/inject.ts')],
+    alias: {
+      process: join(root, 'src/guest/runtime/process.ts'),
+      // The package's browser entry only re-exports the browser's own; we need the polyfill.
+      'abort-controller': join(root, 'node_modules/abort-controller/dist/abort-controller.mjs'),
+    },
+    minify: process.env.ROAM_RUNTIME_MINIFY !== '0',
+    legalComments: 'none',
+    logLevel: 'warning',
+  }),
+  build({
+    entryPoints: [join(root, 'src/cli/main.ts')],
+    outfile: join(root, 'dist/cli.js'),
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    packages: 'external',
+    sourcemap: true,
+    logLevel: 'warning',
+  }),
+]);

@@ -1,0 +1,42 @@
+/** The `roam` command. */
+import { Command, CommanderError } from 'commander';
+import { isRoamError } from '../errors.js';
+import { ROAM_VERSION } from '../version.js';
+import { EXIT } from '../guest/exit-codes.js';
+import { exitCodeFor, guestCommand } from './guest.js';
+
+const program = new Command('roam')
+  .version(ROAM_VERSION)
+  .description(
+    'Roam moves live programs between machines without dropping their connections.\n' +
+      'A guest program runs in a sandbox; it can be checkpointed into an image and resumed elsewhere.',
+  )
+  .addHelpText(
+    'after',
+    `
+Examples:
+  roam guest run examples/counter.ts                      run a guest in the foreground
+  roam guest run app.ts --checkpoint-after 2s --out a.img  run it, then freeze it into an image
+  roam guest resume a.img                                 continue it, here or on another machine
+  roam guest inspect a.img                                see what the image holds
+
+Exit codes: the guest's own (process.exit), 1 for an uncaught guest error, 64 usage,
+65 image refused, 66 input not readable, 67 bundle failed, 68 guest memory limit,
+69 guest CPU budget, 70 internal error.`,
+  )
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+program.addCommand(guestCommand());
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? 0 : EXIT.USAGE;
+  } else {
+    const message = isRoamError(err) ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
+    process.stderr.write(`roam: ${message}\n`);
+    process.exitCode = exitCodeFor(err);
+  }
+}

@@ -1,0 +1,426 @@
+/**
+ * A guest: a sandbox plus the host side of everything it can do (clock, timers, console, process,
+ * network, files), with the lifecycle the controller needs: start from a bundle, run, freeze and
+ * capture between two event-loop turns, resume, restore from an image, exit.
+ *
+ * Every event reaches the guest through `deliver`, one at a time, from a host callback; so when
+ * host code runs, the guest is always between turns, and `checkpoint()` can freeze it right there.
+ */
+import { randomFillSync, randomUUID } from 'node:crypto';
+import { RoamError } from '../errors.js';
+import { EXIT } from './exit-codes.js';
+import type { HostBinding, HostOp } from './host/binding.js';
+import { VirtualClock, type ClockState } from './host/clock.js';
+import { GuestLog, type LogSink, type LogState } from './host/log.js';
+import { IdAllocator, NetHost, type NetState } from './host/net.js';
+import { TimerSchedule, type TimerState } from './host/timers.js';
+import { guestRuntimeSource } from './runtime-source.js';
+import { snapshotMemory, restoreMemory, type ImageContents, type MemorySnapshot } from './image/index.js';
+import { LoopbackNetwork } from './network/loopback.js';
+import type { VirtualNetwork } from './network/types.js';
+import {
+  DEFAULT_LIMITS,
+  GuestFault,
+  Sandbox,
+  type HostValue,
+  type SandboxLimits,
+} from './sandbox/sandbox.js';
+import { VirtualFileSystem } from './vfs.js';
+import { FsHost } from './host/fs.js';
+import { DgramHost, type DgramState } from './host/dgram.js';
+import { ROAM_VERSION } from '../version.js';
+
+export interface GuestOptions {
+  id?: string;
+  name?: string;
+  argv?: string[];
+  env?: Record<string, string>;
+  limits?: Partial<SandboxLimits>;
+  network?: VirtualNetwork;
+  onLog?: LogSink;
+}
+
+export type ExitReason = 'exit' | 'uncaught' | 'memory-limit' | 'cpu-budget' | 'killed' | 'internal';
+
+export interface GuestExit {
+  code: number;
+  reason: ExitReason;
+  message?: string;
+}
+
+export type GuestStatus = 'running' | 'frozen' | 'exited';
+
+/** The host-side state that travels in an image next to the memory. */
+export interface GuestState {
+  limits: SandboxLimits;
+  argv: string[];
+  clock: ClockState;
+  timers: TimerState[];
+  immediatePending: boolean;
+  net: NetState;
+  dgram: DgramState;
+  log: LogState;
+  cpuMs: number;
+}
+
+/** A frozen guest's state, captured in memory (the pause ends when this exists). */
+export interface Capture {
+  contents: ImageContents;
+  /** Milliseconds from freeze until the capture was complete. */
+  pauseMs: number;
+}
+
+interface Parts {
+  clock: VirtualClock;
+  log: GuestLog;
+  files: VirtualFileSystem;
+}
+
+export class Guest {
+  readonly id: string;
+  readonly name: string;
+  readonly limits: SandboxLimits;
+  readonly log: GuestLog;
+  readonly files: VirtualFileSystem;
+  readonly exited: Promise<GuestExit>;
+  private status: GuestStatus = 'frozen';
+  private sandbox!: Sandbox;
+  private readonly clock: VirtualClock;
+  private readonly timers: TimerSchedule;
+  private readonly net: NetHost;
+  private readonly dgram: DgramHost;
+  private readonly fs: FsHost;
+  private readonly bindings: HostBinding[];
+  private readonly ops = new Map<string, HostOp>();
+  private readonly held: Array<[string, HostValue[]]> = [];
+  private immediatePending = false;
+  private immediateHandle: NodeJS.Immediate | undefined;
+  private rejectionsPending = false;
+  private livenessCheck: NodeJS.Immediate | undefined;
+  private sawBeforeExit = false;
+  private exitRequested: number | undefined;
+  private fatal: { kind: string; text: string } | undefined;
+  private resolveExit!: (exit: GuestExit) => void;
+  private cpuMs = 0;
+  private argv: string[];
+  private readonly network: VirtualNetwork;
+
+  private constructor(options: GuestOptions, limits: SandboxLimits, parts: Parts) {
+    this.id = options.id ?? randomUUID();
+    this.name = options.name ?? 'guest';
+    this.limits = limits;
+    this.argv = options.argv ?? [];
+    this.clock = parts.clock;
+    this.log = parts.log;
+    this.files = parts.files;
+    this.network = options.network ?? new LoopbackNetwork();
+    this.exited = new Promise((resolve) => (this.resolveExit = resolve));
+    const deliver = (kind: string, ...args: HostValue[]): void => this.deliver(kind, args);
+    const ids = new IdAllocator();
+    this.timers = new TimerSchedule(this.clock, (id) => this.deliver('timer', [id]));
+    this.net = new NetHost(this.network, ids, deliver);
+    this.dgram = new DgramHost(this.network, ids, deliver);
+    this.fs = new FsHost(this.files, deliver);
+    this.bindings = [this.net, this.dgram, this.fs];
+    for (const [op, fn] of Object.entries(this.coreOps())) this.ops.set(op, fn);
+    for (const b of this.bindings) for (const [op, fn] of Object.entries(b.ops())) this.ops.set(op, fn);
+  }
+
+  /** Boots a new guest from a bundled program (see bundle.ts) and starts running it. */
+  static async start(bundleCode: string, options: GuestOptions = {}): Promise<Guest> {
+    const limits = { ...DEFAULT_LIMITS, ...options.limits };
+    const clock = new VirtualClock();
+    const guest = new Guest(options, limits, {
+      clock,
+      log: new GuestLog(undefined, options.onLog),
+      files: new VirtualFileSystem({ now: () => clock.wall() }),
+    });
+    guest.sandbox = await Sandbox.create(limits, (op, args) => guest.hostCall(op, args));
+    guest.sandbox.evalScript(await guestRuntimeSource(), 'roam:runtime');
+    guest.thaw();
+    guest.deliver('init', [JSON.stringify(guest.bootInfo(options))]);
+    if (guest.status === 'running') {
+      try {
+        guest.sandbox.evalScript(`globalThis.__roam_main = function () {\n${bundleCode}\n};`, 'roam:main');
+      } catch (err) {
+        guest.finish({ code: EXIT.GUEST_UNCAUGHT, reason: 'uncaught', message: `${String(err)}` });
+        return guest;
+      }
+      guest.deliver('main', []);
+    }
+    return guest;
+  }
+
+  /**
+   * Restores a guest from an image's contents into a fresh sandbox and resumes it. The memory
+   * continues exactly; host-side state is rebuilt from the image.
+   */
+  static async restore(contents: ImageContents, options: GuestOptions = {}): Promise<Guest> {
+    const state = contents.state as GuestState;
+    const limits = { ...state.limits, ...options.limits };
+    const clock = new VirtualClock(state.clock);
+    const files = VirtualFileSystem.deserialize(contents.files, { now: () => clock.wall() });
+    const log = new GuestLog(undefined, options.onLog);
+    log.restore(state.log);
+    const guest = new Guest(
+      { ...options, id: contents.meta.guestId, name: contents.meta.name, argv: state.argv },
+      limits,
+      { clock, log, files },
+    );
+    guest.cpuMs = state.cpuMs;
+    guest.sandbox = await Sandbox.create(limits, (op, args) => guest.hostCall(op, args));
+    restoreMemory(contents.memory, guest.sandbox.prepareRestore(contents.memory.byteLength));
+    guest.timers.restore(state.timers);
+    guest.net.restore(state.net);
+    guest.dgram.restore(state.dgram);
+    guest.immediatePending = state.immediatePending;
+    guest.thaw();
+    return guest;
+  }
+
+  get state(): GuestStatus {
+    return this.status;
+  }
+
+  /** Memory and CPU the guest has used, for the host's reports. */
+  usage(): { memoryBytes: number; cpuMs: number } {
+    return { memoryBytes: this.sandbox.memoryBytes, cpuMs: this.cpuMs };
+  }
+
+  /**
+   * Freezes the guest between two turns and captures it. The guest stays frozen: call `resume()`
+   * to let it go on, or `stop()` when the capture moves elsewhere.
+   */
+  checkpoint(): Capture {
+    if (this.status !== 'running') {
+      throw new RoamError('ROAM_ERR_GUEST_STATE', `cannot checkpoint guest ${this.name}: it is ${this.status}`);
+    }
+    const t0 = performance.now();
+    this.freeze();
+    const memory: MemorySnapshot = snapshotMemory(this.sandbox.memoryView());
+    const state: GuestState = {
+      limits: this.limits,
+      argv: this.argv,
+      clock: this.clock.capture(),
+      timers: this.timers.capture(),
+      immediatePending: this.immediatePending,
+      net: this.net.capture(),
+      dgram: this.dgram.capture(),
+      log: this.log.capture(),
+      cpuMs: this.cpuMs,
+    };
+    const contents: ImageContents = {
+      meta: {
+        kind: 'js',
+        guestId: this.id,
+        name: this.name,
+        roamVersion: ROAM_VERSION,
+        createdAt: new Date(state.clock.wall).toISOString(),
+      },
+      memory,
+      state,
+      files: this.files.serialize(),
+    };
+    return { contents, pauseMs: performance.now() - t0 };
+  }
+
+  /** Lets a frozen guest run again. */
+  resume(): void {
+    if (this.status !== 'frozen') return;
+    this.thaw();
+  }
+
+  /** Stops the guest now (it gets no exit event), releasing everything it holds. */
+  stop(reason: ExitReason = 'killed', code = 137): void {
+    if (this.status === 'exited') return;
+    this.finish({ code, reason });
+  }
+
+  // --- the event loop ---
+
+  private freeze(): void {
+    this.status = 'frozen';
+    this.timers.freeze();
+    for (const b of this.bindings) b.freeze?.();
+    if (this.immediateHandle) clearImmediate(this.immediateHandle);
+    this.immediateHandle = undefined;
+    if (this.livenessCheck) clearImmediate(this.livenessCheck);
+    this.livenessCheck = undefined;
+  }
+
+  private thaw(): void {
+    this.status = 'running';
+    this.timers.thaw();
+    for (const b of this.bindings) b.thaw?.();
+    if (this.immediatePending) this.scheduleImmediate();
+    // Events that arrived while frozen, in their order.
+    const held = this.held.splice(0);
+    for (const [kind, args] of held) this.deliver(kind, args);
+    this.scheduleLivenessCheck();
+  }
+
+  private deliver(kind: string, args: HostValue[]): void {
+    if (this.status === 'exited') return;
+    if (this.status === 'frozen') {
+      this.held.push([kind, args]);
+      return;
+    }
+    this.turn(kind, args);
+    if (this.status === 'running' && this.rejectionsPending) {
+      this.rejectionsPending = false;
+      this.turn('rejections', []);
+    }
+    this.scheduleLivenessCheck();
+  }
+
+  private turn(kind: string, args: HostValue[]): void {
+    const t0 = performance.now();
+    try {
+      this.sandbox.dispatch(kind, ...args);
+    } catch (err) {
+      this.onFault(err);
+    } finally {
+      this.cpuMs += performance.now() - t0;
+    }
+    if (this.exitRequested !== undefined && this.status !== 'exited') this.onExitRequested(this.exitRequested);
+  }
+
+  private onFault(err: unknown): void {
+    if (!(err instanceof GuestFault)) {
+      this.finish({ code: EXIT.INTERNAL, reason: 'internal', message: String(err) });
+      return;
+    }
+    const why = err.interruption;
+    if (why?.kind === 'exit') return; // handled after the turn
+    if (why?.kind === 'cpu-budget') {
+      const message = `guest ${this.name} was stopped: a single turn ran for more than its CPU budget of ${this.limits.cpuBudgetMs} ms (synchronous code that never yields)`;
+      this.log.write({ t: this.clock.wall(), stream: 'err', text: `roam: ${message}\n` });
+      this.finish({ code: EXIT.CPU_BUDGET, reason: 'cpu-budget', message });
+      return;
+    }
+    // An error the guest runtime could not route (for example, out of memory while reporting one).
+    this.reportFatal('uncaught', err.message);
+  }
+
+  private reportFatal(kind: string, text: string): void {
+    // QuickJS signals an exhausted heap only as `InternalError: out of memory`; there is no code.
+    if (/InternalError: out of memory/.test(text)) {
+      const message = `guest ${this.name} was stopped: it exceeded its memory limit of ${this.limits.memoryBytes} bytes`;
+      this.log.write({ t: this.clock.wall(), stream: 'err', text: `roam: ${message}\n` });
+      this.finish({ code: EXIT.MEMORY_LIMIT, reason: 'memory-limit', message });
+      return;
+    }
+    this.log.write({ t: this.clock.wall(), stream: 'err', text: text.endsWith('\n') ? text : `${text}\n` });
+    this.finish({ code: EXIT.GUEST_UNCAUGHT, reason: 'uncaught', message: text.split('\n')[0] ?? kind });
+  }
+
+  private onExitRequested(code: number): void {
+    if (this.fatal) {
+      const { kind, text } = this.fatal;
+      this.fatal = undefined;
+      this.reportFatal(kind, text);
+      return;
+    }
+    this.finish({ code, reason: 'exit' });
+  }
+
+  private scheduleImmediate(): void {
+    this.immediatePending = true;
+    this.immediateHandle ??= setImmediate(() => {
+      this.immediateHandle = undefined;
+      this.immediatePending = false;
+      this.deliver('immediate', []);
+    });
+  }
+
+  /** After the turns of this tick: with nothing left to wait for, the guest exits, as Node does. */
+  private scheduleLivenessCheck(): void {
+    if (this.status !== 'running') return;
+    this.livenessCheck ??= setImmediate(() => {
+      this.livenessCheck = undefined;
+      if (this.status !== 'running' || this.alive()) return;
+      if (!this.sawBeforeExit) {
+        this.sawBeforeExit = true;
+        this.deliver('beforeExit', []);
+        if (this.status !== 'running' || this.alive()) {
+          this.sawBeforeExit = false;
+          return;
+        }
+      }
+      this.deliver('exit', []);
+    });
+  }
+
+  private alive(): boolean {
+    if (this.immediatePending || this.held.length > 0 || this.timers.refCount > 0) return true;
+    return this.bindings.some((b) => (b.refCount ?? 0) > 0);
+  }
+
+  private finish(exit: GuestExit): void {
+    if (this.status === 'exited') return;
+    this.status = 'exited';
+    this.timers.close();
+    for (const b of this.bindings) b.close?.();
+    if (this.immediateHandle) clearImmediate(this.immediateHandle);
+    if (this.livenessCheck) clearImmediate(this.livenessCheck);
+    this.held.length = 0;
+    this.sandbox?.dispose();
+    this.resolveExit(exit);
+  }
+
+  // --- host calls ---
+
+  private hostCall(op: string, args: readonly HostValue[]): HostValue | void {
+    if (this.status === 'exited' || this.exitRequested !== undefined) return undefined;
+    const fn = this.ops.get(op);
+    if (!fn) throw new Error(`unknown host operation ${op}`);
+    return fn(args);
+  }
+
+  private coreOps(): Record<string, HostOp> {
+    return {
+      log: ([stream, text]) => {
+        this.log.write({ t: this.clock.wall(), stream: stream === 'err' ? 'err' : 'out', text: String(text) });
+      },
+      'clock.wall': () => this.clock.wall(),
+      'clock.mono': () => this.clock.mono(),
+      'clock.cpu': () => this.cpuMs,
+      memory: () => JSON.stringify({ rss: this.sandbox.memoryBytes, heapUsed: this.sandbox.memoryBytes }),
+      random: ([n]) => {
+        const size = Math.min(Math.max(0, Number(n) | 0), 65536);
+        return randomFillSync(new Uint8Array(size));
+      },
+      'utf8.encode': ([s]) => Buffer.from(String(s), 'utf8'),
+      'utf8.decode': ([bytes, fatal, ignoreBOM]) => {
+        const decoder = new TextDecoder('utf-8', { fatal: fatal === true, ignoreBOM: ignoreBOM === true });
+        return decoder.decode(bytes as Uint8Array);
+      },
+      'timer.set': ([id, delay, ref]) => this.timers.set(Number(id), Number(delay), ref !== false),
+      'timer.clear': ([id]) => this.timers.clear(Number(id)),
+      'timer.ref': ([id, ref]) => this.timers.ref(Number(id), ref === true),
+      immediate: () => this.scheduleImmediate(),
+      'rejections.pending': () => {
+        this.rejectionsPending = true;
+      },
+      fatal: ([kind, text]) => {
+        this.fatal = { kind: String(kind), text: String(text) };
+      },
+      exit: ([code]) => {
+        this.exitRequested = Number(code) & 0xff;
+        this.sandbox.interrupt({ kind: 'exit', code: this.exitRequested });
+      },
+    };
+  }
+
+  private bootInfo(options: GuestOptions): object {
+    return {
+      argv: ['/roam/guest', `/app/${this.name}`, ...this.argv],
+      env: options.env ?? {},
+      cwd: '/',
+      pid: 1,
+      platform: 'linux',
+      arch: 'wasm32',
+      version: 'v20.0.0',
+    };
+  }
+}

@@ -1,0 +1,326 @@
+/**
+ * Decoding treats every image as hostile (invariant 5): the checksum catches damage, not malice, so
+ * every length, offset and index is checked before it is used, and no declared size can make us
+ * allocate beyond the caller's limits.
+ */
+import { RoamError } from '../../errors.js';
+import {
+  DEFAULT_MAX_IMAGE_BYTES,
+  DEFAULT_MAX_MEMORY_BYTES,
+  DIGEST_BYTES,
+  IMAGE_FORMAT_VERSION,
+  IMAGE_MAGIC,
+  MAX_HEADER_BYTES,
+  PAGE_SIZE,
+  PREFIX_BYTES,
+  SECTION_NAMES,
+  crc32,
+  describeIssue,
+  imageError,
+  imageHeaderSchema,
+  type DecodeOptions,
+  type ImageContents,
+  type ImageHeader,
+  type ImageInfo,
+  type SectionName,
+} from './format.js';
+import { POOL_CONCURRENCY, inflateChunk, runPool, sha256, sha256Sync } from './work.js';
+
+interface Limits {
+  maxImageBytes: number;
+  maxMemoryBytes: number;
+}
+
+interface Framing {
+  formatVersion: number;
+  headerLength: number;
+  totalLength: number;
+}
+
+function limitsOf(options: DecodeOptions): Limits {
+  const limit = (name: string, value: number | undefined, fallback: number): number => {
+    if (value === undefined) return fallback;
+    if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
+      throw new RoamError('ROAM_ERR_USAGE', `${name} must be a non-negative number, got ${String(value)}`);
+    }
+    return value;
+  };
+  return {
+    maxImageBytes: limit('maxImageBytes', options.maxImageBytes, DEFAULT_MAX_IMAGE_BYTES),
+    maxMemoryBytes: limit('maxMemoryBytes', options.maxMemoryBytes, DEFAULT_MAX_MEMORY_BYTES),
+  };
+}
+
+const malformed = (message: string, cause?: unknown): RoamError =>
+  imageError('ROAM_ERR_IMAGE_MALFORMED', `malformed checkpoint image: ${message}`, cause);
+
+/**
+ * Everything that can be checked before the checksum, in an order that names the real problem:
+ * not an image, a version we cannot read, a damaged prefix, then lengths (so that a short image
+ * is called truncated, although its digest is at the end).
+ */
+function readFraming(bytes: Uint8Array, limits: Limits): Framing {
+  if (!(bytes instanceof Uint8Array)) throw malformed('expected a Uint8Array');
+  const length = bytes.length;
+  if (length > limits.maxImageBytes) {
+    throw imageError(
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+      `checkpoint image is too large: ${length} bytes, the limit (maxImageBytes) is ${limits.maxImageBytes}`,
+    );
+  }
+  for (let i = 0; i < Math.min(length, IMAGE_MAGIC.length); i++) {
+    if (bytes[i] !== IMAGE_MAGIC[i]) {
+      throw imageError('ROAM_ERR_IMAGE_MALFORMED', 'not a Roam checkpoint image (wrong magic bytes)');
+    }
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (length >= 10) {
+    const version = view.getUint16(8, true);
+    if (version !== IMAGE_FORMAT_VERSION) {
+      throw imageError(
+        'ROAM_ERR_IMAGE_VERSION',
+        `unsupported version ${version} of the checkpoint image format; this Roam supports version ${IMAGE_FORMAT_VERSION} ` +
+          '(the image comes from a different Roam version, or is damaged)',
+      );
+    }
+  }
+  if (length < PREFIX_BYTES) {
+    throw imageError(
+      'ROAM_ERR_IMAGE_TRUNCATED',
+      `checkpoint image is truncated: ${length} bytes, less than its ${PREFIX_BYTES}-byte prefix`,
+    );
+  }
+  if (view.getUint32(28, true) !== crc32(bytes.subarray(0, 28))) {
+    throw imageError('ROAM_ERR_IMAGE_CHECKSUM', 'checkpoint image is damaged: prefix checksum mismatch');
+  }
+  const flags = view.getUint16(10, true);
+  if (flags !== 0) throw malformed(`unknown flags 0x${flags.toString(16)}`);
+  if (view.getUint32(24, true) !== 0) throw malformed('reserved prefix field is not zero');
+  const headerLength = view.getUint32(12, true);
+  const totalLength = Number(view.getBigUint64(16, true));
+  if (totalLength > limits.maxImageBytes) {
+    throw imageError(
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+      `checkpoint image is too large: it declares ${totalLength} bytes, the limit (maxImageBytes) is ${limits.maxImageBytes}`,
+    );
+  }
+  if (!Number.isSafeInteger(totalLength)) throw malformed(`declared length ${totalLength} is not a safe integer`);
+  if (headerLength > MAX_HEADER_BYTES) {
+    throw malformed(`header of ${headerLength} bytes is over the ${MAX_HEADER_BYTES}-byte maximum`);
+  }
+  if (totalLength < PREFIX_BYTES + headerLength + DIGEST_BYTES) {
+    throw malformed(`declared length ${totalLength} cannot hold its ${headerLength}-byte header`);
+  }
+  if (length < totalLength) {
+    throw imageError(
+      'ROAM_ERR_IMAGE_TRUNCATED',
+      `checkpoint image is truncated: ${length} of its ${totalLength} bytes are present`,
+    );
+  }
+  if (length > totalLength) throw malformed(`${length - totalLength} unexpected bytes after the end of the image`);
+  return { formatVersion: IMAGE_FORMAT_VERSION, headerLength, totalLength };
+}
+
+function checkDigest(bytes: Uint8Array, framing: Framing, digest: Uint8Array): void {
+  const stored = bytes.subarray(framing.totalLength - DIGEST_BYTES, framing.totalLength);
+  for (let i = 0; i < DIGEST_BYTES; i++) {
+    if (stored[i] !== digest[i]) {
+      throw imageError('ROAM_ERR_IMAGE_CHECKSUM', 'checkpoint image is damaged: SHA-256 checksum mismatch');
+    }
+  }
+}
+
+interface ParsedImage {
+  header: ImageHeader;
+  info: ImageInfo;
+  /** Absolute offset of each section's first stored byte. */
+  starts: number[];
+}
+
+/** Parses and validates the header against the schema, the framing and the limits. */
+function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): ParsedImage {
+  let json: unknown;
+  try {
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(
+      bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + framing.headerLength),
+    );
+    json = JSON.parse(text);
+  } catch (err) {
+    throw malformed('header is not UTF-8 JSON', err);
+  }
+  const parsed = imageHeaderSchema.safeParse(json);
+  if (!parsed.success) throw malformed(`header field ${describeIssue(parsed.error)}`);
+  const header = parsed.data;
+
+  const { byteLength, nonZeroPages } = header.memory;
+  if (byteLength % PAGE_SIZE !== 0) throw malformed(`memory size ${byteLength} is not a multiple of ${PAGE_SIZE}`);
+  if (byteLength > limits.maxMemoryBytes) {
+    throw imageError(
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+      `guest memory of ${byteLength} bytes is too large: the limit (maxMemoryBytes) is ${limits.maxMemoryBytes}`,
+    );
+  }
+  const totalPages = byteLength / PAGE_SIZE;
+  if (nonZeroPages > totalPages) throw malformed(`${nonZeroPages} non-zero pages in a memory of ${totalPages} pages`);
+
+  const payloadStart = PREFIX_BYTES + framing.headerLength;
+  const payloadLength = framing.totalLength - DIGEST_BYTES - payloadStart;
+  const expectedRaw: Record<SectionName, number | undefined> = {
+    pages: nonZeroPages * 4,
+    memory: nonZeroPages * PAGE_SIZE,
+    state: undefined,
+    files: undefined,
+  };
+  const starts: number[] = [];
+  let previousEnd = 0;
+  header.sections.forEach((section, index) => {
+    const name = SECTION_NAMES[index];
+    if (section.name !== name) throw malformed(`section ${index} is '${section.name}', expected '${String(name)}'`);
+    if (section.offset < previousEnd) throw malformed(`section '${name}' overlaps the section before it`);
+    if (section.offset + section.storedBytes > payloadLength) {
+      throw malformed(`section '${name}' extends past the end of the payload`);
+    }
+    previousEnd = section.offset + section.storedBytes;
+    starts.push(payloadStart + section.offset);
+
+    const expected = expectedRaw[name];
+    if (expected !== undefined && section.rawBytes !== expected) {
+      throw malformed(`section '${name}' holds ${section.rawBytes} bytes, expected ${expected} for ${nonZeroPages} pages`);
+    }
+    if (expected === undefined && section.rawBytes > limits.maxImageBytes) {
+      throw imageError(
+        'ROAM_ERR_IMAGE_TOO_LARGE',
+        `section '${name}' inflates to ${section.rawBytes} bytes, too large: the limit (maxImageBytes) is ${limits.maxImageBytes}`,
+      );
+    }
+    let raw = 0;
+    let stored = 0;
+    section.chunks.forEach(([chunkRaw, chunkStored], chunk) => {
+      if (chunkStored > chunkRaw || (section.encoding === 'none' && chunkStored !== chunkRaw)) {
+        throw malformed(`section '${name}' chunk ${chunk} stores ${chunkStored} bytes for ${chunkRaw}`);
+      }
+      raw += chunkRaw;
+      stored += chunkStored;
+    });
+    if (raw !== section.rawBytes || stored !== section.storedBytes) {
+      throw malformed(`section '${name}' chunk table does not add up to its sizes`);
+    }
+  });
+
+  const info: ImageInfo = {
+    formatVersion: framing.formatVersion,
+    meta: header.meta,
+    memory: { byteLength, nonZeroPages, totalPages },
+    sections: header.sections.map(({ name, rawBytes, storedBytes, encoding }) => ({
+      name,
+      rawBytes,
+      storedBytes,
+      encoding,
+    })),
+    totalBytes: framing.totalLength,
+  };
+  return { header, info, starts };
+}
+
+/** Validates framing, checksum and header without inflating anything. Synchronous: hashes the whole image in one go. */
+export function inspectImage(bytes: Uint8Array, options: DecodeOptions = {}): ImageInfo {
+  const limits = limitsOf(options);
+  const framing = readFraming(bytes, limits);
+  checkDigest(bytes, framing, sha256Sync(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
+  return parseHeader(bytes, framing, limits).info;
+}
+
+function allocate(size: number, what: string): Uint8Array {
+  try {
+    return new Uint8Array(size);
+  } catch (err) {
+    throw imageError('ROAM_ERR_IMAGE_TOO_LARGE', `cannot allocate ${size} bytes for the ${what}: too large`, err);
+  }
+}
+
+function isBufferTooLarge(err: unknown): boolean {
+  return err instanceof Error && 'code' in err && err.code === 'ERR_BUFFER_TOO_LARGE';
+}
+
+/**
+ * Decodes and fully validates a checkpoint image. The caller must not modify `bytes` until the
+ * promise settles. Chunks inflate in parallel on the thread pool; each is copied into its section's
+ * buffer as soon as it lands (Node's zlib cannot inflate into a caller's buffer).
+ */
+export async function decodeImage(
+  bytes: Uint8Array,
+  options: DecodeOptions = {},
+): Promise<{ info: ImageInfo; contents: ImageContents }> {
+  const limits = limitsOf(options);
+  const framing = readFraming(bytes, limits);
+  checkDigest(bytes, framing, await sha256(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
+  const { header, info, starts } = parseHeader(bytes, framing, limits);
+
+  const outputs = header.sections.map((section) => allocate(section.rawBytes, `'${section.name}' section`));
+  const jobs: Array<{ section: number; chunk: number; raw: number; stored: number; from: number; to: number }> = [];
+  header.sections.forEach((section, index) => {
+    let from = starts[index] ?? 0;
+    let to = 0;
+    section.chunks.forEach(([raw, stored], chunk) => {
+      jobs.push({ section: index, chunk, raw, stored, from, to });
+      from += stored;
+      to += raw;
+    });
+  });
+  await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
+    const job = jobs[index];
+    const output = outputs[job?.section ?? -1];
+    if (job === undefined || output === undefined) return;
+    const input = bytes.subarray(job.from, job.from + job.stored);
+    if (job.stored === job.raw) {
+      output.set(input, job.to);
+      return;
+    }
+    const where = `section '${String(SECTION_NAMES[job.section])}' chunk ${job.chunk}`;
+    let inflated: Uint8Array;
+    try {
+      inflated = await inflateChunk(input, job.raw);
+    } catch (err) {
+      if (isBufferTooLarge(err)) throw malformed(`${where} inflates to more than its declared ${job.raw} bytes`, err);
+      throw malformed(`${where} is not a valid deflate stream`, err);
+    }
+    if (inflated.length !== job.raw) {
+      throw malformed(`${where} inflates to ${inflated.length} bytes, declared ${job.raw}`);
+    }
+    output.set(inflated, job.to);
+  });
+  const [pageBytes, data, stateBytes, files] = outputs;
+  if (pageBytes === undefined || data === undefined || stateBytes === undefined || files === undefined) {
+    throw malformed('missing sections');
+  }
+
+  const pages = new Uint32Array(info.memory.nonZeroPages);
+  const pageView = new DataView(pageBytes.buffer, pageBytes.byteOffset, pageBytes.byteLength);
+  let previous = -1;
+  for (let i = 0; i < pages.length; i++) {
+    const page = pageView.getUint32(i * 4, true);
+    if (page <= previous) throw malformed(`page indices are not strictly ascending at position ${i}`);
+    if (page >= info.memory.totalPages) {
+      throw malformed(`page index ${page} is beyond the memory's ${info.memory.totalPages} pages`);
+    }
+    pages[i] = page;
+    previous = page;
+  }
+
+  let state: unknown;
+  try {
+    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(stateBytes));
+  } catch (err) {
+    throw malformed('state section is not UTF-8 JSON', err);
+  }
+
+  return {
+    info,
+    contents: {
+      meta: { ...header.meta },
+      memory: { byteLength: info.memory.byteLength, pageSize: PAGE_SIZE, pages, data },
+      state,
+      files,
+    },
+  };
+}

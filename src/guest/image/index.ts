@@ -1,0 +1,13 @@
+/** Checkpoint images: a guest's memory, host-side state and files as one portable, checked blob. */
+export {
+  IMAGE_FORMAT_VERSION,
+  type DecodeOptions,
+  type EncodeOptions,
+  type ImageContents,
+  type ImageInfo,
+  type ImageMeta,
+  type MemorySnapshot,
+} from './format.js';
+export { encodeImage } from './encode.js';
+export { decodeImage, inspectImage } from './decode.js';
+export { restoreMemory, snapshotMemory } from './memory.js';

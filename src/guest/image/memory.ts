@@ -1,0 +1,92 @@
+/**
+ * Sparse copies of a guest's linear memory. An idle QuickJS guest leaves about a third of its pages
+ * untouched, so only non-zero pages are copied, stored and restored.
+ */
+import { Buffer } from 'node:buffer';
+import { PAGE_SIZE, imageError, type MemorySnapshot } from './format.js';
+
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
+/**
+ * Finds the non-zero pages and copies only them. The test is Buffer#compare against a zero page:
+ * native memcmp, stops at the first difference, and measured about 10x faster than a Uint32Array
+ * or BigUint64Array loop on all-zero memory (the loop's worst case).
+ */
+export function snapshotMemory(memory: Uint8Array): MemorySnapshot {
+  const byteLength = memory.length;
+  if (byteLength % PAGE_SIZE !== 0) {
+    throw imageError(
+      'ROAM_ERR_IMAGE_MALFORMED',
+      `cannot snapshot memory of ${byteLength} bytes: not a multiple of the ${PAGE_SIZE}-byte page size`,
+    );
+  }
+  const buf = Buffer.from(memory.buffer, memory.byteOffset, byteLength);
+  const totalPages = byteLength / PAGE_SIZE;
+  const found = new Uint32Array(totalPages);
+  let count = 0;
+  for (let page = 0, offset = 0; page < totalPages; page++, offset += PAGE_SIZE) {
+    if (buf.compare(ZERO_PAGE, 0, PAGE_SIZE, offset, offset + PAGE_SIZE) !== 0) found[count++] = page;
+  }
+  const pages = found.slice(0, count);
+  const data = new Uint8Array(count * PAGE_SIZE);
+  // Copy runs of consecutive pages with one memcpy each.
+  for (let i = 0; i < count; ) {
+    const first = pages[i] ?? 0;
+    let j = i + 1;
+    while (j < count && pages[j] === first + (j - i)) j++;
+    data.set(memory.subarray(first * PAGE_SIZE, (first + (j - i)) * PAGE_SIZE), i * PAGE_SIZE);
+    i = j;
+  }
+  return { byteLength, pageSize: PAGE_SIZE, pages, data };
+}
+
+/** Checks a snapshot's own consistency; `what` prefixes the message so callers can say whose it is. */
+export function checkSnapshot(snapshot: MemorySnapshot, what: string): void {
+  const { byteLength, pages, data } = snapshot;
+  const fail = (message: string): never => {
+    throw imageError('ROAM_ERR_IMAGE_MALFORMED', `${what}: ${message}`);
+  };
+  if (snapshot.pageSize !== PAGE_SIZE) fail(`page size ${String(snapshot.pageSize)} is not ${PAGE_SIZE}`);
+  if (!Number.isSafeInteger(byteLength) || byteLength < 0 || byteLength % PAGE_SIZE !== 0) {
+    fail(`memory size ${byteLength} is not a multiple of ${PAGE_SIZE}`);
+  }
+  if (!(pages instanceof Uint32Array) || !(data instanceof Uint8Array)) fail('pages or data has the wrong type');
+  if (data.length !== pages.length * PAGE_SIZE) {
+    fail(`page data is ${data.length} bytes, expected ${pages.length} pages of ${PAGE_SIZE}`);
+  }
+  const totalPages = byteLength / PAGE_SIZE;
+  let previous = -1;
+  for (let i = 0; i < pages.length; i++) {
+    const page = pages[i] ?? 0;
+    if (page <= previous) fail(`page indices are not strictly ascending at position ${i}`);
+    if (page >= totalPages) fail(`page index ${page} is beyond the memory's ${totalPages} pages`);
+    previous = page;
+  }
+}
+
+/**
+ * Writes a snapshot into `target` (a guest's memory, possibly reused and dirty): non-zero pages
+ * are copied, every other byte of target, including any beyond byteLength, is zeroed.
+ */
+export function restoreMemory(snapshot: MemorySnapshot, target: Uint8Array): void {
+  checkSnapshot(snapshot, 'cannot restore memory');
+  if (target.length < snapshot.byteLength) {
+    throw imageError(
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+      `cannot restore memory: the image's ${snapshot.byteLength} bytes are too large for a target of ${target.length} bytes`,
+    );
+  }
+  const { pages, data } = snapshot;
+  let zeroFrom = 0;
+  for (let i = 0; i < pages.length; ) {
+    const first = pages[i] ?? 0;
+    let j = i + 1;
+    while (j < pages.length && pages[j] === first + (j - i)) j++;
+    const start = first * PAGE_SIZE;
+    if (start > zeroFrom) target.fill(0, zeroFrom, start);
+    target.set(data.subarray(i * PAGE_SIZE, j * PAGE_SIZE), start);
+    zeroFrom = start + (j - i) * PAGE_SIZE;
+    i = j;
+  }
+  if (zeroFrom < target.length) target.fill(0, zeroFrom);
+}
