@@ -143,10 +143,18 @@ function checkPosition(position: unknown, op: Op): number | undefined {
 }
 
 function resolveLimits(options: VfsOptions): ImageLimits {
-  const limit = (name: keyof ImageLimits, value: number | undefined, fallback: number, min: number): number => {
+  const limit = (
+    name: keyof ImageLimits,
+    value: number | undefined,
+    fallback: number,
+    min: number,
+  ): number => {
     const chosen = value ?? fallback;
     if (!Number.isSafeInteger(chosen) || chosen < min || chosen > U32_MAX) {
-      throw new RoamError('ROAM_ERR_USAGE', `VFS option ${name} must be an integer from ${min} to ${U32_MAX}.`);
+      throw new RoamError(
+        'ROAM_ERR_USAGE',
+        `VFS option ${name} must be an integer from ${min} to ${U32_MAX}.`,
+      );
     }
     return chosen;
   };
@@ -402,7 +410,13 @@ export class VirtualFileSystem {
     if (this.fds.size >= this.limits.maxFds || this.nextFd > U32_MAX) fail('EMFILE', op);
     const node = this.openNode(path, spec, mode, op);
     const fd = this.nextFd++;
-    this.fds.set(fd, { node, readable: spec.read, writable: spec.write, append: spec.append, position: 0 });
+    this.fds.set(fd, {
+      node,
+      readable: spec.read,
+      writable: spec.write,
+      append: spec.append,
+      position: 0,
+    });
     node.openCount++;
     return fd;
   }
@@ -509,7 +523,8 @@ export class VirtualFileSystem {
   private locate(path: string, op: Op): Location {
     const { parts, mustBeDir } = parsePath(path, op.syscall);
     const name = parts.at(-1);
-    if (name === undefined) return { parts, parent: undefined, name: '', node: this.root, mustBeDir };
+    if (name === undefined)
+      return { parts, parent: undefined, name: '', node: this.root, mustBeDir };
     let parent: VNode = this.root;
     for (const part of parts.slice(0, -1)) {
       if (parent.kind !== 'dir') fail('ENOTDIR', op);
@@ -566,7 +581,8 @@ export class VirtualFileSystem {
   }
 
   private allocateIno(op: Op): number {
-    if (this.files + this.dirs >= this.limits.maxInodes || this.nextIno > U32_MAX) fail('ENOSPC', op);
+    if (this.files + this.dirs >= this.limits.maxInodes || this.nextIno > U32_MAX)
+      fail('ENOSPC', op);
     return this.nextIno++;
   }
 
@@ -593,7 +609,15 @@ export class VirtualFileSystem {
     this.files++;
     const times = { atimeMs: t, mtimeMs: t, ctimeMs: t, birthtimeMs: t };
     const content = new FileContent(this.pool);
-    const file: FileNode = { kind: 'file', ino, mode, ...times, linked: true, openCount: 0, content };
+    const file: FileNode = {
+      kind: 'file',
+      ino,
+      mode,
+      ...times,
+      linked: true,
+      openCount: 0,
+      content,
+    };
     parent.entries.set(location.name, file);
     this.modified(parent);
     return file;
@@ -664,7 +688,14 @@ export class VirtualFileSystem {
     // A directory is linked from its parent and from its own '.', and from each subdirectory's '..'.
     let nlink = node.linked ? 2 : 0;
     if (node.linked) for (const child of node.entries.values()) if (child.kind === 'dir') nlink++;
-    return { type: 'dir', size: DIR_SIZE, mode: S_IFDIR | node.mode, ino: node.ino, nlink, ...times };
+    return {
+      type: 'dir',
+      size: DIR_SIZE,
+      mode: S_IFDIR | node.mode,
+      ino: node.ino,
+      nlink,
+      ...times,
+    };
   }
 }
 

@@ -10,6 +10,7 @@ import {
   DIGEST_BYTES,
   IMAGE_FORMAT_VERSION,
   IMAGE_MAGIC,
+  MAX_DEFLATE_RATIO,
   MAX_HEADER_BYTES,
   PAGE_SIZE,
   PREFIX_BYTES,
@@ -198,6 +199,10 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
     section.chunks.forEach(([chunkRaw, chunkStored], chunk) => {
       if (chunkStored > chunkRaw || (section.encoding === 'none' && chunkStored !== chunkRaw)) {
         throw malformed(`section '${name}' chunk ${chunk} stores ${chunkStored} bytes for ${chunkRaw}`);
+      }
+      // Holds output allocation to a multiple of the image's size, whatever the header claims.
+      if (chunkRaw > chunkStored * MAX_DEFLATE_RATIO) {
+        throw malformed(`section '${name}' chunk ${chunk} claims more than deflate's maximum ratio of ${MAX_DEFLATE_RATIO}:1`);
       }
       raw += chunkRaw;
       stored += chunkStored;

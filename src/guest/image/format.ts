@@ -59,6 +59,11 @@ export const MAX_CHUNK_BYTES = 64 * 1024 * 1024;
 /** The header is metadata plus a chunk table; 4 GiB of memory in 1-MiB chunks needs about 100 KB. */
 export const MAX_HEADER_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_COMPRESSION_LEVEL = 1;
+/**
+ * Deflate spends at least 2 bits (length and distance codes) per 258-byte match, so no stream
+ * inflates to more than 1032 times its size; a chunk table claiming more is lying.
+ */
+export const MAX_DEFLATE_RATIO = 1032;
 
 export interface MemorySnapshot {
   /** Total linear memory size, a multiple of 65536. */

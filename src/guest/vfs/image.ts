@@ -84,21 +84,27 @@ class ByteWriter {
   private used = 0;
   private total = 0;
 
+  // Each reserves its bytes before touching `view`: reserving may swap in a new scratch buffer.
   u8(value: number): void {
-    this.view.setUint8(this.room(1), value);
+    const at = this.room(1);
+    this.view.setUint8(at, value);
   }
   u16(value: number): void {
-    this.view.setUint16(this.room(2), value, true);
+    const at = this.room(2);
+    this.view.setUint16(at, value, true);
   }
   u32(value: number): void {
-    this.view.setUint32(this.room(4), value, true);
+    const at = this.room(4);
+    this.view.setUint32(at, value, true);
   }
   f64(value: number): void {
-    this.view.setFloat64(this.room(8), value, true);
+    const at = this.room(8);
+    this.view.setFloat64(at, value, true);
   }
   bytes(data: Uint8Array): void {
     if (data.length < 1024) {
-      this.scratch.set(data, this.room(data.length));
+      const at = this.room(data.length);
+      this.scratch.set(data, at);
       return;
     }
     this.flush();
@@ -192,7 +198,11 @@ export function encodeImage(state: VfsState): Uint8Array {
   for (const [fd, file] of state.fds) {
     w.u32(fd);
     w.u32(file.node.ino);
-    w.u8((file.readable ? FD_READ : 0) | (file.writable ? FD_WRITE : 0) | (file.append ? FD_APPEND : 0));
+    w.u8(
+      (file.readable ? FD_READ : 0) |
+        (file.writable ? FD_WRITE : 0) |
+        (file.append ? FD_APPEND : 0),
+    );
     w.f64(file.position);
   }
   return w.finish();
@@ -267,7 +277,9 @@ class ImageDecoder {
     this.declaredInodes = r.u32();
     if (nextFd < FIRST_FD) throw damaged(`next fd ${nextFd} is below ${FIRST_FD}`);
     if (this.declaredInodes > this.limits.maxInodes) {
-      throw damaged(`${this.declaredInodes} inodes, more than the limit of ${this.limits.maxInodes}`);
+      throw damaged(
+        `${this.declaredInodes} inodes, more than the limit of ${this.limits.maxInodes}`,
+      );
     }
 
     const root = this.node();
@@ -289,7 +301,14 @@ class ImageDecoder {
       if (node.openCount === 0) throw damaged(`removed inode ${node.ino} has no open fd`);
     }
     if (!r.atEnd) throw damaged('trailing bytes');
-    return { root: root.node, fds, nextIno: this.nextIno, nextFd, files: this.files, dirs: this.dirs };
+    return {
+      root: root.node,
+      fds,
+      nextIno: this.nextIno,
+      nextFd,
+      files: this.files,
+      dirs: this.dirs,
+    };
   }
 
   /** Reads a directory's entries and all below them, in preorder, without recursion. */
@@ -387,7 +406,8 @@ class ImageDecoder {
       if (!valid.includes(flags & ~FD_APPEND) || (append && (flags & FD_WRITE) === 0)) {
         throw damaged(`bad flags ${flags} on fd ${fd}`);
       }
-      if (!Number.isSafeInteger(position) || position < 0) throw damaged(`bad position on fd ${fd}`);
+      if (!Number.isSafeInteger(position) || position < 0)
+        throw damaged(`bad position on fd ${fd}`);
       node.openCount++;
       fds.set(fd, {
         node,
@@ -414,7 +434,10 @@ export function decodeImage(bytes: unknown, limits: ImageLimits, pool: MemoryPoo
   }
   if (bytes.length < HEADER_SIZE + CRC_SIZE) throw damaged('truncated header');
   const body = bytes.subarray(0, bytes.length - CRC_SIZE);
-  const stored = new DataView(bytes.buffer, bytes.byteOffset + body.length, CRC_SIZE).getUint32(0, true);
+  const stored = new DataView(bytes.buffer, bytes.byteOffset + body.length, CRC_SIZE).getUint32(
+    0,
+    true,
+  );
   if (crc32(body) !== stored) throw damaged('checksum mismatch');
   return new ImageDecoder(body, limits, pool).decode();
 }
