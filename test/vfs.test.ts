@@ -424,6 +424,20 @@ describe('rename', () => {
     assert.deepEqual(vfs.usage(), { files: 1, dirs: 2, bytes: 3 });
   });
 
+  it('keeps a replaced file alive for its open fds', () => {
+    const { vfs } = setup();
+    vfs.writeFile('/tmp/a', enc('new'));
+    vfs.writeFile('/tmp/b', enc('old'));
+    const fd = vfs.open('/tmp/b');
+    vfs.rename('/tmp/a', '/tmp/b');
+    assert.equal(dec(vfs.read(fd, 10)), 'old');
+    assert.equal(dec(vfs.readFile('/tmp/b')), 'new');
+    const image = vfs.serialize();
+    assert.deepEqual(VirtualFileSystem.deserialize(image).serialize(), image);
+    vfs.close(fd);
+    assert.deepEqual(vfs.usage(), { files: 1, dirs: 2, bytes: 3 });
+  });
+
   it('replaces an empty directory, but not a full one', () => {
     const { vfs } = setup();
     vfs.mkdir('/a');
@@ -748,6 +762,14 @@ describe('serialize and deserialize', () => {
     // New fds and inodes follow on from the restored counters.
     assert.equal(copy.open('/tmp/new', 'w'), vfs.open('/tmp/new', 'w'));
     assert.equal(copy.stat('/tmp/new').ino, vfs.stat('/tmp/new').ino);
+  });
+
+  it('stays serializable when the guest clock misbehaves', () => {
+    const vfs = new VirtualFileSystem({ now: () => Number.NaN });
+    vfs.writeFile('/tmp/f', enc('x'));
+    assert.equal(vfs.stat('/tmp/f').mtimeMs, 0);
+    const copy = VirtualFileSystem.deserialize(vfs.serialize());
+    assert.equal(dec(copy.readFile('/tmp/f')), 'x');
   });
 
   it('does not keep a reference to the input bytes', () => {

@@ -195,7 +195,7 @@ export class VirtualFileSystem {
     const node = this.lookup(path, op);
     if (node.kind === 'dir') fail('EISDIR', { syscall: 'read' });
     this.requirePermission(node, R_OK, op);
-    node.atimeMs = this.now();
+    node.atimeMs = this.time();
     return node.content.read(0, node.content.size);
   }
 
@@ -272,7 +272,7 @@ export class VirtualFileSystem {
     const node = this.lookup(path, op);
     node.atimeMs = atimeMs;
     node.mtimeMs = mtimeMs;
-    node.ctimeMs = this.now();
+    node.ctimeMs = this.time();
   }
 
   chmod(path: string, mode: number): void {
@@ -280,7 +280,7 @@ export class VirtualFileSystem {
     checkMode(mode, op);
     const node = this.lookup(path, op);
     node.mode = mode;
-    node.ctimeMs = this.now();
+    node.ctimeMs = this.time();
   }
 
   usage(): { files: number; dirs: number; bytes: number } {
@@ -391,12 +391,12 @@ export class VirtualFileSystem {
     this.requirePermission(source.parent, W_OK | X_OK, op);
     this.requirePermission(dest.parent, W_OK | X_OK, op);
 
-    source.parent.entries.delete(source.name);
     if (target !== undefined) this.remove(dest.parent, dest.name, target, op);
+    source.parent.entries.delete(source.name);
     dest.parent.entries.set(dest.name, node);
     this.modified(source.parent);
     this.modified(dest.parent);
-    node.ctimeMs = this.now();
+    node.ctimeMs = this.time();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -407,7 +407,8 @@ export class VirtualFileSystem {
     if (!Object.hasOwn(OPEN_FLAGS, flags)) fail('EINVAL', op);
     const spec = OPEN_FLAGS[flags];
     checkMode(mode, op);
-    if (this.fds.size >= this.limits.maxFds || this.nextFd > U32_MAX) fail('EMFILE', op);
+    // nextFd itself must stay a u32 for the image.
+    if (this.fds.size >= this.limits.maxFds || this.nextFd >= U32_MAX) fail('EMFILE', op);
     const node = this.openNode(path, spec, mode, op);
     const fd = this.nextFd++;
     this.fds.set(fd, {
@@ -432,7 +433,7 @@ export class VirtualFileSystem {
     const start = at ?? file.position;
     const data = node.content.read(start, length);
     if (at === undefined) file.position = start + data.length;
-    node.atimeMs = this.now();
+    node.atimeMs = this.time();
     return data;
   }
 
@@ -581,14 +582,14 @@ export class VirtualFileSystem {
   }
 
   private allocateIno(op: Op): number {
-    if (this.files + this.dirs >= this.limits.maxInodes || this.nextIno > U32_MAX)
+    if (this.files + this.dirs >= this.limits.maxInodes || this.nextIno >= U32_MAX)
       fail('ENOSPC', op);
     return this.nextIno++;
   }
 
   private newDir(mode: number, op: Op): DirNode {
     const ino = this.allocateIno(op);
-    const t = this.now();
+    const t = this.time();
     this.dirs++;
     const times = { atimeMs: t, mtimeMs: t, ctimeMs: t, birthtimeMs: t };
     return { kind: 'dir', ino, mode, ...times, linked: true, openCount: 0, entries: new Map() };
@@ -605,7 +606,7 @@ export class VirtualFileSystem {
   private createFile(parent: DirNode, location: Location, mode: number, op: Op): FileNode {
     if (location.mustBeDir) fail('EISDIR', op); // open("new/", O_CREAT) on Linux
     const ino = this.allocateIno(op);
-    const t = this.now();
+    const t = this.time();
     this.files++;
     const times = { atimeMs: t, mtimeMs: t, ctimeMs: t, birthtimeMs: t };
     const content = new FileContent(this.pool);
@@ -649,7 +650,7 @@ export class VirtualFileSystem {
     }
     parent.entries.delete(name);
     this.modified(parent);
-    const t = this.now();
+    const t = this.time();
     for (const gone of subtree) {
       gone.linked = false;
       gone.ctimeMs = t;
@@ -669,8 +670,14 @@ export class VirtualFileSystem {
     }
   }
 
+  /** The guest's clock; a broken clock must not put a time into the tree that no image can hold. */
+  private time(): number {
+    const t = this.now();
+    return Number.isFinite(t) ? t : 0;
+  }
+
   private modified(node: VNode): void {
-    node.mtimeMs = node.ctimeMs = this.now();
+    node.mtimeMs = node.ctimeMs = this.time();
   }
 
   private statOf(node: VNode): VfsStat {

@@ -25,12 +25,13 @@ export function snapshotMemory(memory: Uint8Array): MemorySnapshot {
   const found = new Uint32Array(totalPages);
   let count = 0;
   for (let page = 0, offset = 0; page < totalPages; page++, offset += PAGE_SIZE) {
-    if (buf.compare(ZERO_PAGE, 0, PAGE_SIZE, offset, offset + PAGE_SIZE) !== 0) found[count++] = page;
+    if (buf.compare(ZERO_PAGE, 0, PAGE_SIZE, offset, offset + PAGE_SIZE) !== 0)
+      found[count++] = page;
   }
   const pages = found.slice(0, count);
   const data = new Uint8Array(count * PAGE_SIZE);
   // Copy runs of consecutive pages with one memcpy each.
-  for (let i = 0; i < count; ) {
+  for (let i = 0; i < count;) {
     const first = pages[i] ?? 0;
     let j = i + 1;
     while (j < count && pages[j] === first + (j - i)) j++;
@@ -46,11 +47,13 @@ export function checkSnapshot(snapshot: MemorySnapshot, what: string): void {
   const fail = (message: string): never => {
     throw imageError('ROAM_ERR_IMAGE_MALFORMED', `${what}: ${message}`);
   };
-  if (snapshot.pageSize !== PAGE_SIZE) fail(`page size ${String(snapshot.pageSize)} is not ${PAGE_SIZE}`);
+  if (snapshot.pageSize !== PAGE_SIZE)
+    fail(`page size ${String(snapshot.pageSize)} is not ${PAGE_SIZE}`);
   if (!Number.isSafeInteger(byteLength) || byteLength < 0 || byteLength % PAGE_SIZE !== 0) {
     fail(`memory size ${byteLength} is not a multiple of ${PAGE_SIZE}`);
   }
-  if (!(pages instanceof Uint32Array) || !(data instanceof Uint8Array)) fail('pages or data has the wrong type');
+  if (!(pages instanceof Uint32Array) || !(data instanceof Uint8Array))
+    fail('pages or data has the wrong type');
   if (data.length !== pages.length * PAGE_SIZE) {
     fail(`page data is ${data.length} bytes, expected ${pages.length} pages of ${PAGE_SIZE}`);
   }
@@ -78,7 +81,7 @@ export function restoreMemory(snapshot: MemorySnapshot, target: Uint8Array): voi
   }
   const { pages, data } = snapshot;
   let zeroFrom = 0;
-  for (let i = 0; i < pages.length; ) {
+  for (let i = 0; i < pages.length;) {
     const first = pages[i] ?? 0;
     let j = i + 1;
     while (j < pages.length && pages[j] === first + (j - i)) j++;

@@ -21,11 +21,17 @@ class RoamPromise<T> extends NativePromise<T> {
     let rejectedWith: { reason: unknown } | undefined;
     let self: RoamPromise<T> | undefined;
     super((resolve, reject) => {
-      executor(resolve, (reason?: unknown) => {
+      const rejectAndNote = (reason?: unknown): void => {
         if (self) noteRejection(self, reason);
         else rejectedWith = { reason };
         reject(reason);
-      });
+      };
+      try {
+        executor(resolve, rejectAndNote);
+      } catch (err) {
+        // An executor that throws rejects its promise (esbuild's async helper relies on it).
+        rejectAndNote(err);
+      }
     });
     self = this;
     if (rejectedWith) noteRejection(this, rejectedWith.reason);

@@ -19,7 +19,7 @@ import { RoamError } from '../../errors.js';
 import { instantiate, type Instance } from './module.js';
 
 export interface SandboxLimits {
-  /** Ceiling on the guest's linear memory, in bytes (QuickJS's own heap limit is set a bit below). */
+  /** Ceiling on the guest's linear memory, in bytes: everything the guest holds lives in it. */
   memoryBytes: number;
   /** Longest a single guest turn may run before it is interrupted, in milliseconds. */
   cpuBudgetMs: number;
@@ -32,9 +32,6 @@ export const DEFAULT_LIMITS: SandboxLimits = {
   cpuBudgetMs: 5000,
   stackBytes: 1024 * 1024,
 };
-
-/** The memory the runtime itself needs beyond the guest's heap limit (code, stack, allocator slack). */
-const MEMORY_HEADROOM = 16 * 1024 * 1024;
 
 /** What a host call may return to the guest. */
 export type HostValue = string | number | boolean | Uint8Array | undefined | null;
@@ -81,8 +78,10 @@ export class Sandbox {
 
   /** Boots a sandbox. The sequence of calls here is the layout contract restore depends on. */
   static async create(limits: SandboxLimits, onHostCall: HostCallHandler): Promise<Sandbox> {
-    const instance = await instantiate(limits.memoryBytes + MEMORY_HEADROOM);
+    const instance = await instantiate(limits.memoryBytes);
     const runtime = instance.qjs.newRuntime();
+    // QuickJS counts requested bytes, not what the allocator really uses, so its limit is a second
+    // line: the linear memory's maximum is the limit that bites first.
     runtime.setMemoryLimit(limits.memoryBytes);
     runtime.setMaxStackSize(limits.stackBytes);
     const context = runtime.newContext();
@@ -129,6 +128,27 @@ export class Sandbox {
     return this.instance.memory.buffer.byteLength;
   }
 
+  /**
+   * How much of its heap limit QuickJS has allocated. Read from the engine's own report, which is
+   * built without touching the guest's heap, so it works right after an out-of-memory failure.
+   */
+  heapUsage(): { allocated: number; limit: number } {
+    const report = this.runtime.dumpMemoryUsage();
+    const limit = Number(/malloc limit: (\d+)/.exec(report)?.[1] ?? this.limits.memoryBytes);
+    const allocated = Number(/memory allocated\s+\d+\s+(\d+)/.exec(report)?.[1] ?? 0);
+    return { allocated, limit };
+  }
+
+  /** Whether the guest's memory is (nearly) exhausted: what an out-of-memory failure looks like. */
+  nearMemoryLimit(): boolean {
+    // The allocator grows memory with some overgrowth and gives up when that does not fit, so a
+    // guest that ran out stops short of the exact maximum. (Checked first: the engine's report
+    // itself needs a little free memory.)
+    if (this.memoryBytes >= this.limits.memoryBytes * 0.9) return true;
+    const { allocated, limit } = this.heapUsage();
+    return allocated >= limit - Math.max(1 << 20, limit * 0.05);
+  }
+
   /** A live view of the whole linear memory. Copy it before the guest runs again. */
   memoryView(): Uint8Array {
     return new Uint8Array(this.instance.memory.buffer);
@@ -139,7 +159,7 @@ export class Sandbox {
    * Call on a freshly created sandbox, before any guest code ran in it.
    */
   prepareRestore(byteLength: number): Uint8Array {
-    if (byteLength > this.limits.memoryBytes + MEMORY_HEADROOM) {
+    if (byteLength > this.limits.memoryBytes) {
       throw new RoamError(
         'ROAM_ERR_GUEST_MEMORY_LIMIT',
         `the image holds ${byteLength} bytes of guest memory, more than this guest's limit of ${this.limits.memoryBytes} bytes; raise --memory-limit`,
@@ -148,6 +168,12 @@ export class Sandbox {
     this.instance.growTo(byteLength);
     this.dispatchFn = undefined;
     return this.memoryView();
+  }
+
+  /** After overwriting the memory: the limits live in it, so set this sandbox's limits again. */
+  finishRestore(): void {
+    this.runtime.setMemoryLimit(this.limits.memoryBytes);
+    this.runtime.setMaxStackSize(this.limits.stackBytes);
   }
 
   dispose(): void {

@@ -1,0 +1,855 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import zlib from 'node:zlib';
+import fc from 'fast-check';
+import { RoamError, isRoamError, type RoamErrorCode } from '../src/errors.js';
+import {
+  IMAGE_FORMAT_VERSION,
+  decodeImage,
+  encodeImage,
+  inspectImage,
+  restoreMemory,
+  snapshotMemory,
+  type ImageContents,
+  type ImageMeta,
+  type MemorySnapshot,
+} from '../src/guest/image/index.js';
+import {
+  DIGEST_BYTES,
+  ENCODE_CHUNK_BYTES,
+  PAGE_SIZE,
+  PREFIX_BYTES,
+  imageHeaderSchema,
+  writePrefix,
+  type ImageHeader,
+  type SectionName,
+} from '../src/guest/image/format.js';
+
+const PAGE = PAGE_SIZE;
+
+/** Deterministic xorshift32, so failures reproduce. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+}
+
+function randomBytes(length: number, seed: number): Uint8Array {
+  const next = rng(seed);
+  const out = new Uint8Array(length);
+  const words = new Uint32Array(out.buffer, 0, length >>> 2);
+  for (let i = 0; i < words.length; i++) words[i] = next();
+  for (let i = words.length * 4; i < length; i++) out[i] = next() & 0xff;
+  return out;
+}
+
+/** Fills one page with small object-like records (header words, pointers, random ids, short strings). */
+function fillHeapPage(memory: Uint8Array, page: number, next: () => number): void {
+  const view = new DataView(memory.buffer, memory.byteOffset + page * PAGE, PAGE);
+  const names = new TextEncoder().encode('session/api/v1/items?user=');
+  for (let off = 0; off + 32 <= PAGE; off += 32) {
+    view.setUint32(off, 1 + (next() % 3), true);
+    view.setUint32(off + 4, 0x2000 + (next() % 4) * 0x40, true);
+    view.setUint32(off + 8, 0x100000 + page * PAGE + off, true);
+    view.setUint32(off + 12, next(), true);
+    if (next() % 2 === 0) memory.set(names.subarray(0, 16), page * PAGE + off + 16);
+  }
+}
+
+/** A memory of `pages` pages: some zero, some heap-like, some random, in runs. */
+function mixedMemory(pages: number, seed: number): Uint8Array {
+  const next = rng(seed);
+  const memory = new Uint8Array(pages * PAGE);
+  for (let page = 0; page < pages; page++) {
+    const roll = next() % 10;
+    if (roll < 3) continue;
+    if (roll < 8) fillHeapPage(memory, page, next);
+    else memory.set(randomBytes(PAGE, next()), page * PAGE);
+  }
+  return memory;
+}
+
+const META: ImageMeta = {
+  kind: 'js',
+  guestId: 'guest-7f3a',
+  name: 'web',
+  roamVersion: '0.1.0',
+  createdAt: '2025-01-02T03:04:05.678Z',
+};
+
+const STATE = {
+  streams: [{ id: 1, remote: '203.0.113.9:51234', deliveredIn: 1234, writtenOut: 987654321 }],
+  timers: [{ id: 3, due: 1.5, repeat: null }],
+  text: 'héllo ✓ \u0000 \ud83d\ude00',
+  nested: { a: [true, false, null, -0.25, 1e300] },
+};
+
+function contentsOf(
+  memory: Uint8Array,
+  state: unknown = STATE,
+  files: Uint8Array = new Uint8Array([1, 2, 3]),
+): ImageContents {
+  return { meta: META, memory: snapshotMemory(memory), state, files };
+}
+
+function assertSameContents(actual: ImageContents, expected: ImageContents): void {
+  assert.deepEqual(actual.meta, expected.meta);
+  assert.equal(actual.memory.byteLength, expected.memory.byteLength);
+  assert.equal(actual.memory.pageSize, PAGE);
+  assert.deepEqual(Array.from(actual.memory.pages), Array.from(expected.memory.pages));
+  assert.ok(Buffer.from(actual.memory.data).equals(expected.memory.data), 'memory data differs');
+  assert.deepEqual(actual.state, JSON.parse(JSON.stringify(expected.state)));
+  assert.ok(Buffer.from(actual.files).equals(expected.files), 'files differ');
+}
+
+async function rejectsWith(
+  promise: Promise<unknown>,
+  code: RoamErrorCode,
+  pattern?: RegExp,
+): Promise<RoamError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(
+      isRoamError(err, code),
+      `expected ${code}, got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`,
+    );
+    if (pattern !== undefined) assert.match(err.message, pattern);
+    return err;
+  }
+  assert.fail(`expected ${code}, but it succeeded`);
+}
+
+function throwsWith(fn: () => unknown, code: RoamErrorCode, pattern?: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(isRoamError(err, code), `expected ${code}, got ${String(err)}`);
+    if (pattern !== undefined) assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+// --- re-framing: builds images with a valid prefix CRC and SHA-256 around arbitrary contents, so
+// the tests can reach the checks that come after the checksum.
+
+interface Parts {
+  header: ImageHeader;
+  sections: Record<SectionName, Uint8Array>;
+}
+
+function split(image: Uint8Array): Parts {
+  const headerLength = new DataView(image.buffer, image.byteOffset).getUint32(12, true);
+  const header = imageHeaderSchema.parse(
+    JSON.parse(new TextDecoder().decode(image.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength))),
+  );
+  const payload = PREFIX_BYTES + headerLength;
+  const sections = {} as Record<SectionName, Uint8Array>;
+  for (const s of header.sections)
+    sections[s.name] = image.slice(payload + s.offset, payload + s.offset + s.storedBytes);
+  return { header, sections };
+}
+
+function frame(
+  headerBytes: Uint8Array,
+  payload: Uint8Array,
+  version = IMAGE_FORMAT_VERSION,
+): Uint8Array {
+  const total = PREFIX_BYTES + headerBytes.length + payload.length + DIGEST_BYTES;
+  const image = new Uint8Array(total);
+  writePrefix(image, {
+    formatVersion: version,
+    flags: 0,
+    headerLength: headerBytes.length,
+    totalLength: total,
+  });
+  image.set(headerBytes, PREFIX_BYTES);
+  image.set(payload, PREFIX_BYTES + headerBytes.length);
+  image.set(
+    createHash('sha256')
+      .update(image.subarray(0, total - DIGEST_BYTES))
+      .digest(),
+    total - DIGEST_BYTES,
+  );
+  return image;
+}
+
+/** Lays the sections out contiguously (recomputing offsets) and frames the result. */
+function join(parts: Parts, headerJson?: unknown): Uint8Array {
+  let offset = 0;
+  const chunks: Uint8Array[] = [];
+  for (const s of parts.header.sections) {
+    const bytes = parts.sections[s.name];
+    s.offset = offset;
+    offset += bytes.length;
+    chunks.push(bytes);
+  }
+  return frame(
+    new TextEncoder().encode(JSON.stringify(headerJson ?? parts.header)),
+    Buffer.concat(chunks),
+  );
+}
+
+function section(parts: Parts, name: SectionName): ImageHeader['sections'][number] {
+  const found = parts.header.sections.find((s) => s.name === name);
+  assert.ok(found);
+  return found;
+}
+
+/** Replaces a section with a single chunk of the given stored bytes. */
+function replaceSection(
+  parts: Parts,
+  name: SectionName,
+  stored: Uint8Array,
+  rawBytes: number,
+): void {
+  const s = section(parts, name);
+  parts.sections[name] = stored;
+  s.storedBytes = stored.length;
+  s.rawBytes = rawBytes;
+  s.chunks = [[rawBytes, stored.length]];
+  s.encoding = stored.length === rawBytes ? 'none' : 'deflate-raw';
+}
+
+// A small image (a few KB) for exhaustive byte-level tests, and its contents.
+const smallMemory = new Uint8Array(4 * PAGE);
+fillHeapPage(smallMemory, 1, rng(5));
+smallMemory[3 * PAGE + 100] = 42;
+const smallContents = contentsOf(smallMemory);
+const smallImage = await encodeImage(smallContents);
+
+describe('snapshotMemory', () => {
+  it('finds exactly the non-zero pages, including a single byte at either end of a page', () => {
+    const memory = new Uint8Array(8 * PAGE);
+    memory[1 * PAGE] = 1; // first byte
+    memory[3 * PAGE + PAGE - 1] = 2; // last byte
+    memory[4 * PAGE + 12345] = 3;
+    memory[5 * PAGE + 4] = 0x80; // a word that would read as -0 through a Float64Array
+    memory.fill(9, 7 * PAGE);
+    const snap = snapshotMemory(memory);
+    assert.equal(snap.byteLength, 8 * PAGE);
+    assert.equal(snap.pageSize, PAGE);
+    assert.deepEqual(Array.from(snap.pages), [1, 3, 4, 5, 7]);
+    assert.equal(snap.data.length, 5 * PAGE);
+    snap.pages.forEach((page, i) => {
+      assert.ok(
+        Buffer.from(snap.data.subarray(i * PAGE, (i + 1) * PAGE)).equals(
+          memory.subarray(page * PAGE, (page + 1) * PAGE),
+        ),
+      );
+    });
+  });
+
+  it('copies, rather than aliases, and handles all-zero, empty and unaligned memories', () => {
+    const memory = new Uint8Array(2 * PAGE).fill(1);
+    const snap = snapshotMemory(memory);
+    memory.fill(0);
+    assert.equal(snap.data[0], 1);
+    assert.equal(snapshotMemory(new Uint8Array(3 * PAGE)).pages.length, 0);
+    assert.equal(snapshotMemory(new Uint8Array(0)).byteLength, 0);
+    const backing = new Uint8Array(3 * PAGE + 1);
+    backing[PAGE + 1] = 7;
+    const unaligned = new Uint8Array(backing.buffer, 1, 3 * PAGE);
+    assert.deepEqual(Array.from(snapshotMemory(unaligned).pages), [1]);
+  });
+
+  it('refuses a memory that is not whole pages', () => {
+    throwsWith(
+      () => snapshotMemory(new Uint8Array(PAGE + 1)),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /multiple/,
+    );
+  });
+});
+
+describe('restoreMemory', () => {
+  it('restores into a larger, dirty target and zeroes every other byte', () => {
+    const memory = mixedMemory(16, 11);
+    const snap = snapshotMemory(memory);
+    const target = new Uint8Array(24 * PAGE).fill(0xaa);
+    restoreMemory(snap, target);
+    assert.ok(Buffer.from(target.subarray(0, memory.length)).equals(memory));
+    assert.ok(target.subarray(memory.length).every((b) => b === 0));
+  });
+
+  it('restores an all-zero snapshot by zeroing the target', () => {
+    const target = new Uint8Array(2 * PAGE).fill(1);
+    restoreMemory(snapshotMemory(new Uint8Array(PAGE)), target);
+    assert.ok(target.every((b) => b === 0));
+  });
+
+  it('refuses a target that is too small and an inconsistent snapshot', () => {
+    const snap = snapshotMemory(mixedMemory(4, 3));
+    throwsWith(
+      () => restoreMemory(snap, new Uint8Array(3 * PAGE)),
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+      /too large/,
+    );
+    const bad: MemorySnapshot = {
+      ...snap,
+      pages: Uint32Array.from([2, 1]),
+      data: new Uint8Array(2 * PAGE),
+    };
+    throwsWith(
+      () => restoreMemory(bad, new Uint8Array(4 * PAGE)),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /ascending/,
+    );
+    const outside: MemorySnapshot = {
+      ...snap,
+      pages: Uint32Array.from([4]),
+      data: new Uint8Array(PAGE),
+    };
+    throwsWith(
+      () => restoreMemory(outside, new Uint8Array(8 * PAGE)),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /beyond/,
+    );
+  });
+});
+
+describe('encodeImage / decodeImage round trip', () => {
+  it('round-trips a small image and reports it in info and inspectImage', async () => {
+    const { info, contents } = await decodeImage(smallImage);
+    assertSameContents(contents, smallContents);
+    assert.equal(info.formatVersion, IMAGE_FORMAT_VERSION);
+    assert.deepEqual(info.meta, META);
+    assert.deepEqual(info.memory, { byteLength: 4 * PAGE, nonZeroPages: 2, totalPages: 4 });
+    assert.deepEqual(
+      info.sections.map((s) => s.name),
+      ['pages', 'memory', 'state', 'files'],
+    );
+    assert.equal(info.sections[1]?.rawBytes, 2 * PAGE);
+    assert.equal(info.totalBytes, smallImage.length);
+    assert.deepEqual(inspectImage(smallImage), info);
+  });
+
+  it('round-trips random (incompressible) pages, stored verbatim', async () => {
+    const memory = new Uint8Array(6 * PAGE);
+    memory.set(randomBytes(3 * PAGE, 99), PAGE);
+    const contents = contentsOf(memory, [1, 'two'], randomBytes(5000, 4));
+    const image = await encodeImage(contents);
+    const { info, contents: decoded } = await decodeImage(image);
+    assertSameContents(decoded, contents);
+    assert.equal(info.sections[1]?.encoding, 'none');
+    assert.ok(image.length < 3 * PAGE + 5000 + 2048);
+  });
+
+  it('round-trips an all-zero memory, empty files and scalar states', async () => {
+    for (const state of [null, 0, 'x', false, []]) {
+      const contents = contentsOf(new Uint8Array(10 * PAGE), state, new Uint8Array(0));
+      const { info, contents: decoded } = await decodeImage(await encodeImage(contents));
+      assertSameContents(decoded, contents);
+      assert.equal(info.memory.nonZeroPages, 0);
+      assert.equal(info.sections[0]?.rawBytes, 0);
+    }
+  });
+
+  it('round-trips a realistic mix across many chunks at levels 0, 1 and 9', async () => {
+    const memory = mixedMemory(56, 2024); // 3.5 MiB: several chunks
+    const files = mixedMemory(24, 7); // 1.5 MiB of files: chunked too
+    const contents = contentsOf(memory, STATE, files);
+    const sizes: number[] = [];
+    for (const level of [0, 1, 9]) {
+      const image = await encodeImage(contents, { level });
+      sizes.push(image.length);
+      const { info, contents: decoded } = await decodeImage(image);
+      assertSameContents(decoded, contents);
+      assert.ok(
+        info.sections[1] !== undefined && info.sections[1].rawBytes > 2 * ENCODE_CHUNK_BYTES,
+      );
+      assert.ok((info.sections[3]?.rawBytes ?? 0) > ENCODE_CHUNK_BYTES);
+      assert.equal(info.sections[1].encoding, level === 0 ? 'none' : 'deflate-raw');
+      const target = new Uint8Array(memory.length + PAGE).fill(0x5c);
+      restoreMemory(decoded.memory, target);
+      assert.ok(Buffer.from(target.subarray(0, memory.length)).equals(memory));
+    }
+    assert.ok(
+      (sizes[1] ?? 0) < (sizes[0] ?? 0) * 0.8,
+      `compression had no effect: ${sizes.join(', ')}`,
+    );
+  });
+
+  it('refuses contents it could not decode again', async () => {
+    await rejectsWith(
+      encodeImage({ ...smallContents, meta: { ...META, guestId: '' } }),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /guestId/,
+    );
+    await rejectsWith(
+      encodeImage({ ...smallContents, meta: { ...META, createdAt: 'yesterday' } }),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /createdAt/,
+    );
+    await rejectsWith(
+      encodeImage({ ...smallContents, state: undefined }),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /JSON/,
+    );
+    await rejectsWith(
+      encodeImage({ ...smallContents, state: { n: 1n } }),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /JSON/,
+    );
+    const snap = smallContents.memory;
+    await rejectsWith(
+      encodeImage({ ...smallContents, memory: { ...snap, data: snap.data.subarray(1) } }),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /page data/,
+    );
+    await rejectsWith(encodeImage(smallContents, { level: 10 }), 'ROAM_ERR_USAGE');
+  });
+});
+
+describe('damaged images', () => {
+  it('calls every proper prefix truncated', async () => {
+    const big = await encodeImage(contentsOf(mixedMemory(24, 8)));
+    for (const image of [smallImage, big]) {
+      const offsets = new Set<number>();
+      for (let i = 0; i < 200; i++) offsets.add(i);
+      for (let i = 0; i < 300; i++) offsets.add(Math.floor((image.length * i) / 300));
+      for (let i = 1; i <= DIGEST_BYTES + 1; i++) offsets.add(image.length - i);
+      for (const at of offsets) {
+        if (at >= image.length) continue;
+        const cut = image.subarray(0, at);
+        await rejectsWith(decodeImage(cut), 'ROAM_ERR_IMAGE_TRUNCATED', /truncated/);
+        throwsWith(() => inspectImage(cut), 'ROAM_ERR_IMAGE_TRUNCATED', /truncated/);
+      }
+    }
+  });
+
+  it('catches a flipped byte anywhere', async () => {
+    const expected = (at: number): [RoamErrorCode, RegExp] =>
+      at < 8
+        ? ['ROAM_ERR_IMAGE_MALFORMED', /not a Roam checkpoint image/]
+        : at < 10
+          ? ['ROAM_ERR_IMAGE_VERSION', /unsupported version/]
+          : ['ROAM_ERR_IMAGE_CHECKSUM', /checksum/];
+    // Every byte of the prefix, the header and the start of the payload, then a sample of the rest.
+    const offsets = new Set<number>();
+    for (let at = 0; at < Math.min(1024, smallImage.length); at++) offsets.add(at);
+    for (let i = 0; i < 400; i++) offsets.add(Math.floor((smallImage.length * i) / 400));
+    for (let at = smallImage.length - DIGEST_BYTES - 8; at < smallImage.length; at++)
+      offsets.add(at);
+    for (const at of offsets) {
+      for (const xor of [0x01, 0x80]) {
+        const damaged = smallImage.slice();
+        damaged[at] = (damaged[at] ?? 0) ^ xor;
+        const [code, pattern] = expected(at);
+        throwsWith(() => inspectImage(damaged), code, pattern);
+        await rejectsWith(decodeImage(damaged), code, pattern);
+      }
+    }
+  });
+
+  it('refuses other format versions, naming both', async () => {
+    for (const version of [0, 2, 0xffff]) {
+      const image = smallImage.slice();
+      new DataView(image.buffer).setUint16(8, version, true);
+      const err = await rejectsWith(
+        decodeImage(image),
+        'ROAM_ERR_IMAGE_VERSION',
+        /unsupported version/,
+      );
+      assert.match(err.message, new RegExp(`version ${version}\\b`));
+      assert.match(err.message, new RegExp(`supports version ${IMAGE_FORMAT_VERSION}\\b`));
+    }
+    // A well-formed image from a future version is refused before its checksum is looked at.
+    const { header, sections } = split(smallImage);
+    const future = frame(
+      new TextEncoder().encode(JSON.stringify(header)),
+      Buffer.concat(Object.values(sections)),
+      2,
+    );
+    await rejectsWith(decodeImage(future), 'ROAM_ERR_IMAGE_VERSION', /unsupported version 2/);
+  });
+
+  it('refuses what is not an image', async () => {
+    for (const bytes of [
+      new TextEncoder().encode('{"hello": "world"}'),
+      new Uint8Array(100),
+      randomBytes(3, 1),
+    ]) {
+      await rejectsWith(
+        decodeImage(bytes),
+        'ROAM_ERR_IMAGE_MALFORMED',
+        /not a Roam checkpoint image/,
+      );
+    }
+    await rejectsWith(decodeImage(new Uint8Array(0)), 'ROAM_ERR_IMAGE_TRUNCATED', /truncated/);
+  });
+
+  it('enforces the size limits', async () => {
+    const err = await rejectsWith(
+      decodeImage(smallImage, { maxImageBytes: smallImage.length - 1 }),
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+      /too large/,
+    );
+    assert.match(err.message, new RegExp(String(smallImage.length - 1)));
+    await decodeImage(smallImage, { maxImageBytes: smallImage.length, maxMemoryBytes: 4 * PAGE });
+    const mem = await rejectsWith(
+      decodeImage(smallImage, { maxMemoryBytes: 3 * PAGE }),
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+      /too large/,
+    );
+    assert.match(mem.message, new RegExp(String(3 * PAGE)));
+    throwsWith(() => inspectImage(smallImage, { maxMemoryBytes: 0 }), 'ROAM_ERR_IMAGE_TOO_LARGE');
+
+    // A prefix (with a valid CRC) that declares an enormous image is refused before any allocation.
+    const huge = smallImage.slice();
+    writePrefix(huge, {
+      formatVersion: IMAGE_FORMAT_VERSION,
+      flags: 0,
+      headerLength: new DataView(huge.buffer).getUint32(12, true),
+      totalLength: 2 ** 52,
+    });
+    await rejectsWith(decodeImage(huge), 'ROAM_ERR_IMAGE_TOO_LARGE', /too large/);
+
+    // A state section that would inflate past maxImageBytes.
+    const parts = split(smallImage);
+    section(parts, 'state').rawBytes = 2 ** 31;
+    await rejectsWith(
+      decodeImage(join(parts), { maxImageBytes: 2 ** 30 }),
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+      /too large/,
+    );
+  });
+
+  it('refuses bytes after the end and unknown flags', async () => {
+    await rejectsWith(
+      decodeImage(Buffer.concat([smallImage, new Uint8Array(1)])),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /after the end/,
+    );
+    const flagged = smallImage.slice();
+    const view = new DataView(flagged.buffer);
+    writePrefix(flagged, {
+      formatVersion: 1,
+      flags: 0,
+      headerLength: view.getUint32(12, true),
+      totalLength: flagged.length,
+    });
+    view.setUint16(10, 4, true);
+    await rejectsWith(decodeImage(flagged), 'ROAM_ERR_IMAGE_CHECKSUM', /checksum/); // flags are under the prefix CRC
+    writePrefix(flagged, {
+      formatVersion: 1,
+      flags: 4,
+      headerLength: view.getUint32(12, true),
+      totalLength: flagged.length,
+    });
+    await rejectsWith(decodeImage(flagged), 'ROAM_ERR_IMAGE_MALFORMED', /unknown flags 0x4/);
+  });
+});
+
+describe('well-framed but malformed images', () => {
+  const level0 = encodeImage(smallContents, { level: 0 });
+
+  async function expectMalformed(
+    mutate: (parts: Parts) => unknown,
+    pattern: RegExp,
+    image?: Uint8Array,
+  ): Promise<void> {
+    const parts = split(image ?? (await level0));
+    const headerJson = mutate(parts);
+    const damaged = join(parts, headerJson);
+    await rejectsWith(decodeImage(damaged), 'ROAM_ERR_IMAGE_MALFORMED', pattern);
+  }
+
+  it('checks the header against its schema', async () => {
+    const image = await level0;
+    const headerLength = new DataView(image.buffer).getUint32(12, true);
+    await rejectsWith(
+      decodeImage(
+        frame(
+          new TextEncoder().encode('{"meta":'),
+          image.subarray(PREFIX_BYTES + headerLength, -DIGEST_BYTES),
+        ),
+      ),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /header is not UTF-8 JSON/,
+    );
+    await rejectsWith(
+      decodeImage(frame(new Uint8Array([0xff, 0xfe]), new Uint8Array(0))),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /UTF-8/,
+    );
+    await expectMalformed(
+      (p) => ({ ...p.header, memory: { ...p.header.memory, pageSize: 4096 } }),
+      /memory\.pageSize/,
+    );
+    await expectMalformed((p) => ({ ...p.header, extra: 1 }), /header field/);
+    await expectMalformed(
+      (p) => ({ ...p.header, meta: { ...p.header.meta, kind: 'python' } }),
+      /meta\.kind/,
+    );
+    await expectMalformed(
+      (p) => ({ ...p.header, sections: p.header.sections.slice(1) }),
+      /sections/,
+    );
+    await expectMalformed(
+      (p) => ({ ...p.header, sections: [...p.header.sections].reverse() }),
+      /section 0 is 'files', expected 'pages'/,
+    );
+  });
+
+  it('checks sizes, offsets and the chunk table', async () => {
+    await expectMalformed((p) => {
+      p.header.memory.byteLength += 1;
+    }, /multiple of 65536/);
+    await expectMalformed((p) => {
+      p.header.memory.byteLength = PAGE;
+    }, /non-zero pages in a memory of 1 pages/);
+    const parts = split(await level0);
+    const payloadLength = Object.values(parts.sections).reduce((n, s) => n + s.length, 0);
+    const headerBytes = (mutate: (h: ImageHeader) => void): Uint8Array => {
+      const h = structuredClone(parts.header);
+      let offset = 0;
+      for (const s of h.sections) {
+        s.offset = offset;
+        offset += s.storedBytes;
+      }
+      mutate(h);
+      return new TextEncoder().encode(JSON.stringify(h));
+    };
+    const payload = Buffer.concat(parts.header.sections.map((s) => parts.sections[s.name]));
+    assert.equal(payload.length, payloadLength);
+    const state = (h: ImageHeader): ImageHeader['sections'][number] =>
+      h.sections[2] ?? assert.fail();
+    await rejectsWith(
+      decodeImage(
+        frame(
+          headerBytes((h) => (state(h).offset -= 1)),
+          payload,
+        ),
+      ),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /overlaps/,
+    );
+    await rejectsWith(
+      decodeImage(
+        frame(
+          headerBytes((h) => (state(h).offset = payloadLength)),
+          payload,
+        ),
+      ),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /past the end/,
+    );
+    await expectMalformed((p) => {
+      section(p, 'memory').rawBytes -= PAGE;
+    }, /section 'memory' holds/);
+    await expectMalformed((p) => {
+      const s = section(p, 'state');
+      s.chunks = [...s.chunks, [1, 1]];
+    }, /does not add up/);
+    await expectMalformed((p) => {
+      const s = section(p, 'state');
+      s.chunks = [[s.rawBytes, s.storedBytes - 1]];
+      s.storedBytes -= 1;
+      p.sections.state = p.sections.state.subarray(1);
+    }, /chunk 0 stores/);
+  });
+
+  it('checks page indices', async () => {
+    await expectMalformed((p) => {
+      const view = new DataView(p.sections.pages.buffer, p.sections.pages.byteOffset);
+      view.setUint32(0, 3, true);
+    }, /ascending/);
+    await expectMalformed((p) => {
+      const view = new DataView(p.sections.pages.buffer, p.sections.pages.byteOffset);
+      view.setUint32(4, 4, true);
+    }, /beyond/);
+  });
+
+  it('inflates no more than declared and requires exactly the declared size', async () => {
+    // Zip bomb: 16 MiB of zeros declared as 64 KiB.
+    const bomb = zlib.deflateRawSync(new Uint8Array(16 * 1024 * 1024), { level: 9 });
+    await expectMalformed(
+      (p) => replaceSection(p, 'files', bomb, PAGE),
+      /inflates to more than its declared 65536 bytes/,
+    );
+    // A ratio deflate cannot reach is refused from the header alone.
+    await expectMalformed(
+      (p) => replaceSection(p, 'files', bomb, bomb.length * 1033),
+      /maximum ratio/,
+    );
+    const short = zlib.deflateRawSync(new Uint8Array(1000).fill(1));
+    await expectMalformed(
+      (p) => replaceSection(p, 'files', short, 1001),
+      /inflates to 1000 bytes, declared 1001/,
+    );
+    const invalid = new Uint8Array(50).fill(0x07); // BTYPE 11: a reserved, invalid block type
+    await expectMalformed(
+      (p) => replaceSection(p, 'files', invalid, 60),
+      /not a valid deflate stream/,
+    );
+    await expectMalformed(
+      (p) => replaceSection(p, 'files', short.subarray(0, 5), 1000),
+      /not a valid deflate stream/,
+    );
+    const badJson = zlib.deflateRawSync(new TextEncoder().encode('{"a": 1,'.repeat(20)));
+    await expectMalformed(
+      (p) => replaceSection(p, 'state', badJson, 160),
+      /state section is not UTF-8 JSON/,
+    );
+  });
+
+  it('lets inspectImage pass what only inflating would reveal', async () => {
+    const parts = split(await level0);
+    replaceSection(parts, 'files', new Uint8Array(50).fill(0x07), 60);
+    const image = join(parts);
+    assert.equal(inspectImage(image).sections[3]?.rawBytes, 60);
+    await rejectsWith(decodeImage(image), 'ROAM_ERR_IMAGE_MALFORMED');
+  });
+});
+
+describe('hostile input (property-based)', () => {
+  type Mutation =
+    | { kind: 'flip'; at: number; xor: number }
+    | { kind: 'truncate'; at: number }
+    | { kind: 'splice'; at: number; remove: number; insert: Uint8Array }
+    | { kind: 'u32'; at: number; value: number };
+
+  const mutation: fc.Arbitrary<Mutation> = fc.oneof(
+    fc.record({
+      kind: fc.constant('flip' as const),
+      at: fc.nat(),
+      xor: fc.integer({ min: 1, max: 255 }),
+    }),
+    fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
+    fc.record({
+      kind: fc.constant('splice' as const),
+      at: fc.nat(),
+      remove: fc.nat({ max: 64 }),
+      insert: fc.uint8Array({ maxLength: 64 }),
+    }),
+    fc.record({
+      kind: fc.constant('u32' as const),
+      at: fc.nat(),
+      value: fc.integer({ min: 0, max: 0xffffffff }),
+    }),
+  );
+
+  function apply(bytes: Uint8Array, m: Mutation): Uint8Array {
+    const at = bytes.length === 0 ? 0 : m.at % bytes.length;
+    switch (m.kind) {
+      case 'flip': {
+        const out = bytes.slice();
+        if (out.length > 0) out[at] = (out[at] ?? 0) ^ m.xor;
+        return out;
+      }
+      case 'truncate':
+        return bytes.slice(0, at);
+      case 'splice':
+        return Buffer.concat([bytes.subarray(0, at), m.insert, bytes.subarray(at + m.remove)]);
+      case 'u32': {
+        const out = bytes.slice();
+        if (at + 4 <= out.length) new DataView(out.buffer).setUint32(at, m.value, true);
+        return out;
+      }
+    }
+  }
+
+  /** Mutates the body (header + payload) and re-frames it with a valid CRC and checksum. */
+  function resealBody(image: Uint8Array, mutations: Mutation[]): Uint8Array {
+    const headerLength = new DataView(image.buffer, image.byteOffset).getUint32(12, true);
+    let body: Uint8Array = image.slice(PREFIX_BYTES, image.length - DIGEST_BYTES);
+    for (const m of mutations) body = apply(body, m);
+    const headerEnd = Math.min(headerLength, body.length);
+    return frame(body.subarray(0, headerEnd), body.subarray(headerEnd));
+  }
+
+  /** Sets one numeric field of the header to a hostile value, optionally keeping a section's sizes consistent. */
+  function mutateHeader(
+    image: Uint8Array,
+    pick: number,
+    value: number,
+    consistent: boolean,
+  ): Uint8Array {
+    const parts = split(image);
+    const targets: Array<(v: number) => void> = [
+      (v) => (parts.header.memory.byteLength = v),
+      (v) => (parts.header.memory.nonZeroPages = v),
+    ];
+    for (const s of parts.header.sections) {
+      targets.push(
+        (v) => (s.rawBytes = v),
+        (v) => (s.storedBytes = v),
+      );
+      s.chunks.forEach((c, i) => {
+        targets.push((v) => {
+          if (consistent) s.rawBytes += v - c[0];
+          s.chunks[i] = [v, c[1]];
+        });
+        targets.push((v) => {
+          if (consistent) s.storedBytes += v - c[1];
+          s.chunks[i] = [c[0], v];
+        });
+      });
+    }
+    targets[pick % targets.length]?.(value);
+    return join(parts);
+  }
+
+  const hostileNumber = fc.oneof(
+    fc.integer({ min: 0, max: 70_000 }),
+    fc.constantFrom(0, 1, 3, 4, PAGE - 1, PAGE, PAGE + 1, 2 ** 31, 2 ** 32, 2 ** 53 - 1),
+  );
+
+  async function mustOnlyThrowImageErrors(image: Uint8Array): Promise<void> {
+    for (const run of [
+      () => inspectImage(image),
+      () => decodeImage(image, { maxImageBytes: 1 << 26, maxMemoryBytes: 1 << 26 }),
+    ]) {
+      try {
+        await run();
+      } catch (err) {
+        assert.ok(
+          err instanceof RoamError && err.code.startsWith('ROAM_ERR_IMAGE_'),
+          `unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+        );
+      }
+    }
+  }
+
+  let base: Uint8Array | undefined;
+  const baseImage = async (): Promise<Uint8Array> =>
+    (base ??= await encodeImage(contentsOf(mixedMemory(40, 77), STATE, mixedMemory(20, 5))));
+
+  it('raw mutations only ever produce RoamErrors', async () => {
+    const image = await baseImage();
+    await fc.assert(
+      fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 4 }), async (mutations) => {
+        let damaged = image;
+        for (const m of mutations) damaged = apply(damaged, m);
+        await mustOnlyThrowImageErrors(damaged);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('resealed mutations (valid checksum, bad contents) only ever produce RoamErrors', async () => {
+    const image = await baseImage();
+    await fc.assert(
+      fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 3 }), async (mutations) => {
+        await mustOnlyThrowImageErrors(resealBody(image, mutations));
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('hostile header numbers only ever produce RoamErrors', async () => {
+    const image = await baseImage();
+    await fc.assert(
+      fc.asyncProperty(fc.nat(), hostileNumber, fc.boolean(), async (pick, value, consistent) => {
+        await mustOnlyThrowImageErrors(mutateHeader(image, pick, value, consistent));
+      }),
+      { numRuns: 100 },
+    );
+  });
+});
