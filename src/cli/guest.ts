@@ -74,13 +74,12 @@ function reportExit(exit: GuestExit): void {
 async function run(file: string, args: string[], opts: CommonOptions & { name?: string; env?: string[] }): Promise<void> {
   const plan = checkpointPlan(opts);
   const limits = limitsFrom(opts);
-  let code: string;
   try {
     await readFile(file);
   } catch (err) {
     throw new RoamError('ROAM_ERR_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
-  ({ code } = await bundleGuest(file));
+  const { code } = await bundleGuest(file);
   const env: Record<string, string> = {};
   for (const kv of opts.env ?? []) {
     const i = kv.indexOf('=');

@@ -11,7 +11,7 @@ export const now = (): number => hostNumber('clock.wall');
 function RoamDate(this: unknown, ...args: unknown[]): Date | string {
   if (!new.target) return new NativeDate(now()).toString();
   const date = args.length === 0 ? new NativeDate(now()) : new NativeDate(...(args as [number]));
-  Object.setPrototypeOf(date, new.target.prototype as object);
+  Object.setPrototypeOf(date, new.target.prototype);
   return date;
 }
 RoamDate.prototype = NativeDate.prototype;

@@ -2,8 +2,8 @@
 import EventEmitter from 'events';
 import { Buffer } from 'buffer';
 import { on } from './dispatch.js';
-import { host, hostNumber, toArrayBuffer } from './host.js';
-import { netError } from './net.js';
+import { host, hostNumber, parseArg, toArrayBuffer } from './host.js';
+import { netError, type NetErrorInfo } from './net.js';
 
 interface AddressInfo {
   address: string;
@@ -122,14 +122,14 @@ export class Socket extends EventEmitter {
   }
 }
 
-on('udp.listening', (id, json) => sockets.get(Number(id))?.onListening(JSON.parse(String(json)) as AddressInfo));
+on('udp.listening', (id, json) => sockets.get(Number(id))?.onListening(parseArg<AddressInfo>(json)));
 on('udp.message', (id, bytes, json) =>
-  sockets.get(Number(id))?.onMessage(bytes as ArrayBuffer, JSON.parse(String(json)) as AddressInfo & { size: number }),
+  sockets.get(Number(id))?.onMessage(bytes as ArrayBuffer, parseArg<AddressInfo & { size: number }>(json)),
 );
 on('udp.sent', (id, seq, json) =>
-  sockets.get(Number(id))?.onSent(Number(seq), json ? netError(JSON.parse(String(json)) as never) : undefined),
+  sockets.get(Number(id))?.onSent(Number(seq), json ? netError(parseArg<NetErrorInfo>(json)) : undefined),
 );
-on('udp.error', (id, json) => sockets.get(Number(id))?.onError(netError(JSON.parse(String(json)) as never)));
+on('udp.error', (id, json) => sockets.get(Number(id))?.onError(netError(parseArg<NetErrorInfo>(json))));
 
 export function createSocket(type: unknown, listener?: (msg: Buffer, rinfo: unknown) => void): Socket {
   const kind = typeof type === 'object' && type !== null ? (type as { type: string }).type : type;

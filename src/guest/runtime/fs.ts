@@ -320,7 +320,8 @@ function callbackify(fn: AnyFn): AnyFn {
     } catch (err) {
       error = err;
     }
-    setImmediate(() => (error ? cb(error) : cb(null, result)));
+    const done = cb as (err: unknown, result?: unknown) => void;
+    setImmediate(() => (error ? done(error) : done(null, result)));
   };
 }
 

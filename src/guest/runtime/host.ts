@@ -40,3 +40,8 @@ export function toArrayBuffer(view: Uint8Array): ArrayBuffer {
   if (view.byteOffset === 0 && view.byteLength === view.buffer.byteLength) return view.buffer as ArrayBuffer;
   return view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength) as ArrayBuffer;
 }
+
+/** A JSON argument from the host, parsed (the host only sends JSON it made itself). */
+export function parseArg<T>(v: HostArg): T {
+  return JSON.parse(typeof v === 'string' ? v : 'null') as T;
+}

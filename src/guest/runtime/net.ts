@@ -8,7 +8,7 @@ import EventEmitter from 'events';
 import { Buffer } from 'buffer';
 import { Duplex } from 'readable-stream';
 import { on } from './dispatch.js';
-import { host, hostNumber, toArrayBuffer } from './host.js';
+import { host, hostNumber, parseArg, toArrayBuffer } from './host.js';
 import { clearTimeout, setTimeout, type Timeout } from './timers.js';
 
 interface AddressInfo {
@@ -23,7 +23,7 @@ interface Endpoints {
   remotePort: number;
   remoteFamily: string;
 }
-interface NetErrorInfo {
+export interface NetErrorInfo {
   code: string;
   message: string;
   syscall?: string;
@@ -62,7 +62,7 @@ export class Socket extends Duplex {
   #closedByHost = false;
 
   constructor(options: SocketOptions = {}) {
-    super({ allowHalfOpen: options.allowHalfOpen === true, emitClose: true, autoDestroy: true });
+    super({ allowHalfOpen: options.allowHalfOpen === true });
   }
 
   get pending(): boolean {
@@ -123,7 +123,7 @@ export class Socket extends Duplex {
     }
   }
 
-  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+  override _destroy(err: Error | null, callback: (err: Error | null) => void): void {
     this.clearIdle();
     if (this.id !== 0 && sockets.get(this.id) === this) {
       sockets.delete(this.id);
@@ -162,7 +162,7 @@ export class Socket extends Duplex {
     return { address: this.localAddress, family: family(this.localAddress), port: this.localPort ?? 0 };
   }
   resetAndDestroy(): this {
-    return this.destroy() as this;
+    return this.destroy();
   }
 
   // --- events from the host ---
@@ -220,7 +220,7 @@ function family(address: string): string {
 function normalizeConnectArgs(args: unknown[]): [{ port?: unknown; host?: string }, Callback | undefined] {
   const cb = typeof args[args.length - 1] === 'function' ? (args.pop() as Callback) : undefined;
   const first = args[0];
-  if (first !== null && typeof first === 'object') return [first as { port?: unknown; host?: string }, cb];
+  if (first !== null && typeof first === 'object') return [first, cb];
   return [{ port: first, host: typeof args[1] === 'string' ? args[1] : undefined }, cb];
 }
 
@@ -338,20 +338,20 @@ export class Server extends EventEmitter {
   }
 }
 
-on('net.listening', (id, json) => servers.get(Number(id))?.onListening(JSON.parse(String(json)) as AddressInfo));
+on('net.listening', (id, json) => servers.get(Number(id))?.onListening(parseArg<AddressInfo>(json)));
 on('net.connection', (serverId, socketId, json) =>
-  servers.get(Number(serverId))?.onConnection(Number(socketId), JSON.parse(String(json)) as Endpoints),
+  servers.get(Number(serverId))?.onConnection(Number(socketId), parseArg<Endpoints>(json)),
 );
-on('net.connect', (id, json) => sockets.get(Number(id))?.onConnect(JSON.parse(String(json)) as Endpoints));
+on('net.connect', (id, json) => sockets.get(Number(id))?.onConnect(parseArg<Endpoints>(json)));
 on('net.data', (id, bytes) => sockets.get(Number(id))?.onData(bytes as ArrayBuffer));
 on('net.end', (id) => sockets.get(Number(id))?.onEnd());
 on('net.drain', (id) => sockets.get(Number(id))?.onDrain());
 on('net.close', (id, json) => {
-  const info = json ? (JSON.parse(String(json)) as NetErrorInfo) : undefined;
+  const info = json ? parseArg<NetErrorInfo>(json) : undefined;
   sockets.get(Number(id))?.onHostClose(info ? netError(info) : undefined);
 });
 on('net.error', (id, json) => {
-  const err = netError(JSON.parse(String(json)) as NetErrorInfo);
+  const err = netError(parseArg<NetErrorInfo>(json));
   const server = servers.get(Number(id));
   if (server) server.onError(err);
   else sockets.get(Number(id))?.onHostClose(err);

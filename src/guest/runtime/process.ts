@@ -5,7 +5,7 @@
  */
 import EventEmitter from 'events';
 import { on } from './dispatch.js';
-import { host, hostJson, hostNumber } from './host.js';
+import { host, hostJson, hostNumber, parseArg } from './host.js';
 
 interface Boot {
   argv: string[];
@@ -149,7 +149,7 @@ export function finish(code: number): void {
 }
 
 on('init', (json) => {
-  const boot = JSON.parse(String(json)) as Boot;
+  const boot = parseArg<Boot>(json);
   process.argv = boot.argv;
   process.env = boot.env;
   process.pid = boot.pid;

@@ -18,12 +18,12 @@ type Executor<T> = (resolve: (value: T | PromiseLike<T>) => void, reject: (reaso
 
 class RoamPromise<T> extends NativePromise<T> {
   constructor(executor: Executor<T>) {
-    let rejectedWith: { reason: unknown } | undefined;
-    let self: RoamPromise<T> | undefined;
+    // The executor may reject before `this` exists; such a rejection is noted right after.
+    const box: { self?: RoamPromise<T>; rejectedWith?: { reason: unknown } } = {};
     super((resolve, reject) => {
       const rejectAndNote = (reason?: unknown): void => {
-        if (self) noteRejection(self, reason);
-        else rejectedWith = { reason };
+        if (box.self) noteRejection(box.self, reason);
+        else box.rejectedWith = { reason };
         reject(reason);
       };
       try {
@@ -33,8 +33,8 @@ class RoamPromise<T> extends NativePromise<T> {
         rejectAndNote(err);
       }
     });
-    self = this;
-    if (rejectedWith) noteRejection(this, rejectedWith.reason);
+    box.self = this;
+    if (box.rejectedWith) noteRejection(this, box.rejectedWith.reason);
   }
 
   override then<R1 = T, R2 = never>(

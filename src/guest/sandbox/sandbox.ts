@@ -292,7 +292,8 @@ export class Sandbox {
     const dumped: unknown = ctx.dump(errHandle);
     if (dumped && typeof dumped === 'object') {
       const e = dumped as { name?: unknown; message?: unknown; stack?: unknown };
-      const head = `${String(e.name ?? 'Error')}: ${String(e.message ?? '')}`;
+      const name = typeof e.name === 'string' ? e.name : 'Error';
+      const head = `${name}: ${typeof e.message === 'string' ? e.message : ''}`;
       return typeof e.stack === 'string' && e.stack ? `${head}\n${e.stack}` : head;
     }
     return String(dumped);

@@ -109,7 +109,7 @@ export class FileContent {
     const keep = Math.ceil(size / CHUNK_SIZE);
     for (const dropped of this.chunks.splice(keep)) this.pool.allocated -= dropped.length;
     // Clear the cut-off tail of the last kept chunk to keep the zero invariant.
-    // removed
+    this.chunks.at(-1)?.fill(0, size - (keep - 1) * CHUNK_SIZE);
     this.pool.used -= this.length - size;
     this.length = size;
     if (this.chunks.length === 0) this.pool.hold(this, false);
