@@ -5,7 +5,8 @@ import { Command, Option } from 'commander';
 import { RoamError, isRoamError } from '../errors.js';
 import { bundleGuest } from '../guest/bundle.js';
 import { EXIT } from '../guest/exit-codes.js';
-import { Guest, type GuestExit, type GuestOptions, type GuestState } from '../guest/guest.js';
+import { Guest, type GuestExit, type GuestOptions } from '../guest/guest.js';
+import { parseGuestState } from '../guest/state-schema.js';
 import type { LogRecord } from '../guest/host/log.js';
 import { decodeImage, encodeImage, inspectImage } from '../guest/image/index.js';
 import type { SandboxLimits } from '../guest/sandbox/sandbox.js';
@@ -117,7 +118,7 @@ async function inspect(imagePath: string, opts: { json?: boolean }): Promise<voi
   const bytes = await readImageFile(imagePath);
   const info = inspectImage(bytes);
   const { contents } = await decodeImage(bytes);
-  const state = contents.state as GuestState;
+  const state = parseGuestState(contents.state);
   const files = (await import('../guest/vfs.js')).VirtualFileSystem.deserialize(contents.files).usage();
   const summary = {
     ...info,

@@ -10,10 +10,10 @@ import { randomFillSync, randomUUID } from 'node:crypto';
 import { RoamError } from '../errors.js';
 import { EXIT } from './exit-codes.js';
 import type { HostBinding, HostOp } from './host/binding.js';
-import { VirtualClock, type ClockState } from './host/clock.js';
-import { GuestLog, type LogSink, type LogState } from './host/log.js';
-import { IdAllocator, NetHost, type NetState } from './host/net.js';
-import { TimerSchedule, type TimerState } from './host/timers.js';
+import { VirtualClock } from './host/clock.js';
+import { GuestLog, type LogSink } from './host/log.js';
+import { IdAllocator, NetHost } from './host/net.js';
+import { TimerSchedule } from './host/timers.js';
 import { guestRuntimeSource } from './runtime-source.js';
 import { snapshotMemory, restoreMemory, type ImageContents, type MemorySnapshot } from './image/index.js';
 import { LoopbackNetwork } from './network/loopback.js';
@@ -27,8 +27,11 @@ import {
 } from './sandbox/sandbox.js';
 import { VirtualFileSystem } from './vfs.js';
 import { FsHost } from './host/fs.js';
-import { DgramHost, type DgramState } from './host/dgram.js';
+import { DgramHost } from './host/dgram.js';
 import { ROAM_VERSION } from '../version.js';
+import { parseGuestState, type GuestState } from './state-schema.js';
+
+export type { GuestState };
 
 let template: Promise<MemorySnapshot> | undefined;
 
@@ -40,9 +43,7 @@ let template: Promise<MemorySnapshot> | undefined;
 function runtimeTemplate(): Promise<MemorySnapshot> {
   template ??= (async () => {
     const bootLimits = { ...DEFAULT_LIMITS, cpuBudgetMs: 60_000 };
-    const sandbox = await Sandbox.create(bootLimits, () => {
-      throw new Error('the guest runtime must not call the host while it loads');
-    });
+    const sandbox = await Sandbox.create(bootLimits);
     try {
       sandbox.evalScript(await guestRuntimeSource(), 'roam:runtime');
       return snapshotMemory(sandbox.memoryView());
@@ -64,6 +65,11 @@ export interface GuestOptions {
   onLog?: LogSink;
 }
 
+export interface RestoreOptions extends GuestOptions {
+  /** A sandbox made by `Guest.prepareSandbox` with the image's limits (else one is made now). */
+  sandbox?: Sandbox;
+}
+
 export type ExitReason = 'exit' | 'uncaught' | 'memory-limit' | 'cpu-budget' | 'killed' | 'internal';
 
 export interface GuestExit {
@@ -73,19 +79,6 @@ export interface GuestExit {
 }
 
 export type GuestStatus = 'running' | 'frozen' | 'exited';
-
-/** The host-side state that travels in an image next to the memory. */
-export interface GuestState {
-  limits: SandboxLimits;
-  argv: string[];
-  clock: ClockState;
-  timers: TimerState[];
-  immediatePending: boolean;
-  net: NetState;
-  dgram: DgramState;
-  log: LogState;
-  cpuMs: number;
-}
 
 /** A frozen guest's state, captured in memory (the pause ends when this exists). */
 export interface Capture {
@@ -160,7 +153,7 @@ export class Guest {
       files: new VirtualFileSystem({ now: () => clock.wall() }),
     });
     const template = await runtimeTemplate();
-    guest.sandbox = await Sandbox.create(limits, (op, args) => guest.hostCall(op, args));
+    guest.attach(await Sandbox.create(limits));
     restoreMemory(template, guest.sandbox.prepareRestore(template.byteLength));
     guest.sandbox.finishRestore();
     guest.thaw();
@@ -181,8 +174,8 @@ export class Guest {
    * Restores a guest from an image's contents into a fresh sandbox and resumes it. The memory
    * continues exactly; host-side state is rebuilt from the image.
    */
-  static async restore(contents: ImageContents, options: GuestOptions = {}): Promise<Guest> {
-    const state = contents.state as GuestState;
+  static async restore(contents: ImageContents, options: RestoreOptions = {}): Promise<Guest> {
+    const state = parseGuestState(contents.state);
     const limits = { ...state.limits, ...options.limits };
     const clock = new VirtualClock(state.clock);
     const files = VirtualFileSystem.deserialize(contents.files, { now: () => clock.wall() });
@@ -194,7 +187,11 @@ export class Guest {
       { clock, log, files },
     );
     guest.cpuMs = state.cpuMs;
-    guest.sandbox = await Sandbox.create(limits, (op, args) => guest.hostCall(op, args));
+    const prepared = options.sandbox;
+    const fits =
+      prepared && prepared.limits.memoryBytes === limits.memoryBytes && prepared.limits.stackBytes === limits.stackBytes;
+    guest.attach(fits ? prepared : await Sandbox.create(limits));
+    if (prepared && !fits) prepared.dispose();
     restoreMemory(contents.memory, guest.sandbox.prepareRestore(contents.memory.byteLength));
     guest.sandbox.finishRestore();
     guest.timers.restore(state.timers);
@@ -203,6 +200,15 @@ export class Guest {
     guest.immediatePending = state.immediatePending;
     guest.thaw();
     return guest;
+  }
+
+  /**
+   * Boots an empty sandbox ahead of a restore (compiled module, instance, runtime), so that the
+   * restore itself is only the copy of the image's memory: the target side of a move calls this
+   * before the source freezes.
+   */
+  static prepareSandbox(limits: Partial<SandboxLimits> = {}): Promise<Sandbox> {
+    return Sandbox.create({ ...DEFAULT_LIMITS, ...limits });
   }
 
   get state(): GuestStatus {
@@ -261,6 +267,11 @@ export class Guest {
   stop(reason: ExitReason = 'killed', code = 137): void {
     if (this.status === 'exited') return;
     this.finish({ code, reason });
+  }
+
+  private attach(sandbox: Sandbox): void {
+    this.sandbox = sandbox;
+    sandbox.onHostCall = (op, args) => this.hostCall(op, args);
   }
 
   // --- the event loop ---

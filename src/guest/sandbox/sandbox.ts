@@ -64,6 +64,10 @@ export class GuestFault extends Error {
 }
 
 export class Sandbox {
+  /** Where the guest's host calls go; set by the guest that owns this sandbox. */
+  onHostCall: HostCallHandler = (op) => {
+    throw new Error(`host call ${op} before the sandbox was given to a guest`);
+  };
   private dispatchFn: QuickJSHandle | undefined;
   private turnStart = 0;
   private pendingInterrupt: Interruption | undefined;
@@ -77,7 +81,7 @@ export class Sandbox {
   ) {}
 
   /** Boots a sandbox. The sequence of calls here is the layout contract restore depends on. */
-  static async create(limits: SandboxLimits, onHostCall: HostCallHandler): Promise<Sandbox> {
+  static async create(limits: SandboxLimits): Promise<Sandbox> {
     const instance = await instantiate(limits.memoryBytes);
     const runtime = instance.qjs.newRuntime();
     // QuickJS counts requested bytes, not what the allocator really uses, so its limit is a second
@@ -88,7 +92,7 @@ export class Sandbox {
     const sandbox = new Sandbox(instance, runtime, context, limits);
     runtime.setInterruptHandler(() => sandbox.shouldInterrupt());
     const host = context.newFunction('__roam_host', (opHandle, ...argHandles) =>
-      sandbox.hostCall(onHostCall, opHandle, argHandles),
+      sandbox.hostCall(opHandle, argHandles),
     );
     context.setProp(context.global, '__roam_host', host);
     host.dispose();
@@ -221,7 +225,6 @@ export class Sandbox {
   }
 
   private hostCall(
-    onHostCall: HostCallHandler,
     opHandle: QuickJSHandle | undefined,
     argHandles: QuickJSHandle[],
   ): QuickJSHandle | { error: QuickJSHandle } {
@@ -230,7 +233,7 @@ export class Sandbox {
     const op = ctx.getString(opHandle);
     const args = argHandles.map((h) => this.fromGuest(h));
     try {
-      return this.toGuest(onHostCall(op, args));
+      return this.toGuest(this.onHostCall(op, args));
     } catch (err) {
       const error = ctx.newError(err instanceof Error ? err.message : String(err));
       if (err instanceof GuestVisibleError) {
