@@ -7,7 +7,8 @@ import * as bufferModule from 'buffer';
 import EventEmitter from 'events';
 import path from 'path-browserify';
 import querystring from 'querystring-es3';
-import * as stream from 'readable-stream';
+import stream from 'readable-stream';
+import streamPromises from 'readable-stream/lib/stream/promises.js';
 import * as stringDecoder from 'string_decoder';
 import * as url from 'url';
 import * as util from 'util';
@@ -16,6 +17,7 @@ import { console } from './console.js';
 import { getRandomValues, randomBytesRaw, randomUUID, webcrypto } from './crypto.js';
 import { dgramModule } from './dgram.js';
 import { fsModule, fsPromises } from './fs.js';
+import { httpModule } from './http.js';
 import { netModule } from './net.js';
 import { process } from './process.js';
 import { timersModule } from './timers.js';
@@ -42,21 +44,6 @@ export function requireBuiltin(name: string): unknown {
   return mod;
 }
 
-const streamPromises = {
-  pipeline: (...streams: unknown[]) =>
-    new Promise((resolve, reject) =>
-      (stream as unknown as { pipeline: (...a: unknown[]) => void }).pipeline(...streams, (err: unknown) =>
-        err ? reject(err) : resolve(undefined),
-      ),
-    ),
-  finished: (s: unknown, opts?: unknown) =>
-    new Promise((resolve, reject) =>
-      (stream as unknown as { finished: (...a: unknown[]) => void }).finished(s, opts ?? {}, (err: unknown) =>
-        err ? reject(err) : resolve(undefined),
-      ),
-    ),
-};
-
 defineBuiltin('assert', () => assert);
 defineBuiltin('assert/strict', () => (assert as { strict: unknown }).strict);
 defineBuiltin('buffer', () => bufferModule);
@@ -81,6 +68,7 @@ defineBuiltin('crypto', () => ({
 defineBuiltin('dgram', () => dgramModule);
 defineBuiltin('fs', () => fsModule);
 defineBuiltin('fs/promises', () => fsPromises);
+defineBuiltin('http', () => httpModule);
 defineBuiltin('events', () => Object.assign(EventEmitter, { EventEmitter, default: EventEmitter }));
 defineBuiltin('net', () => netModule);
 defineBuiltin('path', () => Object.assign(path, { posix: path }));
@@ -88,8 +76,8 @@ defineBuiltin('path/posix', () => path);
 defineBuiltin('process', () => process);
 defineBuiltin('querystring', () => querystring);
 defineBuiltin('stream', () => {
-  const Stream = (stream as { Stream: object }).Stream;
-  return Object.assign(Stream, stream, { promises: streamPromises });
+  if (!('promises' in stream)) Object.defineProperty(stream, 'promises', { value: streamPromises, enumerable: true });
+  return stream;
 });
 defineBuiltin('stream/promises', () => streamPromises);
 defineBuiltin('string_decoder', () => stringDecoder);

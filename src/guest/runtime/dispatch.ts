@@ -9,6 +9,7 @@ const handlers = new Map<string, Handler>();
 let onUncaught: (err: unknown) => void = (err) => {
   throw err;
 };
+let afterCallback: () => void = () => {};
 
 export function on(kind: string, handler: Handler): void {
   handlers.set(kind, handler);
@@ -18,11 +19,17 @@ export function setUncaughtHandler(fn: (err: unknown) => void): void {
   onUncaught = fn;
 }
 
+/** Runs after each event's handler, before its promise jobs (process.nextTick's queue). */
+export function setAfterCallback(fn: () => void): void {
+  afterCallback = fn;
+}
+
 function dispatch(kind: string, ...args: HostArg[]): void {
   const handler = handlers.get(kind);
   if (!handler) throw new Error(`roam guest runtime: unknown event ${kind}`);
   try {
     handler(...args);
+    afterCallback();
   } catch (err) {
     onUncaught(err);
   }

@@ -4,7 +4,7 @@
  * the program listens for it).
  */
 import EventEmitter from 'events';
-import { on } from './dispatch.js';
+import { on, setAfterCallback } from './dispatch.js';
 import { host, hostJson, hostNumber, parseArg } from './host.js';
 
 interface Boot {
@@ -103,7 +103,7 @@ class Process extends EventEmitter {
     return { user: Math.round(hostNumber('clock.cpu') * 1000), system: 0 };
   }
   nextTick(fn: (...args: unknown[]) => void, ...args: unknown[]): void {
-    queueMicrotask(() => fn(...args));
+    queueTick(() => fn(...args));
   }
   emitWarning(warning: unknown, type?: unknown): void {
     const name = typeof type === 'string' ? type : warning instanceof Error ? warning.name : 'Warning';
@@ -135,6 +135,38 @@ class Process extends EventEmitter {
 
 export const process = new Process();
 
+// process.nextTick: as in Node, ticks queued by a callback run when it returns, before promise
+// jobs; ticks queued from a promise job run after the jobs already queued.
+let ticks: Array<() => void> = [];
+let tickDrainQueued = false;
+function queueTick(fn: () => void): void {
+  ticks.push(fn);
+  if (!tickDrainQueued) {
+    tickDrainQueued = true;
+    void Promise.resolve().then(runTicks);
+  }
+}
+export function runTicks(): void {
+  tickDrainQueued = false;
+  while (ticks.length > 0) {
+    const batch = ticks;
+    ticks = [];
+    for (let i = 0; i < batch.length; i++) {
+      try {
+        batch[i]?.();
+      } catch (err) {
+        // Keep the rest for later, as Node would after reporting this one.
+        ticks = [...batch.slice(i + 1), ...ticks];
+        if (ticks.length > 0 && !tickDrainQueued) {
+          tickDrainQueued = true;
+          void Promise.resolve().then(runTicks);
+        }
+        throw err;
+      }
+    }
+  }
+}
+
 export function finish(code: number): void {
   if (!process.exiting) {
     process.markExiting();
@@ -147,6 +179,8 @@ export function finish(code: number): void {
   }
   host('exit', process.exitCode ?? code);
 }
+
+setAfterCallback(runTicks);
 
 on('init', (json) => {
   const boot = parseArg<Boot>(json);

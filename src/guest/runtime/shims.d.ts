@@ -64,3 +64,7 @@ declare module 'core-js-pure/actual/structured-clone.js' {
   const structuredClone: unknown;
   export default structuredClone;
 }
+declare module 'readable-stream/lib/stream/promises.js' {
+  const promises: Record<string, unknown>;
+  export default promises;
+}
