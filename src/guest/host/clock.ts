@@ -15,10 +15,13 @@ export class VirtualClock {
   private monoBase: number;
   private readonly monoStart = performance.now();
 
-  constructor(state?: ClockState) {
+  constructor(
+    state?: ClockState,
+    private readonly hostWall: () => number = Date.now,
+  ) {
     this.monoBase = state?.mono ?? 0;
     if (state) {
-      const hostWall = Date.now();
+      const hostWall = this.hostWall();
       this.wallSkew = state.wall > hostWall ? state.wall - hostWall : 0;
       this.lastWall = state.wall;
     }
@@ -26,7 +29,7 @@ export class VirtualClock {
 
   /** Milliseconds since the epoch, as the guest sees them. */
   wall(): number {
-    const t = Math.max(Date.now() + this.wallSkew, this.lastWall);
+    const t = Math.max(this.hostWall() + this.wallSkew, this.lastWall);
     this.lastWall = t;
     return t;
   }
