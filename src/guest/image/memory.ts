@@ -47,8 +47,8 @@ export function checkSnapshot(snapshot: MemorySnapshot, what: string): void {
   const fail = (message: string): never => {
     throw imageError('ROAM_ERR_IMAGE_MALFORMED', `${what}: ${message}`);
   };
-  if (snapshot.pageSize !== PAGE_SIZE)
-    fail(`page size ${String(snapshot.pageSize)} is not ${PAGE_SIZE}`);
+  const pageSize: number = snapshot.pageSize;
+  if (pageSize !== PAGE_SIZE) fail(`page size ${pageSize} is not ${PAGE_SIZE}`);
   if (!Number.isSafeInteger(byteLength) || byteLength < 0 || byteLength % PAGE_SIZE !== 0) {
     fail(`memory size ${byteLength} is not a multiple of ${PAGE_SIZE}`);
   }
