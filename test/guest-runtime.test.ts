@@ -163,3 +163,12 @@ c.on('error', (e) => { out.connect = e.code; console.log(JSON.stringify(out)); }
     connect: 'EACCES',
   });
 });
+
+test('every guest draws its own Math.random sequence', async (t) => {
+  const file = writeGuest(tempDir(t), 'random.js', `console.log(JSON.stringify([Math.random(), Math.random()]));`);
+  const [a, b] = await Promise.all([runRoam(['guest', 'run', file]), runRoam(['guest', 'run', file])]);
+  const x = JSON.parse(a.stdout) as number[];
+  const y = JSON.parse(b.stdout) as number[];
+  assert.ok(x.every((v) => v >= 0 && v < 1) && x[0] !== x[1]);
+  assert.notDeepEqual(x, y);
+});

@@ -157,6 +157,7 @@ export class Guest {
     restoreMemory(template, guest.sandbox.prepareRestore(template.byteLength));
     guest.sandbox.finishRestore();
     guest.thaw();
+    guest.deliver('seed', []);
     guest.deliver('init', [JSON.stringify(guest.bootInfo(options))]);
     if (guest.status === 'running') {
       try {

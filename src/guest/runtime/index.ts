@@ -7,6 +7,7 @@ import './host.js';
 import './dispatch.js';
 import './promise.js';
 import './uncaught.js';
+import './random.js';
 import { Buffer } from 'buffer';
 import { AbortController, AbortSignal } from 'abort-controller';
 import URL from 'core-js-pure/actual/url/index.js';
