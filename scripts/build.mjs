@@ -1,6 +1,7 @@
 // Builds what the package runs: the guest runtime (evaluated inside every QuickJS sandbox) and
 // the `roam` command. Type checking is `npm run typecheck`; this step only bundles (fast).
 import { build } from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,3 +43,9 @@ await Promise.all([
     logLevel: 'warning',
   }),
 ]);
+
+// The runtime template: the sandbox memory right after the runtime loaded (src/guest/template.ts).
+const made = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts/make-template.ts')], {
+  stdio: 'inherit',
+});
+if (made.status !== 0) process.exit(made.status ?? 1);

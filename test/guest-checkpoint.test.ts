@@ -4,10 +4,12 @@
  * time), its files, and its listening servers.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { runRoam, startRoam, tempDir, writeGuest } from './helpers/roam.js';
+import { ROAM, runRoam, startRoam, tempDir, writeGuest } from './helpers/roam.js';
 
 const SURVIVOR = `
 const fs = require('node:fs');
@@ -165,5 +167,30 @@ function exchange(socket: net.Socket, text: string): Promise<string> {
   return new Promise((resolve) => {
     socket.once('data', (d) => resolve(d.toString()));
     socket.write(text);
+  });
+}
+
+test('an image restores whatever path Roam runs from (regression: layout depended on argv[1])', async (t) => {
+  const dir = tempDir(t);
+  // A long install path: Emscripten used to copy process.argv[1] into guest memory, shifting its layout.
+  const install = join(dir, 'a-rather-long-installation-directory-name-'.repeat(4));
+  mkdirSync(install);
+  const launcher = join(install, 'roam');
+  symlinkSync(ROAM, launcher);
+  const file = writeGuest(dir, 'tick.js', `let n = 0; setInterval(() => { n++; if (n === 10) { console.log('n=' + n); process.exit(0); } }, 20);`);
+  const image = join(dir, 'tick.img');
+  const made = await runNode([launcher, 'guest', 'run', file, '--checkpoint-after', '100ms', '--out', image]);
+  assert.equal(made.code, 0, made.stderr);
+  const resumed = await runRoam(['guest', 'resume', image]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.equal(resumed.stdout, 'n=10\n');
+});
+
+function runNode(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, args, { timeout: 30_000 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== 'number') reject(err);
+      else resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+    });
   });
 }

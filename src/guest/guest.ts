@@ -14,7 +14,7 @@ import { VirtualClock } from './host/clock.js';
 import { GuestLog, type LogSink } from './host/log.js';
 import { IdAllocator, NetHost } from './host/net.js';
 import { TimerSchedule } from './host/timers.js';
-import { guestRuntimeSource } from './runtime-source.js';
+import { runtimeTemplate } from './template.js';
 import { snapshotMemory, restoreMemory, type ImageContents, type MemorySnapshot } from './image/index.js';
 import { LoopbackNetwork } from './network/loopback.js';
 import type { VirtualNetwork } from './network/types.js';
@@ -32,28 +32,6 @@ import { ROAM_VERSION } from '../version.js';
 import { parseGuestState, type GuestState } from './state-schema.js';
 
 export type { GuestState };
-
-let template: Promise<MemorySnapshot> | undefined;
-
-/**
- * The memory of a sandbox that has evaluated the guest runtime and nothing else. Evaluating the
- * runtime takes QuickJS a few hundred milliseconds; copying this snapshot into a new sandbox takes
- * a few, so every guest after the first in a process starts from it (as V8 starts from a snapshot).
- */
-function runtimeTemplate(): Promise<MemorySnapshot> {
-  template ??= (async () => {
-    const bootLimits = { ...DEFAULT_LIMITS, cpuBudgetMs: 60_000 };
-    const sandbox = await Sandbox.create(bootLimits);
-    try {
-      sandbox.evalScript(await guestRuntimeSource(), 'roam:runtime');
-      return snapshotMemory(sandbox.memoryView());
-    } finally {
-      sandbox.dispose();
-    }
-  })();
-  template.catch(() => (template = undefined));
-  return template;
-}
 
 export interface GuestOptions {
   id?: string;

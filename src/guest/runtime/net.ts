@@ -203,8 +203,8 @@ export class Socket extends Duplex {
   }
 
   private touch(): void {
-    if (this.#idleMs <= 0) return;
     this.clearIdle();
+    if (this.#idleMs <= 0) return;
     this.#idleTimer = setTimeout(() => this.emit('timeout'), this.#idleMs).unref();
   }
   private clearIdle(): void {

@@ -15,6 +15,7 @@ import variantModule from '@jitl/quickjs-wasmfile-release-sync';
 import {
   newQuickJSWASMModuleFromVariant,
   newVariant,
+  type CustomizeVariantOptions,
   type QuickJSSyncVariant,
   type QuickJSWASMModule,
 } from 'quickjs-emscripten-core';
@@ -43,6 +44,21 @@ interface EmscriptenHeap {
   _free(ptr: number): void;
 }
 
+/**
+ * Emscripten writes environment strings into the guest's memory: the program name (by default
+ * process.argv[1], the path of whatever script started this process) and LANG (from
+ * navigator.language, which only Node 21 and later have). Their lengths shift every later
+ * allocation, and a memory captured with one layout cannot be restored into an instance that
+ * allocated its runtime and context with another. So both are pinned: an image restores
+ * whatever the path Roam is installed at, and whichever Node version runs it.
+ */
+function pinEmscriptenEnvironment(): void {
+  const nav = (globalThis as { navigator?: { language?: string } }).navigator;
+  if (nav && nav.language !== undefined) {
+    Object.defineProperty(nav, 'language', { value: undefined, configurable: true });
+  }
+}
+
 export interface Instance {
   readonly qjs: QuickJSWASMModule;
   readonly memory: WebAssembly.Memory;
@@ -58,7 +74,15 @@ export async function instantiate(maxBytes: number): Promise<Instance> {
   const wasmModule = await quickjsModule();
   const maximum = Math.max(256, Math.ceil(maxBytes / WASM_PAGE));
   const memory = new WebAssembly.Memory({ initial: 256, maximum });
-  const qjs = await newQuickJSWASMModuleFromVariant(newVariant(variant, { wasmModule, wasmMemory: memory }));
+  pinEmscriptenEnvironment();
+  const qjs = await newQuickJSWASMModuleFromVariant(
+    newVariant(variant, {
+      wasmModule,
+      wasmMemory: memory,
+      // A real Emscripten module option that quickjs-emscripten's typings leave out.
+      emscriptenModule: { thisProgram: 'roam-guest' } as CustomizeVariantOptions['emscriptenModule'],
+    }),
+  );
   const heap = (qjs as unknown as { module: EmscriptenHeap }).module;
   return {
     qjs,

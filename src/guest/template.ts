@@ -1,0 +1,63 @@
+/**
+ * The runtime template: the memory of a sandbox that has evaluated the guest runtime and nothing
+ * else. Evaluating the runtime takes QuickJS a few hundred milliseconds; copying the template
+ * into a new sandbox takes a few, so every guest starts from it (as V8 starts from a snapshot).
+ *
+ * `npm run build` writes it to dist/guest-runtime.template (an ordinary checkpoint image, checked
+ * like any other); a process that finds it missing or made from another runtime builds its own.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { packageRoot } from '../package-root.js';
+import { ROAM_VERSION } from '../version.js';
+import { decodeImage, encodeImage, snapshotMemory, type MemorySnapshot } from './image/index.js';
+import { guestRuntimeSource } from './runtime-source.js';
+import { DEFAULT_LIMITS, Sandbox } from './sandbox/sandbox.js';
+
+export const TEMPLATE_FILE = 'guest-runtime.template';
+
+let template: Promise<MemorySnapshot> | undefined;
+
+/** Which runtime a template was made from (its id must match the runtime this process runs). */
+async function runtimeId(): Promise<string> {
+  return createHash('sha256').update(await guestRuntimeSource()).digest('hex').slice(0, 32);
+}
+
+/** Boots a sandbox, evaluates the guest runtime in it, and captures its memory. */
+export async function makeTemplate(): Promise<MemorySnapshot> {
+  const sandbox = await Sandbox.create({ ...DEFAULT_LIMITS, cpuBudgetMs: 60_000 });
+  try {
+    sandbox.evalScript(await guestRuntimeSource(), 'roam:runtime');
+    return snapshotMemory(sandbox.memoryView());
+  } finally {
+    sandbox.dispose();
+  }
+}
+
+/** The template as an image file's bytes (see scripts/build.mjs). */
+export async function encodeTemplate(memory: MemorySnapshot): Promise<Uint8Array> {
+  return encodeImage({
+    meta: { kind: 'js', guestId: await runtimeId(), name: 'roam-runtime-template', roamVersion: ROAM_VERSION, createdAt: new Date().toISOString() },
+    memory,
+    state: null,
+    files: new Uint8Array(0),
+  });
+}
+
+async function loadBuilt(): Promise<MemorySnapshot | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(join(packageRoot(), 'dist', TEMPLATE_FILE));
+  } catch {
+    return undefined;
+  }
+  const { contents } = await decodeImage(bytes);
+  return contents.meta.guestId === (await runtimeId()) ? contents.memory : undefined;
+}
+
+export function runtimeTemplate(): Promise<MemorySnapshot> {
+  template ??= (async () => (await loadBuilt()) ?? (await makeTemplate()))();
+  template.catch(() => (template = undefined));
+  return template;
+}
