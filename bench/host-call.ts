@@ -22,9 +22,12 @@ async function inProcess(): Promise<number> {
 }
 
 async function workerRoundTrip(): Promise<number> {
-  const worker = new Worker(`const { parentPort } = require('node:worker_threads'); parentPort.on('message', (m) => parentPort.postMessage(m));`, {
-    eval: true,
-  });
+  const worker = new Worker(
+    `const { parentPort } = require('node:worker_threads'); parentPort.on('message', (m) => parentPort.postMessage(m));`,
+    {
+      eval: true,
+    },
+  );
   const rounds = 20_000;
   await new Promise<void>((resolve) => {
     worker.once('message', () => resolve());

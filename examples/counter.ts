@@ -13,11 +13,14 @@ class Greeter {
 }
 const greeter = new Greeter('tick');
 
-const interval = setInterval(() => {
-  count++;
-  console.log(greeter.greet(count), `(${Math.round((Date.now() - started) / 100) / 10}s)`);
-  if (count === Number(process.env.TICKS ?? 20)) {
-    clearInterval(interval);
-    console.log('done');
-  }
-}, Number(process.env.INTERVAL_MS ?? 200));
+const interval = setInterval(
+  () => {
+    count++;
+    console.log(greeter.greet(count), `(${Math.round((Date.now() - started) / 100) / 10}s)`);
+    if (count === Number(process.env.TICKS ?? 20)) {
+      clearInterval(interval);
+      console.log('done');
+    }
+  },
+  Number(process.env.INTERVAL_MS ?? 200),
+);

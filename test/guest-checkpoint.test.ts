@@ -177,7 +177,11 @@ test('an image restores whatever path Roam runs from (regression: layout depende
   mkdirSync(install);
   const launcher = join(install, 'roam');
   symlinkSync(ROAM, launcher);
-  const file = writeGuest(dir, 'tick.js', `let n = 0; setInterval(() => { n++; if (n === 10) { console.log('n=' + n); process.exit(0); } }, 20);`);
+  const file = writeGuest(
+    dir,
+    'tick.js',
+    `let n = 0; setInterval(() => { n++; if (n === 10) { console.log('n=' + n); process.exit(0); } }, 20);`,
+  );
   const image = join(dir, 'tick.img');
   const made = await runNode([launcher, 'guest', 'run', file, '--checkpoint-after', '100ms', '--out', image]);
   assert.equal(made.code, 0, made.stderr);

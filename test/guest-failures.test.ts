@@ -22,7 +22,11 @@ setTimeout(() => console.log('never printed either'), 5000);`,
 });
 
 test('an uncaught exception prints its stack and exits 1, as in Node', async (t) => {
-  const file = writeGuest(tempDir(t), 'throws.js', `function deep() { throw new Error('boom in deep'); }\nsetTimeout(deep, 5);`);
+  const file = writeGuest(
+    tempDir(t),
+    'throws.js',
+    `function deep() { throw new Error('boom in deep'); }\nsetTimeout(deep, 5);`,
+  );
   const r = await runRoam(['guest', 'run', file]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /Uncaught Error: boom in deep/);
@@ -44,13 +48,21 @@ setTimeout(() => console.log('still running'), 20);`,
 
 test('an unhandled rejection exits 1 with its stack; a handled one does not', async (t) => {
   const dir = tempDir(t);
-  const unhandled = writeGuest(dir, 'unhandled.mjs', `async function fail() { throw new Error('rejected here'); }\nfail();\nsetTimeout(() => console.log('not reached'), 100);`);
+  const unhandled = writeGuest(
+    dir,
+    'unhandled.mjs',
+    `async function fail() { throw new Error('rejected here'); }\nfail();\nsetTimeout(() => console.log('not reached'), 100);`,
+  );
   const r = await runRoam(['guest', 'run', unhandled]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /Error: rejected here/);
   assert.doesNotMatch(r.stdout, /not reached/);
 
-  const handled = writeGuest(dir, 'handled.mjs', `const p = Promise.reject(new Error('x'));\np.catch((e) => console.log('handled', e.message));`);
+  const handled = writeGuest(
+    dir,
+    'handled.mjs',
+    `const p = Promise.reject(new Error('x'));\np.catch((e) => console.log('handled', e.message));`,
+  );
   const h = await runRoam(['guest', 'run', handled]);
   assert.equal(h.code, 0, h.stderr);
   assert.equal(h.stdout, 'handled x\n');
@@ -93,7 +105,15 @@ test('damaged images are refused with the reason', async (t) => {
   const cases: Array<[string, Buffer, RegExp]> = [
     ['truncated', good.subarray(0, Math.floor(good.length / 2)), /truncated/],
     ['corrupted', Buffer.from(good).fill(0x55, 4000, 4100), /checksum/],
-    ['wrong version', (() => { const b = Buffer.from(good); b.writeUInt16LE(99, 8); return b; })(), /unsupported version/],
+    [
+      'wrong version',
+      (() => {
+        const b = Buffer.from(good);
+        b.writeUInt16LE(99, 8);
+        return b;
+      })(),
+      /unsupported version/,
+    ],
     ['not an image', Buffer.from('hello, this is not a roam image at all'), /not a Roam checkpoint image/],
     ['empty', Buffer.alloc(0), /truncated|not a Roam/],
   ];

@@ -31,7 +31,10 @@ test('an unmodified Node TCP echo server runs as a guest', async (t) => {
 test('a guest importing a third-party npm package works', async () => {
   const r = await runRoam(['guest', 'run', join(ROOT, 'examples/uses-npm.ts')]);
   assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stdout, '1.5s = 1500 ms, 2m = 120000 ms, 1h = 3600000 ms, 3d = 259200000 ms\nand 2 minutes the other way\n');
+  assert.equal(
+    r.stdout,
+    '1.5s = 1500 ms, 2m = 120000 ms, 1h = 3600000 ms, 3d = 259200000 ms\nand 2 minutes the other way\n',
+  );
 });
 
 test('a UDP guest answers datagrams', async (t) => {

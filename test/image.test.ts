@@ -109,11 +109,7 @@ function assertSameContents(actual: ImageContents, expected: ImageContents): voi
   assert.ok(Buffer.from(actual.files).equals(expected.files), 'files differ');
 }
 
-async function rejectsWith(
-  promise: Promise<unknown>,
-  code: RoamErrorCode,
-  pattern?: RegExp,
-): Promise<RoamError> {
+async function rejectsWith(promise: Promise<unknown>, code: RoamErrorCode, pattern?: RegExp): Promise<RoamError> {
   try {
     await promise;
   } catch (err) {
@@ -155,11 +151,7 @@ function split(image: Uint8Array): Parts {
   return { header, sections };
 }
 
-function frame(
-  headerBytes: Uint8Array,
-  payload: Uint8Array,
-  version = IMAGE_FORMAT_VERSION,
-): Uint8Array {
+function frame(headerBytes: Uint8Array, payload: Uint8Array, version = IMAGE_FORMAT_VERSION): Uint8Array {
   const total = PREFIX_BYTES + headerBytes.length + payload.length + DIGEST_BYTES;
   const image = new Uint8Array(total);
   writePrefix(image, {
@@ -189,10 +181,7 @@ function join(parts: Parts, headerJson?: unknown): Uint8Array {
     offset += bytes.length;
     chunks.push(bytes);
   }
-  return frame(
-    new TextEncoder().encode(JSON.stringify(headerJson ?? parts.header)),
-    Buffer.concat(chunks),
-  );
+  return frame(new TextEncoder().encode(JSON.stringify(headerJson ?? parts.header)), Buffer.concat(chunks));
 }
 
 function section(parts: Parts, name: SectionName): ImageHeader['sections'][number] {
@@ -202,12 +191,7 @@ function section(parts: Parts, name: SectionName): ImageHeader['sections'][numbe
 }
 
 /** Replaces a section with a single chunk of the given stored bytes. */
-function replaceSection(
-  parts: Parts,
-  name: SectionName,
-  stored: Uint8Array,
-  rawBytes: number,
-): void {
+function replaceSection(parts: Parts, name: SectionName, stored: Uint8Array, rawBytes: number): void {
   const s = section(parts, name);
   parts.sections[name] = stored;
   s.storedBytes = stored.length;
@@ -259,11 +243,7 @@ describe('snapshotMemory', () => {
   });
 
   it('refuses a memory that is not whole pages', () => {
-    throwsWith(
-      () => snapshotMemory(new Uint8Array(PAGE + 1)),
-      'ROAM_ERR_IMAGE_MALFORMED',
-      /multiple/,
-    );
+    throwsWith(() => snapshotMemory(new Uint8Array(PAGE + 1)), 'ROAM_ERR_IMAGE_MALFORMED', /multiple/);
   });
 });
 
@@ -285,31 +265,19 @@ describe('restoreMemory', () => {
 
   it('refuses a target that is too small and an inconsistent snapshot', () => {
     const snap = snapshotMemory(mixedMemory(4, 3));
-    throwsWith(
-      () => restoreMemory(snap, new Uint8Array(3 * PAGE)),
-      'ROAM_ERR_IMAGE_TOO_LARGE',
-      /too large/,
-    );
+    throwsWith(() => restoreMemory(snap, new Uint8Array(3 * PAGE)), 'ROAM_ERR_IMAGE_TOO_LARGE', /too large/);
     const bad: MemorySnapshot = {
       ...snap,
       pages: Uint32Array.from([2, 1]),
       data: new Uint8Array(2 * PAGE),
     };
-    throwsWith(
-      () => restoreMemory(bad, new Uint8Array(4 * PAGE)),
-      'ROAM_ERR_IMAGE_MALFORMED',
-      /ascending/,
-    );
+    throwsWith(() => restoreMemory(bad, new Uint8Array(4 * PAGE)), 'ROAM_ERR_IMAGE_MALFORMED', /ascending/);
     const outside: MemorySnapshot = {
       ...snap,
       pages: Uint32Array.from([4]),
       data: new Uint8Array(PAGE),
     };
-    throwsWith(
-      () => restoreMemory(outside, new Uint8Array(8 * PAGE)),
-      'ROAM_ERR_IMAGE_MALFORMED',
-      /beyond/,
-    );
+    throwsWith(() => restoreMemory(outside, new Uint8Array(8 * PAGE)), 'ROAM_ERR_IMAGE_MALFORMED', /beyond/);
   });
 });
 
@@ -360,19 +328,14 @@ describe('encodeImage / decodeImage round trip', () => {
       sizes.push(image.length);
       const { info, contents: decoded } = await decodeImage(image);
       assertSameContents(decoded, contents);
-      assert.ok(
-        info.sections[1] !== undefined && info.sections[1].rawBytes > 2 * ENCODE_CHUNK_BYTES,
-      );
+      assert.ok(info.sections[1] !== undefined && info.sections[1].rawBytes > 2 * ENCODE_CHUNK_BYTES);
       assert.ok((info.sections[3]?.rawBytes ?? 0) > ENCODE_CHUNK_BYTES);
       assert.equal(info.sections[1].encoding, level === 0 ? 'none' : 'deflate-raw');
       const target = new Uint8Array(memory.length + PAGE).fill(0x5c);
       restoreMemory(decoded.memory, target);
       assert.ok(Buffer.from(target.subarray(0, memory.length)).equals(memory));
     }
-    assert.ok(
-      (sizes[1] ?? 0) < (sizes[0] ?? 0) * 0.8,
-      `compression had no effect: ${sizes.join(', ')}`,
-    );
+    assert.ok((sizes[1] ?? 0) < (sizes[0] ?? 0) * 0.8, `compression had no effect: ${sizes.join(', ')}`);
   });
 
   it('refuses contents it could not decode again', async () => {
@@ -386,16 +349,8 @@ describe('encodeImage / decodeImage round trip', () => {
       'ROAM_ERR_IMAGE_MALFORMED',
       /createdAt/,
     );
-    await rejectsWith(
-      encodeImage({ ...smallContents, state: undefined }),
-      'ROAM_ERR_IMAGE_MALFORMED',
-      /JSON/,
-    );
-    await rejectsWith(
-      encodeImage({ ...smallContents, state: { n: 1n } }),
-      'ROAM_ERR_IMAGE_MALFORMED',
-      /JSON/,
-    );
+    await rejectsWith(encodeImage({ ...smallContents, state: undefined }), 'ROAM_ERR_IMAGE_MALFORMED', /JSON/);
+    await rejectsWith(encodeImage({ ...smallContents, state: { n: 1n } }), 'ROAM_ERR_IMAGE_MALFORMED', /JSON/);
     const snap = smallContents.memory;
     await rejectsWith(
       encodeImage({ ...smallContents, memory: { ...snap, data: snap.data.subarray(1) } }),
@@ -434,8 +389,7 @@ describe('damaged images', () => {
     const offsets = new Set<number>();
     for (let at = 0; at < Math.min(1024, smallImage.length); at++) offsets.add(at);
     for (let i = 0; i < 400; i++) offsets.add(Math.floor((smallImage.length * i) / 400));
-    for (let at = smallImage.length - DIGEST_BYTES - 8; at < smallImage.length; at++)
-      offsets.add(at);
+    for (let at = smallImage.length - DIGEST_BYTES - 8; at < smallImage.length; at++) offsets.add(at);
     for (const at of offsets) {
       for (const xor of [0x01, 0x80]) {
         const damaged = smallImage.slice();
@@ -451,35 +405,19 @@ describe('damaged images', () => {
     for (const version of [0, 2, 0xffff]) {
       const image = smallImage.slice();
       new DataView(image.buffer).setUint16(8, version, true);
-      const err = await rejectsWith(
-        decodeImage(image),
-        'ROAM_ERR_IMAGE_VERSION',
-        /unsupported version/,
-      );
+      const err = await rejectsWith(decodeImage(image), 'ROAM_ERR_IMAGE_VERSION', /unsupported version/);
       assert.match(err.message, new RegExp(`version ${version}\\b`));
       assert.match(err.message, new RegExp(`supports version ${IMAGE_FORMAT_VERSION}\\b`));
     }
     // A well-formed image from a future version is refused before its checksum is looked at.
     const { header, sections } = split(smallImage);
-    const future = frame(
-      new TextEncoder().encode(JSON.stringify(header)),
-      Buffer.concat(Object.values(sections)),
-      2,
-    );
+    const future = frame(new TextEncoder().encode(JSON.stringify(header)), Buffer.concat(Object.values(sections)), 2);
     await rejectsWith(decodeImage(future), 'ROAM_ERR_IMAGE_VERSION', /unsupported version 2/);
   });
 
   it('refuses what is not an image', async () => {
-    for (const bytes of [
-      new TextEncoder().encode('{"hello": "world"}'),
-      new Uint8Array(100),
-      randomBytes(3, 1),
-    ]) {
-      await rejectsWith(
-        decodeImage(bytes),
-        'ROAM_ERR_IMAGE_MALFORMED',
-        /not a Roam checkpoint image/,
-      );
+    for (const bytes of [new TextEncoder().encode('{"hello": "world"}'), new Uint8Array(100), randomBytes(3, 1)]) {
+      await rejectsWith(decodeImage(bytes), 'ROAM_ERR_IMAGE_MALFORMED', /not a Roam checkpoint image/);
     }
     await rejectsWith(decodeImage(new Uint8Array(0)), 'ROAM_ERR_IMAGE_TRUNCATED', /truncated/);
   });
@@ -513,11 +451,7 @@ describe('damaged images', () => {
     // A state section that would inflate past maxImageBytes.
     const parts = split(smallImage);
     section(parts, 'state').rawBytes = 2 ** 31;
-    await rejectsWith(
-      decodeImage(join(parts), { maxImageBytes: 2 ** 30 }),
-      'ROAM_ERR_IMAGE_TOO_LARGE',
-      /too large/,
-    );
+    await rejectsWith(decodeImage(join(parts), { maxImageBytes: 2 ** 30 }), 'ROAM_ERR_IMAGE_TOO_LARGE', /too large/);
   });
 
   it('refuses bytes after the end and unknown flags', async () => {
@@ -565,10 +499,7 @@ describe('well-framed but malformed images', () => {
     const headerLength = new DataView(image.buffer).getUint32(12, true);
     await rejectsWith(
       decodeImage(
-        frame(
-          new TextEncoder().encode('{"meta":'),
-          image.subarray(PREFIX_BYTES + headerLength, -DIGEST_BYTES),
-        ),
+        frame(new TextEncoder().encode('{"meta":'), image.subarray(PREFIX_BYTES + headerLength, -DIGEST_BYTES)),
       ),
       'ROAM_ERR_IMAGE_MALFORMED',
       /header is not UTF-8 JSON/,
@@ -578,19 +509,10 @@ describe('well-framed but malformed images', () => {
       'ROAM_ERR_IMAGE_MALFORMED',
       /UTF-8/,
     );
-    await expectMalformed(
-      (p) => ({ ...p.header, memory: { ...p.header.memory, pageSize: 4096 } }),
-      /memory\.pageSize/,
-    );
+    await expectMalformed((p) => ({ ...p.header, memory: { ...p.header.memory, pageSize: 4096 } }), /memory\.pageSize/);
     await expectMalformed((p) => ({ ...p.header, extra: 1 }), /header field/);
-    await expectMalformed(
-      (p) => ({ ...p.header, meta: { ...p.header.meta, kind: 'python' } }),
-      /meta\.kind/,
-    );
-    await expectMalformed(
-      (p) => ({ ...p.header, sections: p.header.sections.slice(1) }),
-      /sections/,
-    );
+    await expectMalformed((p) => ({ ...p.header, meta: { ...p.header.meta, kind: 'python' } }), /meta\.kind/);
+    await expectMalformed((p) => ({ ...p.header, sections: p.header.sections.slice(1) }), /sections/);
     await expectMalformed(
       (p) => ({ ...p.header, sections: [...p.header.sections].reverse() }),
       /section 0 is 'files', expected 'pages'/,
@@ -618,8 +540,7 @@ describe('well-framed but malformed images', () => {
     };
     const payload = Buffer.concat(parts.header.sections.map((s) => parts.sections[s.name]));
     assert.equal(payload.length, payloadLength);
-    const state = (h: ImageHeader): ImageHeader['sections'][number] =>
-      h.sections[2] ?? assert.fail();
+    const state = (h: ImageHeader): ImageHeader['sections'][number] => h.sections[2] ?? assert.fail();
     await rejectsWith(
       decodeImage(
         frame(
@@ -674,29 +595,14 @@ describe('well-framed but malformed images', () => {
       /inflates to more than its declared 65536 bytes/,
     );
     // A ratio deflate cannot reach is refused from the header alone.
-    await expectMalformed(
-      (p) => replaceSection(p, 'files', bomb, bomb.length * 1033),
-      /maximum ratio/,
-    );
+    await expectMalformed((p) => replaceSection(p, 'files', bomb, bomb.length * 1033), /maximum ratio/);
     const short = zlib.deflateRawSync(new Uint8Array(1000).fill(1));
-    await expectMalformed(
-      (p) => replaceSection(p, 'files', short, 1001),
-      /inflates to 1000 bytes, declared 1001/,
-    );
+    await expectMalformed((p) => replaceSection(p, 'files', short, 1001), /inflates to 1000 bytes, declared 1001/);
     const invalid = new Uint8Array(50).fill(0x07); // BTYPE 11: a reserved, invalid block type
-    await expectMalformed(
-      (p) => replaceSection(p, 'files', invalid, 60),
-      /not a valid deflate stream/,
-    );
-    await expectMalformed(
-      (p) => replaceSection(p, 'files', short.subarray(0, 5), 1000),
-      /not a valid deflate stream/,
-    );
+    await expectMalformed((p) => replaceSection(p, 'files', invalid, 60), /not a valid deflate stream/);
+    await expectMalformed((p) => replaceSection(p, 'files', short.subarray(0, 5), 1000), /not a valid deflate stream/);
     const badJson = zlib.deflateRawSync(new TextEncoder().encode('{"a": 1,'.repeat(20)));
-    await expectMalformed(
-      (p) => replaceSection(p, 'state', badJson, 160),
-      /state section is not UTF-8 JSON/,
-    );
+    await expectMalformed((p) => replaceSection(p, 'state', badJson, 160), /state section is not UTF-8 JSON/);
   });
 
   it('lets inspectImage pass what only inflating would reveal', async () => {
@@ -765,12 +671,7 @@ describe('hostile input (property-based)', () => {
   }
 
   /** Sets one numeric field of the header to a hostile value, optionally keeping a section's sizes consistent. */
-  function mutateHeader(
-    image: Uint8Array,
-    pick: number,
-    value: number,
-    consistent: boolean,
-  ): Uint8Array {
+  function mutateHeader(image: Uint8Array, pick: number, value: number, consistent: boolean): Uint8Array {
     const parts = split(image);
     const targets: Array<(v: number) => void> = [
       (v) => (parts.header.memory.byteLength = v),

@@ -2,12 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { RoamError } from '../src/errors.js';
-import {
-  VirtualFileSystem,
-  VfsError,
-  type VfsErrorCode,
-  type VfsOptions,
-} from '../src/guest/vfs.js';
+import { VirtualFileSystem, VfsError, type VfsErrorCode, type VfsOptions } from '../src/guest/vfs.js';
 import { CHUNK_SIZE, FileContent, MemoryPool } from '../src/guest/vfs/content.js';
 import { crc32 } from '../src/guest/vfs/image.js';
 
@@ -67,8 +62,7 @@ function snapshot(vfs: VirtualFileSystem): unknown[] {
     const stat = vfs.stat(path);
     if (stat.type === 'dir') {
       out.push([path, stat, vfs.readdir(path)]);
-      for (const name of vfs.readdir(path))
-        pending.push(path === '/' ? `/${name}` : `${path}/${name}`);
+      for (const name of vfs.readdir(path)) pending.push(path === '/' ? `/${name}` : `${path}/${name}`);
     } else {
       out.push([path, stat, Array.from(readAll(vfs, path))]);
     }
@@ -261,10 +255,7 @@ describe('metadata', () => {
     clock.ms = 4_000;
     vfs.utimes('/tmp/f', 10, 20);
     const stat = vfs.stat('/tmp/f');
-    assert.deepEqual(
-      [stat.atimeMs, stat.mtimeMs, stat.ctimeMs, stat.birthtimeMs],
-      [10, 20, 4_000, 1_000],
-    );
+    assert.deepEqual([stat.atimeMs, stat.mtimeMs, stat.ctimeMs, stat.birthtimeMs], [10, 20, 4_000, 1_000]);
     throwsVfs(() => vfs.utimes('/tmp/f', Number.NaN, 0), 'EINVAL');
     throwsVfs(() => vfs.utimes('/tmp/none', 0, 0), 'ENOENT');
   });
@@ -501,11 +492,7 @@ describe('file descriptors', () => {
     assert.equal(vfs.write(fd, enc('J'), 0), 1);
     assert.equal(dec(vfs.read(fd, 100, 0)), 'Jello you');
     vfs.write(fd, enc('!'));
-    assert.equal(
-      dec(vfs.readFile('/tmp/f')),
-      'Jello you!',
-      'the positional write did not move the fd',
-    );
+    assert.equal(dec(vfs.readFile('/tmp/f')), 'Jello you!', 'the positional write did not move the fd');
     vfs.write(fd, enc('Z'), 12);
     assert.deepEqual(vfs.readFile('/tmp/f'), new Uint8Array([...enc('Jello you!'), 0, 0, 0x5a]));
     assert.equal(vfs.write(fd, new Uint8Array(0), 1000), 0);
@@ -744,9 +731,7 @@ describe('serialize and deserialize', () => {
     const vfs = populated();
     const copy = VirtualFileSystem.deserialize(vfs.serialize());
     const [reader, appender, gone, dirFd] = copy.openFds();
-    assert.ok(
-      reader !== undefined && appender !== undefined && gone !== undefined && dirFd !== undefined,
-    );
+    assert.ok(reader !== undefined && appender !== undefined && gone !== undefined && dirFd !== undefined);
     const expected = vfs.read(reader, 10);
     assert.deepEqual(copy.read(reader, 10), expected);
     assert.equal(dec(copy.read(appender, 10)), 'pha');
@@ -813,19 +798,13 @@ describe('serialize and deserialize', () => {
 
   it('round-trips after any sequence of operations', () => {
     const name = fc.constantFrom('a', 'b', 'c');
-    const path = fc
-      .array(name, { minLength: 1, maxLength: 3 })
-      .map((parts) => '/' + parts.join('/'));
+    const path = fc.array(name, { minLength: 1, maxLength: 3 }).map((parts) => '/' + parts.join('/'));
     const data = fc.uint8Array({ maxLength: 40 });
     const op = fc.oneof(
       fc.tuple(fc.constant('mkdir' as const), path),
       fc.tuple(fc.constant('write' as const), path, data),
       fc.tuple(fc.constant('append' as const), path, data),
-      fc.tuple(
-        fc.constant('open' as const),
-        path,
-        fc.constantFrom<'r' | 'w+' | 'a'>('r', 'w+', 'a'),
-      ),
+      fc.tuple(fc.constant('open' as const), path, fc.constantFrom<'r' | 'w+' | 'a'>('r', 'w+', 'a')),
       fc.tuple(fc.constant('fdwrite' as const), fc.nat(10), data),
       fc.tuple(fc.constant('close' as const), fc.nat(10)),
       fc.tuple(fc.constant('rename' as const), path, path),
@@ -940,15 +919,7 @@ describe('malformed images', () => {
 
   it('refuses each kind of structural damage', () => {
     const cases: Record<string, Uint8Array> = {
-      'bad magic': new ImageBuilder()
-        .u8(1)
-        .raw(enc('XYZ'))
-        .u32(2)
-        .u32(3)
-        .u32(1)
-        .dir(1, 0)
-        .end()
-        .build(),
+      'bad magic': new ImageBuilder().u8(1).raw(enc('XYZ')).u32(2).u32(3).u32(1).dir(1, 0).end().build(),
       'root is a file': new ImageBuilder().header(2, 3, 1).file(1, enc('x')).end().build(),
       'huge file size': good().meta(1, 2, 0o644).u32(0xffffffff).end().build(),
       'huge entry count': new ImageBuilder().header(2, 3, 1).dir(1, 0xffffffff).end().build(),
@@ -985,27 +956,9 @@ describe('malformed images', () => {
         .file(2, enc(''))
         .end()
         .build(),
-      'name with a slash': new ImageBuilder()
-        .header(3, 3, 2)
-        .dir(1, 1)
-        .name('a/b')
-        .file(2, enc(''))
-        .end()
-        .build(),
-      'name is ..': new ImageBuilder()
-        .header(3, 3, 2)
-        .dir(1, 1)
-        .name('..')
-        .file(2, enc(''))
-        .end()
-        .build(),
-      'empty name': new ImageBuilder()
-        .header(3, 3, 2)
-        .dir(1, 1)
-        .name('')
-        .file(2, enc(''))
-        .end()
-        .build(),
+      'name with a slash': new ImageBuilder().header(3, 3, 2).dir(1, 1).name('a/b').file(2, enc('')).end().build(),
+      'name is ..': new ImageBuilder().header(3, 3, 2).dir(1, 1).name('..').file(2, enc('')).end().build(),
+      'empty name': new ImageBuilder().header(3, 3, 2).dir(1, 1).name('').file(2, enc('')).end().build(),
       'name not UTF-8': new ImageBuilder()
         .header(3, 3, 2)
         .dir(1, 1)
@@ -1020,15 +973,7 @@ describe('malformed images', () => {
       'NaN time': good().meta(1, 2, 0o644, Number.NaN).u32(0).end().build(),
       'nextFd below 3': new ImageBuilder().header(2, 2, 1).dir(1, 0).end().build(),
       'fd below 3': good().file(2, enc('')).u32(0).u32(1).u32(2).u32(2).u8(1).f64(0).build(),
-      'fd not below nextFd': good()
-        .file(2, enc(''))
-        .u32(0)
-        .u32(1)
-        .u32(3)
-        .u32(2)
-        .u8(1)
-        .f64(0)
-        .build(),
+      'fd not below nextFd': good().file(2, enc('')).u32(0).u32(1).u32(3).u32(2).u8(1).f64(0).build(),
       'fd to a missing inode': new ImageBuilder()
         .header(3, 4, 2)
         .dir(1, 1)
@@ -1065,16 +1010,7 @@ describe('malformed images', () => {
         .u8(5)
         .f64(0)
         .build(),
-      'writable dir fd': new ImageBuilder()
-        .header(2, 4, 1)
-        .dir(1, 0)
-        .u32(0)
-        .u32(1)
-        .u32(3)
-        .u32(1)
-        .u8(3)
-        .f64(0)
-        .build(),
+      'writable dir fd': new ImageBuilder().header(2, 4, 1).dir(1, 0).u32(0).u32(1).u32(3).u32(1).u8(3).f64(0).build(),
       'negative position': new ImageBuilder()
         .header(3, 4, 2)
         .dir(1, 1)
@@ -1115,13 +1051,7 @@ describe('malformed images', () => {
         .u8(1)
         .f64(0)
         .build(),
-      'orphan without fd': new ImageBuilder()
-        .header(3, 3, 2)
-        .dir(1, 0)
-        .u32(1)
-        .file(2, enc('x'))
-        .u32(0)
-        .build(),
+      'orphan without fd': new ImageBuilder().header(3, 3, 2).dir(1, 0).u32(1).file(2, enc('x')).u32(0).build(),
       'orphan dir with entries': new ImageBuilder()
         .header(3, 4, 2)
         .dir(1, 0)
@@ -1200,9 +1130,7 @@ describe('malformed images', () => {
   it('refuses random bytes that carry a valid version and CRC (fast-check)', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
-        throwsImage(() =>
-          VirtualFileSystem.deserialize(seal(Uint8Array.from([1, ...enc('VFS'), ...bytes]))),
-        );
+        throwsImage(() => VirtualFileSystem.deserialize(seal(Uint8Array.from([1, ...enc('VFS'), ...bytes]))));
       }),
       { numRuns: 200 },
     );

@@ -6,7 +6,10 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 
 export function parseDuration(text: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
   if (!m) {
-    throw new RoamError('ROAM_ERR_USAGE', `invalid duration "${text}": use a number with ms, s, m or h, e.g. 500ms or 2s`);
+    throw new RoamError(
+      'ROAM_ERR_USAGE',
+      `invalid duration "${text}": use a number with ms, s, m or h, e.g. 500ms or 2s`,
+    );
   }
   return Math.round(Number(m[1]) * (UNITS[m[2] ?? 'ms'] ?? 1));
 }

@@ -72,7 +72,11 @@ function reportExit(exit: GuestExit): void {
   process.exitCode = exit.code;
 }
 
-async function run(file: string, args: string[], opts: CommonOptions & { name?: string; env?: string[] }): Promise<void> {
+async function run(
+  file: string,
+  args: string[],
+  opts: CommonOptions & { name?: string; env?: string[] },
+): Promise<void> {
   const plan = checkpointPlan(opts);
   const limits = limitsFrom(opts);
   try {
@@ -143,7 +147,8 @@ async function inspect(imagePath: string, opts: { json?: boolean }): Promise<voi
     `size         ${mib(info.totalBytes)} on disk`,
     `memory       ${mib(info.memory.byteLength)} linear memory, ${info.memory.nonZeroPages} of ${info.memory.totalPages} pages non-zero`,
     ...info.sections.map(
-      (s) => `  section    ${s.name.padEnd(8)} ${String(s.rawBytes).padStart(10)} bytes raw, ${String(s.storedBytes).padStart(10)} stored (${s.encoding})`,
+      (s) =>
+        `  section    ${s.name.padEnd(8)} ${String(s.rawBytes).padStart(10)} bytes raw, ${String(s.storedBytes).padStart(10)} stored (${s.encoding})`,
     ),
     `limits       memory ${mib(state.limits.memoryBytes)}, CPU budget ${state.limits.cpuBudgetMs} ms per turn`,
     `timers       ${state.timers.length}${state.timers.length ? ': ' + state.timers.map((t) => `#${t.id} in ${Math.round(t.remaining)} ms${t.ref ? '' : ' (unref)'}`).join(', ') : ''}`,

@@ -18,13 +18,7 @@ import { runtimeTemplate } from './template.js';
 import { snapshotMemory, restoreMemory, type ImageContents, type MemorySnapshot } from './image/index.js';
 import { LoopbackNetwork } from './network/loopback.js';
 import type { VirtualNetwork } from './network/types.js';
-import {
-  DEFAULT_LIMITS,
-  GuestFault,
-  Sandbox,
-  type HostValue,
-  type SandboxLimits,
-} from './sandbox/sandbox.js';
+import { DEFAULT_LIMITS, GuestFault, Sandbox, type HostValue, type SandboxLimits } from './sandbox/sandbox.js';
 import { VirtualFileSystem } from './vfs.js';
 import { FsHost } from './host/fs.js';
 import { DgramHost } from './host/dgram.js';
@@ -168,7 +162,9 @@ export class Guest {
     guest.cpuMs = state.cpuMs;
     const prepared = options.sandbox;
     const fits =
-      prepared && prepared.limits.memoryBytes === limits.memoryBytes && prepared.limits.stackBytes === limits.stackBytes;
+      prepared &&
+      prepared.limits.memoryBytes === limits.memoryBytes &&
+      prepared.limits.stackBytes === limits.stackBytes;
     guest.attach(fits ? prepared : await Sandbox.create(limits));
     if (prepared && !fits) prepared.dispose();
     restoreMemory(contents.memory, guest.sandbox.prepareRestore(contents.memory.byteLength));

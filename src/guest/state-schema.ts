@@ -22,9 +22,17 @@ const listenRequest = z.object({ port, host: z.string().max(256).nullable() });
 
 export const guestStateSchema = z.object({
   limits: z.object({
-    memoryBytes: z.number().int().min(16 * 1024 * 1024).max(4 * 1024 ** 3),
+    memoryBytes: z
+      .number()
+      .int()
+      .min(16 * 1024 * 1024)
+      .max(4 * 1024 ** 3),
     cpuBudgetMs: z.number().int().positive(),
-    stackBytes: z.number().int().positive().max(64 * 1024 * 1024),
+    stackBytes: z
+      .number()
+      .int()
+      .positive()
+      .max(64 * 1024 * 1024),
   }),
   argv: z.array(z.string()).max(1024),
   clock: z.object({ wall: nonNegative, mono: nonNegative }),
@@ -33,9 +41,19 @@ export const guestStateSchema = z.object({
   net: z.object({
     nextId: id,
     sockets: z
-      .array(z.object({ id, endpoints: endpoints.nullable(), bytesIn: nonNegative, bytesOut: nonNegative, ref: z.boolean() }))
+      .array(
+        z.object({
+          id,
+          endpoints: endpoints.nullable(),
+          bytesIn: nonNegative,
+          bytesOut: nonNegative,
+          ref: z.boolean(),
+        }),
+      )
       .max(100_000),
-    servers: z.array(z.object({ id, request: listenRequest, address: address.nullable(), ref: z.boolean() })).max(10_000),
+    servers: z
+      .array(z.object({ id, request: listenRequest, address: address.nullable(), ref: z.boolean() }))
+      .max(10_000),
   }),
   dgram: z.object({
     sockets: z

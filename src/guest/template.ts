@@ -21,7 +21,10 @@ let template: Promise<MemorySnapshot> | undefined;
 
 /** Which runtime a template was made from (its id must match the runtime this process runs). */
 async function runtimeId(): Promise<string> {
-  return createHash('sha256').update(await guestRuntimeSource()).digest('hex').slice(0, 32);
+  return createHash('sha256')
+    .update(await guestRuntimeSource())
+    .digest('hex')
+    .slice(0, 32);
 }
 
 /** Boots a sandbox, evaluates the guest runtime in it, and captures its memory. */
@@ -38,7 +41,13 @@ export async function makeTemplate(): Promise<MemorySnapshot> {
 /** The template as an image file's bytes (see scripts/build.mjs). */
 export async function encodeTemplate(memory: MemorySnapshot): Promise<Uint8Array> {
   return encodeImage({
-    meta: { kind: 'js', guestId: await runtimeId(), name: 'roam-runtime-template', roamVersion: ROAM_VERSION, createdAt: new Date().toISOString() },
+    meta: {
+      kind: 'js',
+      guestId: await runtimeId(),
+      name: 'roam-runtime-template',
+      roamVersion: ROAM_VERSION,
+      createdAt: new Date().toISOString(),
+    },
     memory,
     state: null,
     files: new Uint8Array(0),

@@ -143,18 +143,10 @@ function checkPosition(position: unknown, op: Op): number | undefined {
 }
 
 function resolveLimits(options: VfsOptions): ImageLimits {
-  const limit = (
-    name: keyof ImageLimits,
-    value: number | undefined,
-    fallback: number,
-    min: number,
-  ): number => {
+  const limit = (name: keyof ImageLimits, value: number | undefined, fallback: number, min: number): number => {
     const chosen = value ?? fallback;
     if (!Number.isSafeInteger(chosen) || chosen < min || chosen > U32_MAX) {
-      throw new RoamError(
-        'ROAM_ERR_USAGE',
-        `VFS option ${name} must be an integer from ${min} to ${U32_MAX}.`,
-      );
+      throw new RoamError('ROAM_ERR_USAGE', `VFS option ${name} must be an integer from ${min} to ${U32_MAX}.`);
     }
     return chosen;
   };
@@ -524,8 +516,7 @@ export class VirtualFileSystem {
   private locate(path: string, op: Op): Location {
     const { parts, mustBeDir } = parsePath(path, op.syscall);
     const name = parts.at(-1);
-    if (name === undefined)
-      return { parts, parent: undefined, name: '', node: this.root, mustBeDir };
+    if (name === undefined) return { parts, parent: undefined, name: '', node: this.root, mustBeDir };
     let parent: VNode = this.root;
     for (const part of parts.slice(0, -1)) {
       if (parent.kind !== 'dir') fail('ENOTDIR', op);
@@ -582,8 +573,7 @@ export class VirtualFileSystem {
   }
 
   private allocateIno(op: Op): number {
-    if (this.files + this.dirs >= this.limits.maxInodes || this.nextIno >= U32_MAX)
-      fail('ENOSPC', op);
+    if (this.files + this.dirs >= this.limits.maxInodes || this.nextIno >= U32_MAX) fail('ENOSPC', op);
     return this.nextIno++;
   }
 

@@ -4,7 +4,12 @@
  * excess is dropped, as UDP may) and delivered when it runs again.
  */
 import type { HostValue } from '../sandbox/sandbox.js';
-import { networkErrorInfo, type AddressInfo, type VirtualDatagramSocket, type VirtualNetwork } from '../network/types.js';
+import {
+  networkErrorInfo,
+  type AddressInfo,
+  type VirtualDatagramSocket,
+  type VirtualNetwork,
+} from '../network/types.js';
 import type { HostBinding, HostOp } from './binding.js';
 import type { Deliver, IdAllocator } from './net.js';
 
@@ -121,14 +126,24 @@ export class DgramHost implements HostBinding {
   private send(id: number, seq: number, bytes: Uint8Array, port: number, address: string): HostValue {
     const entry = this.entries.get(id);
     if (!entry?.socket) {
-      queueMicrotask(() => this.deliver('udp.sent', id, seq, JSON.stringify({ code: 'ERR_SOCKET_DGRAM_NOT_RUNNING', message: 'Not running' })));
+      queueMicrotask(() =>
+        this.deliver(
+          'udp.sent',
+          id,
+          seq,
+          JSON.stringify({ code: 'ERR_SOCKET_DGRAM_NOT_RUNNING', message: 'Not running' }),
+        ),
+      );
       return undefined;
     }
     this.pendingOps++;
-    entry.socket.send(bytes, port, address).then(
-      () => this.deliver('udp.sent', id, seq, undefined),
-      (err: unknown) => this.deliver('udp.sent', id, seq, JSON.stringify(networkErrorInfo(err))),
-    ).finally(() => this.pendingOps--);
+    entry.socket
+      .send(bytes, port, address)
+      .then(
+        () => this.deliver('udp.sent', id, seq, undefined),
+        (err: unknown) => this.deliver('udp.sent', id, seq, JSON.stringify(networkErrorInfo(err))),
+      )
+      .finally(() => this.pendingOps--);
     return undefined;
   }
 }

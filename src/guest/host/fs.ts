@@ -37,7 +37,8 @@ export class FsHost implements HostBinding {
       'fs.stat': ([path]) => stat(v.stat(p(path))),
       'fs.lstat': ([path]) => stat(v.lstat(p(path))),
       'fs.exists': ([path]) => v.exists(p(path)),
-      'fs.readdir': ([path]) => JSON.stringify(v.readdir(p(path)).map((name) => [name, v.lstat(`${p(path)}/${name}`).type])),
+      'fs.readdir': ([path]) =>
+        JSON.stringify(v.readdir(p(path)).map((name) => [name, v.lstat(`${p(path)}/${name}`).type])),
       'fs.mkdir': ([path, recursive, mode]) =>
         v.mkdir(p(path), { recursive: recursive === true, mode: typeof mode === 'number' ? mode : 0o777 }) ?? null,
       'fs.rmdir': ([path, recursive]) => v.rmdir(p(path), { recursive: recursive === true }),

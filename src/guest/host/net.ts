@@ -90,7 +90,8 @@ export class NetHost implements HostBinding {
       'net.id': () => this.ids.take(),
       'net.listen': ([id, json]) => this.listen(Number(id), JSON.parse(String(json)) as ServerEntry['request']),
       'net.unlisten': ([id]) => this.unlisten(Number(id)),
-      'net.connect': ([id, json]) => this.connect(Number(id), JSON.parse(String(json)) as { host: string; port: number }),
+      'net.connect': ([id, json]) =>
+        this.connect(Number(id), JSON.parse(String(json)) as { host: string; port: number }),
       'net.write': ([id, bytes]) => this.write(Number(id), bytes as Uint8Array),
       'net.end': ([id]) => {
         this.socket(id)?.conn?.stream.end();
@@ -123,7 +124,13 @@ export class NetHost implements HostBinding {
     const servers: ServerState[] = [];
     for (const e of this.entries.values()) {
       if (e.kind === 'socket') {
-        sockets.push({ id: e.id, endpoints: e.endpoints ?? null, bytesIn: e.bytesIn, bytesOut: e.bytesOut, ref: e.ref });
+        sockets.push({
+          id: e.id,
+          endpoints: e.endpoints ?? null,
+          bytesIn: e.bytesIn,
+          bytesOut: e.bytesOut,
+          ref: e.ref,
+        });
       } else {
         servers.push({ id: e.id, request: e.request, address: e.address ?? null, ref: e.ref });
       }
@@ -139,7 +146,14 @@ export class NetHost implements HostBinding {
     this.ids.next = state.nextId;
     for (const s of state.servers) {
       const request = s.address ? { port: s.address.port, host: s.request.host } : s.request;
-      this.entries.set(s.id, { kind: 'server', id: s.id, request, listener: undefined, address: undefined, ref: s.ref });
+      this.entries.set(s.id, {
+        kind: 'server',
+        id: s.id,
+        request,
+        listener: undefined,
+        address: undefined,
+        ref: s.ref,
+      });
       this.startListening(s.id, request, s.address !== null);
     }
     for (const s of state.sockets) {

@@ -42,10 +42,7 @@ function limitsOf(options: DecodeOptions): Limits {
   const limit = (name: string, value: number | undefined, fallback: number): number => {
     if (value === undefined) return fallback;
     if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
-      throw new RoamError(
-        'ROAM_ERR_USAGE',
-        `${name} must be a non-negative number, got ${String(value)}`,
-      );
+      throw new RoamError('ROAM_ERR_USAGE', `${name} must be a non-negative number, got ${String(value)}`);
     }
     return value;
   };
@@ -74,10 +71,7 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
   }
   for (let i = 0; i < Math.min(length, IMAGE_MAGIC.length); i++) {
     if (bytes[i] !== IMAGE_MAGIC[i]) {
-      throw imageError(
-        'ROAM_ERR_IMAGE_MALFORMED',
-        'not a Roam checkpoint image (wrong magic bytes)',
-      );
+      throw imageError('ROAM_ERR_IMAGE_MALFORMED', 'not a Roam checkpoint image (wrong magic bytes)');
     }
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -98,10 +92,7 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
     );
   }
   if (view.getUint32(28, true) !== crc32(bytes.subarray(0, 28))) {
-    throw imageError(
-      'ROAM_ERR_IMAGE_CHECKSUM',
-      'checkpoint image is damaged: prefix checksum mismatch',
-    );
+    throw imageError('ROAM_ERR_IMAGE_CHECKSUM', 'checkpoint image is damaged: prefix checksum mismatch');
   }
   const flags = view.getUint16(10, true);
   if (flags !== 0) throw malformed(`unknown flags 0x${flags.toString(16)}`);
@@ -114,8 +105,7 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
       `checkpoint image is too large: it declares ${totalLength} bytes, the limit (maxImageBytes) is ${limits.maxImageBytes}`,
     );
   }
-  if (!Number.isSafeInteger(totalLength))
-    throw malformed(`declared length ${totalLength} is not a safe integer`);
+  if (!Number.isSafeInteger(totalLength)) throw malformed(`declared length ${totalLength} is not a safe integer`);
   if (headerLength > MAX_HEADER_BYTES) {
     throw malformed(`header of ${headerLength} bytes is over the ${MAX_HEADER_BYTES}-byte maximum`);
   }
@@ -128,8 +118,7 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
       `checkpoint image is truncated: ${length} of its ${totalLength} bytes are present`,
     );
   }
-  if (length > totalLength)
-    throw malformed(`${length - totalLength} unexpected bytes after the end of the image`);
+  if (length > totalLength) throw malformed(`${length - totalLength} unexpected bytes after the end of the image`);
   return { formatVersion: IMAGE_FORMAT_VERSION, headerLength, totalLength };
 }
 
@@ -137,10 +126,7 @@ function checkDigest(bytes: Uint8Array, framing: Framing, digest: Uint8Array): v
   const stored = bytes.subarray(framing.totalLength - DIGEST_BYTES, framing.totalLength);
   for (let i = 0; i < DIGEST_BYTES; i++) {
     if (stored[i] !== digest[i]) {
-      throw imageError(
-        'ROAM_ERR_IMAGE_CHECKSUM',
-        'checkpoint image is damaged: SHA-256 checksum mismatch',
-      );
+      throw imageError('ROAM_ERR_IMAGE_CHECKSUM', 'checkpoint image is damaged: SHA-256 checksum mismatch');
     }
   }
 }
@@ -168,8 +154,7 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
   const header = parsed.data;
 
   const { byteLength, nonZeroPages } = header.memory;
-  if (byteLength % PAGE_SIZE !== 0)
-    throw malformed(`memory size ${byteLength} is not a multiple of ${PAGE_SIZE}`);
+  if (byteLength % PAGE_SIZE !== 0) throw malformed(`memory size ${byteLength} is not a multiple of ${PAGE_SIZE}`);
   if (byteLength > limits.maxMemoryBytes) {
     throw imageError(
       'ROAM_ERR_IMAGE_TOO_LARGE',
@@ -177,8 +162,7 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
     );
   }
   const totalPages = byteLength / PAGE_SIZE;
-  if (nonZeroPages > totalPages)
-    throw malformed(`${nonZeroPages} non-zero pages in a memory of ${totalPages} pages`);
+  if (nonZeroPages > totalPages) throw malformed(`${nonZeroPages} non-zero pages in a memory of ${totalPages} pages`);
 
   const payloadStart = PREFIX_BYTES + framing.headerLength;
   const payloadLength = framing.totalLength - DIGEST_BYTES - payloadStart;
@@ -192,10 +176,8 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
   let previousEnd = 0;
   header.sections.forEach((section, index) => {
     const name = SECTION_NAMES[index];
-    if (section.name !== name)
-      throw malformed(`section ${index} is '${section.name}', expected '${String(name)}'`);
-    if (section.offset < previousEnd)
-      throw malformed(`section '${name}' overlaps the section before it`);
+    if (section.name !== name) throw malformed(`section ${index} is '${section.name}', expected '${String(name)}'`);
+    if (section.offset < previousEnd) throw malformed(`section '${name}' overlaps the section before it`);
     if (section.offset + section.storedBytes > payloadLength) {
       throw malformed(`section '${name}' extends past the end of the payload`);
     }
@@ -218,9 +200,7 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
     let stored = 0;
     section.chunks.forEach(([chunkRaw, chunkStored], chunk) => {
       if (chunkStored > chunkRaw || (section.encoding === 'none' && chunkStored !== chunkRaw)) {
-        throw malformed(
-          `section '${name}' chunk ${chunk} stores ${chunkStored} bytes for ${chunkRaw}`,
-        );
+        throw malformed(`section '${name}' chunk ${chunk} stores ${chunkStored} bytes for ${chunkRaw}`);
       }
       // Holds output allocation to a multiple of the image's size, whatever the header claims.
       if (chunkRaw > chunkStored * MAX_DEFLATE_RATIO) {
@@ -263,11 +243,7 @@ function allocate(size: number, what: string): Uint8Array {
   try {
     return new Uint8Array(size);
   } catch (err) {
-    throw imageError(
-      'ROAM_ERR_IMAGE_TOO_LARGE',
-      `cannot allocate ${size} bytes for the ${what}: too large`,
-      err,
-    );
+    throw imageError('ROAM_ERR_IMAGE_TOO_LARGE', `cannot allocate ${size} bytes for the ${what}: too large`, err);
   }
 }
 
@@ -289,9 +265,7 @@ export async function decodeImage(
   checkDigest(bytes, framing, await sha256(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
   const { header, info, starts } = parseHeader(bytes, framing, limits);
 
-  const outputs = header.sections.map((section) =>
-    allocate(section.rawBytes, `'${section.name}' section`),
-  );
+  const outputs = header.sections.map((section) => allocate(section.rawBytes, `'${section.name}' section`));
   const jobs: Array<{
     section: number;
     chunk: number;
@@ -323,8 +297,7 @@ export async function decodeImage(
     try {
       inflated = await inflateChunk(input, job.raw);
     } catch (err) {
-      if (isBufferTooLarge(err))
-        throw malformed(`${where} inflates to more than its declared ${job.raw} bytes`, err);
+      if (isBufferTooLarge(err)) throw malformed(`${where} inflates to more than its declared ${job.raw} bytes`, err);
       throw malformed(`${where} is not a valid deflate stream`, err);
     }
     if (inflated.length !== job.raw) {
@@ -333,12 +306,7 @@ export async function decodeImage(
     output.set(inflated, job.to);
   });
   const [pageBytes, data, stateBytes, files] = outputs;
-  if (
-    pageBytes === undefined ||
-    data === undefined ||
-    stateBytes === undefined ||
-    files === undefined
-  ) {
+  if (pageBytes === undefined || data === undefined || stateBytes === undefined || files === undefined) {
     throw malformed('missing sections');
   }
 
@@ -347,8 +315,7 @@ export async function decodeImage(
   let previous = -1;
   for (let i = 0; i < pages.length; i++) {
     const page = pageView.getUint32(i * 4, true);
-    if (page <= previous)
-      throw malformed(`page indices are not strictly ascending at position ${i}`);
+    if (page <= previous) throw malformed(`page indices are not strictly ascending at position ${i}`);
     if (page >= info.memory.totalPages) {
       throw malformed(`page index ${page} is beyond the memory's ${info.memory.totalPages} pages`);
     }

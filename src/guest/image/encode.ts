@@ -53,23 +53,14 @@ function encodeState(state: unknown): Uint8Array {
  * independent chunks, so the caller's event loop stays free and every core is used. The caller
  * must not modify `contents` until the promise settles (chunks are read in place, not copied).
  */
-export async function encodeImage(
-  contents: ImageContents,
-  options: EncodeOptions = {},
-): Promise<Uint8Array> {
+export async function encodeImage(contents: ImageContents, options: EncodeOptions = {}): Promise<Uint8Array> {
   const level = options.level ?? DEFAULT_COMPRESSION_LEVEL;
   if (!Number.isInteger(level) || level < 0 || level > 9) {
-    throw new RoamError(
-      'ROAM_ERR_USAGE',
-      `compression level must be an integer from 0 to 9, got ${String(level)}`,
-    );
+    throw new RoamError('ROAM_ERR_USAGE', `compression level must be an integer from 0 to 9, got ${String(level)}`);
   }
   const meta = imageMetaSchema.safeParse(contents.meta);
   if (!meta.success) {
-    throw imageError(
-      'ROAM_ERR_IMAGE_MALFORMED',
-      `cannot encode image: meta.${describeIssue(meta.error)}`,
-    );
+    throw imageError('ROAM_ERR_IMAGE_MALFORMED', `cannot encode image: meta.${describeIssue(meta.error)}`);
   }
   checkSnapshot(contents.memory, 'cannot encode image');
   if (!(contents.files instanceof Uint8Array)) {

@@ -196,10 +196,7 @@ export function writePrefix(target: Uint8Array, prefix: ImagePrefix): void {
  * Allocates a whole image and writes its prefix and header; the caller fills the payload at
  * `payloadOffset` and the digest into the last DIGEST_BYTES.
  */
-export function layoutImage(
-  header: ImageHeader,
-  payloadBytes: number,
-): { image: Uint8Array; payloadOffset: number } {
+export function layoutImage(header: ImageHeader, payloadBytes: number): { image: Uint8Array; payloadOffset: number } {
   const headerBytes = new TextEncoder().encode(JSON.stringify(header));
   const payloadOffset = PREFIX_BYTES + headerBytes.length;
   const totalLength = payloadOffset + payloadBytes + DIGEST_BYTES;

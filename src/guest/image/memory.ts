@@ -25,8 +25,7 @@ export function snapshotMemory(memory: Uint8Array): MemorySnapshot {
   const found = new Uint32Array(totalPages);
   let count = 0;
   for (let page = 0, offset = 0; page < totalPages; page++, offset += PAGE_SIZE) {
-    if (buf.compare(ZERO_PAGE, 0, PAGE_SIZE, offset, offset + PAGE_SIZE) !== 0)
-      found[count++] = page;
+    if (buf.compare(ZERO_PAGE, 0, PAGE_SIZE, offset, offset + PAGE_SIZE) !== 0) found[count++] = page;
   }
   const pages = found.slice(0, count);
   const data = new Uint8Array(count * PAGE_SIZE);
@@ -52,8 +51,7 @@ export function checkSnapshot(snapshot: MemorySnapshot, what: string): void {
   if (!Number.isSafeInteger(byteLength) || byteLength < 0 || byteLength % PAGE_SIZE !== 0) {
     fail(`memory size ${byteLength} is not a multiple of ${PAGE_SIZE}`);
   }
-  if (!(pages instanceof Uint32Array) || !(data instanceof Uint8Array))
-    fail('pages or data has the wrong type');
+  if (!(pages instanceof Uint32Array) || !(data instanceof Uint8Array)) fail('pages or data has the wrong type');
   if (data.length !== pages.length * PAGE_SIZE) {
     fail(`page data is ${data.length} bytes, expected ${pages.length} pages of ${PAGE_SIZE}`);
   }

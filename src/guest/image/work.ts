@@ -14,18 +14,13 @@ const inflateRawAsync = promisify(zlib.inflateRaw);
  * Chunks in flight: twice the libuv pool (4 threads by default), so a thread never idles while the
  * main thread handles a completion; more only holds more chunk buffers (measured: 8 beat 2 and 4).
  */
-export const POOL_CONCURRENCY =
-  2 * Math.max(1, Math.min(64, Number(process.env['UV_THREADPOOL_SIZE']) || 4));
+export const POOL_CONCURRENCY = 2 * Math.max(1, Math.min(64, Number(process.env['UV_THREADPOOL_SIZE']) || 4));
 
 /**
  * Runs `job(i)` for i in [0, count) with at most `limit` in flight. On the first failure it starts
  * nothing new, lets in-flight jobs finish (no stray rejections, no work left behind) and rethrows.
  */
-export async function runPool(
-  count: number,
-  limit: number,
-  job: (index: number) => Promise<void>,
-): Promise<void> {
+export async function runPool(count: number, limit: number, job: (index: number) => Promise<void>): Promise<void> {
   let next = 0;
   let failed = false;
   let failure: unknown;

@@ -53,7 +53,9 @@ export class Socket extends EventEmitter {
       address = typeof rest[3] === 'string' ? rest[3] : '127.0.0.1';
     } else {
       buf = Array.isArray(msg)
-        ? Buffer.concat(msg.map((m: unknown) => (typeof m === 'string' ? Buffer.from(m) : Buffer.from(m as Uint8Array))))
+        ? Buffer.concat(
+            msg.map((m: unknown) => (typeof m === 'string' ? Buffer.from(m) : Buffer.from(m as Uint8Array))),
+          )
         : typeof msg === 'string'
           ? Buffer.from(msg)
           : Buffer.from(msg as Uint8Array);

@@ -40,7 +40,8 @@ function resolve(p: PathLike): string {
 
 function encodingOf(options: unknown): Encoding {
   if (typeof options === 'string') return options as BufferEncoding;
-  if (options && typeof options === 'object' && 'encoding' in options) return (options as { encoding: Encoding }).encoding;
+  if (options && typeof options === 'object' && 'encoding' in options)
+    return (options as { encoding: Encoding }).encoding;
   return undefined;
 }
 
@@ -48,9 +49,12 @@ function toBytes(data: unknown, options?: unknown): Uint8Array {
   if (typeof data === 'string') return Buffer.from(data, encodingOf(options) ?? 'utf8');
   if (data instanceof Uint8Array) return data;
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  throw Object.assign(new TypeError('The "data" argument must be of type string or an instance of Buffer, TypedArray, or DataView'), {
-    code: 'ERR_INVALID_ARG_TYPE',
-  });
+  throw Object.assign(
+    new TypeError('The "data" argument must be of type string or an instance of Buffer, TypedArray, or DataView'),
+    {
+      code: 'ERR_INVALID_ARG_TYPE',
+    },
+  );
 }
 
 const S_IFMT = 0o170000;
@@ -184,7 +188,8 @@ function readdirSync(p: PathLike, options?: unknown): Array<string | Dirent> {
 }
 
 function mkdirSync(p: PathLike, options?: unknown): string | undefined {
-  const o = typeof options === 'number' ? { mode: options } : ((options ?? {}) as { recursive?: boolean; mode?: number });
+  const o =
+    typeof options === 'number' ? { mode: options } : ((options ?? {}) as { recursive?: boolean; mode?: number });
   const first = host('fs.mkdir', resolve(p), o.recursive === true, o.mode ?? 0o777);
   return typeof first === 'string' ? first : undefined;
 }
@@ -227,7 +232,9 @@ function readSync(fd: number, buffer: Uint8Array, ...rest: unknown[]): number {
 function writeSync(fd: number, data: unknown, ...rest: unknown[]): number {
   if (typeof data === 'string') {
     const position = typeof rest[0] === 'number' ? rest[0] : null;
-    return Number(host('fs.write', fd, toArrayBuffer(Buffer.from(data, (rest[1] as BufferEncoding) ?? 'utf8')), position));
+    return Number(
+      host('fs.write', fd, toArrayBuffer(Buffer.from(data, (rest[1] as BufferEncoding) ?? 'utf8')), position),
+    );
   }
   const buf = toBytes(data);
   const offset = typeof rest[0] === 'number' ? rest[0] : 0;
@@ -311,7 +318,9 @@ function callbackify(fn: AnyFn): AnyFn {
   return (...args: unknown[]) => {
     const cb = args.pop();
     if (typeof cb !== 'function') {
-      throw Object.assign(new TypeError('The "cb" argument must be of type function'), { code: 'ERR_INVALID_ARG_TYPE' });
+      throw Object.assign(new TypeError('The "cb" argument must be of type function'), {
+        code: 'ERR_INVALID_ARG_TYPE',
+      });
     }
     let result: unknown;
     let error: unknown = null;
@@ -491,7 +500,19 @@ function createWriteStream(p: PathLike, options?: unknown): Writable {
   return Object.assign(stream, { path: typeof p === 'string' ? p : resolve(p) });
 }
 
-const constants = { F_OK, R_OK: 4, W_OK: 2, X_OK: 1, O_RDONLY: 0, O_WRONLY: 1, O_RDWR: 2, O_CREAT: 0o100, O_EXCL: 0o200, O_TRUNC: 0o1000, O_APPEND: 0o2000 };
+const constants = {
+  F_OK,
+  R_OK: 4,
+  W_OK: 2,
+  X_OK: 1,
+  O_RDONLY: 0,
+  O_WRONLY: 1,
+  O_RDWR: 2,
+  O_CREAT: 0o100,
+  O_EXCL: 0o200,
+  O_TRUNC: 0o1000,
+  O_APPEND: 0o2000,
+};
 
 export const fsPromises = { ...promises, constants };
 export const fsModule = {

@@ -19,11 +19,7 @@ interface Boot {
 
 function write(stream: 'out' | 'err', chunk: unknown): boolean {
   const text =
-    typeof chunk === 'string'
-      ? chunk
-      : chunk instanceof Uint8Array
-        ? new TextDecoder().decode(chunk)
-        : String(chunk);
+    typeof chunk === 'string' ? chunk : chunk instanceof Uint8Array ? new TextDecoder().decode(chunk) : String(chunk);
   host('log', stream, text);
   return true;
 }

@@ -46,4 +46,3 @@ on('rejections', () => {
     return;
   }
 });
-

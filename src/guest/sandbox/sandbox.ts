@@ -52,9 +52,7 @@ export type HostCallHandler = (op: string, args: readonly HostValue[]) => HostVa
 
 /** Why a guest entry did not complete normally. */
 export type Interruption =
-  | { kind: 'cpu-budget'; elapsedMs: number }
-  | { kind: 'exit'; code: number }
-  | { kind: 'killed' };
+  { kind: 'cpu-budget'; elapsedMs: number } | { kind: 'exit'; code: number } | { kind: 'killed' };
 
 export class GuestFault extends Error {
   constructor(

@@ -198,11 +198,7 @@ export function encodeImage(state: VfsState): Uint8Array {
   for (const [fd, file] of state.fds) {
     w.u32(fd);
     w.u32(file.node.ino);
-    w.u8(
-      (file.readable ? FD_READ : 0) |
-        (file.writable ? FD_WRITE : 0) |
-        (file.append ? FD_APPEND : 0),
-    );
+    w.u8((file.readable ? FD_READ : 0) | (file.writable ? FD_WRITE : 0) | (file.append ? FD_APPEND : 0));
     w.f64(file.position);
   }
   return w.finish();
@@ -277,9 +273,7 @@ class ImageDecoder {
     this.declaredInodes = r.u32();
     if (nextFd < FIRST_FD) throw damaged(`next fd ${nextFd} is below ${FIRST_FD}`);
     if (this.declaredInodes > this.limits.maxInodes) {
-      throw damaged(
-        `${this.declaredInodes} inodes, more than the limit of ${this.limits.maxInodes}`,
-      );
+      throw damaged(`${this.declaredInodes} inodes, more than the limit of ${this.limits.maxInodes}`);
     }
 
     const root = this.node();
@@ -406,8 +400,7 @@ class ImageDecoder {
       if (!valid.includes(flags & ~FD_APPEND) || (append && (flags & FD_WRITE) === 0)) {
         throw damaged(`bad flags ${flags} on fd ${fd}`);
       }
-      if (!Number.isSafeInteger(position) || position < 0)
-        throw damaged(`bad position on fd ${fd}`);
+      if (!Number.isSafeInteger(position) || position < 0) throw damaged(`bad position on fd ${fd}`);
       node.openCount++;
       fds.set(fd, {
         node,
@@ -434,10 +427,7 @@ export function decodeImage(bytes: unknown, limits: ImageLimits, pool: MemoryPoo
   }
   if (bytes.length < HEADER_SIZE + CRC_SIZE) throw damaged('truncated header');
   const body = bytes.subarray(0, bytes.length - CRC_SIZE);
-  const stored = new DataView(bytes.buffer, bytes.byteOffset + body.length, CRC_SIZE).getUint32(
-    0,
-    true,
-  );
+  const stored = new DataView(bytes.buffer, bytes.byteOffset + body.length, CRC_SIZE).getUint32(0, true);
   if (crc32(body) !== stored) throw damaged('checksum mismatch');
   return new ImageDecoder(body, limits, pool).decode();
 }
