@@ -42,6 +42,8 @@ export default tseslint.config(
   },
   {
     files: ['examples/**', 'scripts/**', '**/*.mjs', '*.js'],
+    // Examples are ordinary Node programs, CommonJS included.
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
     languageOptions: {
       globals: {
         process: 'readonly',

@@ -193,7 +193,7 @@ test('an image restores whatever path Roam runs from (regression: layout depende
 function runNode(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') reject(err);
+      if (err && typeof err.code !== 'number') reject(err as Error);
       else resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
     });
   });
