@@ -193,7 +193,7 @@ test('an image restores whatever path Roam runs from (regression: layout depende
 function runNode(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') reject(err as Error);
+      if (err && typeof err.code !== 'number') reject(new Error(err.message, { cause: err }));
       else resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
     });
   });
