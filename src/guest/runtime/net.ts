@@ -278,7 +278,10 @@ export class Server extends EventEmitter {
 
   close(cb?: Callback): this {
     if (!this.#address) {
-      if (cb) queueMicrotask(() => cb(Object.assign(new Error('Server is not running.'), { code: 'ERR_SERVER_NOT_RUNNING' })));
+      if (cb)
+        queueMicrotask(() =>
+          cb(Object.assign(new Error('Server is not running.'), { code: 'ERR_SERVER_NOT_RUNNING' })),
+        );
       return this;
     }
     if (cb) this.#closeCallbacks.push(cb);
