@@ -177,7 +177,12 @@ export function guestCommand(): Command {
       .argument('<file>', 'the program')
       .argument('[args...]', 'arguments for the program (after --)')
       .option('--name <name>', 'guest name (default: the file name)')
-      .option('--env <KEY=VALUE...>', 'environment variables for the guest (it sees no others)'),
+      .option(
+        '--env <KEY=VALUE>',
+        'an environment variable for the guest; repeat for more (it sees no others)',
+        (value: string, previous: string[]) => [...previous, value],
+        [] as string[],
+      ),
   ).action(async (file: string, args: string[], opts: CommonOptions & { name?: string; env?: string[] }) =>
     run(file, args, opts),
   );

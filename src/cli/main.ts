@@ -23,11 +23,16 @@ Examples:
 Exit codes: the guest's own (process.exit), 1 for an uncaught guest error, 64 usage,
 65 image refused, 66 input not readable, 67 bundle failed, 68 guest memory limit,
 69 guest CPU budget, 70 internal error.`,
-  )
-  .exitOverride()
-  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  );
 
 program.addCommand(guestCommand());
+
+// Usage errors anywhere in the tree exit with 64 and a message, through the handler below.
+function configure(cmd: Command): void {
+  cmd.exitOverride().configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  for (const sub of cmd.commands) configure(sub);
+}
+configure(program);
 
 try {
   await program.parseAsync(process.argv);
