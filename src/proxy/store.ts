@@ -1,0 +1,279 @@
+/**
+ * The proxy's durable state, in SQLite in its data directory: hosts and their sessions (join, leave
+ * and eviction times: the history the availability model learns from), guests (with their bundles,
+ * so a guest can be placed again), and the event log. The live roaming table is built on it.
+ */
+import Database from 'better-sqlite3';
+
+export type HostState = 'up' | 'left' | 'evicted' | 'disconnected';
+export type SessionEnd = 'left' | 'evicted' | 'disconnected' | 'proxy-restart';
+export type GuestState = 'pending' | 'starting' | 'running' | 'stopped' | 'exited' | 'failed' | 'lost';
+
+export interface HostRow {
+  id: string;
+  name: string;
+  address: string | null;
+  peerPort: number | null;
+  firstJoined: number;
+  lastSeen: number | null;
+  state: HostState;
+  benchmarkScore: number | null;
+  lastReport: unknown;
+}
+
+export interface PublishedPort {
+  public: number;
+  guest: number;
+  protocol: 'tcp' | 'udp';
+}
+
+export interface GuestRow {
+  id: string;
+  name: string;
+  hostId: string | null;
+  state: GuestState;
+  publish: PublishedPort[];
+  env: Record<string, string>;
+  argv: string[];
+  since: number;
+  createdAt: number;
+  exitCode: number | null;
+}
+
+export interface EventRow {
+  id: number;
+  t: number;
+  kind: string;
+  hostId: string | null;
+  guestId: string | null;
+  message: string;
+  data: unknown;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS hosts (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  address TEXT,
+  peer_port INTEGER,
+  first_joined INTEGER NOT NULL,
+  last_seen INTEGER,
+  state TEXT NOT NULL,
+  benchmark_score REAL,
+  last_report TEXT
+);
+CREATE TABLE IF NOT EXISTS host_sessions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  host_id TEXT NOT NULL REFERENCES hosts(id),
+  joined_at INTEGER NOT NULL,
+  ended_at INTEGER,
+  end_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS host_sessions_host ON host_sessions(host_id, joined_at);
+CREATE TABLE IF NOT EXISTS guests (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  host_id TEXT,
+  state TEXT NOT NULL,
+  publish TEXT NOT NULL,
+  env TEXT NOT NULL,
+  argv TEXT NOT NULL,
+  bundle BLOB NOT NULL,
+  since INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  exit_code INTEGER
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  t INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  host_id TEXT,
+  guest_id TEXT,
+  message TEXT NOT NULL,
+  data TEXT
+);
+`;
+
+interface RawHost {
+  id: string;
+  name: string;
+  address: string | null;
+  peer_port: number | null;
+  first_joined: number;
+  last_seen: number | null;
+  state: HostState;
+  benchmark_score: number | null;
+  last_report: string | null;
+}
+
+interface RawGuest {
+  id: string;
+  name: string;
+  host_id: string | null;
+  state: GuestState;
+  publish: string;
+  env: string;
+  argv: string;
+  since: number;
+  created_at: number;
+  exit_code: number | null;
+}
+
+interface RawEvent {
+  id: number;
+  t: number;
+  kind: string;
+  host_id: string | null;
+  guest_id: string | null;
+  message: string;
+  data: string | null;
+}
+
+function parseJson(text: string | null): unknown {
+  return text === null ? null : (JSON.parse(text) as unknown);
+}
+
+export class Store {
+  private readonly db: Database.Database;
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.exec(SCHEMA);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  /** Sessions left open by a proxy that stopped: they end at its restart (their hosts reconnect). */
+  closeStaleSessions(now: number): void {
+    this.db
+      .prepare(`UPDATE host_sessions SET ended_at = ?, end_reason = 'proxy-restart' WHERE ended_at IS NULL`)
+      .run(now);
+    this.db.prepare(`UPDATE hosts SET state = 'disconnected' WHERE state = 'up'`).run();
+  }
+
+  hostJoined(host: { id: string; name: string; address: string | null; peerPort: number | null }, now: number): void {
+    this.db
+      .prepare(
+        `INSERT INTO hosts (id, name, address, peer_port, first_joined, last_seen, state)
+         VALUES (@id, @name, @address, @peerPort, @now, @now, 'up')
+         ON CONFLICT(id) DO UPDATE SET name = @name, address = @address, peer_port = @peerPort, last_seen = @now, state = 'up'`,
+      )
+      .run({ ...host, now });
+    this.db.prepare(`INSERT INTO host_sessions (host_id, joined_at) VALUES (?, ?)`).run(host.id, now);
+  }
+
+  hostReported(id: string, report: unknown, benchmarkScore: number | null, now: number): void {
+    this.db
+      .prepare(
+        `UPDATE hosts SET last_seen = ?, last_report = ?, benchmark_score = COALESCE(?, benchmark_score) WHERE id = ?`,
+      )
+      .run(now, JSON.stringify(report), benchmarkScore, id);
+  }
+
+  hostEnded(id: string, reason: SessionEnd, now: number): void {
+    const state: HostState = reason === 'left' ? 'left' : reason === 'evicted' ? 'evicted' : 'disconnected';
+    this.db.prepare(`UPDATE hosts SET state = ?, last_seen = ? WHERE id = ?`).run(state, now, id);
+    this.db
+      .prepare(`UPDATE host_sessions SET ended_at = ?, end_reason = ? WHERE host_id = ? AND ended_at IS NULL`)
+      .run(now, reason, id);
+  }
+
+  hosts(): HostRow[] {
+    return (this.db.prepare(`SELECT * FROM hosts ORDER BY name`).all() as RawHost[]).map((r) => ({
+      id: r.id,
+      name: r.name,
+      address: r.address,
+      peerPort: r.peer_port,
+      firstJoined: r.first_joined,
+      lastSeen: r.last_seen,
+      state: r.state,
+      benchmarkScore: r.benchmark_score,
+      lastReport: parseJson(r.last_report),
+    }));
+  }
+
+  hostSessions(hostId: string): Array<{ joinedAt: number; endedAt: number | null; endReason: SessionEnd | null }> {
+    return (
+      this.db
+        .prepare(`SELECT joined_at, ended_at, end_reason FROM host_sessions WHERE host_id = ? ORDER BY joined_at`)
+        .all(hostId) as Array<{ joined_at: number; ended_at: number | null; end_reason: SessionEnd | null }>
+    ).map((r) => ({ joinedAt: r.joined_at, endedAt: r.ended_at, endReason: r.end_reason }));
+  }
+
+  addGuest(guest: Omit<GuestRow, 'exitCode'>, bundle: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO guests (id, name, host_id, state, publish, env, argv, bundle, since, created_at)
+         VALUES (@id, @name, @hostId, @state, @publish, @env, @argv, @bundle, @since, @createdAt)`,
+      )
+      .run({
+        ...guest,
+        publish: JSON.stringify(guest.publish),
+        env: JSON.stringify(guest.env),
+        argv: JSON.stringify(guest.argv),
+        bundle: Buffer.from(bundle, 'utf8'),
+      });
+  }
+
+  updateGuest(
+    id: string,
+    change: { state: GuestState; hostId?: string | null; exitCode?: number | null },
+    now: number,
+  ): void {
+    this.db
+      .prepare(
+        `UPDATE guests SET state = @state, host_id = COALESCE(@hostId, host_id), exit_code = @exitCode, since = @now WHERE id = @id`,
+      )
+      .run({ id, state: change.state, hostId: change.hostId ?? null, exitCode: change.exitCode ?? null, now });
+  }
+
+  removeGuest(id: string): void {
+    this.db.prepare(`DELETE FROM guests WHERE id = ?`).run(id);
+  }
+
+  guests(): GuestRow[] {
+    return (this.db.prepare(`SELECT * FROM guests ORDER BY name`).all() as RawGuest[]).map((r) => ({
+      id: r.id,
+      name: r.name,
+      hostId: r.host_id,
+      state: r.state,
+      publish: JSON.parse(r.publish) as PublishedPort[],
+      env: JSON.parse(r.env) as Record<string, string>,
+      argv: JSON.parse(r.argv) as string[],
+      since: r.since,
+      createdAt: r.created_at,
+      exitCode: r.exit_code,
+    }));
+  }
+
+  guestBundle(id: string): string | undefined {
+    const row = this.db.prepare(`SELECT bundle FROM guests WHERE id = ?`).get(id) as { bundle: Buffer } | undefined;
+    return row?.bundle.toString('utf8');
+  }
+
+  addEvent(e: Omit<EventRow, 'id'>): EventRow {
+    const info = this.db
+      .prepare(`INSERT INTO events (t, kind, host_id, guest_id, message, data) VALUES (?, ?, ?, ?, ?, ?)`)
+      .run(e.t, e.kind, e.hostId, e.guestId, e.message, e.data === undefined ? null : JSON.stringify(e.data));
+    return { ...e, id: Number(info.lastInsertRowid) };
+  }
+
+  events(options: { after?: number; limit?: number } = {}): EventRow[] {
+    const rows = this.db
+      .prepare(`SELECT * FROM events WHERE id > ? ORDER BY id DESC LIMIT ?`)
+      .all(options.after ?? 0, Math.min(options.limit ?? 200, 10_000)) as RawEvent[];
+    return rows.reverse().map((r) => ({
+      id: r.id,
+      t: r.t,
+      kind: r.kind,
+      hostId: r.host_id,
+      guestId: r.guest_id,
+      message: r.message,
+      data: parseJson(r.data),
+    }));
+  }
+}
