@@ -7,6 +7,7 @@ import { RoamError, isRoamError, type RoamErrorCode } from '../src/errors.js';
 import {
   IMAGE_FORMAT_VERSION,
   decodeImage,
+  decodeImageInto,
   encodeImage,
   inspectImage,
   restoreMemory,
@@ -318,6 +319,39 @@ describe('encodeImage / decodeImage round trip', () => {
     }
   });
 
+  it('uses Snappy by default, and decodes straight into a dirty target memory', async () => {
+    const memory = mixedMemory(56, 99);
+    const contents = contentsOf(memory, STATE, mixedMemory(3, 5));
+    const image = await encodeImage(contents);
+    const { info, contents: decoded } = await decodeImage(image);
+    assertSameContents(decoded, contents);
+    assert.equal(info.sections[1]?.encoding, 'snappy');
+    assert.ok((info.sections[1]?.storedBytes ?? 0) < (info.sections[1]?.rawBytes ?? 0) * 0.8, 'Snappy shrank nothing');
+
+    const target = new Uint8Array(memory.length + 3 * PAGE).fill(0xa7);
+    const into = await decodeImageInto(image, (byteLength, state) => {
+      assert.equal(byteLength, memory.length);
+      assert.deepEqual(state, JSON.parse(JSON.stringify(STATE)));
+      return target;
+    });
+    assert.ok(Buffer.from(target.subarray(0, memory.length)).equals(memory), 'memory restored in place');
+    assert.ok(
+      target.subarray(memory.length).every((b) => b === 0),
+      'and everything past it zeroed',
+    );
+    assert.deepEqual(Array.from(into.memory.pages), Array.from(contents.memory.pages));
+    assert.ok(Buffer.from(into.files).equals(contents.files));
+  });
+
+  it('refuses to decode into a target smaller than the image memory', async () => {
+    const memory = mixedMemory(4, 3);
+    const image = await encodeImage(contentsOf(memory), { codec: 'snappy' });
+    await rejectsWith(
+      decodeImageInto(image, () => new Uint8Array(10)),
+      'ROAM_ERR_IMAGE_TOO_LARGE',
+    );
+  });
+
   it('round-trips a realistic mix across many chunks at levels 0, 1 and 9', async () => {
     const memory = mixedMemory(56, 2024); // 3.5 MiB: several chunks
     const files = mixedMemory(24, 7); // 1.5 MiB of files: chunked too
@@ -597,7 +631,7 @@ describe('well-framed but malformed images', () => {
     // A ratio deflate cannot reach is refused from the header alone.
     await expectMalformed((p) => replaceSection(p, 'files', bomb, bomb.length * 1033), /maximum ratio/);
     const short = zlib.deflateRawSync(new Uint8Array(1000).fill(1));
-    await expectMalformed((p) => replaceSection(p, 'files', short, 1001), /inflates to 1000 bytes, declared 1001/);
+    await expectMalformed((p) => replaceSection(p, 'files', short, 1001), /unpacks to 1000 bytes, declared 1001/);
     const invalid = new Uint8Array(50).fill(0x07); // BTYPE 11: a reserved, invalid block type
     await expectMalformed((p) => replaceSection(p, 'files', invalid, 60), /not a valid deflate stream/);
     await expectMalformed((p) => replaceSection(p, 'files', short.subarray(0, 5), 1000), /not a valid deflate stream/);

@@ -105,8 +105,7 @@ async function run(
 async function resume(imagePath: string, opts: CommonOptions): Promise<void> {
   const plan = checkpointPlan(opts);
   const bytes = await readImageFile(imagePath);
-  const { contents } = await decodeImage(bytes);
-  const guest = await Guest.restore(contents, { limits: limitsFrom(opts), onLog: printLog });
+  const guest = await Guest.restoreImage(bytes, { limits: limitsFrom(opts), onLog: printLog });
   await supervise(guest, plan);
 }
 

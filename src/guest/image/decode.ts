@@ -25,7 +25,8 @@ import {
   type ImageInfo,
   type SectionName,
 } from './format.js';
-import { POOL_CONCURRENCY, inflateChunk, runPool, sha256, sha256Sync } from './work.js';
+import { copyToPages, zeroOtherPages } from './memory.js';
+import { POOL_CONCURRENCY, inflateChunk, runPool, sha256, sha256Sync, unsnappyChunk } from './work.js';
 
 interface Limits {
   maxImageBytes: number;
@@ -251,30 +252,21 @@ function isBufferTooLarge(err: unknown): boolean {
   return err instanceof Error && 'code' in err && err.code === 'ERR_BUFFER_TOO_LARGE';
 }
 
-/**
- * Decodes and fully validates a checkpoint image. The caller must not modify `bytes` until the
- * promise settles. Chunks inflate in parallel on the thread pool; each is copied into its section's
- * buffer as soon as it lands (Node's zlib cannot inflate into a caller's buffer).
- */
-export async function decodeImage(
-  bytes: Uint8Array,
-  options: DecodeOptions = {},
-): Promise<{ info: ImageInfo; contents: ImageContents }> {
-  const limits = limitsOf(options);
-  const framing = readFraming(bytes, limits);
-  checkDigest(bytes, framing, await sha256(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
-  const { header, info, starts } = parseHeader(bytes, framing, limits);
+interface ChunkJob {
+  section: number;
+  chunk: number;
+  raw: number;
+  stored: number;
+  /** Where the chunk's stored bytes start in the image. */
+  from: number;
+  /** Where its raw bytes start in its section. */
+  to: number;
+}
 
-  const outputs = header.sections.map((section) => allocate(section.rawBytes, `'${section.name}' section`));
-  const jobs: Array<{
-    section: number;
-    chunk: number;
-    raw: number;
-    stored: number;
-    from: number;
-    to: number;
-  }> = [];
+function chunkJobs(header: ImageHeader, starts: number[], sections: readonly number[]): ChunkJob[] {
+  const jobs: ChunkJob[] = [];
   header.sections.forEach((section, index) => {
+    if (!sections.includes(index)) return;
     let from = starts[index] ?? 0;
     let to = 0;
     section.chunks.forEach(([raw, stored], chunk) => {
@@ -283,32 +275,60 @@ export async function decodeImage(
       to += raw;
     });
   });
-  await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
-    const job = jobs[index];
-    const output = outputs[job?.section ?? -1];
-    if (job === undefined || output === undefined) return;
-    const input = bytes.subarray(job.from, job.from + job.stored);
-    if (job.stored === job.raw) {
-      output.set(input, job.to);
-      return;
-    }
-    const where = `section '${String(SECTION_NAMES[job.section])}' chunk ${job.chunk}`;
-    let inflated: Uint8Array;
+  return jobs;
+}
+
+/** The raw bytes of one chunk (verbatim, inflated or un-snappied), checked against its declared size. */
+async function unpackChunk(bytes: Uint8Array, header: ImageHeader, job: ChunkJob): Promise<Uint8Array> {
+  const input = bytes.subarray(job.from, job.from + job.stored);
+  if (job.stored === job.raw) return input;
+  const encoding = header.sections[job.section]?.encoding;
+  const where = `section '${String(SECTION_NAMES[job.section])}' chunk ${job.chunk}`;
+  let out: Uint8Array;
+  if (encoding === 'snappy') {
     try {
-      inflated = await inflateChunk(input, job.raw);
+      out = await unsnappyChunk(input, job.raw);
+    } catch (err) {
+      throw malformed(
+        `${where} is not a valid Snappy block (${err instanceof Error ? err.message : String(err)})`,
+        err,
+      );
+    }
+  } else {
+    try {
+      out = await inflateChunk(input, job.raw);
     } catch (err) {
       if (isBufferTooLarge(err)) throw malformed(`${where} inflates to more than its declared ${job.raw} bytes`, err);
       throw malformed(`${where} is not a valid deflate stream`, err);
     }
-    if (inflated.length !== job.raw) {
-      throw malformed(`${where} inflates to ${inflated.length} bytes, declared ${job.raw}`);
-    }
-    output.set(inflated, job.to);
-  });
-  const [pageBytes, data, stateBytes, files] = outputs;
-  if (pageBytes === undefined || data === undefined || stateBytes === undefined || files === undefined) {
-    throw malformed('missing sections');
   }
+  if (out.length !== job.raw) throw malformed(`${where} unpacks to ${out.length} bytes, declared ${job.raw}`);
+  return out;
+}
+
+const PAGES = 0;
+const MEMORY = 1;
+const STATE = 2;
+const FILES = 3;
+
+/** Decodes the small sections (page list, state, files) into buffers of their own. */
+async function decodeSmallSections(
+  bytes: Uint8Array,
+  header: ImageHeader,
+  starts: number[],
+  info: ImageInfo,
+): Promise<{ pages: Uint32Array; state: unknown; files: Uint8Array }> {
+  const outputs = header.sections.map((section, index) =>
+    index === MEMORY ? new Uint8Array(0) : allocate(section.rawBytes, `'${section.name}' section`),
+  );
+  const jobs = chunkJobs(header, starts, [PAGES, STATE, FILES]);
+  await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
+    const job = jobs[index];
+    if (job === undefined) return;
+    outputs[job.section]?.set(await unpackChunk(bytes, header, job), job.to);
+  });
+  const [pageBytes, , stateBytes, files] = outputs;
+  if (pageBytes === undefined || stateBytes === undefined || files === undefined) throw malformed('missing sections');
 
   const pages = new Uint32Array(info.memory.nonZeroPages);
   const pageView = new DataView(pageBytes.buffer, pageBytes.byteOffset, pageBytes.byteLength);
@@ -329,14 +349,105 @@ export async function decodeImage(
   } catch (err) {
     throw malformed('state section is not UTF-8 JSON', err);
   }
+  return { pages, state, files };
+}
 
-  return {
-    info,
-    contents: {
+/** Unpacks the memory section, handing each chunk's raw bytes and section offset to `sink`. */
+async function decodeMemory(
+  bytes: Uint8Array,
+  header: ImageHeader,
+  starts: number[],
+  sink: (raw: Uint8Array, sectionOffset: number) => void,
+): Promise<void> {
+  const jobs = chunkJobs(header, starts, [MEMORY]);
+  await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
+    const job = jobs[index];
+    if (job === undefined) return;
+    sink(await unpackChunk(bytes, header, job), job.to);
+  });
+}
+
+/**
+ * Decodes and fully validates a checkpoint image. The caller must not modify `bytes` until the
+ * promise settles. Chunks unpack in parallel on the thread pool while the checksum is computed.
+ */
+export async function decodeImage(
+  bytes: Uint8Array,
+  options: DecodeOptions = {},
+): Promise<{ info: ImageInfo; contents: ImageContents }> {
+  const limits = limitsOf(options);
+  const framing = readFraming(bytes, limits);
+  const digest = sha256(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
+  try {
+    const { header, info, starts } = parseHeader(bytes, framing, limits);
+    const data = allocate(header.sections[MEMORY]?.rawBytes ?? 0, "'memory' section");
+    const [small] = await Promise.all([
+      decodeSmallSections(bytes, header, starts, info),
+      decodeMemory(bytes, header, starts, (raw, at) => data.set(raw, at)),
+    ]);
+    checkDigest(bytes, framing, await digest);
+    return {
+      info,
+      contents: {
+        meta: { ...header.meta },
+        memory: { byteLength: info.memory.byteLength, pageSize: PAGE_SIZE, pages: small.pages, data },
+        state: small.state,
+        files: small.files,
+      },
+    };
+  } catch (err) {
+    // A damaged image shows as a checksum failure first, whatever else it broke.
+    checkDigest(bytes, framing, await digest);
+    throw err;
+  }
+}
+
+export interface DecodedInto {
+  info: ImageInfo;
+  meta: ImageContents['meta'];
+  state: unknown;
+  files: Uint8Array;
+  memory: { byteLength: number; pages: Uint32Array };
+}
+
+/**
+ * Decodes an image straight into a guest's memory: `target(byteLength, state)` returns the view to
+ * write (a prepared sandbox's memory, at least byteLength long; the state tells its limits). Each chunk's pages are copied to their
+ * place as the chunk lands, and every other page of the target is zeroed, so the memory never
+ * passes through an intermediate buffer. On any error the target's contents are undefined: the
+ * caller throws that sandbox away.
+ */
+export async function decodeImageInto(
+  bytes: Uint8Array,
+  target: (byteLength: number, state: unknown) => Uint8Array | Promise<Uint8Array>,
+  options: DecodeOptions = {},
+): Promise<DecodedInto> {
+  const limits = limitsOf(options);
+  const framing = readFraming(bytes, limits);
+  const digest = sha256(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
+  try {
+    const { header, info, starts } = parseHeader(bytes, framing, limits);
+    const small = await decodeSmallSections(bytes, header, starts, info);
+    const memory = await target(info.memory.byteLength, small.state);
+    if (memory.length < info.memory.byteLength) {
+      throw imageError(
+        'ROAM_ERR_IMAGE_TOO_LARGE',
+        `the image's ${info.memory.byteLength} bytes of memory do not fit the target's ${memory.length}`,
+      );
+    }
+    const { pages } = small;
+    await decodeMemory(bytes, header, starts, (raw, at) => copyToPages(raw, at, pages, memory));
+    zeroOtherPages(pages, memory);
+    checkDigest(bytes, framing, await digest);
+    return {
+      info,
       meta: { ...header.meta },
-      memory: { byteLength: info.memory.byteLength, pageSize: PAGE_SIZE, pages, data },
-      state,
-      files,
-    },
-  };
+      state: small.state,
+      files: small.files,
+      memory: { byteLength: info.memory.byteLength, pages },
+    };
+  } catch (err) {
+    checkDigest(bytes, framing, await digest);
+    throw err;
+  }
 }

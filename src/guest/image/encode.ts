@@ -9,13 +9,15 @@ import {
   imageError,
   imageMetaSchema,
   layoutImage,
+  type ImageCodec,
+  type SectionEncoding,
   type EncodeOptions,
   type ImageContents,
   type ImageHeader,
   type SectionHeader,
 } from './format.js';
 import { checkSnapshot } from './memory.js';
-import { POOL_CONCURRENCY, deflateChunk, runPool, sha256, yieldToLoop } from './work.js';
+import { POOL_CONCURRENCY, deflateChunk, runPool, sha256, snappyChunk, yieldToLoop } from './work.js';
 
 const COPY_SLICE_BYTES = 4 * 1024 * 1024;
 
@@ -58,6 +60,9 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
   if (!Number.isInteger(level) || level < 0 || level > 9) {
     throw new RoamError('ROAM_ERR_USAGE', `compression level must be an integer from 0 to 9, got ${String(level)}`);
   }
+  const codec: ImageCodec =
+    options.codec ?? (options.level === undefined ? 'snappy' : level === 0 ? 'none' : 'deflate');
+  const encoding: SectionEncoding = codec === 'snappy' ? 'snappy' : 'deflate-raw';
   const meta = imageMetaSchema.safeParse(contents.meta);
   if (!meta.success) {
     throw imageError('ROAM_ERR_IMAGE_MALFORMED', `cannot encode image: meta.${describeIssue(meta.error)}`);
@@ -86,9 +91,10 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
   await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
     const job = jobs[index];
     if (job === undefined) return;
-    const deflated = level === 0 ? job.raw : await deflateChunk(job.raw, level);
-    // Verbatim when deflate does not help (stored === raw length marks such a chunk).
-    stored[index] = deflated.length < job.raw.length ? deflated : job.raw;
+    const packed =
+      codec === 'none' ? job.raw : codec === 'snappy' ? await snappyChunk(job.raw) : await deflateChunk(job.raw, level);
+    // Verbatim when compression does not help (stored === raw length marks such a chunk).
+    stored[index] = packed.length < job.raw.length ? packed : job.raw;
   });
 
   const sections: SectionHeader[] = SECTION_NAMES.map((name) => ({
@@ -105,7 +111,7 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
     if (section === undefined || bytes === undefined) return;
     section.chunks.push([job.raw.length, bytes.length]);
     section.storedBytes += bytes.length;
-    if (bytes.length < job.raw.length) section.encoding = 'deflate-raw';
+    if (bytes.length < job.raw.length) section.encoding = encoding;
   });
   let payloadBytes = 0;
   for (const section of sections) {

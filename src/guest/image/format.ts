@@ -27,7 +27,8 @@
  * A section's `offset` is relative to the start of the payload (so the header does not depend on
  * its own length). Sections may not overlap or leave the payload. Each section is cut into chunks
  * (`[rawBytes, storedBytes]`, in order) that are encoded independently so that encode and decode
- * use every core. In a 'deflate-raw' section a chunk is one raw deflate stream, except that a chunk
+ * use every core. In a 'snappy' section a chunk is one Snappy block, in a 'deflate-raw' section one
+ * raw deflate stream; in either, a chunk
  * whose storedBytes equals its rawBytes is stored verbatim (the encoder does that when deflate
  * does not shrink it, e.g. for random bytes). In a 'none' section every chunk is verbatim.
  */
@@ -42,7 +43,7 @@ export const PAGE_SIZE = 65536;
 
 export const SECTION_NAMES = ['pages', 'memory', 'state', 'files'] as const;
 export type SectionName = (typeof SECTION_NAMES)[number];
-export const SECTION_ENCODINGS = ['deflate-raw', 'none'] as const;
+export const SECTION_ENCODINGS = ['snappy', 'deflate-raw', 'none'] as const;
 export type SectionEncoding = (typeof SECTION_ENCODINGS)[number];
 
 /** Default limits for decoding; callers that know better pass their own. */
@@ -101,8 +102,17 @@ export interface ImageInfo {
   totalBytes: number;
 }
 
+/**
+ * How chunks are compressed. Snappy is the default: measured on a 110 MiB QuickJS heap (2 cores),
+ * it compressed to 36% in 156 ms and decompressed in 112 ms, where deflate level 1 made 24% in
+ * 650 ms and took 308 ms to inflate. Restore time (a migration's pause) matters more than size.
+ */
+export type ImageCodec = 'snappy' | 'deflate' | 'none';
+
 export interface EncodeOptions {
-  /** zlib level 0-9; 0 stores everything verbatim. Default 1: about as small as 6 on heaps, much faster. */
+  /** Default 'snappy'; giving only `level` selects deflate (level 0 stores verbatim). */
+  codec?: ImageCodec;
+  /** zlib level 0-9 for the deflate codec. Default 1: about as small as 6 on heaps, much faster. */
   level?: number;
 }
 

@@ -3,11 +3,12 @@ export {
   IMAGE_FORMAT_VERSION,
   type DecodeOptions,
   type EncodeOptions,
+  type ImageCodec,
   type ImageContents,
   type ImageInfo,
   type ImageMeta,
   type MemorySnapshot,
 } from './format.js';
 export { encodeImage } from './encode.js';
-export { decodeImage, inspectImage } from './decode.js';
+export { decodeImage, decodeImageInto, inspectImage, type DecodedInto } from './decode.js';
 export { restoreMemory, snapshotMemory } from './memory.js';

@@ -78,16 +78,48 @@ export function restoreMemory(snapshot: MemorySnapshot, target: Uint8Array): voi
     );
   }
   const { pages, data } = snapshot;
-  let zeroFrom = 0;
   for (let i = 0; i < pages.length;) {
     const first = pages[i] ?? 0;
     let j = i + 1;
     while (j < pages.length && pages[j] === first + (j - i)) j++;
-    const start = first * PAGE_SIZE;
-    if (start > zeroFrom) target.fill(0, zeroFrom, start);
-    target.set(data.subarray(i * PAGE_SIZE, j * PAGE_SIZE), start);
-    zeroFrom = start + (j - i) * PAGE_SIZE;
+    target.set(data.subarray(i * PAGE_SIZE, j * PAGE_SIZE), first * PAGE_SIZE);
     i = j;
   }
-  if (zeroFrom < target.length) target.fill(0, zeroFrom);
+  zeroOtherPages(pages, target);
+}
+
+/** Copies raw bytes of a memory section (starting at `sectionOffset`) to their pages in `memory`. */
+export function copyToPages(raw: Uint8Array, sectionOffset: number, pages: Uint32Array, memory: Uint8Array): void {
+  let done = 0;
+  while (done < raw.length) {
+    const at = sectionOffset + done;
+    const index = Math.floor(at / PAGE_SIZE);
+    const within = at % PAGE_SIZE;
+    // Extend over pages that are consecutive in memory too: one copy for the whole run.
+    let run = 1;
+    while (pages[index + run] === (pages[index] ?? 0) + run && (run + 1) * PAGE_SIZE - within <= raw.length - done)
+      run++;
+    const n = Math.min(run * PAGE_SIZE - within, raw.length - done);
+    memory.set(raw.subarray(done, done + n), (pages[index] ?? 0) * PAGE_SIZE + within);
+    done += n;
+  }
+}
+
+/**
+ * Zeroes every page of `memory` that is not in `pages`, writing only to pages that are not zero
+ * already: a fresh sandbox's untouched pages stay untouched (no page faults for nothing).
+ */
+export function zeroOtherPages(pages: Uint32Array, memory: Uint8Array): void {
+  const buf = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
+  const total = Math.floor(memory.length / PAGE_SIZE);
+  let next = 0;
+  for (let page = 0; page < total; page++) {
+    if (next < pages.length && pages[next] === page) {
+      next++;
+      continue;
+    }
+    const offset = page * PAGE_SIZE;
+    if (buf.compare(ZERO_PAGE, 0, PAGE_SIZE, offset, offset + PAGE_SIZE) !== 0) buf.fill(0, offset, offset + PAGE_SIZE);
+  }
+  if (memory.length % PAGE_SIZE !== 0) memory.fill(0, total * PAGE_SIZE);
 }

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
+import { compress as snappyCompress, uncompress as snappyUncompress } from 'snappy';
 
 const deflateRawAsync = promisify(zlib.deflateRaw);
 const inflateRawAsync = promisify(zlib.inflateRaw);
@@ -56,6 +57,32 @@ export function inflateChunk(stored: Uint8Array, rawBytes: number): Promise<Uint
     chunkSize: Math.max(64, rawBytes + 1),
     maxOutputLength: rawBytes,
   });
+}
+
+export async function snappyChunk(raw: Uint8Array): Promise<Uint8Array> {
+  return snappyCompress(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength));
+}
+
+/** The uncompressed length a Snappy block declares (its varint preamble), or -1 if unreadable. */
+export function snappyDeclaredLength(block: Uint8Array): number {
+  let value = 0;
+  for (let i = 0, shift = 0; i < 5 && i < block.length; i++, shift += 7) {
+    const byte = block[i] ?? 0;
+    value += (byte & 0x7f) * 2 ** shift;
+    if ((byte & 0x80) === 0) return value;
+  }
+  return -1;
+}
+
+/**
+ * Decompresses one Snappy chunk that must come to exactly `rawBytes`; the declared length is
+ * checked first, so a lying block cannot make us allocate more than the header promised.
+ */
+export async function unsnappyChunk(stored: Uint8Array, rawBytes: number): Promise<Uint8Array> {
+  const declared = snappyDeclaredLength(stored);
+  if (declared !== rawBytes) throw new Error(`declares ${declared} bytes, the header ${rawBytes}`);
+  const out = await snappyUncompress(Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength));
+  return typeof out === 'string' ? Buffer.from(out) : out;
 }
 
 /** Lets pending I/O callbacks and timers run before continuing a long computation. */

@@ -174,6 +174,15 @@ export class Sandbox {
     return this.memoryView();
   }
 
+  /**
+   * Grows the memory to `byteLength` and faults its pages in (a write per OS page, of the byte
+   * already there), so that a restore into it later copies instead of faulting.
+   */
+  prefault(byteLength: number): void {
+    const view = this.prepareRestore(byteLength);
+    for (let i = 0; i < view.length; i += 4096) view[i] = view[i] ?? 0;
+  }
+
   /** After overwriting the memory: the limits live in it, so set this sandbox's limits again. */
   finishRestore(): void {
     this.runtime.setMemoryLimit(this.limits.memoryBytes);
