@@ -144,7 +144,9 @@ async function inspect(imagePath: string, opts: { json?: boolean }): Promise<voi
     `format       v${info.formatVersion}, written by roam ${info.meta.roamVersion} at ${info.meta.createdAt}`,
     `guest        ${info.meta.name} (${info.meta.guestId}), ${info.meta.kind}`,
     `size         ${mib(info.totalBytes)} on disk`,
-    `memory       ${mib(info.memory.byteLength)} linear memory, ${info.memory.nonZeroPages} of ${info.memory.totalPages} pages non-zero`,
+    info.meta.base
+      ? `memory       ${mib(info.memory.byteLength)} linear memory, ${info.memory.nonZeroPages} of ${info.memory.totalPages} pages stored (the others are the runtime's, ${info.meta.base})`
+      : `memory       ${mib(info.memory.byteLength)} linear memory, ${info.memory.nonZeroPages} of ${info.memory.totalPages} pages non-zero`,
     ...info.sections.map(
       (s) =>
         `  section    ${s.name.padEnd(8)} ${String(s.rawBytes).padStart(10)} bytes raw, ${String(s.storedBytes).padStart(10)} stored (${s.encoding})`,

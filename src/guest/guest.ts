@@ -14,8 +14,9 @@ import { VirtualClock } from './host/clock.js';
 import { GuestLog, type LogSink } from './host/log.js';
 import { IdAllocator, NetHost } from './host/net.js';
 import { TimerSchedule } from './host/timers.js';
-import { runtimeTemplate } from './template.js';
+import { runtimeTemplate, type RuntimeBase } from './template.js';
 import {
+  applyPages,
   decodeImageInto,
   restoreMemory,
   snapshotMemory,
@@ -41,6 +42,38 @@ export interface GuestOptions {
   limits?: Partial<SandboxLimits>;
   network?: VirtualNetwork;
   onLog?: LogSink;
+}
+
+/** Loads the runtime template into a sandbox's memory (grown to at least `byteLength`). */
+function loadBase(sandbox: Sandbox, base: RuntimeBase, byteLength: number): Uint8Array {
+  const view = sandbox.prepareRestore(Math.max(byteLength, base.snapshot.byteLength));
+  restoreMemory(base.snapshot, view);
+  sandbox.loadedBase = base.id;
+  return view;
+}
+
+/**
+ * The memory an image's pages go into: for an image stored against the runtime template, the
+ * sandbox must hold that template first (a prepared sandbox already does). An image against
+ * another template was made by another build of Roam, and is refused.
+ */
+async function memoryFor(sandbox: Sandbox, meta: ImageContents['meta'], byteLength: number): Promise<Uint8Array> {
+  if (meta.roamVersion !== ROAM_VERSION) {
+    throw new RoamError(
+      'ROAM_ERR_IMAGE_VERSION',
+      `unsupported version: this image was made by Roam ${meta.roamVersion}, and this is Roam ${ROAM_VERSION}; resume it with the same version`,
+    );
+  }
+  if (meta.base === undefined) return sandbox.prepareRestore(byteLength);
+  const base = await runtimeTemplate();
+  if (base.id !== meta.base) {
+    throw new RoamError(
+      'ROAM_ERR_IMAGE_VERSION',
+      `unsupported version: this image is stored against runtime ${meta.base}, and this Roam's runtime is ${base.id}; resume it with the Roam build that made it`,
+    );
+  }
+  if (sandbox.loadedBase === base.id && sandbox.memoryBytes >= byteLength) return sandbox.prepareRestore(byteLength);
+  return loadBase(sandbox, base, byteLength);
 }
 
 export interface RestoreOptions extends GuestOptions {
@@ -97,6 +130,8 @@ export class Guest {
   private fatal: { kind: string; text: string } | undefined;
   private resolveExit!: (exit: GuestExit) => void;
   private cpuMs = 0;
+  /** The runtime template this guest's images are stored against. */
+  private base!: RuntimeBase;
   private argv: string[];
   private readonly network: VirtualNetwork;
 
@@ -130,10 +165,11 @@ export class Guest {
       log: new GuestLog(undefined, options.onLog),
       files: new VirtualFileSystem({ now: () => clock.wall() }),
     });
-    const template = await runtimeTemplate();
-    guest.attach(await Sandbox.create(limits));
-    restoreMemory(template, guest.sandbox.prepareRestore(template.byteLength));
-    guest.sandbox.finishRestore();
+    guest.base = await runtimeTemplate();
+    const sandbox = await Sandbox.create(limits);
+    loadBase(sandbox, guest.base, guest.base.snapshot.byteLength);
+    guest.attach(sandbox);
+    sandbox.finishRestore();
     guest.thaw();
     guest.deliver('seed', []);
     guest.deliver('init', [JSON.stringify(guest.bootInfo(options))]);
@@ -157,12 +193,14 @@ export class Guest {
     const state = parseGuestState(contents.state);
     const sandbox = await Guest.sandboxFor(state, options);
     try {
-      restoreMemory(contents.memory, sandbox.prepareRestore(contents.memory.byteLength));
+      const view = await memoryFor(sandbox, contents.meta, contents.memory.byteLength);
+      if (contents.meta.base === undefined) restoreMemory(contents.memory, view);
+      else applyPages(contents.memory, view);
     } catch (err) {
       sandbox.dispose();
       throw err;
     }
-    return Guest.assemble(contents.meta, state, contents.files, sandbox, options);
+    return Guest.assemble(contents.meta, state, contents.files, sandbox, options, await runtimeTemplate());
   }
 
   /**
@@ -173,13 +211,13 @@ export class Guest {
     // Filled in by the decoder's callback, once the state (and so the limits) is known.
     const made: { sandbox?: Sandbox; state?: GuestState } = {};
     try {
-      const decoded = await decodeImageInto(bytes, async (byteLength, raw) => {
+      const decoded = await decodeImageInto(bytes, async (byteLength, raw, meta) => {
         made.state = parseGuestState(raw);
         made.sandbox = await Guest.sandboxFor(made.state, options);
-        return made.sandbox.prepareRestore(byteLength);
+        return memoryFor(made.sandbox, meta, byteLength);
       });
       if (!made.sandbox || !made.state) throw new RoamError('ROAM_ERR_SANDBOX', 'the image decoded without a sandbox');
-      return Guest.assemble(decoded.meta, made.state, decoded.files, made.sandbox, options);
+      return Guest.assemble(decoded.meta, made.state, decoded.files, made.sandbox, options, await runtimeTemplate());
     } catch (err) {
       made.sandbox?.dispose();
       throw err;
@@ -194,6 +232,8 @@ export class Guest {
    */
   static async prepareSandbox(limits: Partial<SandboxLimits> = {}, expectedBytes?: number): Promise<Sandbox> {
     const sandbox = await Sandbox.create({ ...DEFAULT_LIMITS, ...limits });
+    const base = await runtimeTemplate();
+    loadBase(sandbox, base, Math.max(expectedBytes ?? 0, base.snapshot.byteLength));
     if (expectedBytes !== undefined) sandbox.prefault(expectedBytes);
     return sandbox;
   }
@@ -221,6 +261,7 @@ export class Guest {
     filesImage: Uint8Array,
     sandbox: Sandbox,
     options: RestoreOptions,
+    base: RuntimeBase,
   ): Guest {
     const clock = new VirtualClock(state.clock);
     let files: VirtualFileSystem;
@@ -238,6 +279,7 @@ export class Guest {
       files,
     });
     guest.cpuMs = state.cpuMs;
+    guest.base = base;
     guest.attach(sandbox);
     sandbox.finishRestore();
     guest.timers.restore(state.timers);
@@ -267,7 +309,7 @@ export class Guest {
     }
     const t0 = performance.now();
     this.freeze();
-    const memory: MemorySnapshot = snapshotMemory(this.sandbox.memoryView());
+    const memory: MemorySnapshot = snapshotMemory(this.sandbox.memoryView(), this.base.full);
     const state: GuestState = {
       limits: this.limits,
       argv: this.argv,
@@ -285,6 +327,7 @@ export class Guest {
         guestId: this.id,
         name: this.name,
         roamVersion: ROAM_VERSION,
+        base: this.base.id,
         createdAt: new Date(state.clock.wall).toISOString(),
       },
       memory,

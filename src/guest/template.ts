@@ -11,13 +11,22 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageRoot } from '../package-root.js';
 import { ROAM_VERSION } from '../version.js';
-import { decodeImage, encodeImage, snapshotMemory, type MemorySnapshot } from './image/index.js';
+import { decodeImage, encodeImage, restoreMemory, snapshotMemory, type MemorySnapshot } from './image/index.js';
 import { guestRuntimeSource } from './runtime-source.js';
 import { DEFAULT_LIMITS, Sandbox } from './sandbox/sandbox.js';
 
 export const TEMPLATE_FILE = 'guest-runtime.template';
 
-let template: Promise<MemorySnapshot> | undefined;
+/** The runtime template as a base memory: images store only the pages that differ from it. */
+export interface RuntimeBase {
+  /** A hash of the template's bytes: an image names the exact base it needs. */
+  id: string;
+  snapshot: MemorySnapshot;
+  /** The template as one flat memory, for page comparisons at checkpoint. */
+  full: Uint8Array;
+}
+
+let template: Promise<RuntimeBase> | undefined;
 
 /** Which runtime a template was made from (its id must match the runtime this process runs). */
 async function runtimeId(): Promise<string> {
@@ -29,12 +38,24 @@ async function runtimeId(): Promise<string> {
 
 /** Boots a sandbox, evaluates the guest runtime in it, and captures its memory. */
 export async function makeTemplate(): Promise<MemorySnapshot> {
-  const sandbox = await Sandbox.create({ ...DEFAULT_LIMITS, cpuBudgetMs: 60_000 });
+  const source = await guestRuntimeSource();
+  // The template must be the same bytes on every machine (images are stored as differences from
+  // it), so the clock QuickJS reads while booting (it seeds Math.random and the allocator's magic
+  // from it) is held still meanwhile. The guest runtime reseeds Math.random from the host's
+  // randomness when a guest starts.
+  const { now } = Date;
+  const perfNow = performance.now.bind(performance);
+  Date.now = () => 0;
+  performance.now = () => 0;
+  let sandbox: Sandbox | undefined;
   try {
-    sandbox.evalScript(await guestRuntimeSource(), 'roam:runtime');
+    sandbox = await Sandbox.create({ ...DEFAULT_LIMITS, cpuBudgetMs: 60_000 });
+    sandbox.evalScript(source, 'roam:runtime');
     return snapshotMemory(sandbox.memoryView());
   } finally {
-    sandbox.dispose();
+    Date.now = now;
+    performance.now = perfNow;
+    sandbox?.dispose();
   }
 }
 
@@ -65,8 +86,18 @@ async function loadBuilt(): Promise<MemorySnapshot | undefined> {
   return contents.meta.guestId === (await runtimeId()) ? contents.memory : undefined;
 }
 
-export function runtimeTemplate(): Promise<MemorySnapshot> {
-  template ??= (async () => (await loadBuilt()) ?? (await makeTemplate()))();
+function asBase(snapshot: MemorySnapshot): RuntimeBase {
+  const hash = createHash('sha256');
+  hash.update(`${snapshot.byteLength}:`);
+  hash.update(new Uint8Array(snapshot.pages.buffer, snapshot.pages.byteOffset, snapshot.pages.byteLength));
+  hash.update(snapshot.data);
+  const full = new Uint8Array(snapshot.byteLength);
+  restoreMemory(snapshot, full);
+  return { id: `runtime-${hash.digest('hex').slice(0, 32)}`, snapshot, full };
+}
+
+export function runtimeTemplate(): Promise<RuntimeBase> {
+  template ??= (async () => asBase((await loadBuilt()) ?? (await makeTemplate())))();
   template.catch(() => (template = undefined));
   return template;
 }

@@ -26,7 +26,7 @@ import {
   type SectionName,
 } from './format.js';
 import { copyToPages, zeroOtherPages } from './memory.js';
-import { POOL_CONCURRENCY, inflateChunk, runPool, sha256, sha256Sync, unsnappyChunk } from './work.js';
+import { POOL_CONCURRENCY, checksum, checksumSync, inflateChunk, runPool, unsnappyChunk } from './work.js';
 
 interface Limits {
   maxImageBytes: number;
@@ -127,7 +127,7 @@ function checkDigest(bytes: Uint8Array, framing: Framing, digest: Uint8Array): v
   const stored = bytes.subarray(framing.totalLength - DIGEST_BYTES, framing.totalLength);
   for (let i = 0; i < DIGEST_BYTES; i++) {
     if (stored[i] !== digest[i]) {
-      throw imageError('ROAM_ERR_IMAGE_CHECKSUM', 'checkpoint image is damaged: SHA-256 checksum mismatch');
+      throw imageError('ROAM_ERR_IMAGE_CHECKSUM', 'checkpoint image is damaged: checksum (CRC-32) mismatch');
     }
   }
 }
@@ -236,7 +236,7 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
 export function inspectImage(bytes: Uint8Array, options: DecodeOptions = {}): ImageInfo {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  checkDigest(bytes, framing, sha256Sync(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
+  checkDigest(bytes, framing, checksumSync(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
   return parseHeader(bytes, framing, limits).info;
 }
 
@@ -377,7 +377,7 @@ export async function decodeImage(
 ): Promise<{ info: ImageInfo; contents: ImageContents }> {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  const digest = sha256(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
+  const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
   try {
     const { header, info, starts } = parseHeader(bytes, framing, limits);
     const data = allocate(header.sections[MEMORY]?.rawBytes ?? 0, "'memory' section");
@@ -412,23 +412,24 @@ export interface DecodedInto {
 
 /**
  * Decodes an image straight into a guest's memory: `target(byteLength, state)` returns the view to
- * write (a prepared sandbox's memory, at least byteLength long; the state tells its limits). Each chunk's pages are copied to their
+ * write (a prepared sandbox's memory, at least byteLength long; the state tells its limits; for an
+ * image stored against a base (`meta.base`), the target must already hold that base). Each chunk's pages are copied to their
  * place as the chunk lands, and every other page of the target is zeroed, so the memory never
  * passes through an intermediate buffer. On any error the target's contents are undefined: the
  * caller throws that sandbox away.
  */
 export async function decodeImageInto(
   bytes: Uint8Array,
-  target: (byteLength: number, state: unknown) => Uint8Array | Promise<Uint8Array>,
+  target: (byteLength: number, state: unknown, meta: ImageContents['meta']) => Uint8Array | Promise<Uint8Array>,
   options: DecodeOptions = {},
 ): Promise<DecodedInto> {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  const digest = sha256(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
+  const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
   try {
     const { header, info, starts } = parseHeader(bytes, framing, limits);
     const small = await decodeSmallSections(bytes, header, starts, info);
-    const memory = await target(info.memory.byteLength, small.state);
+    const memory = await target(info.memory.byteLength, small.state, header.meta);
     if (memory.length < info.memory.byteLength) {
       throw imageError(
         'ROAM_ERR_IMAGE_TOO_LARGE',
@@ -437,7 +438,8 @@ export async function decodeImageInto(
     }
     const { pages } = small;
     await decodeMemory(bytes, header, starts, (raw, at) => copyToPages(raw, at, pages, memory));
-    zeroOtherPages(pages, memory);
+    // Without a base, every page the image does not list is zero; with one, the caller loaded it.
+    if (header.meta.base === undefined) zeroOtherPages(pages, memory);
     checkDigest(bytes, framing, await digest);
     return {
       info,

@@ -17,7 +17,7 @@ import {
   type SectionHeader,
 } from './format.js';
 import { checkSnapshot } from './memory.js';
-import { POOL_CONCURRENCY, deflateChunk, runPool, sha256, snappyChunk, yieldToLoop } from './work.js';
+import { POOL_CONCURRENCY, checksum, deflateChunk, runPool, snappyChunk, yieldToLoop } from './work.js';
 
 const COPY_SLICE_BYTES = 4 * 1024 * 1024;
 
@@ -142,6 +142,6 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
     }
   }
   const digestAt = image.length - DIGEST_BYTES;
-  image.set(await sha256(image.subarray(0, digestAt)), digestAt);
+  image.set(await checksum(image.subarray(0, digestAt)), digestAt);
   return image;
 }

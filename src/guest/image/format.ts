@@ -14,7 +14,7 @@
  *   28  prefixCrc    u32 CRC-32 (IEEE) of bytes 0..27
  *   32  header       UTF-8 JSON, `ImageHeader` below
  *   32+headerLength  payload: the sections' stored bytes
- *   totalLength-32   SHA-256 of every preceding byte
+ *   totalLength-4    CRC-32 (big-endian) of every preceding byte
  *
  * totalLength comes first so that a short image is reported as truncated rather than as a checksum
  * failure, and the prefix CRC makes a damaged length field read as damage, not as truncation.
@@ -38,7 +38,7 @@ import { RoamError, type RoamErrorCode } from '../../errors.js';
 export const IMAGE_FORMAT_VERSION = 1;
 export const IMAGE_MAGIC = new Uint8Array([0x52, 0x4f, 0x41, 0x4d, 0x49, 0x4d, 0x47, 0x00]); // "ROAMIMG\0"
 export const PREFIX_BYTES = 32;
-export const DIGEST_BYTES = 32;
+export const DIGEST_BYTES = 4;
 export const PAGE_SIZE = 65536;
 
 export const SECTION_NAMES = ['pages', 'memory', 'state', 'files'] as const;
@@ -83,6 +83,12 @@ export interface ImageMeta {
   roamVersion: string;
   /** ISO 8601 date-time. */
   createdAt: string;
+  /**
+   * The base memory this image's pages are stored against (the id of Roam's runtime template):
+   * pages equal to the base's are left out, and a restore starts from the base. Absent: the
+   * memory section holds every non-zero page and nothing else is needed.
+   */
+  base?: string;
 }
 
 export interface ImageContents {
@@ -132,6 +138,7 @@ export const imageMetaSchema = z.strictObject({
   name: z.string().max(1024),
   roamVersion: z.string().min(1).max(256),
   createdAt: z.iso.datetime({ offset: true }),
+  base: z.string().min(1).max(128).optional(),
 });
 
 export const sectionSchema = z.strictObject({

@@ -68,6 +68,8 @@ export class Sandbox {
   onHostCall: HostCallHandler = (op) => {
     throw new Error(`host call ${op} before the sandbox was given to a guest`);
   };
+  /** Which base memory (runtime template) was last loaded into this sandbox, if any. */
+  loadedBase: string | undefined;
   private dispatchFn: QuickJSHandle | undefined;
   private turnStart = 0;
   private pendingInterrupt: Interruption | undefined;

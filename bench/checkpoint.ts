@@ -1,0 +1,422 @@
+/**
+ * Checkpoint benchmark: `npm run bench:checkpoint`.
+ *
+ * For guests holding about 1, 16 and 64 MiB of live JavaScript heap it measures
+ *   - the pause: `guest.checkpoint().pauseMs`, from freeze until the capture is complete in memory;
+ *   - the floor: a plain copy of the same non-zero pages in the same process and run;
+ *   - the image: raw and compressed size, and how long `encodeImage` takes;
+ *   - the restore: in a fresh Node process with a warm sandbox (`Guest.prepareSandbox`, memory
+ *     grown and faulted in), the time of `Guest.restoreImage` (image bytes decoded straight into
+ *     the sandbox, guest runnable), against the same floor measured in that process;
+ * and a profile of the sub-steps of each. Targets: pause <= 3x floor, restore <= 3x floor.
+ * Prints tables and refreshes the checkpoint section of BENCHMARKS.md (BENCH_NO_WRITE=1 skips
+ * that; BENCH_SIZES=1,16 picks the heap sizes in MiB).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Guest } from '../src/guest/guest.js';
+import { encodeImage, snapshotMemory, type ImageContents } from '../src/guest/image/index.js';
+import {
+  BENCH_LIMITS,
+  BYTES_PER_UNIT,
+  PAGE,
+  copyPages,
+  heapProgram,
+  machineInfo,
+  markdownTable,
+  median,
+  mib,
+  ms,
+  percentile,
+  ratio,
+  sleep,
+  timed,
+  timedAsync,
+} from './checkpoint-lib.js';
+import type { ChildReport } from './restore-child.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const CHILD = join(ROOT, 'bench', 'restore-child.ts');
+const BENCHMARKS = join(ROOT, 'BENCHMARKS.md');
+const COMMAND = 'npm run bench:checkpoint';
+
+const SIZES_MIB = (process.env['BENCH_SIZES'] ?? '1,16,64').split(',').map(Number);
+const WARMUP = 2;
+const PAUSE_REPS = 10;
+const ENCODE_REPS = 3;
+const RESTORE_REPS = 7;
+const TARGET = 3;
+const CHILD_TIMEOUT_MS = 90_000;
+
+// --- reaching inside a guest, for measurement only (never timed) ---
+
+interface GuestInsides {
+  sandbox?: { memoryView?: () => Uint8Array; runtime?: { dumpMemoryUsage?: () => string } };
+}
+
+/** The guest's live linear memory (valid until it grows; read it while the guest is frozen). */
+function liveMemory(guest: Guest): Uint8Array {
+  const view = (guest as unknown as GuestInsides).sandbox?.memoryView?.();
+  if (!(view instanceof Uint8Array))
+    throw new Error('cannot reach the guest sandbox memory (Guest internals changed?)');
+  return view;
+}
+
+/** QuickJS's own "memory used" (bytes malloc'd, allocator overhead included), or NaN. */
+function quickjsUsed(guest: Guest): number {
+  const report = (guest as unknown as GuestInsides).sandbox?.runtime?.dumpMemoryUsage?.();
+  return Number(/memory used\s+\d+\s+(\d+)/.exec(report ?? '')?.[1] ?? NaN);
+}
+
+/** The non-zero page scan of snapshotMemory alone (the same Buffer#compare test). */
+function scanOnly(memory: Uint8Array): number {
+  const zero = Buffer.alloc(PAGE);
+  const buf = Buffer.from(memory.buffer, memory.byteOffset, memory.length);
+  let count = 0;
+  for (let offset = 0; offset < memory.length; offset += PAGE) {
+    if (buf.compare(zero, 0, PAGE, offset, offset + PAGE) !== 0) count++;
+  }
+  return count;
+}
+
+function runChild(imagePath: string, reps: number): Promise<ChildReport> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, imagePath, String(reps)], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`restore child timed out after ${CHILD_TIMEOUT_MS} ms`));
+    }, CHILD_TIMEOUT_MS);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const line = stdout.trim().split('\n').pop() ?? '';
+      if (code !== 0) {
+        reject(new Error(`restore child failed (code ${String(code)}, signal ${String(signal)}): ${stdout}`));
+        return;
+      }
+      try {
+        resolve(JSON.parse(line) as ChildReport);
+      } catch (err) {
+        reject(new Error(`restore child printed no report: ${stdout}`, { cause: err }));
+      }
+    });
+  });
+}
+
+interface Result {
+  targetMiB: number;
+  units: number;
+  heapBytes: number;
+  nonZeroBytes: number;
+  /** Pages the image stores (those that differ from the runtime template). */
+  storedPages: number;
+  memoryBytes: number;
+  pauseMed: number;
+  pauseP90: number;
+  floorPagesMed: number;
+  floorSliceMed: number;
+  floorMed: number;
+  floorKind: string;
+  scanMed: number;
+  snapshotMed: number;
+  rawBytes: number;
+  imageBytes: number;
+  encodeMed: number;
+  child: ChildReport;
+  decodeMed: number;
+  restoreMed: number;
+  totalMed: number;
+  firstTotal: number;
+  childFloorMed: number;
+  childFloorKind: string;
+}
+
+async function measure(targetMiB: number, baselineUsed: number, dir: string): Promise<Result> {
+  const units = Math.round((targetMiB * 2 ** 20) / BYTES_PER_UNIT);
+  const [guest, startMs] = await timedAsync(() => Guest.start(heapProgram(units), { limits: BENCH_LIMITS }));
+  try {
+    await sleep(20);
+    if (guest.state !== 'running') throw new Error(`the ${targetMiB} MiB guest is ${guest.state}`);
+    const heapBytes = quickjsUsed(guest) - baselineUsed;
+
+    const pauses: number[] = [];
+    const floorPages: number[] = [];
+    const floorSlice: number[] = [];
+    const scans: number[] = [];
+    const snapshots: number[] = [];
+    let contents: ImageContents | undefined;
+    let storedPages = 0;
+    let fullBytes = 0;
+    for (let rep = 0; rep < WARMUP + PAUSE_REPS; rep++) {
+      await sleep(5); // the guest runs a few timer turns between checkpoints
+      const capture = guest.checkpoint();
+      // Still frozen: the floor copies the same non-zero pages of the same memory.
+      const memory = liveMemory(guest);
+      // The floor is a copy of every non-zero page of the guest's memory (its whole state), even
+      // though the checkpoint stores only the pages that differ from the runtime template.
+      const full = snapshotMemory(memory);
+      const { pages, data } = full;
+      const copyByPage = (): number => timed(() => copyPages(memory, pages))[1];
+      const copyBySlice = (): number => timed(() => data.slice())[1];
+      // Alternate which copy goes first, so neither always meets a colder heap.
+      const [a, b] = rep % 2 ? [copyBySlice(), copyByPage()] : [copyByPage(), copyBySlice()];
+      const [byPage, bySlice] = rep % 2 ? [b, a] : [a, b];
+      const scan = timed(() => scanOnly(memory));
+      const snap = timed(() => snapshotMemory(memory));
+      if (scan[0] !== pages.length || snap[0].pages.length !== pages.length) throw new Error('page count mismatch');
+      storedPages = capture.contents.memory.pages.length;
+      fullBytes = data.length;
+      guest.resume();
+      if (rep < WARMUP) continue;
+      pauses.push(capture.pauseMs);
+      floorPages.push(byPage);
+      floorSlice.push(bySlice);
+      scans.push(scan[1]);
+      snapshots.push(snap[1]);
+      contents = capture.contents;
+    }
+    if (contents === undefined) throw new Error('no checkpoint taken');
+
+    const { memory } = contents;
+    const stateBytes = new TextEncoder().encode(JSON.stringify(contents.state)).length;
+    const rawBytes = memory.data.length + memory.pages.length * 4 + stateBytes + contents.files.length;
+    const encodes: number[] = [];
+    let image: Uint8Array | undefined;
+    for (let i = 0; i < ENCODE_REPS; i++) {
+      const frozen = contents;
+      const [bytes, t] = await timedAsync(() => encodeImage(frozen));
+      encodes.push(t);
+      image = bytes;
+    }
+    if (image === undefined) throw new Error('no image encoded');
+    const imagePath = join(dir, `guest-${targetMiB}MiB.roamimg`);
+    writeFileSync(imagePath, image);
+
+    const child = await runChild(imagePath, RESTORE_REPS);
+    if (!child.stillRunning) throw new Error(`the restored ${targetMiB} MiB guest did not keep running`);
+    if (child.nonZeroBytes !== fullBytes) throw new Error('the child restored a different memory');
+
+    const floorPagesMed = median(floorPages);
+    const floorSliceMed = median(floorSlice);
+    const childPages = median(child.reps.map((r) => r.floorPagesMs));
+    const childSlice = median(child.reps.map((r) => r.floorSliceMs));
+    console.error(
+      `  ${targetMiB} MiB: ${units} records built in ${ms(startMs)} ms; QuickJS heap +${mib(heapBytes)} MiB; ` +
+        `${memory.pages.length} non-zero pages (${mib(memory.data.length)} MiB) of ${mib(memory.byteLength)} MiB`,
+    );
+    return {
+      targetMiB,
+      units,
+      heapBytes,
+      nonZeroBytes: fullBytes,
+      storedPages,
+      memoryBytes: memory.byteLength,
+      pauseMed: median(pauses),
+      pauseP90: percentile(pauses, 90),
+      floorPagesMed,
+      floorSliceMed,
+      floorMed: Math.min(floorPagesMed, floorSliceMed),
+      floorKind: floorPagesMed <= floorSliceMed ? 'pages' : 'slice',
+      scanMed: median(scans),
+      snapshotMed: median(snapshots),
+      rawBytes,
+      imageBytes: image.length,
+      encodeMed: median(encodes),
+      child,
+      decodeMed: median(child.reps.map((r) => r.decodeMs)),
+      restoreMed: median(child.reps.map((r) => r.restoreMs)),
+      totalMed: median(child.reps.map((r) => r.totalMs)),
+      firstTotal: child.reps[0]?.totalMs ?? NaN,
+      childFloorMed: Math.min(childPages, childSlice),
+      childFloorKind: childPages <= childSlice ? 'pages' : 'slice',
+    };
+  } finally {
+    guest.stop();
+  }
+}
+
+const verdict = (value: number): string => (value <= TARGET ? 'PASS' : 'FAIL');
+
+function resultsTable(results: Result[]): string {
+  return markdownTable(
+    [
+      'heap (target)',
+      'QuickJS heap MiB',
+      'non-zero MiB (of memory)',
+      'pause med ms',
+      'pause p90 ms',
+      'floor med ms',
+      'pause/floor',
+      'raw bytes',
+      'compressed bytes',
+      'encode ms',
+      'decodeImage ms (to a buffer)',
+      'restoreImage ms',
+      'restore total ms',
+      'child floor ms',
+      'restore/floor',
+      `pause <= ${TARGET}x`,
+      `restore <= ${TARGET}x`,
+    ],
+    results.map((r) => {
+      const pauseRatio = r.pauseMed / r.floorMed;
+      const restoreRatio = r.totalMed / r.childFloorMed;
+      return [
+        `${r.targetMiB} MiB`,
+        mib(r.heapBytes),
+        `${mib(r.nonZeroBytes)} (${mib(r.memoryBytes)}), ${mib(r.storedPages * PAGE)} stored`,
+        ms(r.pauseMed),
+        ms(r.pauseP90),
+        `${ms(r.floorMed)} (${r.floorKind})`,
+        ratio(pauseRatio),
+        String(r.rawBytes),
+        `${r.imageBytes} (${((100 * r.imageBytes) / r.rawBytes).toFixed(1)}%)`,
+        ms(r.encodeMed),
+        ms(r.decodeMed),
+        ms(r.restoreMed),
+        ms(r.totalMed),
+        `${ms(r.childFloorMed)} (${r.childFloorKind})`,
+        ratio(restoreRatio),
+        verdict(pauseRatio),
+        verdict(restoreRatio),
+      ];
+    }),
+  );
+}
+
+/** A remainder of medians measured separately: below zero it is only noise around zero. */
+const rest = (value: number): string => (value < 0.5 ? '~0' : ms(value));
+
+function profileTable(results: Result[]): string {
+  return markdownTable(
+    [
+      'heap (target)',
+      'floor: pages / slice ms',
+      'pause: page scan ms',
+      'pause: snapshotMemory ms',
+      'pause: rest ms',
+      'decode: checksum ms',
+      'decode: decompress ms',
+      'decode: rest ms',
+      'restore: grow ms',
+      'restore: restoreMemory ms',
+      '(copy / zero-fill ms, MiB zeroed)',
+      'restore: state+files ms',
+      'restore: rest ms',
+      'prepareSandbox ms',
+      'first restore ms',
+    ],
+    results.map((r) => {
+      const p = r.child.profile;
+      const restoreRest = r.restoreMed - p.growMs - p.restoreMemoryMs - p.finishRestoreMs - p.parseStateMs - p.filesMs;
+      return [
+        `${r.targetMiB} MiB`,
+        `${ms(r.floorPagesMed)} / ${ms(r.floorSliceMed)}`,
+        ms(r.scanMed),
+        ms(r.snapshotMed),
+        rest(r.pauseMed - r.snapshotMed),
+        ms(p.sha256Ms),
+        ms(p.inflateMs),
+        rest(r.decodeMed - p.sha256Ms - p.inflateMs),
+        ms(p.growMs),
+        ms(p.restoreMemoryMs),
+        `${ms(p.copyOnlyMs)} / ${ms(p.zeroFillOnlyMs)}, ${mib(p.zeroFillBytes)}`,
+        ms(p.parseStateMs + p.filesMs),
+        rest(restoreRest),
+        ms(p.prepareSandboxMs),
+        ms(r.firstTotal),
+      ];
+    }),
+  );
+}
+
+function method(): string {
+  return [
+    `Each guest is plain JavaScript (bench/checkpoint-lib.ts, \`heapProgram\`) that builds records of ordinary data`,
+    `(objects with numbers and strings, a Map over every fourth, small arrays) in its main turn, keeps them`,
+    `reachable and then runs a 2 ms interval that writes one record per tick; it prints nothing. "QuickJS heap"`,
+    `is the growth of QuickJS's own "memory used" over an idle guest; "non-zero" is the guest's non-zero 64-KiB`,
+    `pages (its whole state, the runtime's ~4 MiB included) out of the linear memory, and "stored" the pages the`,
+    `image keeps (those that differ from the runtime template). Pause is \`Guest.checkpoint().pauseMs\` (freeze,`,
+    `page scan and copy, host state, files), ${PAUSE_REPS} checkpoints after ${WARMUP} warm-ups, 5 ms of guest run time between`,
+    `them. The floor is measured in the same process while the guest is frozen: a plain copy of every non-zero`,
+    `byte, into a new buffer with one \`set()\` per page ("pages") or one \`slice()\` ("slice"); the faster median`,
+    `is the floor. Raw bytes are stored pages + page index + state JSON + files; compressed is \`encodeImage\``,
+    `with its default codec (Snappy), median of ${ENCODE_REPS}. Restore runs in a fresh Node process`,
+    `(bench/restore-child.ts) that reads the image into memory first, then ${RESTORE_REPS} times prepares a warm sandbox`,
+    `(\`Guest.prepareSandbox\` with the image's memory size: compiled module, instance, runtime template loaded,`,
+    `memory grown and faulted in; not timed, as a migration target does it before the source freezes) and times`,
+    `\`Guest.restoreImage\` (checksum, Snappy chunks decoded straight into the sandbox's pages in parallel, state`,
+    `and files parsed, timers and sockets rebuilt) until it returns with the guest runnable (checked: it keeps`,
+    `running); restore/floor divides that by the same plain-copy floor timed in that child. "decodeImage (to a`,
+    `buffer)" is the decode alone into fresh buffers, for reference. All values are medians. The profile's`,
+    `decode columns time the checksum and the parallel decompression of all chunks on their own.`,
+  ].join('\n');
+}
+
+function writeBenchmarks(results: Result[], report: string): void {
+  const start = '<!-- bench:checkpoint:start -->';
+  const end = '<!-- bench:checkpoint:end -->';
+  const section = `${start}\n${report}\n${end}`;
+  let text = existsSync(BENCHMARKS) ? readFileSync(BENCHMARKS, 'utf8') : '# Benchmarks\n';
+  const from = text.indexOf(start);
+  const to = text.indexOf(end);
+  if (from >= 0 && to > from) text = text.slice(0, from) + section + text.slice(to + end.length);
+  else text = `${text.trimEnd()}\n\n${section}\n`;
+  writeFileSync(BENCHMARKS, text);
+  console.error(`wrote ${results.length} rows to ${BENCHMARKS}`);
+}
+
+async function main(): Promise<void> {
+  const machine = machineInfo();
+  const loadBefore = loadavg()[0] ?? NaN;
+  const dir = mkdtempSync(join(tmpdir(), 'roam-bench-'));
+  const t0 = performance.now();
+  try {
+    // An idle guest: the runtime's own heap, subtracted from each guest's, and the runtime
+    // template built once (every later Guest.start copies it).
+    const idle = await Guest.start(heapProgram(0), { limits: BENCH_LIMITS });
+    await sleep(20);
+    const baselineUsed = quickjsUsed(idle);
+    idle.stop();
+
+    const results: Result[] = [];
+    for (const size of SIZES_MIB) results.push(await measure(size, baselineUsed, dir));
+
+    const report = [
+      `## Checkpoint pause, image and restore`,
+      '',
+      `- Date: ${machine.date}`,
+      `- Machine: ${machine.cpus} CPUs (nproc), ${machine.cpuModel}, ${machine.memory} RAM, ${machine.os}`,
+      `- Node: ${machine.node}`,
+      `- Command: \`${COMMAND}\` (whole run: ${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+      `- 1-minute load average: ${loadBefore.toFixed(2)} before, ${(loadavg()[0] ?? NaN).toFixed(2)} after` +
+        ' (the machine is shared; other work running at the same time inflates every number, floors included)',
+      '',
+      resultsTable(results),
+      '',
+      'Profile (medians, ms):',
+      '',
+      profileTable(results),
+      '',
+      method(),
+    ].join('\n');
+    console.log(report);
+    if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchmarks(results, report);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

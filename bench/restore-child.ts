@@ -1,0 +1,230 @@
+/**
+ * The restore side of bench/checkpoint.ts, run in a fresh Node process:
+ *
+ *   node --import tsx bench/restore-child.ts IMAGE_FILE REPS
+ *
+ * Reads the image into memory, then REPS times: prepares a warm sandbox (compiled module,
+ * instance, runtime: `Guest.prepareSandbox`), and only then times `decodeImage` and
+ * `Guest.restore(contents, { sandbox })` until the guest is runnable. In the same process it times
+ * the plain copy floor of the same byte count, and finally a profile of the sub-steps. Prints one
+ * line of JSON (`ChildReport`) on stdout and exits.
+ */
+import { readFileSync } from 'node:fs';
+import { Guest } from '../src/guest/guest.js';
+import {
+  applyPages,
+  decodeImage,
+  inspectImage,
+  restoreMemory,
+  snapshotMemory,
+  type ImageContents,
+} from '../src/guest/image/index.js';
+import { runtimeTemplate } from '../src/guest/template.js';
+import { PREFIX_BYTES, DIGEST_BYTES, type ImageHeader } from '../src/guest/image/format.js';
+import { POOL_CONCURRENCY, checksum, inflateChunk, runPool, unsnappyChunk } from '../src/guest/image/work.js';
+import type { Sandbox } from '../src/guest/sandbox/sandbox.js';
+import { parseGuestState } from '../src/guest/state-schema.js';
+import { VirtualFileSystem } from '../src/guest/vfs.js';
+import { BENCH_LIMITS, PAGE, median, sleep, timed, timedAsync } from './checkpoint-lib.js';
+
+export interface ChildRep {
+  decodeMs: number;
+  restoreMs: number;
+  totalMs: number;
+  floorPagesMs: number;
+  floorSliceMs: number;
+}
+
+export interface ChildProfile {
+  /** decodeImage's parts: SHA-256 of the image, inflating every chunk on the pool, the rest. */
+  sha256Ms: number;
+  inflateMs: number;
+  /** Guest.restore's parts, on a fresh prepared sandbox. */
+  parseStateMs: number;
+  filesMs: number;
+  growMs: number;
+  restoreMemoryMs: number;
+  copyOnlyMs: number;
+  zeroFillOnlyMs: number;
+  zeroFillBytes: number;
+  finishRestoreMs: number;
+  prepareSandboxMs: number;
+}
+
+export interface ChildReport {
+  imageBytes: number;
+  memoryBytes: number;
+  nonZeroBytes: number;
+  stillRunning: boolean;
+  reps: ChildRep[];
+  profile: ChildProfile;
+}
+
+const [imagePath, repsArg] = process.argv.slice(2);
+if (imagePath === undefined) throw new Error('usage: restore-child.ts IMAGE_FILE [REPS]');
+const reps = Math.max(1, Number(repsArg ?? 5));
+
+// Read before any timing: the restore starts with the image in memory.
+const image = new Uint8Array(readFileSync(imagePath));
+
+function floorCopies(data: Uint8Array): { pages: number; slice: number } {
+  const count = data.length / PAGE;
+  const [, pages] = timed(() => {
+    const out = new Uint8Array(count * PAGE);
+    for (let i = 0; i < count; i++) out.set(data.subarray(i * PAGE, (i + 1) * PAGE), i * PAGE);
+    return out;
+  });
+  const [, slice] = timed(() => data.slice());
+  return { pages, slice };
+}
+
+const results: ChildRep[] = [];
+let stillRunning = true;
+let lastContents: ImageContents | undefined;
+// The target learns the memory size before the source freezes (from the image's header here),
+// so its sandbox is prepared with the memory grown and faulted in, outside the timed restore.
+const expectedBytes = inspectImage(image).memory.byteLength;
+const fullMemory = await (async () => {
+  const { contents } = await decodeImage(image);
+  const base = await runtimeTemplate();
+  const flat = new Uint8Array(contents.memory.byteLength);
+  restoreMemory(base.snapshot, flat);
+  applyPages(contents.memory, flat);
+  return snapshotMemory(flat);
+})();
+for (let rep = 0; rep < reps; rep++) {
+  // For reference: decoding into a fresh buffer, as a reader of the image without a sandbox does.
+  const t0 = performance.now();
+  const { contents } = await decodeImage(image);
+  const decodeMs = performance.now() - t0;
+
+  const sandbox = await Guest.prepareSandbox(BENCH_LIMITS, expectedBytes);
+  await sleep(20);
+  const t1 = performance.now();
+  const guest = await Guest.restoreImage(image, { sandbox });
+  const restoreMs = performance.now() - t1;
+  if (rep === 0) {
+    // The restored guest must go on running its timer.
+    await sleep(30);
+    stillRunning = guest.state === 'running';
+  }
+  guest.stop();
+  // The floor copies the guest's whole non-zero memory (its state), though the image stores only
+  // the pages that differ from the runtime template.
+  const floor = floorCopies(fullMemory.data);
+  results.push({
+    decodeMs,
+    restoreMs,
+    totalMs: restoreMs,
+    floorPagesMs: floor.pages,
+    floorSliceMs: floor.slice,
+  });
+  lastContents = contents;
+}
+if (lastContents === undefined) throw new Error('no restore ran');
+const contents = lastContents;
+
+// --- profile of the sub-steps (medians of 3) ---
+function readHeader(bytes: Uint8Array): { header: ImageHeader; payload: number } {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLength = view.getUint32(12, true);
+  const text = new TextDecoder().decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength));
+  return { header: JSON.parse(text) as ImageHeader, payload: PREFIX_BYTES + headerLength };
+}
+
+async function inflateAll(bytes: Uint8Array): Promise<void> {
+  const { header, payload } = readHeader(bytes);
+  const jobs: Array<{ from: number; stored: number; raw: number; snappy: boolean }> = [];
+  for (const section of header.sections) {
+    let from = payload + section.offset;
+    for (const [raw, stored] of section.chunks) {
+      if (stored < raw) jobs.push({ from, stored, raw, snappy: section.encoding === 'snappy' });
+      from += stored;
+    }
+  }
+  await runPool(jobs.length, POOL_CONCURRENCY, async (i) => {
+    const job = jobs[i];
+    if (!job) return;
+    const input = bytes.subarray(job.from, job.from + job.stored);
+    await (job.snappy ? unsnappyChunk(input, job.raw) : inflateChunk(input, job.raw));
+  });
+}
+
+function copyRuns(pages: Uint32Array, data: Uint8Array, target: Uint8Array): void {
+  for (let i = 0; i < pages.length;) {
+    const first = pages[i] ?? 0;
+    let j = i + 1;
+    while (j < pages.length && pages[j] === first + (j - i)) j++;
+    target.set(data.subarray(i * PAGE, j * PAGE), first * PAGE);
+    i = j;
+  }
+}
+
+function zeroGaps(pages: Uint32Array, target: Uint8Array): number {
+  let filled = 0;
+  let zeroFrom = 0;
+  for (const page of pages) {
+    const start = page * PAGE;
+    if (start > zeroFrom) {
+      target.fill(0, zeroFrom, start);
+      filled += start - zeroFrom;
+    }
+    zeroFrom = start + PAGE;
+  }
+  if (zeroFrom < target.length) {
+    filled += target.length - zeroFrom;
+    target.fill(0, zeroFrom);
+  }
+  return filled;
+}
+
+const samples: Record<keyof ChildProfile, number[]> = {
+  sha256Ms: [],
+  inflateMs: [],
+  parseStateMs: [],
+  filesMs: [],
+  growMs: [],
+  restoreMemoryMs: [],
+  copyOnlyMs: [],
+  zeroFillOnlyMs: [],
+  zeroFillBytes: [],
+  finishRestoreMs: [],
+  prepareSandboxMs: [],
+};
+const { memory } = contents;
+for (let i = 0; i < 3; i++) {
+  samples.sha256Ms.push((await timedAsync(() => checksum(image.subarray(0, image.length - DIGEST_BYTES))))[1]);
+  samples.inflateMs.push((await timedAsync(() => inflateAll(image)))[1]);
+  samples.parseStateMs.push(timed(() => parseGuestState(contents.state))[1]);
+  samples.filesMs.push(timed(() => VirtualFileSystem.deserialize(contents.files, { now: () => Date.now() }))[1]);
+
+  const [a, prepareMs] = await timedAsync<Sandbox>(() => Guest.prepareSandbox(BENCH_LIMITS));
+  samples.prepareSandboxMs.push(prepareMs);
+  const [viewA, growMs] = timed(() => a.prepareRestore(memory.byteLength));
+  samples.growMs.push(growMs);
+  samples.restoreMemoryMs.push(timed(() => restoreMemory(memory, viewA))[1]);
+  samples.finishRestoreMs.push(timed(() => a.finishRestore())[1]);
+  a.dispose();
+
+  const b = await Guest.prepareSandbox(BENCH_LIMITS);
+  const viewB = b.prepareRestore(memory.byteLength);
+  samples.copyOnlyMs.push(timed(() => copyRuns(memory.pages, memory.data, viewB))[1]);
+  const [bytes, fillMs] = timed(() => zeroGaps(memory.pages, viewB));
+  samples.zeroFillOnlyMs.push(fillMs);
+  samples.zeroFillBytes.push(bytes);
+  b.dispose();
+  await sleep(10);
+}
+const profile = Object.fromEntries(
+  Object.entries(samples).map(([key, values]) => [key, median(values)]),
+) as unknown as ChildProfile;
+
+const report: ChildReport = {
+  imageBytes: image.length,
+  memoryBytes: memory.byteLength,
+  nonZeroBytes: fullMemory.data.length,
+  stillRunning,
+  reps: results,
+  profile,
+};
+process.stdout.write(`${JSON.stringify(report)}\n`);
