@@ -80,9 +80,17 @@ export class LinkStream extends Duplex {
     return this.carrier !== undefined;
   }
 
-  /** The connection carrying this stream went away: keep everything, send nothing. */
-  detach(): void {
-    this.carrier = undefined;
+  /** Whether `carrier` is the connection this stream runs on now. */
+  carriedBy(carrier: StreamCarrier): boolean {
+    return this.carrier === carrier;
+  }
+
+  /**
+   * The connection carrying this stream went away: keep everything, send nothing. Given the
+   * carrier that went away, a stream already carried on by a newer connection is left alone.
+   */
+  detach(from?: StreamCarrier): void {
+    if (from === undefined || this.carrier === from) this.carrier = undefined;
   }
 
   /**
@@ -97,9 +105,10 @@ export class LinkStream extends Duplex {
       );
     }
     this.carrier = carrier;
-    this.onAck(peerReceived);
+    // Resend from what the peer holds; set before acknowledging, which flushes.
     this.flushed = peerReceived;
-    if (this.finSent) this.finSent = false;
+    this.finSent = false;
+    this.onAck(peerReceived);
     this.flush();
     this.maybeAck(true);
   }
@@ -149,7 +158,13 @@ export class LinkStream extends Duplex {
   onFin(offset: number): void {
     this.peerFinal = offset;
     if (this.received === offset) this.push(null);
-    else this.destroy(new StreamResetError('ROAM_STREAM_PROTOCOL', `stream ${this.id}: ended at ${offset}, received ${this.received}`));
+    else
+      this.destroy(
+        new StreamResetError(
+          'ROAM_STREAM_PROTOCOL',
+          `stream ${this.id}: ended at ${offset}, received ${this.received}`,
+        ),
+      );
   }
 
   onRst(code: string, message: string): void {
@@ -239,7 +254,8 @@ export class LinkStream extends Duplex {
     const parts: Buffer[] = [];
     for (const chunk of this.pending) {
       const end = offset + chunk.length;
-      if (end > from && offset < to) parts.push(chunk.subarray(Math.max(0, from - offset), Math.min(chunk.length, to - offset)));
+      if (end > from && offset < to)
+        parts.push(chunk.subarray(Math.max(0, from - offset), Math.min(chunk.length, to - offset)));
       if (end >= to) break;
       offset = end;
     }

@@ -1,0 +1,363 @@
+/**
+ * A link session: one connection between the Proxy and a controller, carrying connection-level
+ * frames (handshake, control messages, pings) and the frames of many streams. It owns the socket
+ * and the frame decoder; streams (link/stream.ts) own their bytes and outlive the session.
+ *
+ * The session never blocks on one stream: every stream may have at most its window in flight,
+ * the receiving side always reads the socket, so a slow stream only stops itself. When the
+ * socket's own buffer is full, streams wait in a ready list and are flushed in turn on 'drain'.
+ */
+import type { Duplex } from 'node:stream';
+import {
+  FrameDecoder,
+  encodeAck,
+  encodeDataHeader,
+  encodeFrame,
+  isWireError,
+  type AttachFrame,
+  type AttachInfo,
+  type ConnectionFrame,
+  type Frame,
+  type FrameLimits,
+  type OpenFrame,
+  type StreamOpenInfo,
+} from '../wire/index.js';
+import { DEFAULT_WINDOW, LinkStream, StreamResetError, type StreamCarrier } from './stream.js';
+
+/** Socket bytes queued above which streams stop sending until 'drain'. */
+const SOCKET_HIGH_WATER = 1024 * 1024;
+/** How often consumed bytes are acknowledged when no window's quarter has filled. */
+const ACK_INTERVAL_MS = 20;
+
+export class LinkClosedError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface SessionHandler {
+  /** A connection-level frame (hello, welcome, control, goaway; pings are answered here). */
+  onFrame(frame: ConnectionFrame): void;
+  /** The peer opens a stream: call `session.accept(frame)` or `session.reject(frame, ...)`. */
+  onOpen?(frame: OpenFrame): void;
+  /** The peer re-attaches a stream it had on an earlier session: call `session.resume(...)`. */
+  onAttach?(frame: AttachFrame): void;
+  /** The session ended (its streams are detached, not destroyed). */
+  onClose?(error: Error | undefined): void;
+}
+
+interface PendingOpen {
+  stream: LinkStream;
+  resolve: (stream: LinkStream) => void;
+  reject: (err: Error) => void;
+}
+
+export class LinkSession implements StreamCarrier {
+  private readonly decoder: FrameDecoder;
+  private readonly streams = new Map<number, LinkStream>();
+  private readonly opening = new Map<number, PendingOpen>();
+  private readonly awaitingAttach = new Map<number, LinkStream>();
+  private readonly ready = new Set<LinkStream>();
+  private closed = false;
+  private readonly pings = new Map<number, (error?: Error) => void>();
+  private nextPing = 1;
+  private readonly ackTimer: NodeJS.Timeout;
+
+  constructor(
+    private readonly socket: Duplex,
+    private readonly handler: SessionHandler,
+    limits: Partial<FrameLimits> = {},
+    readonly window = DEFAULT_WINDOW,
+  ) {
+    this.decoder = new FrameDecoder(limits);
+    socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
+    socket.on('drain', () => this.onDrain());
+    socket.on('error', (err) => this.end(err));
+    socket.on('close', () => this.end(undefined));
+    (socket as { setNoDelay?: (b: boolean) => void }).setNoDelay?.(true);
+    // Acknowledge quiet streams too, so the sender can forget what was delivered (and a stream's
+    // offsets in a checkpoint stay close to what the guest really consumed).
+    this.ackTimer = setInterval(() => {
+      for (const stream of this.streams.values()) stream.ackNow();
+    }, ACK_INTERVAL_MS).unref();
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  /** Raises the decoder's limits (after the peer authenticated, control frames may be large). */
+  setLimits(limits: Partial<FrameLimits>): void {
+    this.decoder.setLimits(limits);
+  }
+
+  send(frame: ConnectionFrame): void {
+    this.write(encodeFrame(frame));
+  }
+
+  /** Round-trip time to the peer, from a PING answered by a PONG. */
+  ping(timeoutMs = 5000): Promise<number> {
+    const nonce = this.nextPing++;
+    const t0 = performance.now();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pings.delete(nonce);
+        reject(new LinkClosedError('ROAM_LINK_TIMEOUT', `no answer to a ping within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pings.set(nonce, (error) => {
+        clearTimeout(timer);
+        if (error) reject(error);
+        else resolve(performance.now() - t0);
+      });
+      this.send({ type: 'ping', nonce });
+    });
+  }
+
+  /** Opens a new stream; resolves when the peer accepts it, rejects with its reason otherwise. */
+  open(streamId: number, info: StreamOpenInfo): Promise<LinkStream> {
+    const stream = new LinkStream(streamId, { window: this.window });
+    return new Promise((resolve, reject) => {
+      this.opening.set(streamId, { stream, resolve, reject });
+      this.write(encodeFrame({ type: 'open', streamId, window: this.window, ...info }));
+    });
+  }
+
+  accept(frame: OpenFrame): LinkStream {
+    const stream = new LinkStream(frame.streamId, { window: this.window, carrier: this });
+    this.adopt(stream);
+    this.write(encodeFrame({ type: 'openOk', streamId: frame.streamId, window: this.window }));
+    return stream;
+  }
+
+  reject(frame: OpenFrame, code: string, message: string): void {
+    this.write(encodeFrame({ type: 'openFail', streamId: frame.streamId, code, message }));
+  }
+
+  /**
+   * Carries on a stream from an earlier session: tells the peer what this side holds, and resumes
+   * sending from what the peer says it holds (when its ATTACH comes back).
+   */
+  attach(stream: LinkStream, info?: AttachInfo): void {
+    this.awaitingAttach.set(stream.id, stream);
+    this.sendAttach(stream, info);
+  }
+
+  /** Answers a peer's ATTACH for a stream this side kept: both sides resume from the offsets. */
+  resume(stream: LinkStream, frame: AttachFrame): void {
+    this.sendAttach(stream);
+    this.bind(stream, frame.receivedOffset);
+  }
+
+  /** Ends the session: streams are detached (they keep their bytes for the next session). */
+  close(): void {
+    this.socket.end();
+    this.end(undefined);
+  }
+
+  destroy(error?: Error): void {
+    this.socket.destroy();
+    this.end(error);
+  }
+
+  // --- StreamCarrier ---
+
+  writable(): boolean {
+    return !this.closed && this.socket.writableLength < SOCKET_HIGH_WATER;
+  }
+
+  sendData(streamId: number, chunk: Uint8Array): void {
+    this.socket.cork();
+    this.socket.write(encodeDataHeader(streamId, chunk.length));
+    this.socket.write(chunk);
+    this.socket.uncork();
+    const stream = this.streams.get(streamId);
+    if (stream && !this.writable()) this.ready.add(stream);
+  }
+
+  sendAck(streamId: number, offset: number): void {
+    this.write(encodeAck(streamId, offset));
+  }
+
+  sendFin(streamId: number, offset: number): void {
+    this.write(encodeFrame({ type: 'fin', streamId, offset }));
+  }
+
+  sendRst(streamId: number, code: string, message: string): void {
+    this.write(encodeFrame({ type: 'rst', streamId, code, message: message.slice(0, 1000) }));
+    this.streams.delete(streamId);
+  }
+
+  // --- internals ---
+
+  private sendAttach(stream: LinkStream, info?: AttachInfo): void {
+    const { received, sent } = stream.offsets;
+    this.write(
+      encodeFrame({
+        type: 'attach',
+        streamId: stream.id,
+        window: this.window,
+        receivedOffset: received,
+        sentOffset: sent,
+        ...(info ? { info } : {}),
+      }),
+    );
+  }
+
+  private adopt(stream: LinkStream): void {
+    this.streams.set(stream.id, stream);
+    stream.once('close', () => {
+      if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
+      this.ready.delete(stream);
+    });
+  }
+
+  private bind(stream: LinkStream, peerReceived: number): void {
+    this.adopt(stream);
+    try {
+      stream.attach(this, peerReceived);
+    } catch (err) {
+      stream.destroy(err as Error);
+    }
+  }
+
+  private write(bytes: Uint8Array): void {
+    if (!this.closed) this.socket.write(bytes);
+  }
+
+  private onBytes(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      // Hostile or broken input: say why, then close; never buffer on.
+      const code = isWireError(err) ? err.code : 'WIRE_MALFORMED';
+      const message = err instanceof Error ? err.message : String(err);
+      try {
+        this.socket.write(encodeFrame({ type: 'goaway', code, message: message.slice(0, 1000) }));
+      } catch {
+        // the goaway is a courtesy
+      }
+      this.socket.end();
+      this.end(new LinkClosedError(code, message));
+      return;
+    }
+    for (const frame of frames) {
+      if (this.closed) return;
+      this.onFrame(frame);
+    }
+  }
+
+  private onFrame(frame: Frame): void {
+    switch (frame.type) {
+      case 'ping':
+        this.send({ type: 'pong', nonce: frame.nonce });
+        return;
+      case 'pong':
+        this.pings.get(frame.nonce)?.();
+        this.pings.delete(frame.nonce);
+        return;
+      case 'hello':
+      case 'welcome':
+      case 'control':
+      case 'goaway':
+        this.handler.onFrame(frame);
+        return;
+      case 'open':
+        if (this.streams.has(frame.streamId)) {
+          this.reject(frame, 'ROAM_STREAM_EXISTS', `stream ${frame.streamId} is already open`);
+          return;
+        }
+        if (this.handler.onOpen) this.handler.onOpen(frame);
+        else this.reject(frame, 'ROAM_STREAM_REFUSED', 'this side does not accept streams');
+        return;
+      case 'openOk': {
+        const pending = this.opening.get(frame.streamId);
+        if (!pending) return;
+        this.opening.delete(frame.streamId);
+        this.adopt(pending.stream);
+        pending.stream.attach(this, 0);
+        pending.resolve(pending.stream);
+        return;
+      }
+      case 'openFail': {
+        const pending = this.opening.get(frame.streamId);
+        this.opening.delete(frame.streamId);
+        pending?.reject(Object.assign(new Error(frame.message), { code: frame.code }));
+        return;
+      }
+      case 'attach': {
+        const waiting = this.awaitingAttach.get(frame.streamId);
+        if (waiting) {
+          this.awaitingAttach.delete(frame.streamId);
+          this.bind(waiting, frame.receivedOffset);
+        } else if (this.handler.onAttach) this.handler.onAttach(frame);
+        else this.sendRst(frame.streamId, 'ROAM_STREAM_UNKNOWN', `no stream ${frame.streamId} to attach`);
+        return;
+      }
+      case 'data':
+        this.streamFor(frame.streamId)?.onData(frame.payload);
+        return;
+      case 'ack':
+        this.streamFor(frame.streamId)?.onAck(frame.offset);
+        return;
+      case 'fin':
+        this.streamFor(frame.streamId)?.onFin(frame.offset);
+        return;
+      case 'rst': {
+        const stream = this.streams.get(frame.streamId);
+        this.streams.delete(frame.streamId);
+        stream?.onRst(frame.code, frame.message);
+        return;
+      }
+      case 'datagram':
+        return;
+    }
+  }
+
+  private streamFor(id: number): LinkStream | undefined {
+    const stream = this.streams.get(id);
+    if (stream && !stream.carriedBy(this)) {
+      // Re-attached to a newer connection: what still trickles in here is stale (the offsets
+      // exchanged there already decided where the bytes resume). Dropping it keeps them exact.
+      this.streams.delete(id);
+      return undefined;
+    }
+    if (!stream) {
+      // Frames for a stream we do not have (closed, or never opened): tell the peer once.
+      this.write(encodeFrame({ type: 'rst', streamId: id, code: 'ROAM_STREAM_UNKNOWN', message: `no stream ${id}` }));
+    }
+    return stream;
+  }
+
+  private onDrain(): void {
+    for (const stream of [...this.ready]) {
+      if (!this.writable()) return;
+      this.ready.delete(stream);
+      stream.flush();
+    }
+  }
+
+  private end(error: Error | undefined): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const stream of this.streams.values()) stream.detach(this);
+    for (const stream of this.awaitingAttach.values()) stream.detach(this);
+    for (const pending of this.opening.values()) {
+      pending.reject(new LinkClosedError('ROAM_LINK_CLOSED', 'the link closed before the stream opened'));
+    }
+    this.streams.clear();
+    this.opening.clear();
+    this.awaitingAttach.clear();
+    this.ready.clear();
+    clearInterval(this.ackTimer);
+    const closed = new LinkClosedError('ROAM_LINK_CLOSED', 'the link closed');
+    for (const settle of this.pings.values()) settle(closed);
+    this.pings.clear();
+    this.handler.onClose?.(error);
+  }
+}
+
+export { StreamResetError };
