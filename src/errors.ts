@@ -20,6 +20,14 @@ export type RoamErrorCode =
   | 'ROAM_ERR_IMAGE_MALFORMED'
   // virtual file system
   | 'ROAM_ERR_VFS_IMAGE'
+  // the proxy, its API and its hosts
+  | 'ROAM_ERR_UNAUTHORIZED'
+  | 'ROAM_ERR_NOT_FOUND'
+  | 'ROAM_ERR_CONFLICT'
+  | 'ROAM_ERR_NO_HOST'
+  | 'ROAM_ERR_HOST_UNREACHABLE'
+  | 'ROAM_ERR_TIMEOUT'
+  | 'ROAM_ERR_API'
   // command line and configuration
   | 'ROAM_ERR_USAGE'
   | 'ROAM_ERR_IO';
