@@ -31,9 +31,11 @@ void [exitReasonsMatch, limitsMatch, logRecordsMatch];
 
 const REPORT: ReportMessage = {
   type: 'report',
+  intervalMs: 1000,
   cpu: { model: 'AMD EPYC 7B13', mhz: 2450, cores: 2, usage: 0.25, capacity: 0.5 },
-  memory: { totalBytes: 8 * 2 ** 30, freeBytes: 2 ** 30 },
-  network: { linkMbps: null, rxBytesPerSec: 1200.5, txBytesPerSec: 0, utilisation: null },
+  memory: { totalBytes: 8 * 2 ** 30, freeBytes: 2 ** 30, limitBytes: 2 ** 31 },
+  network: { interfaces: ['eth0'], linkMbps: null, rxBytesPerSec: 1200.5, txBytesPerSec: 0, utilisation: null },
+  cgroup: { version: 1, cpuQuotaCores: 0.5, memoryLimitBytes: 2 ** 31 },
   guests: [{ id: 'web-1', name: 'web', memoryBytes: 20_000_000, cpuMs: 1234.5, state: 'running' }],
   benchmarkScore: 812,
 };
@@ -94,12 +96,14 @@ describe('control messages', () => {
     assert.equal(types.size, controlMessageSchema.options.length, 'a sample of every control message');
   });
 
-  it('a report may leave out what a host cannot measure, and only that', () => {
+  it('a report says null for what a host cannot measure, and only there', () => {
     const minimal: ReportMessage = {
       type: 'report',
-      cpu: { model: '', mhz: 0, cores: 1, usage: 0 },
-      memory: { totalBytes: 0, freeBytes: 0 },
-      network: { linkMbps: null, rxBytesPerSec: 0, txBytesPerSec: 0, utilisation: null },
+      intervalMs: 0,
+      cpu: { model: '', mhz: null, cores: 1, usage: 0, capacity: 1 },
+      memory: { totalBytes: 0, freeBytes: 0, limitBytes: null },
+      network: { interfaces: [], linkMbps: null, rxBytesPerSec: 0, txBytesPerSec: 0, utilisation: null },
+      cgroup: { version: null, cpuQuotaCores: null, memoryLimitBytes: null },
       guests: [],
     };
     assert.deepEqual(roundTrip(minimal), minimal);

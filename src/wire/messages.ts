@@ -141,25 +141,34 @@ export type GuestRunState = (typeof guestStates)[number];
 /** Host metrics, sent every `reportIntervalMs`. */
 export const reportSchema = z.object({
   type: z.literal('report'),
+  /** The window, in ms, that usage and rates were measured over. */
+  intervalMs: quantity,
   cpu: z.object({
     model: z.string().max(MESSAGE_LIMITS.cpuModel),
-    mhz: quantity,
+    /** Clock speed; null when the host does not know it (never invented). */
+    mhz: quantity.nullable(),
     cores: z.int().min(1).max(65_536),
-    /** Busy share of all cores over the last interval. */
+    /** Busy share of `capacity` over the last interval. */
     usage: fraction,
-    /** Share of the host Roam may use, when the operator capped it. */
-    capacity: fraction.optional(),
+    /** Cores this controller may use: its cgroup quota, else all cores. */
+    capacity: quantity,
   }),
   memory: z.object({
     totalBytes: count,
     freeBytes: count,
-    limitBytes: count.optional(),
+    limitBytes: count.nullable(),
   }),
   network: z.object({
+    interfaces: z.array(z.string().max(64)).max(64),
     linkMbps: quantity.nullable(),
     rxBytesPerSec: quantity,
     txBytesPerSec: quantity,
     utilisation: fraction.nullable(),
+  }),
+  cgroup: z.object({
+    version: z.union([z.literal(1), z.literal(2)]).nullable(),
+    cpuQuotaCores: quantity.nullable(),
+    memoryLimitBytes: count.nullable(),
   }),
   guests: z
     .array(
