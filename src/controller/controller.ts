@@ -1,0 +1,305 @@
+/**
+ * The Interface Controller (paper section IV-B), `roam host`: joins the Proxy with the join token,
+ * reports the host's health at a regular interval, runs the guests the proxy deploys here, and
+ * carries their connections as link streams. If the proxy goes away, the guests keep running and
+ * the controller reconnects with backoff; their streams re-attach from their offsets.
+ */
+import net from 'node:net';
+import { RoamError } from '../errors.js';
+import { Guest, type GuestExit } from '../guest/guest.js';
+import { LinkSession } from '../link/session.js';
+import type { LinkStream } from '../link/stream.js';
+import { ROAM_VERSION } from '../version.js';
+import type { ConnectionFrame, ControlMessage, DeployMessage, OpenFrame, ReportMessage } from '../wire/index.js';
+import { hostIdentity } from './identity.js';
+import { HostSampler, measureBenchmark } from './metrics/index.js';
+import { TunnelNetwork, type TunnelLink } from './tunnel-network.js';
+
+export interface ControllerOptions {
+  proxy: { host: string; port: number };
+  joinToken: string;
+  name: string;
+  dataDir: string;
+  advertise?: string;
+  peerPort?: number;
+  /** Measure the benchmark score at start (about a second of CPU). Default true. */
+  benchmark?: boolean;
+  /** Where the controller says what it does (never secrets). */
+  log?: (line: string) => void;
+}
+
+interface HostedGuest {
+  guest: Guest;
+  network: TunnelNetwork;
+}
+
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+export class Controller implements TunnelLink {
+  readonly hostId: string;
+  private session: LinkSession | undefined;
+  private readonly guests = new Map<string, HostedGuest>();
+  private readonly streams = new Map<number, LinkStream>();
+  private sampler: HostSampler | undefined;
+  private benchmarkScore: number | undefined;
+  private reportTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private backoff = BACKOFF_MIN_MS;
+  private closing = false;
+  private nextOutbound = 2;
+  private joinedOnce: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  private readonly log: (line: string) => void;
+
+  private constructor(private readonly options: ControllerOptions) {
+    this.hostId = hostIdentity(options.dataDir);
+    this.log = options.log ?? (() => {});
+  }
+
+  /** Starts the controller; resolves once it has joined the proxy (it keeps retrying until then). */
+  static async start(options: ControllerOptions): Promise<Controller> {
+    const controller = new Controller(options);
+    if (options.benchmark !== false) controller.benchmarkScore = (await measureBenchmark()).score;
+    controller.sampler = await HostSampler.create();
+    await new Promise<void>((resolve, reject) => {
+      controller.joinedOnce = { resolve, reject };
+      controller.connect();
+    });
+    return controller;
+  }
+
+  get connected(): boolean {
+    return this.session?.isOpen === true;
+  }
+
+  /** Leaves the proxy (saying so first), stops the guests and closes everything. */
+  async close(reason = 'the host is shutting down'): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.reportTimer);
+    if (this.session?.isOpen) {
+      this.control({ type: 'leave', reason });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    for (const { guest } of this.guests.values()) guest.stop('killed', 137);
+    this.guests.clear();
+    for (const stream of this.streams.values()) stream.destroy();
+    this.session?.close();
+  }
+
+  // --- the link to the proxy ---
+
+  private connect(): void {
+    const socket = net.connect({ host: this.options.proxy.host, port: this.options.proxy.port });
+    let joined = false;
+    const session = new LinkSession(socket, {
+      onFrame: (frame: ConnectionFrame) => {
+        if (frame.type === 'welcome') {
+          joined = true;
+          this.onWelcome(session, frame.message.reportIntervalMs);
+        } else if (frame.type === 'control') this.onControl(frame.message);
+        else if (frame.type === 'goaway') {
+          this.log(`the proxy closed the connection: ${frame.code}: ${frame.message}`);
+          if (frame.code === 'ROAM_ERR_UNAUTHORIZED' && !joined) {
+            this.closing = true;
+            this.joinedOnce?.reject(
+              new RoamError('ROAM_ERR_UNAUTHORIZED', `the proxy refused to let this host join: ${frame.message}`),
+            );
+            this.joinedOnce = undefined;
+          }
+        }
+      },
+      onOpen: (frame: OpenFrame) => this.onInbound(session, frame),
+      onClose: () => {
+        if (this.session === session) this.session = undefined;
+        clearInterval(this.reportTimer);
+        if (!this.closing) this.scheduleReconnect();
+      },
+    });
+    socket.once('connect', () => {
+      session.send({
+        type: 'hello',
+        message: {
+          type: 'join',
+          protocol: 1,
+          token: this.options.joinToken,
+          hostId: this.hostId,
+          name: this.options.name,
+          version: ROAM_VERSION,
+          ...(this.options.advertise ? { advertise: this.options.advertise } : {}),
+          ...(this.options.peerPort ? { peerPort: this.options.peerPort } : {}),
+        },
+      });
+    });
+    this.session = session;
+  }
+
+  private scheduleReconnect(): void {
+    const delay = this.backoff * (0.5 + Math.random() / 2);
+    this.backoff = Math.min(BACKOFF_MAX_MS, this.backoff * 2);
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private onWelcome(session: LinkSession, reportIntervalMs: number): void {
+    this.backoff = BACKOFF_MIN_MS;
+    this.log(`joined the proxy at ${this.options.proxy.host}:${this.options.proxy.port} as ${this.options.name}`);
+    // Streams from before a reconnect carry on from their offsets.
+    for (const stream of this.streams.values()) session.attach(stream);
+    this.report();
+    clearInterval(this.reportTimer);
+    this.reportTimer = setInterval(() => this.report(), reportIntervalMs);
+    this.joinedOnce?.resolve();
+    this.joinedOnce = undefined;
+  }
+
+  private control(message: ControlMessage): void {
+    this.session?.send({ type: 'control', message });
+  }
+
+  private report(): void {
+    if (!this.sampler) return;
+    const metrics = this.sampler.sample();
+    const message: ReportMessage = {
+      type: 'report',
+      intervalMs: metrics.intervalMs,
+      cpu: metrics.cpu,
+      memory: metrics.memory,
+      network: metrics.network,
+      cgroup: metrics.cgroup,
+      guests: [...this.guests.entries()].map(([id, { guest }]) => ({
+        id,
+        name: guest.name,
+        memoryBytes: guest.usage().memoryBytes,
+        cpuMs: guest.usage().cpuMs,
+        state:
+          guest.state === 'exited'
+            ? ('exited' as const)
+            : guest.state === 'frozen'
+              ? ('frozen' as const)
+              : ('running' as const),
+      })),
+      ...(this.benchmarkScore !== undefined ? { benchmarkScore: this.benchmarkScore } : {}),
+    };
+    this.control(message);
+  }
+
+  private onControl(message: ControlMessage): void {
+    switch (message.type) {
+      case 'deploy':
+        void this.deploy(message);
+        return;
+      case 'stop': {
+        const hosted = this.guests.get(message.guestId);
+        hosted?.guest.stop('killed', 137);
+        return;
+      }
+      case 'logs': {
+        const hosted = this.guests.get(message.guestId);
+        const records = hosted ? hosted.guest.log.tail(message.tail ?? 200) : [];
+        this.control({
+          type: 'logsResult',
+          requestId: message.requestId,
+          guestId: message.guestId,
+          records: records.map((r) => ({ t: r.t, stream: r.stream, text: r.text.slice(0, 16 * 1024) })),
+        });
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  // --- guests ---
+
+  private async deploy(message: DeployMessage): Promise<void> {
+    if (this.guests.has(message.guestId)) {
+      this.control({ type: 'deployed', guestId: message.guestId });
+      return;
+    }
+    const network = new TunnelNetwork(message.guestId, this);
+    try {
+      const guest = await Guest.start(message.bundle, {
+        id: message.guestId,
+        name: message.name,
+        env: message.env,
+        argv: message.argv,
+        network,
+        ...(message.limits ? { limits: message.limits } : {}),
+      });
+      this.guests.set(message.guestId, { guest, network });
+      void guest.exited.then((exit) => this.onExit(message.guestId, exit));
+      this.log(`started guest ${message.name}`);
+      this.control({ type: 'deployed', guestId: message.guestId });
+    } catch (err) {
+      this.control({
+        type: 'deployFailed',
+        guestId: message.guestId,
+        code: err instanceof RoamError ? err.code : 'ROAM_ERR_SANDBOX',
+        message: (err as Error).message.slice(0, 1000),
+      });
+    }
+  }
+
+  private onExit(guestId: string, exit: GuestExit): void {
+    const hosted = this.guests.get(guestId);
+    this.guests.delete(guestId);
+    if (!hosted || this.closing) return;
+    this.log(`guest ${hosted.guest.name} exited with code ${exit.code} (${exit.reason})`);
+    this.control({
+      type: 'guestExited',
+      guestId,
+      code: exit.code,
+      reason: exit.reason,
+      ...(exit.message ? { message: exit.message.slice(0, 1000) } : {}),
+    });
+  }
+
+  // --- streams ---
+
+  private onInbound(session: LinkSession, frame: OpenFrame): void {
+    const hosted = this.guests.get(frame.guest);
+    if (!hosted || frame.direction !== 'inbound' || !hosted.network.accepts(frame.port)) {
+      session.reject(frame, 'ECONNREFUSED', `nothing listens on port ${frame.port} of this guest`);
+      return;
+    }
+    const stream = session.accept(frame);
+    this.track(stream);
+    hosted.network.deliver(frame, stream);
+  }
+
+  openOutbound(guestId: string, remote: { address: string; port: number }): Promise<LinkStream> {
+    const session = this.session;
+    if (!session?.isOpen) {
+      return Promise.reject(
+        Object.assign(new Error(`connect ENETUNREACH ${remote.address}:${remote.port}: the proxy is not reachable`), {
+          code: 'ENETUNREACH',
+        }),
+      );
+    }
+    const id = this.nextOutbound;
+    this.nextOutbound += 2;
+    const family = net.isIP(remote.address) === 6 ? ('IPv6' as const) : ('IPv4' as const);
+    return session
+      .open(id, { guest: guestId, protocol: 'tcp', direction: 'outbound', port: 0, remote: { ...remote, family } })
+      .then(
+        (stream) => {
+          this.track(stream);
+          return stream;
+        },
+        (err: Error & { code?: string }) => {
+          throw Object.assign(new Error(`connect ${err.code ?? 'ECONNREFUSED'} ${remote.address}:${remote.port}`), {
+            code: err.code ?? 'ECONNREFUSED',
+            syscall: 'connect',
+            address: remote.address,
+            port: remote.port,
+          });
+        },
+      );
+  }
+
+  private track(stream: LinkStream): void {
+    this.streams.set(stream.id, stream);
+    stream.once('close', () => this.streams.delete(stream.id));
+  }
+}

@@ -1,0 +1,809 @@
+/**
+ * The Proxy (paper section III-B): every guest's fixed public address, the roaming table of hosts,
+ * and the connection manager that carries remote connections to whichever host runs the guest.
+ *
+ * Hosts join over the control port with the join token; each joined host is one link session
+ * (link/session.ts) carrying control messages and the streams of its guests' connections. A
+ * remote client that connects to a published port becomes a stream; when the host's link drops,
+ * the stream waits (its bytes kept, the client paused) for the host to come back and re-attach.
+ */
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import { join } from 'node:path';
+import { tokenMatches } from '../common/secrets.js';
+import { RoamError } from '../errors.js';
+import { LinkSession } from '../link/session.js';
+import type { LinkStream } from '../link/stream.js';
+import { ROAM_VERSION } from '../version.js';
+import type {
+  AttachFrame,
+  ConnectionFrame,
+  ControlMessage,
+  JoinMessage,
+  LogsResultMessage,
+  OpenFrame,
+  ReportMessage,
+} from '../wire/index.js';
+import type { ProxyConfig } from './config.js';
+import { relay } from './relay.js';
+import { Store, type GuestState, type PublishedPort } from './store.js';
+import type {
+  DeployRequest,
+  EventView,
+  GuestView,
+  HostView,
+  LogRecordView,
+  ProxyOperations,
+  StreamView,
+} from './view.js';
+
+const HANDSHAKE_TIMEOUT_MS = 5000;
+const DEPLOY_TIMEOUT_MS = 30_000;
+const LOGS_TIMEOUT_MS = 5000;
+/** Control frames before a host authenticated are small (a HELLO is a few hundred bytes). */
+const UNAUTHENTICATED_CONTROL_LIMIT = 16 * 1024;
+const AUTHENTICATED_CONTROL_LIMIT = 64 * 1024 * 1024;
+
+interface HostEntry {
+  id: string;
+  name: string;
+  state: 'up' | 'left' | 'evicted' | 'disconnected';
+  address: string | null;
+  peerPort: number | null;
+  joinedAt: number | null;
+  lastSeen: number | null;
+  rttMs: number | null;
+  report: ReportMessage | null;
+  benchmarkScore: number | null;
+  session: LinkSession | undefined;
+}
+
+interface GuestEntry {
+  id: string;
+  name: string;
+  state: GuestState;
+  hostId: string | null;
+  publish: PublishedPort[];
+  env: Record<string, string>;
+  argv: string[];
+  since: number;
+  exitCode: number | null;
+  listeners: net.Server[];
+}
+
+interface StreamEntry {
+  id: number;
+  guestId: string;
+  protocol: 'tcp' | 'udp';
+  direction: 'inbound' | 'outbound';
+  remote: string;
+  guestPort: number;
+  since: number;
+  link: LinkStream;
+  socket: net.Socket;
+  stats: { bytesIn: number; bytesOut: number };
+  state: 'open' | 'detached' | 'closing';
+  graceTimer: NodeJS.Timeout | undefined;
+}
+
+interface Pending<T> {
+  resolve: (value: T) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class Proxy implements ProxyOperations {
+  private readonly hostTable = new Map<string, HostEntry>();
+  private readonly guestTable = new Map<string, GuestEntry>();
+  private readonly streamTable = new Map<number, StreamEntry>();
+  private readonly subscribers = new Set<(event: EventView) => void>();
+  private readonly deploys = new Map<string, Pending<void>>();
+  private readonly logRequests = new Map<number, Pending<LogRecordView[]>>();
+  private readonly sockets = new Set<net.Socket>();
+  private nextStreamId = 1;
+  private nextRequestId = 1;
+  private controlServer: net.Server | undefined;
+  private housekeeping: NodeJS.Timeout | undefined;
+  private closed = false;
+  controlPort = 0;
+
+  private constructor(
+    readonly config: ProxyConfig,
+    private readonly store: Store,
+  ) {}
+
+  static async start(config: ProxyConfig): Promise<Proxy> {
+    const store = new Store(join(config.dataDir, 'roam.db'));
+    const proxy = new Proxy(config, store);
+    proxy.load();
+    await proxy.listenControl();
+    proxy.housekeeping = setInterval(() => proxy.checkHosts(), config.reportIntervalMs).unref();
+    proxy.event('proxy.started', `proxy ${config.name} started (Roam ${ROAM_VERSION})`);
+    return proxy;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.housekeeping);
+    for (const guest of this.guestTable.values()) this.closeListeners(guest);
+    for (const host of this.hostTable.values()) host.session?.destroy();
+    for (const s of this.streamTable.values()) {
+      s.socket.destroy();
+      s.link.destroy();
+    }
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => (this.controlServer ? this.controlServer.close(() => resolve()) : resolve()));
+    const now = Date.now();
+    for (const host of this.hostTable.values())
+      if (host.state === 'up') this.store.hostEnded(host.id, 'proxy-restart', now);
+    this.store.close();
+  }
+
+  // --- ProxyOperations (the API) ---
+
+  hosts(): HostView[] {
+    return [...this.hostTable.values()].map((h) => this.hostView(h)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  guests(): GuestView[] {
+    return [...this.guestTable.values()].map((g) => this.guestView(g)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  streams(): StreamView[] {
+    return [...this.streamTable.values()].map((s) => ({
+      id: s.id,
+      guestId: s.guestId,
+      guestName: this.guestTable.get(s.guestId)?.name ?? s.guestId,
+      protocol: s.protocol,
+      direction: s.direction,
+      remote: s.remote,
+      guestPort: s.guestPort,
+      bytesIn: s.stats.bytesIn,
+      bytesOut: s.stats.bytesOut,
+      since: s.since,
+      state: s.state,
+    }));
+  }
+
+  events(options: { after?: number; limit?: number }): EventView[] {
+    return this.store.events(options);
+  }
+
+  subscribe(listener: (event: EventView) => void): () => void {
+    this.subscribers.add(listener);
+    return () => this.subscribers.delete(listener);
+  }
+
+  async deploy(request: DeployRequest): Promise<GuestView> {
+    if ([...this.guestTable.values()].some((g) => g.name === request.name)) {
+      throw new RoamError('ROAM_ERR_CONFLICT', `a guest named ${request.name} already exists: stop it first`);
+    }
+    for (const p of request.publish) {
+      const owner = [...this.guestTable.values()].find((g) =>
+        g.publish.some((q) => q.public === p.public && q.protocol === p.protocol),
+      );
+      if (owner)
+        throw new RoamError('ROAM_ERR_CONFLICT', `port ${p.public}/${p.protocol} is published by ${owner.name}`);
+    }
+    const host = this.place(request.on);
+    const now = Date.now();
+    const guest: GuestEntry = {
+      id: randomUUID(),
+      name: request.name,
+      state: 'starting',
+      hostId: host.id,
+      publish: request.publish,
+      env: request.env,
+      argv: request.argv,
+      since: now,
+      exitCode: null,
+      listeners: [],
+    };
+    await this.openListeners(guest);
+    this.guestTable.set(guest.id, guest);
+    this.store.addGuest({ ...guest, createdAt: now }, request.bundle);
+    try {
+      await this.sendDeploy(host, guest, request.bundle);
+    } catch (err) {
+      this.closeListeners(guest);
+      this.setGuestState(guest, 'failed');
+      this.event('guest.failed', `${guest.name} failed to start on ${host.name}: ${(err as Error).message}`, {
+        hostId: host.id,
+        guestId: guest.id,
+      });
+      throw err;
+    }
+    this.setGuestState(guest, 'running');
+    this.event('guest.started', `${guest.name} started on ${host.name}`, { hostId: host.id, guestId: guest.id });
+    return this.guestView(guest);
+  }
+
+  stop(name: string): Promise<GuestView> {
+    let guest: GuestEntry;
+    try {
+      guest = this.guestByName(name);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    this.closeListeners(guest);
+    const host = guest.hostId ? this.hostTable.get(guest.hostId) : undefined;
+    if (host?.session && guest.state === 'running') {
+      this.control(host, { type: 'stop', guestId: guest.id });
+    }
+    for (const s of this.streamTable.values()) {
+      if (s.guestId === guest.id) {
+        s.socket.destroy();
+        s.link.destroy();
+      }
+    }
+    this.setGuestState(guest, 'stopped');
+    this.guestTable.delete(guest.id);
+    this.store.removeGuest(guest.id);
+    this.event('guest.stopped', `${guest.name} stopped by an operator`, { hostId: guest.hostId, guestId: guest.id });
+    return Promise.resolve(this.guestView(guest));
+  }
+
+  logs(name: string, options: { tail?: number }): Promise<LogRecordView[]> {
+    const guest = this.guestByName(name);
+    const host = guest.hostId ? this.hostTable.get(guest.hostId) : undefined;
+    if (!host?.session) {
+      return Promise.reject(
+        new RoamError('ROAM_ERR_HOST_UNREACHABLE', `the host of ${guest.name} is not connected; its logs are there`),
+      );
+    }
+    const requestId = this.nextRequestId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.logRequests.delete(requestId);
+        reject(new RoamError('ROAM_ERR_TIMEOUT', `the host of ${guest.name} did not send its logs in time`));
+      }, LOGS_TIMEOUT_MS);
+      this.logRequests.set(requestId, { resolve, reject, timer });
+      this.control(host, {
+        type: 'logs',
+        requestId,
+        guestId: guest.id,
+        ...(options.tail ? { tail: options.tail } : {}),
+      });
+    });
+  }
+
+  // --- hosts ---
+
+  private load(): void {
+    const now = Date.now();
+    this.store.closeStaleSessions(now);
+    for (const h of this.store.hosts()) {
+      this.hostTable.set(h.id, {
+        id: h.id,
+        name: h.name,
+        state: h.state === 'up' ? 'disconnected' : h.state,
+        address: h.address,
+        peerPort: h.peerPort,
+        joinedAt: null,
+        lastSeen: h.lastSeen,
+        rttMs: null,
+        report: null,
+        benchmarkScore: h.benchmarkScore,
+        session: undefined,
+      });
+    }
+    // Guests survive a restart of the proxy as records; they count as running again when their
+    // host reconnects and reports them.
+    for (const g of this.store.guests()) {
+      if (g.state === 'stopped' || g.state === 'exited' || g.state === 'failed') continue;
+      this.guestTable.set(g.id, { ...g, state: 'lost', listeners: [] });
+    }
+  }
+
+  private listenControl(): Promise<void> {
+    const server = net.createServer((socket) => this.acceptControl(socket));
+    this.controlServer = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.config.controlPort, this.config.bind, () => {
+        server.off('error', reject);
+        this.controlPort = (server.address() as net.AddressInfo).port;
+        resolve();
+      });
+    });
+  }
+
+  private acceptControl(socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    let host: HostEntry | undefined;
+    const handshake = setTimeout(() => {
+      session.send({ type: 'goaway', code: 'ROAM_ERR_UNAUTHORIZED', message: 'no HELLO in time' });
+      session.destroy();
+    }, HANDSHAKE_TIMEOUT_MS);
+    const session: LinkSession = new LinkSession(
+      socket,
+      {
+        onFrame: (frame: ConnectionFrame) => {
+          if (!host) {
+            if (frame.type !== 'hello') {
+              session.send({ type: 'goaway', code: 'ROAM_ERR_UNAUTHORIZED', message: 'say HELLO first' });
+              session.destroy();
+              return;
+            }
+            clearTimeout(handshake);
+            host = this.join(session, frame.message, socket.remoteAddress ?? null);
+            return;
+          }
+          if (frame.type === 'control') this.onControl(host, frame.message);
+        },
+        onOpen: (frame: OpenFrame) => {
+          if (host) this.openOutbound(host, session, frame);
+          else session.reject(frame, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
+        },
+        onAttach: (frame: AttachFrame) => {
+          if (host) this.reattach(host, session, frame);
+          else session.sendRst(frame.streamId, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
+        },
+        onClose: () => {
+          clearTimeout(handshake);
+          if (host && host.session === session) this.disconnected(host);
+        },
+      },
+      { maxControlPayload: UNAUTHENTICATED_CONTROL_LIMIT },
+    );
+  }
+
+  private join(session: LinkSession, hello: JoinMessage, address: string | null): HostEntry | undefined {
+    if (!tokenMatches(hello.token, this.config.joinToken)) {
+      session.send({ type: 'goaway', code: 'ROAM_ERR_UNAUTHORIZED', message: 'wrong join token' });
+      session.destroy();
+      this.event('host.refused', `a host at ${address ?? 'an unknown address'} offered a wrong join token`);
+      return undefined;
+    }
+    const now = Date.now();
+    const existing = this.hostTable.get(hello.hostId);
+    if (existing?.session && existing.session !== session) existing.session.destroy();
+    const host: HostEntry = existing ?? {
+      id: hello.hostId,
+      name: hello.name,
+      state: 'up',
+      address,
+      peerPort: null,
+      joinedAt: now,
+      lastSeen: now,
+      rttMs: null,
+      report: null,
+      benchmarkScore: null,
+      session,
+    };
+    Object.assign(host, {
+      name: hello.name,
+      state: 'up',
+      address: hello.advertise ?? address,
+      peerPort: hello.peerPort ?? null,
+      joinedAt: now,
+      lastSeen: now,
+      session,
+    });
+    this.hostTable.set(host.id, host);
+    this.store.hostJoined({ id: host.id, name: host.name, address: host.address, peerPort: host.peerPort }, now);
+    session.setLimits({ maxControlPayload: AUTHENTICATED_CONTROL_LIMIT });
+    session.send({
+      type: 'welcome',
+      message: {
+        type: 'welcome',
+        hostId: host.id,
+        proxyName: this.config.name,
+        reportIntervalMs: this.config.reportIntervalMs,
+        evictAfterIntervals: this.config.evictAfterIntervals,
+      },
+    });
+    this.event('host.joined', `${host.name} joined from ${host.address ?? 'an unknown address'}`, { hostId: host.id });
+    return host;
+  }
+
+  private disconnected(host: HostEntry): void {
+    host.session = undefined;
+    if (host.state !== 'up') return;
+    host.state = 'disconnected';
+    this.store.hostEnded(host.id, 'disconnected', Date.now());
+    this.event('host.disconnected', `${host.name} lost its connection; waiting for it to come back`, {
+      hostId: host.id,
+    });
+    for (const s of this.streamTable.values()) {
+      if (this.guestTable.get(s.guestId)?.hostId === host.id) this.detachStream(s);
+    }
+  }
+
+  /** Evicts hosts silent for too long; pings the others (the RTT in the roaming table). */
+  private checkHosts(): void {
+    const now = Date.now();
+    const limit = this.config.reportIntervalMs * this.config.evictAfterIntervals;
+    for (const host of this.hostTable.values()) {
+      if (
+        (host.state === 'up' || host.state === 'disconnected') &&
+        host.lastSeen !== null &&
+        now - host.lastSeen > limit
+      ) {
+        this.evict(host, now);
+        continue;
+      }
+      if (host.session) {
+        host.session.ping(limit).then(
+          (rtt) => (host.rttMs = rtt),
+          () => {},
+        );
+      }
+    }
+  }
+
+  private evict(host: HostEntry, now: number): void {
+    host.session?.destroy();
+    host.session = undefined;
+    host.state = 'evicted';
+    this.store.hostEnded(host.id, 'evicted', now);
+    this.event(
+      'host.evicted',
+      `${host.name} was evicted: silent for ${this.config.evictAfterIntervals} report intervals`,
+      {
+        hostId: host.id,
+      },
+    );
+    for (const guest of this.guestTable.values()) {
+      if (guest.hostId !== host.id || guest.state !== 'running') continue;
+      this.closeListeners(guest);
+      this.setGuestState(guest, 'lost');
+      this.event('guest.lost', `${guest.name} was lost with its host ${host.name}`, {
+        hostId: host.id,
+        guestId: guest.id,
+      });
+    }
+    for (const s of this.streamTable.values()) {
+      if (this.guestTable.get(s.guestId)?.hostId === host.id) {
+        s.socket.destroy();
+        s.link.destroy();
+      }
+    }
+  }
+
+  private onControl(host: HostEntry, message: ControlMessage): void {
+    switch (message.type) {
+      case 'report':
+        this.onReport(host, message);
+        return;
+      case 'leave':
+        this.onLeave(host, message.reason);
+        return;
+      case 'deployed':
+        this.settle(this.deploys, message.guestId, undefined);
+        return;
+      case 'deployFailed':
+        this.fail(this.deploys, message.guestId, new RoamError('ROAM_ERR_API', `${message.code}: ${message.message}`));
+        return;
+      case 'guestExited':
+        this.onGuestExited(host, message.guestId, message.code, message.reason, message.message);
+        return;
+      case 'logsResult':
+        this.onLogs(message);
+        return;
+      default:
+        return; // messages for controllers only (deploy, stop, logs) are ignored here
+    }
+  }
+
+  private onReport(host: HostEntry, report: ReportMessage): void {
+    const now = Date.now();
+    host.lastSeen = now;
+    host.report = report;
+    if (report.benchmarkScore !== undefined) host.benchmarkScore = report.benchmarkScore;
+    this.store.hostReported(host.id, report, report.benchmarkScore ?? null, now);
+    // Guests the host still runs (after a restart of the proxy, or after a reconnect).
+    for (const g of report.guests) {
+      const guest = this.guestTable.get(g.id);
+      if (guest && guest.state === 'lost' && guest.hostId === host.id && g.state === 'running') {
+        this.setGuestState(guest, 'running');
+        void this.openListeners(guest).catch((err: unknown) =>
+          this.event('guest.port', `${guest.name}: cannot publish again: ${(err as Error).message}`, {
+            guestId: guest.id,
+          }),
+        );
+        this.event('guest.found', `${guest.name} is running on ${host.name}`, { hostId: host.id, guestId: guest.id });
+      }
+    }
+  }
+
+  private onLeave(host: HostEntry, reason: string): void {
+    host.state = 'left';
+    this.store.hostEnded(host.id, 'left', Date.now());
+    this.event('host.left', `${host.name} left: ${reason}`, { hostId: host.id });
+    for (const guest of this.guestTable.values()) {
+      if (guest.hostId !== host.id || guest.state !== 'running') continue;
+      this.closeListeners(guest);
+      this.setGuestState(guest, 'stopped');
+      this.event('guest.stopped', `${guest.name} stopped: its host ${host.name} left`, {
+        hostId: host.id,
+        guestId: guest.id,
+      });
+    }
+  }
+
+  private onGuestExited(host: HostEntry, guestId: string, code: number, reason: string, message?: string): void {
+    const guest = this.guestTable.get(guestId);
+    if (!guest) return;
+    guest.exitCode = code;
+    this.closeListeners(guest);
+    this.setGuestState(guest, 'exited');
+    this.event(
+      'guest.exited',
+      `${guest.name} exited on ${host.name} with code ${code} (${reason})${message ? `: ${message}` : ''}`,
+      {
+        hostId: host.id,
+        guestId,
+      },
+    );
+  }
+
+  private onLogs(message: LogsResultMessage): void {
+    this.settle(this.logRequests, message.requestId, message.records);
+  }
+
+  // --- guests ---
+
+  private place(on: string | undefined): HostEntry {
+    const up = [...this.hostTable.values()].filter((h) => h.state === 'up' && h.session);
+    if (on !== undefined) {
+      const host = up.find((h) => h.name === on || h.id === on);
+      if (!host) throw new RoamError('ROAM_ERR_NO_HOST', `no connected host named ${on}`);
+      return host;
+    }
+    if (up.length === 0)
+      throw new RoamError('ROAM_ERR_NO_HOST', 'no host has joined yet: start `roam host` on a machine');
+    const count = (h: HostEntry): number => [...this.guestTable.values()].filter((g) => g.hostId === h.id).length;
+    // The paper's benchmark-like ranking: speed times CPU headroom, fewest guests on ties.
+    const score = (h: HostEntry): number => (h.benchmarkScore ?? 1) * (1 - (h.report?.cpu.usage ?? 0));
+    return up.sort((a, b) => score(b) - score(a) || count(a) - count(b))[0] as HostEntry;
+  }
+
+  private sendDeploy(host: HostEntry, guest: GuestEntry, bundle: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.deploys.delete(guest.id);
+        reject(
+          new RoamError(
+            'ROAM_ERR_TIMEOUT',
+            `${host.name} did not start ${guest.name} within ${DEPLOY_TIMEOUT_MS / 1000} s`,
+          ),
+        );
+      }, DEPLOY_TIMEOUT_MS);
+      this.deploys.set(guest.id, { resolve, reject, timer });
+      this.control(host, {
+        type: 'deploy',
+        guestId: guest.id,
+        name: guest.name,
+        bundle,
+        env: guest.env,
+        argv: guest.argv,
+        publish: guest.publish,
+      });
+    });
+  }
+
+  private async openListeners(guest: GuestEntry): Promise<void> {
+    for (const p of guest.publish) {
+      if (p.protocol !== 'tcp') continue; // UDP flows: not carried yet
+      const server = net.createServer({ pauseOnConnect: true }, (socket) => this.openInbound(guest, p, socket));
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (err) => {
+          reject(new RoamError('ROAM_ERR_CONFLICT', `cannot publish port ${p.public}: ${err.message}`, { cause: err }));
+        });
+        server.listen(p.public, this.config.bind, () => resolve());
+      }).catch((err: unknown) => {
+        this.closeListeners(guest);
+        throw err;
+      });
+      guest.listeners.push(server);
+    }
+  }
+
+  private closeListeners(guest: GuestEntry): void {
+    for (const server of guest.listeners) server.close();
+    guest.listeners = [];
+  }
+
+  // --- streams ---
+
+  /** A remote client connected to a published port: carry it to the guest's host as a stream. */
+  private openInbound(guest: GuestEntry, port: PublishedPort, socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    const host = guest.hostId ? this.hostTable.get(guest.hostId) : undefined;
+    const session = host?.session;
+    if (!session || guest.state !== 'running') {
+      socket.destroy();
+      return;
+    }
+    const id = this.nextStreamId;
+    this.nextStreamId += 2; // the proxy's ids are odd; a controller's are even
+    const remote = {
+      address: socket.remoteAddress ?? '0.0.0.0',
+      port: socket.remotePort ?? 0,
+      family: socket.remoteFamily === 'IPv6' ? ('IPv6' as const) : ('IPv4' as const),
+    };
+    session.open(id, { guest: guest.id, protocol: 'tcp', direction: 'inbound', port: port.guest, remote }).then(
+      (link) => this.track(id, guest, 'inbound', port.guest, `${remote.address}:${remote.port}`, link, socket),
+      () => socket.destroy(),
+    );
+  }
+
+  /** The guest connects out: the proxy makes the connection from its own address (the paper's NAT). */
+  private openOutbound(host: HostEntry, session: LinkSession, frame: OpenFrame): void {
+    const guest = this.guestTable.get(frame.guest);
+    if (!guest || guest.hostId !== host.id || frame.direction !== 'outbound' || frame.protocol !== 'tcp') {
+      session.reject(frame, 'EACCES', 'no such guest on this host, or not an outbound TCP stream');
+      return;
+    }
+    const socket = net.connect({ host: frame.remote.address, port: frame.remote.port });
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    socket.pause();
+    const onError = (err: NodeJS.ErrnoException): void => {
+      session.reject(frame, err.code ?? 'ECONNREFUSED', err.message);
+    };
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      if (!session.isOpen) {
+        socket.destroy();
+        return;
+      }
+      const link = session.accept(frame);
+      this.track(
+        frame.streamId,
+        guest,
+        'outbound',
+        frame.port,
+        `${frame.remote.address}:${frame.remote.port}`,
+        link,
+        socket,
+      );
+    });
+  }
+
+  private track(
+    id: number,
+    guest: GuestEntry,
+    direction: 'inbound' | 'outbound',
+    guestPort: number,
+    remote: string,
+    link: LinkStream,
+    socket: net.Socket,
+  ): void {
+    const entry: StreamEntry = {
+      id,
+      guestId: guest.id,
+      protocol: 'tcp',
+      direction,
+      remote,
+      guestPort,
+      since: Date.now(),
+      link,
+      socket,
+      stats: { bytesIn: 0, bytesOut: 0 },
+      state: 'open',
+      graceTimer: undefined,
+    };
+    this.streamTable.set(id, entry);
+    entry.stats = relay(socket, link, () => {
+      clearTimeout(entry.graceTimer);
+      this.streamTable.delete(id);
+    });
+    socket.resume();
+  }
+
+  private detachStream(s: StreamEntry): void {
+    s.state = 'detached';
+    clearTimeout(s.graceTimer);
+    s.graceTimer = setTimeout(() => {
+      this.event(
+        'stream.dropped',
+        `stream ${s.id} of ${this.guestTable.get(s.guestId)?.name ?? s.guestId} was not re-attached in time`,
+        {
+          guestId: s.guestId,
+        },
+      );
+      s.socket.destroy();
+      s.link.destroy();
+    }, this.config.reattachGraceMs);
+  }
+
+  private reattach(host: HostEntry, session: LinkSession, frame: AttachFrame): void {
+    const s = this.streamTable.get(frame.streamId);
+    if (!s || this.guestTable.get(s.guestId)?.hostId !== host.id) {
+      session.sendRst(frame.streamId, 'ROAM_STREAM_UNKNOWN', `no stream ${frame.streamId} for this host`);
+      return;
+    }
+    clearTimeout(s.graceTimer);
+    s.graceTimer = undefined;
+    s.state = 'open';
+    session.resume(s.link, frame);
+  }
+
+  // --- helpers ---
+
+  private control(host: HostEntry, message: ControlMessage): void {
+    host.session?.send({ type: 'control', message });
+  }
+
+  private settle<K, T>(map: Map<K, Pending<T>>, key: K, value: T): void {
+    const p = map.get(key);
+    if (!p) return;
+    map.delete(key);
+    clearTimeout(p.timer);
+    p.resolve(value);
+  }
+
+  private fail<K, T>(map: Map<K, Pending<T>>, key: K, err: Error): void {
+    const p = map.get(key);
+    if (!p) return;
+    map.delete(key);
+    clearTimeout(p.timer);
+    p.reject(err);
+  }
+
+  private guestByName(name: string): GuestEntry {
+    const guest = [...this.guestTable.values()].find((g) => g.name === name);
+    if (!guest) throw new RoamError('ROAM_ERR_NOT_FOUND', `no guest named ${name}`);
+    return guest;
+  }
+
+  private setGuestState(guest: GuestEntry, state: GuestState): void {
+    guest.state = state;
+    guest.since = Date.now();
+    if (this.guestTable.has(guest.id)) {
+      this.store.updateGuest(guest.id, { state, hostId: guest.hostId, exitCode: guest.exitCode }, guest.since);
+    }
+  }
+
+  private event(kind: string, message: string, ids: { hostId?: string | null; guestId?: string | null } = {}): void {
+    const row = this.store.addEvent({
+      t: Date.now(),
+      kind,
+      hostId: ids.hostId ?? null,
+      guestId: ids.guestId ?? null,
+      message,
+      data: null,
+    });
+    for (const listener of this.subscribers) listener(row);
+  }
+
+  private hostView(h: HostEntry): HostView {
+    return {
+      id: h.id,
+      name: h.name,
+      state: h.state,
+      address: h.address,
+      peerPort: h.peerPort,
+      joinedAt: h.joinedAt,
+      lastSeen: h.lastSeen,
+      rttMs: h.rttMs,
+      benchmarkScore: h.benchmarkScore,
+      metrics: h.report,
+      guests: [...this.guestTable.values()].filter((g) => g.hostId === h.id).length,
+    };
+  }
+
+  private guestView(g: GuestEntry): GuestView {
+    const host = g.hostId ? this.hostTable.get(g.hostId) : undefined;
+    const usage = host?.report?.guests.find((r) => r.id === g.id);
+    return {
+      id: g.id,
+      name: g.name,
+      state: g.state,
+      hostId: g.hostId,
+      hostName: host?.name ?? null,
+      publish: g.publish,
+      since: g.since,
+      exitCode: g.exitCode,
+      memoryBytes: usage?.memoryBytes ?? null,
+      cpuMs: usage?.cpuMs ?? null,
+      streams: [...this.streamTable.values()].filter((s) => s.guestId === g.id).length,
+    };
+  }
+}
