@@ -220,12 +220,8 @@ export class Proxy implements ProxyOperations {
   }
 
   stop(name: string): Promise<GuestView> {
-    let guest: GuestEntry;
-    try {
-      guest = this.guestByName(name);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
+    const guest = [...this.guestTable.values()].find((g) => g.name === name);
+    if (!guest) return Promise.reject(new RoamError('ROAM_ERR_NOT_FOUND', `no guest named ${name}`));
     this.closeListeners(guest);
     const host = guest.hostId ? this.hostTable.get(guest.hostId) : undefined;
     if (host?.session && guest.state === 'running') {
