@@ -3,7 +3,9 @@ import { Command, CommanderError } from 'commander';
 import { isRoamError } from '../errors.js';
 import { ROAM_VERSION } from '../version.js';
 import { EXIT } from '../guest/exit-codes.js';
+import { hostCommand, proxyCommand } from './daemons.js';
 import { exitCodeFor, guestCommand } from './guest.js';
+import { operatorCommands } from './operator.js';
 
 const program = new Command('roam')
   .version(ROAM_VERSION)
@@ -19,13 +21,20 @@ Examples:
   roam guest run app.ts --checkpoint-after 2s --out a.img  run it, then freeze it into an image
   roam guest resume a.img                                 continue it, here or on another machine
   roam guest inspect a.img                                see what the image holds
+  roam run app.ts --name web --publish 8080:80            start a guest on the best host, via the proxy
+  roam ps / roam hosts / roam events --follow             where everything runs, and what happens
 
 Exit codes: the guest's own (process.exit), 1 for an uncaught guest error, 64 usage,
 65 image refused, 66 input not readable, 67 bundle failed, 68 guest memory limit,
-69 guest CPU budget, 70 internal error.`,
+69 guest CPU budget, 70 internal error. Commands that use the proxy's API (run, ps, hosts, stop,
+logs, events) also: 66 guest not found, 73 conflict (name taken), 75 API unreachable or no host
+available (retry later), 77 admin token refused.`,
   );
 
 program.addCommand(guestCommand());
+program.addCommand(proxyCommand());
+program.addCommand(hostCommand());
+for (const cmd of operatorCommands()) program.addCommand(cmd);
 
 // Usage errors anywhere in the tree exit with 64 and a message, through the handler below.
 function configure(cmd: Command): void {

@@ -1,0 +1,158 @@
+/** `roam proxy` and `roam host`: the two long-running processes of a Roam deployment. */
+import { homedir, hostname } from 'node:os';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { resolveSecret } from '../common/secrets.js';
+import { Controller } from '../controller/controller.js';
+import { RoamError } from '../errors.js';
+import { startApiServer } from '../proxy/api.js';
+import { defaultProxyDataDir, resolveProxyConfig } from '../proxy/config.js';
+import { Proxy } from '../proxy/proxy.js';
+
+function int(value: string, what: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0)
+    throw new RoamError('ROAM_ERR_USAGE', `${what} must be a whole number, got ${value}`);
+  return n;
+}
+
+/** Runs `stop` on SIGINT or SIGTERM, once; a second signal exits at once. */
+function onShutdown(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (): void => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`roam: ${(err as Error).message}\n`);
+        process.exit(70);
+      },
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+interface ProxyCliOptions {
+  bind?: string;
+  controlPort?: string;
+  apiPort?: string;
+  dataDir?: string;
+  joinToken?: string;
+  joinTokenFile?: string;
+  adminToken?: string;
+  adminTokenFile?: string;
+  name?: string;
+  reportInterval?: string;
+}
+
+async function runProxy(opts: ProxyCliOptions): Promise<void> {
+  const config = resolveProxyConfig({
+    bind: opts.bind,
+    controlPort: opts.controlPort === undefined ? undefined : int(opts.controlPort, '--control-port'),
+    apiPort: opts.apiPort === undefined ? undefined : int(opts.apiPort, '--api-port'),
+    dataDir: opts.dataDir,
+    joinToken: opts.joinToken,
+    joinTokenFile: opts.joinTokenFile,
+    adminToken: opts.adminToken,
+    adminTokenFile: opts.adminTokenFile,
+    name: opts.name,
+    reportIntervalMs: opts.reportInterval === undefined ? undefined : int(opts.reportInterval, '--report-interval'),
+  });
+  const proxy = await Proxy.start(config);
+  const api = await startApiServer({
+    ops: proxy,
+    adminToken: config.adminToken,
+    host: config.bind,
+    port: config.apiPort,
+  });
+  onShutdown(async () => {
+    await api.close();
+    await proxy.close();
+  });
+  const shown = config.bind === '0.0.0.0' ? hostname() : config.bind;
+  const lines = [
+    `roam proxy ${config.name} is running (Ctrl-C stops it)`,
+    `  control port ${proxy.controlPort}   hosts join here`,
+    `  api port     ${api.port}   roam ps, roam run, the dashboard: http://${shown}:${api.port}/`,
+    `  data         ${config.dataDir}${config.generated.length ? ` (new ${config.generated.join(' and ')} stored here, mode 0600)` : ''}`,
+    ``,
+    `To add a host, copy ${join(config.dataDir, 'join-token')} to it and run there:`,
+    `  roam host --proxy ${shown}:${proxy.controlPort} --join-token-file ./join-token`,
+    ``,
+  ];
+  process.stdout.write(lines.join('\n'));
+}
+
+interface HostCliOptions {
+  proxy: string;
+  joinToken?: string;
+  joinTokenFile?: string;
+  name?: string;
+  advertise?: string;
+  peerPort?: string;
+  dataDir?: string;
+  benchmark: boolean;
+}
+
+function parseProxyAddress(text: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(text);
+  if (!m?.[1]) throw new RoamError('ROAM_ERR_USAGE', `invalid --proxy "${text}": use HOST or HOST:PORT`);
+  const port = m[2] === undefined ? 7400 : Number(m[2]);
+  if (port < 1 || port > 65535) throw new RoamError('ROAM_ERR_USAGE', `invalid port in --proxy "${text}"`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+async function runHost(opts: HostCliOptions): Promise<void> {
+  const token = resolveSecret({ value: opts.joinToken, env: 'ROAM_JOIN_TOKEN', file: opts.joinTokenFile });
+  if (!token) {
+    throw new RoamError(
+      'ROAM_ERR_USAGE',
+      'no join token: pass --join-token-file FILE (a copy of the proxy data directory join-token), or set ROAM_JOIN_TOKEN',
+    );
+  }
+  const name = opts.name ?? hostname();
+  const controller = await Controller.start({
+    proxy: parseProxyAddress(opts.proxy),
+    joinToken: token.value,
+    name,
+    dataDir: opts.dataDir ?? process.env['ROAM_HOST_DATA_DIR'] ?? join(homedir(), '.roam', 'host'),
+    ...(opts.advertise ? { advertise: opts.advertise } : {}),
+    ...(opts.peerPort ? { peerPort: int(opts.peerPort, '--peer-port') } : {}),
+    benchmark: opts.benchmark,
+    log: (line) => process.stdout.write(`${line}\n`),
+  });
+  process.stdout.write(`roam host ${name} (${controller.hostId}) joined the proxy at ${opts.proxy}\n`);
+  onShutdown(() => controller.close('the host was asked to stop (signal)'));
+}
+
+export function proxyCommand(): Command {
+  return new Command('proxy')
+    .description("run the Proxy: the guests' public address, the roaming table, and the API")
+    .option('--bind <addr>', 'address to listen on', '0.0.0.0')
+    .option('--control-port <port>', 'where hosts join (default 7400)')
+    .option('--api-port <port>', 'the HTTP API and dashboard (default 7480)')
+    .option('--data-dir <dir>', `state, tokens and database (default ${defaultProxyDataDir()})`)
+    .option('--join-token <token>', 'token hosts must present (default: generated; or ROAM_JOIN_TOKEN)')
+    .option('--join-token-file <file>', 'read the join token from a file')
+    .option('--admin-token <token>', 'token the API requires (default: generated; or ROAM_ADMIN_TOKEN)')
+    .option('--admin-token-file <file>', 'read the admin token from a file')
+    .option('--name <name>', 'how the proxy names itself (default: the machine name)')
+    .addOption(new Option('--report-interval <ms>', 'how often hosts report').default(undefined).hideHelp())
+    .action(async (opts: ProxyCliOptions) => runProxy(opts));
+}
+
+export function hostCommand(): Command {
+  return new Command('host')
+    .description('run the Interface Controller: offer this machine to a proxy and run guests on it')
+    .requiredOption('--proxy <addr[:port]>', 'the proxy to join (port 7400 by default)')
+    .option('--join-token <token>', 'the join token (or ROAM_JOIN_TOKEN; prefer --join-token-file)')
+    .option('--join-token-file <file>', 'read the join token from a file')
+    .option('--name <name>', 'this host name (default: the machine name)')
+    .option('--advertise <addr>', 'address other hosts reach this one at')
+    .option('--peer-port <port>', 'port for direct transfers between hosts')
+    .option('--data-dir <dir>', 'where the host id is kept (default ~/.roam/host)')
+    .option('--no-benchmark', 'skip the benchmark at start (its score helps placement)')
+    .action(async (opts: HostCliOptions) => runHost(opts));
+}
