@@ -203,3 +203,35 @@ test('garbage on the link closes that connection with a reason; the server goes 
   stream.end('still serving');
   assert.equal((await echoed).bytes, 'still serving'.length);
 });
+
+test('any number of dropped connections: both directions re-attach every time, nothing lost', async (t) => {
+  const srv = await server(t, (s) => s.pipe(s)); // echo
+  let conn = await client(t, srv.port);
+  const stream = await conn.session.open(9, INFO);
+  const payload = randomBytes(8 * 1024 * 1024);
+  const echoed = digestOf(stream);
+  let received = 0;
+  let cuts = 0;
+  let cutting = false;
+  stream.on('data', (d: Buffer) => {
+    received += d.length;
+    // Every 512 KiB echoed, drop the connection and make a new one.
+    if (cutting || received < (cuts + 1) * 512 * 1024 || cuts >= 10) return;
+    cutting = true;
+    cuts++;
+    const old = conn;
+    old.socket.once('close', () => {
+      void client(t, srv.port).then((next) => {
+        conn = next;
+        next.session.attach(stream);
+        cutting = false;
+      });
+    });
+    old.socket.destroy();
+  });
+  stream.end(payload);
+  const got = await echoed;
+  assert.equal(cuts, 10, 'the connection really dropped ten times');
+  assert.equal(got.bytes, payload.length);
+  assert.equal(got.hash, sha(payload), 'both directions intact');
+});

@@ -33,6 +33,7 @@ interface HostedGuest {
   network: TunnelNetwork;
 }
 
+const EXITED_KEPT = 20;
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5000;
 
@@ -40,6 +41,8 @@ export class Controller implements TunnelLink {
   readonly hostId: string;
   private session: LinkSession | undefined;
   private readonly guests = new Map<string, HostedGuest>();
+  /** Guests that ended, kept a while so their logs can still be read (the last EXITED_KEPT). */
+  private readonly exited = new Map<string, Guest>();
   private readonly streams = new Map<number, LinkStream>();
   private sampler: HostSampler | undefined;
   private benchmarkScore: number | undefined;
@@ -195,8 +198,8 @@ export class Controller implements TunnelLink {
         return;
       }
       case 'logs': {
-        const hosted = this.guests.get(message.guestId);
-        const records = hosted ? hosted.guest.log.tail(message.tail ?? 200) : [];
+        const guest = this.guests.get(message.guestId)?.guest ?? this.exited.get(message.guestId);
+        const records = guest ? guest.log.tail(message.tail ?? 200) : [];
         this.control({
           type: 'logsResult',
           requestId: message.requestId,
@@ -245,6 +248,11 @@ export class Controller implements TunnelLink {
     const hosted = this.guests.get(guestId);
     this.guests.delete(guestId);
     if (!hosted || this.closing) return;
+    this.exited.set(guestId, hosted.guest);
+    for (const old of this.exited.keys()) {
+      if (this.exited.size <= EXITED_KEPT) break;
+      this.exited.delete(old);
+    }
     this.log(`guest ${hosted.guest.name} exited with code ${exit.code} (${exit.reason})`);
     this.control({
       type: 'guestExited',

@@ -61,6 +61,8 @@ export class LinkSession implements StreamCarrier {
   private readonly opening = new Map<number, PendingOpen>();
   private readonly awaitingAttach = new Map<number, LinkStream>();
   private readonly ready = new Set<LinkStream>();
+  /** Each adopted stream's close listener, removed when this session ends (streams outlive it). */
+  private readonly closeHandlers = new Map<LinkStream, () => void>();
   private closed = false;
   private readonly pings = new Map<number, (error?: Error) => void>();
   private nextPing = 1;
@@ -207,11 +209,14 @@ export class LinkSession implements StreamCarrier {
   }
 
   private adopt(stream: LinkStream): void {
+    if (this.streams.get(stream.id) === stream) return;
     this.streams.set(stream.id, stream);
-    stream.once('close', () => {
+    const onClose = (): void => {
       if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
       this.ready.delete(stream);
-    });
+    };
+    stream.once('close', onClose);
+    this.closeHandlers.set(stream, onClose);
   }
 
   private bind(stream: LinkStream, peerReceived: number): void {
@@ -344,6 +349,8 @@ export class LinkSession implements StreamCarrier {
     if (this.closed) return;
     this.closed = true;
     for (const stream of this.streams.values()) stream.detach(this);
+    for (const [stream, onClose] of this.closeHandlers) stream.off('close', onClose);
+    this.closeHandlers.clear();
     for (const stream of this.awaitingAttach.values()) stream.detach(this);
     for (const pending of this.opening.values()) {
       pending.reject(new LinkClosedError('ROAM_LINK_CLOSED', 'the link closed before the stream opened'));

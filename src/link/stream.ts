@@ -105,11 +105,15 @@ export class LinkStream extends Duplex {
       );
     }
     this.carrier = carrier;
-    // Resend from what the peer holds; set before acknowledging, which flushes.
+    // Resend from what the peer holds. Holding is not consuming: the window still counts from the
+    // last ACK, or a peer with unread bytes would be sent more than it has room for.
     this.flushed = peerReceived;
     this.finSent = false;
-    this.onAck(peerReceived);
+    this.forget(peerReceived);
     this.flush();
+    // Our last ACK may have been lost with the old connection: say again what we consumed, or a
+    // sender whose window looks full would wait for it forever.
+    this.ackedToPeer = 0;
     this.maybeAck(true);
   }
 
@@ -137,6 +141,14 @@ export class LinkStream extends Duplex {
       this.destroy(new StreamResetError('ROAM_STREAM_PROTOCOL', `stream ${this.id}: acknowledged bytes never sent`));
       return;
     }
+    this.forget(offset);
+    this.acked = offset;
+    this.flush();
+    this.releaseWrite();
+  }
+
+  /** Drops kept bytes below `offset`: the peer has them. */
+  private forget(offset: number): void {
     let drop = offset - this.pendingStart;
     while (drop > 0 && this.pending.length > 0) {
       const head = this.pending[0] as Buffer;
@@ -150,9 +162,6 @@ export class LinkStream extends Duplex {
         drop = 0;
       }
     }
-    this.acked = offset;
-    this.flush();
-    this.releaseWrite();
   }
 
   onFin(offset: number): void {

@@ -55,13 +55,20 @@ export function runRoam(args: string[], options: { timeoutMs?: number; cwd?: str
 }
 
 /** Starts `roam ARGS` in the background; `waitFor` resolves when its stdout matches. */
-export function startRoam(args: string[]): {
+export function startRoam(
+  args: string[],
+  env: Record<string, string> = {},
+): {
   child: ChildProcess;
   output: () => string;
   waitFor: (re: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>;
   exited: Promise<RunResult>;
 } {
-  const child = spawn(process.execPath, [ROAM, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [ROAM, ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let stdout = '';
   let stderr = '';
   const waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];

@@ -1,0 +1,319 @@
+/**
+ * The operators' commands, all through the proxy's API: `roam run`, `ps`, `hosts`, `stop`, `logs`
+ * and `events`. Their errors print `roam: <message>` and exit with the codes in EXIT_HELP.
+ */
+import { readFile } from 'node:fs/promises';
+import { basename, extname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Command } from 'commander';
+import { RoamError, isRoamError } from '../errors.js';
+import { bundleGuest } from '../guest/bundle.js';
+import { EXIT } from '../guest/exit-codes.js';
+import type { PublishedPort } from '../proxy/store.js';
+import type { DeployRequest, EventView, GuestView, HostView, LogRecordView } from '../proxy/view.js';
+import { DEFAULT_API, connect, type ApiFlags } from './api-client.js';
+import { eventLine, guestsTable, hostsTable, placement } from './operator-view.js';
+
+/** Exit codes of the operator commands: sysexits values, none meaning two things across `roam`. */
+export const OPERATOR_EXIT = {
+  USAGE: EXIT.USAGE,
+  NOT_FOUND: EXIT.NO_INPUT,
+  BUNDLE_FAILED: EXIT.BUNDLE_FAILED,
+  INTERNAL: EXIT.INTERNAL,
+  CONFLICT: 73,
+  UNAVAILABLE: 75,
+  REFUSED: 77,
+} as const;
+
+export const EXIT_HELP = `
+Exit codes: 0 ok, 64 usage (bad flags or --publish, no admin token, a request the API refused as
+invalid), 66 not found (the FILE or the guest named), 67 bundle failed, 70 internal error (here or
+in the proxy), 73 conflict (a guest with that name exists), 75 unavailable (API unreachable or
+timed out, or no host can take the guest: try again later), 77 admin token refused.`;
+
+export function operatorExitCode(err: unknown): number {
+  if (!isRoamError(err)) return OPERATOR_EXIT.INTERNAL;
+  switch (err.code) {
+    case 'ROAM_ERR_USAGE':
+      return OPERATOR_EXIT.USAGE;
+    case 'ROAM_ERR_NOT_FOUND':
+    case 'ROAM_ERR_IO':
+      return OPERATOR_EXIT.NOT_FOUND;
+    case 'ROAM_ERR_BUNDLE':
+    case 'ROAM_ERR_UNSUPPORTED_BUILTIN':
+      return OPERATOR_EXIT.BUNDLE_FAILED;
+    case 'ROAM_ERR_CONFLICT':
+      return OPERATOR_EXIT.CONFLICT;
+    case 'ROAM_ERR_NO_HOST':
+    case 'ROAM_ERR_HOST_UNREACHABLE':
+    case 'ROAM_ERR_TIMEOUT':
+      return OPERATOR_EXIT.UNAVAILABLE;
+    case 'ROAM_ERR_UNAUTHORIZED':
+      return OPERATOR_EXIT.REFUSED;
+    default:
+      return OPERATOR_EXIT.INTERNAL;
+  }
+}
+
+/** Runs a command's action; its RoamErrors become `roam: message` and the mapped exit code. */
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args) => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      if (!isRoamError(err)) throw err;
+      process.stderr.write(`roam: ${err.message}\n`);
+      process.exitCode = operatorExitCode(err);
+    }
+  };
+}
+
+const usage = (message: string) => new RoamError('ROAM_ERR_USAGE', message);
+
+/** `8080` (= 8080:8080/tcp), `8080:80`, `5353:53/udp`. */
+export function parsePublish(spec: string): PublishedPort {
+  const m = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/i.exec(spec.trim());
+  if (!m?.[1]) {
+    throw usage(`invalid --publish "${spec}": use PUBLIC[:GUEST][/udp], e.g. 8080, 8080:80 or 5353:53/udp`);
+  }
+  const port = (text: string, which: string) => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) {
+      throw usage(`invalid --publish "${spec}": the ${which} port must be 1-65535, not ${text}`);
+    }
+    return n;
+  };
+  const pub = port(m[1], 'public');
+  return {
+    public: pub,
+    guest: m[2] === undefined ? pub : port(m[2], 'guest'),
+    protocol: (m[3] ?? 'tcp').toLowerCase() as 'tcp' | 'udp',
+  };
+}
+
+function parseEnv(pairs: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const kv of pairs) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw usage(`invalid --env "${kv}": use KEY=VALUE`);
+    env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return env;
+}
+
+function parseCount(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(text)) throw usage(`invalid ${flag} "${text}": use a whole number`);
+  return Number(text);
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** An AbortSignal that Ctrl-C (or SIGTERM) aborts, for the commands that follow. */
+function interrupted(): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGINT', stop).once('SIGTERM', stop);
+  return {
+    signal: controller.signal,
+    dispose: () => void process.off('SIGINT', stop).off('SIGTERM', stop),
+  };
+}
+
+const guestPath = (name: string) => `api/guests/${encodeURIComponent(name)}`;
+
+interface RunOptions extends ApiFlags {
+  name?: string;
+  publish?: string[];
+  on?: string;
+  env?: string[];
+  json?: boolean;
+}
+
+async function run(file: string, argv: string[], opts: RunOptions): Promise<void> {
+  const api = connect(opts);
+  const request: Omit<DeployRequest, 'bundle'> = {
+    name: opts.name ?? basename(file, extname(file)),
+    publish: (opts.publish ?? []).map(parsePublish),
+    env: parseEnv(opts.env ?? []),
+    argv,
+    ...(opts.on ? { on: opts.on } : {}),
+  };
+  try {
+    await readFile(file);
+  } catch (err) {
+    throw new RoamError('ROAM_ERR_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const { code, warnings } = await bundleGuest(file);
+  for (const w of warnings) process.stderr.write(`roam: warning: ${w}\n`);
+  const guest = await api.post<GuestView>('api/guests', { ...request, bundle: code }, 120_000);
+  if (opts.json) printJson(guest);
+  else process.stdout.write(placement(guest));
+}
+
+async function list<T>(
+  path: string,
+  opts: ApiFlags & { json?: boolean },
+  show: (rows: T[]) => string,
+  none: string,
+): Promise<void> {
+  const rows = await connect(opts).get<T[]>(path);
+  if (opts.json) printJson(rows);
+  else process.stdout.write(rows.length ? show(rows) : `${none}\n`);
+}
+
+async function stop(name: string, opts: ApiFlags & { json?: boolean }): Promise<void> {
+  const guest = await connect(opts).delete<GuestView>(guestPath(name));
+  if (opts.json) printJson(guest);
+  else process.stdout.write(`${guest.name} ${guest.state}${guest.hostName ? ` (was on ${guest.hostName})` : ''}\n`);
+}
+
+/** Where a `logs --follow` reader is: the last time printed and how many records at that time. */
+interface LogCursor {
+  t: number;
+  atT: number;
+}
+
+/** The records not printed yet (records come oldest first; equal times are counted). */
+export function unseenLogs(records: LogRecordView[], cursor: LogCursor): LogRecordView[] {
+  let skip = cursor.atT;
+  const fresh = records.filter((r) => r.t > cursor.t || (r.t === cursor.t && skip-- <= 0));
+  for (const r of fresh) {
+    if (r.t === cursor.t) cursor.atT++;
+    else Object.assign(cursor, { t: r.t, atT: 1 });
+  }
+  return fresh;
+}
+
+async function logs(name: string, opts: ApiFlags & { follow?: boolean; tail?: string; json?: boolean }): Promise<void> {
+  const api = connect(opts);
+  const tail = parseCount(opts.tail, '--tail');
+  const fetchLogs = (n: number | undefined) =>
+    api.get<LogRecordView[]>(`${guestPath(name)}/logs${n === undefined ? '' : `?tail=${n}`}`);
+  const print = (records: LogRecordView[]) => {
+    for (const r of records) {
+      if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else (r.stream === 'err' ? process.stderr : process.stdout).write(r.text);
+    }
+  };
+  const first = await fetchLogs(tail);
+  if (!opts.follow) {
+    if (opts.json) printJson(first);
+    else print(first);
+    return;
+  }
+  const cursor: LogCursor = { t: -Infinity, atT: 0 };
+  print(unseenLogs(first, cursor));
+  const { signal, dispose } = interrupted();
+  try {
+    for (;;) {
+      await sleep(500, undefined, { signal });
+      print(unseenLogs(await fetchLogs(1000), cursor));
+    }
+  } catch (err) {
+    if (!signal.aborted) throw err;
+  } finally {
+    dispose();
+  }
+}
+
+async function events(opts: ApiFlags & { follow?: boolean; json?: boolean; after?: string; limit?: string }) {
+  const api = connect(opts);
+  const after = parseCount(opts.after, '--after');
+  const limit = parseCount(opts.limit, '--limit');
+  if (!opts.follow) {
+    const params = new URLSearchParams();
+    if (after !== undefined) params.set('after', String(after));
+    if (limit !== undefined) params.set('limit', String(limit));
+    const list = await api.get<EventView[]>(`api/events${params.size ? `?${params.toString()}` : ''}`);
+    if (opts.json) printJson(list);
+    else process.stdout.write(list.map(eventLine).join(''));
+    return;
+  }
+  const { signal, dispose } = interrupted();
+  try {
+    const query = { ...(after === undefined ? {} : { after }), ...(limit === undefined ? {} : { limit }) };
+    for await (const event of api.follow(query, signal)) {
+      process.stdout.write(opts.json ? `${JSON.stringify(event)}\n` : eventLine(event));
+    }
+  } finally {
+    dispose();
+  }
+}
+
+const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+
+/** The options every operator command has (where the API is, the admin token) and the exit codes. */
+function withApi(cmd: Command): Command {
+  return cmd
+    .option('--api <url>', `the proxy's API (default: ROAM_API, else ${DEFAULT_API})`)
+    .option('--admin-token <token>', 'the admin token (default: ROAM_ADMIN_TOKEN, else the proxy data directory)')
+    .option('--admin-token-file <file>', 'read the admin token from this file')
+    .option(
+      '--data-dir <dir>',
+      "the proxy's data directory, on its machine (default: ROAM_DATA_DIR, else ~/.roam/proxy)",
+    )
+    .addHelpText('after', EXIT_HELP);
+}
+
+/** The operator commands, to add to the `roam` program. */
+export function operatorCommands(): Command[] {
+  const runCmd = new Command('run')
+    .description('bundle a program and start it as a guest on the best host (or --on HOST)')
+    .argument('<file>', 'the program (.ts, .js, .mjs)')
+    .argument('[args...]', 'arguments for the program (after --)')
+    .option('--name <name>', 'the guest name (default: the file name)')
+    .option(
+      '--publish <port>',
+      'publish a port on the proxy: PUBLIC[:GUEST][/udp], e.g. 8080, 8080:80, 5353:53/udp; repeat for more',
+      collect,
+    )
+    .option('--on <host>', 'run it on this host (name or id) instead of the best by score')
+    .option('--env <KEY=VALUE>', 'an environment variable for the guest; repeat for more', collect)
+    .option('--json', 'print the guest as JSON')
+    .action(action(run));
+  const ps = new Command('ps')
+    .description('list the guests: state, host, published ports, memory, CPU, connections')
+    .option('--json', 'print JSON')
+    .action(
+      action((opts: ApiFlags & { json?: boolean }) =>
+        list<GuestView>('api/guests', opts, guestsTable, 'no guests yet: start one with `roam run FILE --name NAME`'),
+      ),
+    );
+  const hosts = new Command('hosts')
+    .description('list the hosts: state, round-trip time, CPU, memory, network, score')
+    .option('--json', 'print JSON')
+    .action(
+      action((opts: ApiFlags & { json?: boolean }) =>
+        list<HostView>(
+          'api/hosts',
+          opts,
+          hostsTable,
+          'no host has joined yet: run `roam host --proxy ADDRESS` on a machine',
+        ),
+      ),
+    );
+  const stopCmd = new Command('stop')
+    .description('stop a guest')
+    .argument('<name>', 'the guest')
+    .option('--json', 'print the guest as JSON')
+    .action(action(stop));
+  const logsCmd = new Command('logs')
+    .description("print a guest's console output, fetched from its host")
+    .argument('<name>', 'the guest')
+    .option('-f, --follow', 'keep printing new output (every 500 ms) until Ctrl-C')
+    .option('--tail <n>', 'only the last N records')
+    .option('--json', 'print the records as JSON (with --follow: one per line)')
+    .action(action(logs));
+  const eventsCmd = new Command('events')
+    .description('print the event log (joins, leaves, placements, stops, ...)')
+    .option('-f, --follow', 'keep printing new events as they happen until Ctrl-C')
+    .option('--after <id>', 'only events after this id')
+    .option('--limit <n>', 'at most this many (the most recent)')
+    .option('--json', 'print JSON (with --follow: one event per line)')
+    .action(action(events));
+  for (const cmd of [runCmd, ps, hosts, stopCmd, logsCmd, eventsCmd]) withApi(cmd);
+  return [runCmd, ps, hosts, stopCmd, logsCmd, eventsCmd];
+}
