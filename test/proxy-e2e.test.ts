@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -217,4 +218,57 @@ test('the link drops three times in the middle of a transfer: the host reconnect
     'the link really dropped',
   );
   socket.destroy();
+});
+
+test('UDP: each remote is a flow to the guest and back; a guest sends out through the proxy', async (t) => {
+  const proxy = await startProxy(t);
+  const host = startHost(t, proxy, 'host-a');
+  await host.waitFor(/joined the proxy/);
+
+  // An outside UDP service the guest asks once at start.
+  const outside = dgram.createSocket('udp4');
+  outside.on('message', (msg, rinfo) => outside.send(`outside heard ${msg.toString()}`, rinfo.port, rinfo.address));
+  await new Promise<void>((resolve) => outside.bind(0, '127.0.0.1', resolve));
+  t.after(() => outside.close());
+
+  const file = writeGuest(
+    tempDir(t),
+    'udp-echo.js',
+    `const dgram = require('dgram');
+const s = dgram.createSocket('udp4');
+s.on('message', (msg, rinfo) => {
+  if (rinfo.port === Number(process.env.OUT)) console.log('reply: ' + msg);
+  else s.send('echo ' + msg, rinfo.port, rinfo.address);
+});
+s.bind(53, () => s.send('hello', Number(process.env.OUT), '127.0.0.1'));`,
+  );
+  const port = await freePort();
+  const made = await deploy(proxy, file, {
+    name: 'udp',
+    publish: [{ public: port, guest: 53, protocol: 'udp' }],
+    env: { OUT: String((outside.address() as net.AddressInfo).port) },
+  });
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+
+  // Two clients: each is its own flow, and each gets its own replies.
+  const ask = async (text: string): Promise<string> => {
+    const c = dgram.createSocket('udp4');
+    t.after(() => c.close());
+    const reply = new Promise<string>((resolve) => c.on('message', (m) => resolve(m.toString())));
+    // Datagrams may be lost: send a few times (bounded), the first reply counts.
+    for (let i = 0; i < 20; i++) {
+      c.send(text, port, '127.0.0.1');
+      const got = await Promise.race([reply, new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]);
+      if (got !== undefined) return got;
+    }
+    throw new Error('no UDP reply');
+  };
+  assert.equal(await ask('one'), 'echo one');
+  assert.equal(await ask('two'), 'echo two');
+  const logs = await eventually(async () => {
+    const r = await proxy.api<Array<{ text: string }>>('GET', '/api/guests/udp/logs');
+    const text = r.body.map((x) => x.text).join('');
+    return /reply: /.test(text) ? text : undefined;
+  }, 'the outside reply');
+  assert.match(logs, /reply: outside heard hello/);
 });

@@ -44,6 +44,8 @@ export class Controller implements TunnelLink {
   /** Guests that ended, kept a while so their logs can still be read (the last EXITED_KEPT). */
   private readonly exited = new Map<string, Guest>();
   private readonly streams = new Map<number, LinkStream>();
+  /** UDP flows on the current link, and the guest network each belongs to. */
+  private readonly flows = new Map<number, TunnelNetwork>();
   private sampler: HostSampler | undefined;
   private benchmarkScore: number | undefined;
   private reportTimer: NodeJS.Timeout | undefined;
@@ -114,8 +116,16 @@ export class Controller implements TunnelLink {
         }
       },
       onOpen: (frame: OpenFrame) => this.onInbound(session, frame),
+      onDatagram: (flowId: number, payload: Uint8Array) => this.flows.get(flowId)?.deliverDatagram(flowId, payload),
+      onFlowReset: (flowId: number) => {
+        this.flows.get(flowId)?.forgetFlow(flowId);
+        this.flows.delete(flowId);
+      },
       onClose: () => {
         if (this.session === session) this.session = undefined;
+        // UDP keeps nothing across links: flows start again with the next datagram.
+        for (const network of new Set(this.flows.values())) network.forgetAllFlows();
+        this.flows.clear();
         clearInterval(this.reportTimer);
         if (!this.closing) this.scheduleReconnect();
       },
@@ -267,6 +277,13 @@ export class Controller implements TunnelLink {
 
   private onInbound(session: LinkSession, frame: OpenFrame): void {
     const hosted = this.guests.get(frame.guest);
+    if (frame.protocol === 'udp') {
+      if (hosted && frame.direction === 'inbound' && hosted.network.acceptsFlow(frame)) {
+        this.flows.set(frame.streamId, hosted.network);
+        session.acceptFlow(frame);
+      } else session.reject(frame, 'ECONNREFUSED', `no UDP socket on port ${frame.port} of this guest`);
+      return;
+    }
     if (!hosted || frame.direction !== 'inbound' || !hosted.network.accepts(frame.port)) {
       session.reject(frame, 'ECONNREFUSED', `nothing listens on port ${frame.port} of this guest`);
       return;
@@ -304,6 +321,41 @@ export class Controller implements TunnelLink {
           });
         },
       );
+  }
+
+  async openFlow(
+    guestId: string,
+    remote: { address: string; port: number },
+    localPort: number,
+    network: TunnelNetwork,
+  ): Promise<number> {
+    const session = this.session;
+    if (!session?.isOpen) {
+      throw Object.assign(new Error(`send ENETUNREACH ${remote.address}:${remote.port}: the proxy is not reachable`), {
+        code: 'ENETUNREACH',
+      });
+    }
+    const id = this.nextOutbound;
+    this.nextOutbound += 2;
+    const family = net.isIP(remote.address) === 6 ? ('IPv6' as const) : ('IPv4' as const);
+    this.flows.set(id, network);
+    try {
+      await session.openFlow(id, {
+        guest: guestId,
+        protocol: 'udp',
+        direction: 'outbound',
+        port: localPort,
+        remote: { ...remote, family },
+      });
+    } catch (err) {
+      this.flows.delete(id);
+      throw err;
+    }
+    return id;
+  }
+
+  sendDatagram(flowId: number, payload: Uint8Array): boolean {
+    return this.session?.sendDatagram(flowId, payload) ?? false;
   }
 
   private track(stream: LinkStream): void {

@@ -5,9 +5,9 @@
  * (they re-attach from their offsets), so connections can be carried across a restore too.
  */
 import { isIP } from 'node:net';
-import { RoamError } from '../errors.js';
 import type {
   AddressInfo,
+  RemoteInfo,
   VirtualConnection,
   VirtualDatagramSocket,
   VirtualListener,
@@ -19,11 +19,37 @@ import type { OpenFrame } from '../wire/index.js';
 export interface TunnelLink {
   /** Opens an outbound stream through the proxy (rejects with the proxy's error code). */
   openOutbound(guestId: string, remote: { address: string; port: number }): Promise<LinkStream>;
+  /** Opens an outbound UDP flow through the proxy; resolves with its id. */
+  openFlow(
+    guestId: string,
+    remote: { address: string; port: number },
+    localPort: number,
+    network: TunnelNetwork,
+  ): Promise<number>;
+  /** Sends one datagram on a flow (false: dropped, the link is backed up or down). */
+  sendDatagram(flowId: number, payload: Uint8Array): boolean;
 }
+
+interface UdpBinding {
+  onMessage: (bytes: Uint8Array, remote: RemoteInfo) => void;
+  /** Flow ids by remote "address:port". */
+  flows: Map<string, number>;
+}
+
+interface FlowInfo {
+  port: number;
+  remote: { address: string; port: number; family: 'IPv4' | 'IPv6' };
+}
+
+/** Ports a guest gets when it binds UDP port 0. */
+const EPHEMERAL_FIRST = 49152;
 
 export class TunnelNetwork implements VirtualNetwork {
   readonly carriesConnectionsAcrossRestore = true;
   private readonly listeners = new Map<number, (connection: VirtualConnection) => void>();
+  private readonly udp = new Map<number, UdpBinding>();
+  private readonly flows = new Map<number, FlowInfo>();
+  private nextEphemeral = EPHEMERAL_FIRST;
 
   constructor(
     private readonly guestId: string,
@@ -85,12 +111,70 @@ export class TunnelNetwork implements VirtualNetwork {
     };
   }
 
-  bindDatagram(): Promise<VirtualDatagramSocket> {
-    return Promise.reject(
-      new RoamError(
-        'ROAM_ERR_USAGE',
-        'UDP through the proxy is not carried yet: guests placed by the proxy cannot use dgram',
-      ),
-    );
+  bindDatagram(
+    request: { type: 'udp4' | 'udp6'; port: number; host: string | null },
+    onMessage: (bytes: Uint8Array, remote: RemoteInfo) => void,
+  ): Promise<VirtualDatagramSocket> {
+    let port = request.port;
+    if (port === 0) {
+      while (this.udp.has(this.nextEphemeral)) this.nextEphemeral++;
+      port = this.nextEphemeral++;
+    } else if (this.udp.has(port)) {
+      return Promise.reject(
+        Object.assign(new Error(`bind EADDRINUSE 0.0.0.0:${port}`), { code: 'EADDRINUSE', syscall: 'bind', port }),
+      );
+    }
+    const binding: UdpBinding = { onMessage, flows: new Map() };
+    this.udp.set(port, binding);
+    const localPort = port;
+    return Promise.resolve({
+      address: { address: '0.0.0.0', family: request.type === 'udp6' ? 'IPv6' : 'IPv4', port },
+      send: async (bytes: Uint8Array, toPort: number, toAddress: string) => {
+        const key = `${toAddress}:${toPort}`;
+        let flow = binding.flows.get(key);
+        if (flow === undefined) {
+          flow = await this.link.openFlow(this.guestId, { address: toAddress, port: toPort }, localPort, this);
+          binding.flows.set(key, flow);
+          this.flows.set(flow, {
+            port: localPort,
+            remote: { address: toAddress, port: toPort, family: isIP(toAddress) === 6 ? 'IPv6' : 'IPv4' },
+          });
+        }
+        this.link.sendDatagram(flow, bytes);
+      },
+      close: () => {
+        for (const id of binding.flows.values()) this.flows.delete(id);
+        this.udp.delete(localPort);
+      },
+    });
+  }
+
+  /** A remote's first datagram to one of this guest's UDP ports: a new inbound flow. */
+  acceptsFlow(frame: OpenFrame): boolean {
+    const binding = this.udp.get(frame.port);
+    if (!binding) return false;
+    binding.flows.set(`${frame.remote.address}:${frame.remote.port}`, frame.streamId);
+    this.flows.set(frame.streamId, { port: frame.port, remote: frame.remote });
+    return true;
+  }
+
+  deliverDatagram(flowId: number, payload: Uint8Array): void {
+    const flow = this.flows.get(flowId);
+    const binding = flow ? this.udp.get(flow.port) : undefined;
+    if (!flow || !binding) return;
+    binding.onMessage(payload, { ...flow.remote, size: payload.length });
+  }
+
+  /** A flow ended (idle, or its link went away): the next datagram makes a new one. */
+  forgetFlow(flowId: number): void {
+    const flow = this.flows.get(flowId);
+    if (!flow) return;
+    this.flows.delete(flowId);
+    const binding = this.udp.get(flow.port);
+    binding?.flows.delete(`${flow.remote.address}:${flow.remote.port}`);
+  }
+
+  forgetAllFlows(): void {
+    for (const id of [...this.flows.keys()]) this.forgetFlow(id);
   }
 }

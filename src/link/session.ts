@@ -12,6 +12,7 @@ import {
   FrameDecoder,
   encodeAck,
   encodeDataHeader,
+  encodeDatagramHeader,
   encodeFrame,
   isWireError,
   type AttachFrame,
@@ -47,6 +48,10 @@ export interface SessionHandler {
   onAttach?(frame: AttachFrame): void;
   /** The session ended (its streams are detached, not destroyed). */
   onClose?(error: Error | undefined): void;
+  /** A datagram of a UDP flow (flows are unreliable: no offsets, nothing kept). */
+  onDatagram?(flowId: number, payload: Uint8Array): void;
+  /** The peer ended a flow (or refused one this side does not know). */
+  onFlowReset?(flowId: number): void;
 }
 
 interface PendingOpen {
@@ -60,6 +65,7 @@ export class LinkSession implements StreamCarrier {
   private readonly streams = new Map<number, LinkStream>();
   private readonly opening = new Map<number, PendingOpen>();
   private readonly awaitingAttach = new Map<number, LinkStream>();
+  private readonly flowsOpening = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private readonly ready = new Set<LinkStream>();
   /** Each adopted stream's close listener, removed when this session ends (streams outlive it). */
   private readonly closeHandlers = new Map<LinkStream, () => void>();
@@ -125,6 +131,28 @@ export class LinkSession implements StreamCarrier {
       this.opening.set(streamId, { stream, resolve, reject });
       this.write(encodeFrame({ type: 'open', streamId, window: this.window, ...info }));
     });
+  }
+
+  /** Opens a UDP flow (datagrams, unreliable); resolves when the peer accepts it. */
+  openFlow(flowId: number, info: StreamOpenInfo): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.flowsOpening.set(flowId, { resolve, reject });
+      this.write(encodeFrame({ type: 'open', streamId: flowId, window: this.window, ...info }));
+    });
+  }
+
+  acceptFlow(frame: OpenFrame): void {
+    this.write(encodeFrame({ type: 'openOk', streamId: frame.streamId, window: this.window }));
+  }
+
+  /** Sends one datagram of a flow; dropped (as UDP may) when the connection is backed up. */
+  sendDatagram(flowId: number, payload: Uint8Array): boolean {
+    if (!this.writable()) return false;
+    this.socket.cork();
+    this.socket.write(encodeDatagramHeader(flowId, payload.length));
+    this.socket.write(payload);
+    this.socket.uncork();
+    return true;
   }
 
   accept(frame: OpenFrame): LinkStream {
@@ -279,6 +307,12 @@ export class LinkSession implements StreamCarrier {
         else this.reject(frame, 'ROAM_STREAM_REFUSED', 'this side does not accept streams');
         return;
       case 'openOk': {
+        const flow = this.flowsOpening.get(frame.streamId);
+        if (flow) {
+          this.flowsOpening.delete(frame.streamId);
+          flow.resolve();
+          return;
+        }
         const pending = this.opening.get(frame.streamId);
         if (!pending) return;
         this.opening.delete(frame.streamId);
@@ -288,6 +322,9 @@ export class LinkSession implements StreamCarrier {
         return;
       }
       case 'openFail': {
+        const flow = this.flowsOpening.get(frame.streamId);
+        this.flowsOpening.delete(frame.streamId);
+        flow?.reject(Object.assign(new Error(frame.message), { code: frame.code }));
         const pending = this.opening.get(frame.streamId);
         this.opening.delete(frame.streamId);
         pending?.reject(Object.assign(new Error(frame.message), { code: frame.code }));
@@ -314,10 +351,12 @@ export class LinkSession implements StreamCarrier {
       case 'rst': {
         const stream = this.streams.get(frame.streamId);
         this.streams.delete(frame.streamId);
-        stream?.onRst(frame.code, frame.message);
+        if (stream) stream.onRst(frame.code, frame.message);
+        else this.handler.onFlowReset?.(frame.streamId);
         return;
       }
       case 'datagram':
+        this.handler.onDatagram?.(frame.streamId, frame.payload);
         return;
     }
   }
@@ -352,6 +391,10 @@ export class LinkSession implements StreamCarrier {
     for (const [stream, onClose] of this.closeHandlers) stream.off('close', onClose);
     this.closeHandlers.clear();
     for (const stream of this.awaitingAttach.values()) stream.detach(this);
+    for (const flow of this.flowsOpening.values()) {
+      flow.reject(new LinkClosedError('ROAM_LINK_CLOSED', 'the link closed before the flow opened'));
+    }
+    this.flowsOpening.clear();
     for (const pending of this.opening.values()) {
       pending.reject(new LinkClosedError('ROAM_LINK_CLOSED', 'the link closed before the stream opened'));
     }

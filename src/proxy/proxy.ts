@@ -26,6 +26,7 @@ import type {
 } from '../wire/index.js';
 import type { ProxyConfig } from './config.js';
 import { relay } from './relay.js';
+import { UdpFlows } from './udp.js';
 import { Store, type GuestState, type PublishedPort } from './store.js';
 import type {
   DeployRequest,
@@ -101,6 +102,14 @@ export class Proxy implements ProxyOperations {
   private readonly logRequests = new Map<number, Pending<LogRecordView[]>>();
   private readonly sockets = new Set<net.Socket>();
   private nextStreamId = 1;
+  private readonly udp = new UdpFlows({
+    sessionFor: (guestId) => {
+      const guest = this.guestTable.get(guestId);
+      if (guest?.state !== 'running' || !guest.hostId) return undefined;
+      return this.hostTable.get(guest.hostId)?.session;
+    },
+    allocateId: () => this.allocateStreamId(),
+  });
   private nextRequestId = 1;
   private controlServer: net.Server | undefined;
   private housekeeping: NodeJS.Timeout | undefined;
@@ -126,6 +135,7 @@ export class Proxy implements ProxyOperations {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.housekeeping);
+    this.udp.close();
     for (const guest of this.guestTable.values()) this.closeListeners(guest);
     for (const host of this.hostTable.values()) host.session?.destroy();
     for (const s of this.streamTable.values()) {
@@ -333,12 +343,17 @@ export class Proxy implements ProxyOperations {
           if (host) this.openOutbound(host, session, frame);
           else session.reject(frame, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
         },
+        onDatagram: (flowId: number, payload: Uint8Array) => {
+          if (host) this.udp.fromHost(flowId, payload);
+        },
+        onFlowReset: (flowId: number) => this.udp.reset(flowId),
         onAttach: (frame: AttachFrame) => {
           if (host) this.reattach(host, session, frame);
           else session.sendRst(frame.streamId, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
         },
         onClose: () => {
           clearTimeout(handshake);
+          this.udp.sessionClosed(session);
           if (host && host.session === session) this.disconnected(host);
         },
       },
@@ -583,7 +598,15 @@ export class Proxy implements ProxyOperations {
 
   private async openListeners(guest: GuestEntry): Promise<void> {
     for (const p of guest.publish) {
-      if (p.protocol !== 'tcp') continue; // UDP flows: not carried yet
+      if (p.protocol === 'udp') {
+        await this.udp.publish(guest.id, this.config.bind, p.public, p.guest).catch((err: unknown) => {
+          this.closeListeners(guest);
+          throw new RoamError('ROAM_ERR_CONFLICT', `cannot publish port ${p.public}/udp: ${(err as Error).message}`, {
+            cause: err,
+          });
+        });
+        continue;
+      }
       const server = net.createServer({ pauseOnConnect: true }, (socket) => this.openInbound(guest, p, socket));
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => {
@@ -601,6 +624,7 @@ export class Proxy implements ProxyOperations {
   private closeListeners(guest: GuestEntry): void {
     for (const server of guest.listeners) server.close();
     guest.listeners = [];
+    this.udp.unpublish(guest.id);
   }
 
   // --- streams ---
@@ -615,8 +639,7 @@ export class Proxy implements ProxyOperations {
       socket.destroy();
       return;
     }
-    const id = this.nextStreamId;
-    this.nextStreamId += 2; // the proxy's ids are odd; a controller's are even
+    const id = this.allocateStreamId();
     const remote = {
       address: socket.remoteAddress ?? '0.0.0.0',
       port: socket.remotePort ?? 0,
@@ -631,6 +654,10 @@ export class Proxy implements ProxyOperations {
   /** The guest connects out: the proxy makes the connection from its own address (the paper's NAT). */
   private openOutbound(host: HostEntry, session: LinkSession, frame: OpenFrame): void {
     const guest = this.guestTable.get(frame.guest);
+    if (guest && guest.hostId === host.id && frame.direction === 'outbound' && frame.protocol === 'udp') {
+      this.udp.openOutbound(session, frame, this.config.bind);
+      return;
+    }
     if (!guest || guest.hostId !== host.id || frame.direction !== 'outbound' || frame.protocol !== 'tcp') {
       session.reject(frame, 'EACCES', 'no such guest on this host, or not an outbound TCP stream');
       return;
@@ -722,6 +749,13 @@ export class Proxy implements ProxyOperations {
   }
 
   // --- helpers ---
+
+  /** Stream and flow ids the proxy opens are odd; those a controller opens are even. */
+  private allocateStreamId(): number {
+    const id = this.nextStreamId;
+    this.nextStreamId += 2;
+    return id;
+  }
 
   private control(host: HostEntry, message: ControlMessage): void {
     host.session?.send({ type: 'control', message });

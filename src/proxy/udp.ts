@@ -1,0 +1,192 @@
+/**
+ * UDP through the Proxy. The datagrams of each remote address and port form a flow (an id on the
+ * host's link, like a stream's but without offsets: UDP may lose datagrams, so nothing is kept).
+ * Inbound: a published UDP port; the guest's replies go back from that port to the flow's remote.
+ * Outbound: a guest sends to an outside address; the proxy sends from a socket of its own (the
+ * paper's NAT) and carries the replies back on the flow.
+ */
+import dgram from 'node:dgram';
+import type { LinkSession } from '../link/session.js';
+import type { OpenFrame } from '../wire/index.js';
+
+/** Datagrams held for a flow while its host accepts it; beyond this they are dropped, as UDP may. */
+const OPENING_QUEUE = 64;
+/** A flow with no datagram either way for this long is forgotten. */
+const FLOW_IDLE_MS = 60_000;
+
+interface Flow {
+  id: number;
+  remote: { address: string; port: number; family: 'IPv4' | 'IPv6' };
+  session: LinkSession | undefined;
+  queue: Buffer[] | undefined;
+  lastActive: number;
+  /** Where the guest's datagrams go out (inbound: the published socket; outbound: the flow's own). */
+  socket: dgram.Socket;
+  ownSocket: boolean;
+}
+
+export interface UdpRouting {
+  /** The link of the host that runs `guestId` now, if it is connected. */
+  sessionFor(guestId: string): LinkSession | undefined;
+  allocateId(): number;
+}
+
+export class UdpFlows {
+  private readonly byId = new Map<number, Flow>();
+  private readonly published = new Map<string, { socket: dgram.Socket; byRemote: Map<string, Flow> }>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(private readonly routing: UdpRouting) {
+    this.sweeper = setInterval(() => this.sweep(), FLOW_IDLE_MS / 4).unref();
+  }
+
+  /** Publishes a guest's UDP port on the proxy. */
+  publish(guestId: string, bind: string, publicPort: number, guestPort: number): Promise<void> {
+    const socket = dgram.createSocket(bind.includes(':') ? 'udp6' : 'udp4');
+    const byRemote = new Map<string, Flow>();
+    socket.on('message', (msg, rinfo) => this.inbound(guestId, guestPort, socket, byRemote, msg, rinfo));
+    return new Promise((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(publicPort, bind, () => {
+        socket.off('error', reject);
+        socket.on('error', () => {}); // ICMP errors from remotes that went away: nothing to do
+        this.published.set(`${guestId}:${publicPort}`, { socket, byRemote });
+        resolve();
+      });
+    });
+  }
+
+  unpublish(guestId: string): void {
+    for (const [key, entry] of this.published) {
+      if (!key.startsWith(`${guestId}:`)) continue;
+      entry.socket.close();
+      for (const flow of entry.byRemote.values()) this.byId.delete(flow.id);
+      this.published.delete(key);
+    }
+  }
+
+  /** A guest opens an outbound flow: the proxy sends from a socket of its own and carries replies back. */
+  openOutbound(session: LinkSession, frame: OpenFrame, bind: string): void {
+    const family = frame.remote.family;
+    const socket = dgram.createSocket(family === 'IPv6' ? 'udp6' : 'udp4');
+    const flow: Flow = {
+      id: frame.streamId,
+      remote: frame.remote,
+      session,
+      queue: undefined,
+      lastActive: Date.now(),
+      socket,
+      ownSocket: true,
+    };
+    socket.on('message', (msg, rinfo) => {
+      // Only the flow's own remote answers on it (a NAT does the same).
+      if (rinfo.address !== flow.remote.address || rinfo.port !== flow.remote.port) return;
+      flow.lastActive = Date.now();
+      flow.session?.sendDatagram(flow.id, msg);
+    });
+    socket.on('error', () => {});
+    socket.bind(0, family === 'IPv6' ? '::' : bind.includes(':') ? '0.0.0.0' : bind, () => {
+      this.byId.set(flow.id, flow);
+      session.acceptFlow(frame);
+    });
+  }
+
+  /** A datagram from a host on flow `id`: send it to the flow's remote. */
+  fromHost(id: number, payload: Uint8Array): void {
+    const flow = this.byId.get(id);
+    if (!flow) return;
+    flow.lastActive = Date.now();
+    flow.socket.send(payload, flow.remote.port, flow.remote.address);
+  }
+
+  reset(id: number): void {
+    const flow = this.byId.get(id);
+    if (!flow) return;
+    this.forget(flow);
+  }
+
+  /** The host's link went away: its flows end (UDP keeps nothing; new datagrams make new flows). */
+  sessionClosed(session: LinkSession): void {
+    for (const flow of [...this.byId.values()]) if (flow.session === session) this.forget(flow);
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    for (const entry of this.published.values()) entry.socket.close();
+    for (const flow of this.byId.values()) if (flow.ownSocket) flow.socket.close();
+    this.published.clear();
+    this.byId.clear();
+  }
+
+  private inbound(
+    guestId: string,
+    guestPort: number,
+    socket: dgram.Socket,
+    byRemote: Map<string, Flow>,
+    msg: Buffer,
+    rinfo: dgram.RemoteInfo,
+  ): void {
+    const key = `${rinfo.address}:${rinfo.port}`;
+    let flow = byRemote.get(key);
+    if (!flow) {
+      const session = this.routing.sessionFor(guestId);
+      if (!session) return; // the guest's host is away: the datagram is lost, as UDP allows
+      const created: Flow = {
+        id: this.routing.allocateId(),
+        remote: { address: rinfo.address, port: rinfo.port, family: rinfo.family === 'IPv6' ? 'IPv6' : 'IPv4' },
+        session,
+        queue: [],
+        lastActive: Date.now(),
+        socket,
+        ownSocket: false,
+      };
+      flow = created;
+      byRemote.set(key, created);
+      this.byId.set(created.id, created);
+      session
+        .openFlow(created.id, {
+          guest: guestId,
+          protocol: 'udp',
+          direction: 'inbound',
+          port: guestPort,
+          remote: created.remote,
+        })
+        .then(
+          () => {
+            const queued = created.queue ?? [];
+            created.queue = undefined;
+            for (const m of queued) session.sendDatagram(created.id, m);
+          },
+          () => {
+            byRemote.delete(key);
+            this.byId.delete(created.id);
+          },
+        );
+    }
+    flow.lastActive = Date.now();
+    if (flow.queue) {
+      if (flow.queue.length < OPENING_QUEUE) flow.queue.push(msg);
+      return;
+    }
+    flow.session?.sendDatagram(flow.id, msg);
+  }
+
+  private forget(flow: Flow): void {
+    this.byId.delete(flow.id);
+    if (flow.ownSocket) flow.socket.close();
+    for (const entry of this.published.values()) {
+      const key = `${flow.remote.address}:${flow.remote.port}`;
+      if (entry.byRemote.get(key) === flow) entry.byRemote.delete(key);
+    }
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const flow of [...this.byId.values()]) {
+      if (now - flow.lastActive > FLOW_IDLE_MS) {
+        flow.session?.sendRst(flow.id, 'ROAM_FLOW_IDLE', 'the flow was idle');
+        this.forget(flow);
+      }
+    }
+  }
+}
