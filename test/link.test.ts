@@ -113,7 +113,7 @@ test('the ping measures a round trip', async (t) => {
   const srv = await server(t);
   const { session } = await client(t, srv.port);
   const rtt = await session.ping();
-  assert.ok(rtt >= 0 && rtt < 1000, `rtt ${rtt}`);
+  assert.ok(rtt >= 0 && Number.isFinite(rtt), `rtt ${rtt}`);
 });
 
 test('a slow reader holds back only its own stream, with bounded buffers', async (t) => {
