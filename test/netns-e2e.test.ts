@@ -220,7 +220,7 @@ describe(
           assert.equal(h.state, 'up');
           assert.equal(h.address, c.net.address(name), `${name} is listed at its namespace's address`);
           assert.notEqual(h.address, proxy);
-          assert.ok(typeof h.rttMs === 'number' && h.rttMs >= 0 && h.rttMs < 1000, `${name} rtt ${h.rttMs}`);
+          assert.ok(typeof h.rttMs === 'number' && h.rttMs >= 0, `${name} rtt ${h.rttMs}`);
           assert.ok((h.metrics?.cpu.cores ?? 0) >= 1);
           assert.ok((h.metrics?.memory.totalBytes ?? 0) > 0);
           // Measured inside the host's own namespace: its one veth, not the machine's interfaces.
