@@ -70,11 +70,7 @@ export function checkSnapshot(snapshot: MemorySnapshot, what: string): void {
   }
 }
 
-/**
- * Writes a snapshot into `target` (a guest's memory, possibly reused and dirty): non-zero pages
- * are copied, every other byte of target, including any beyond byteLength, is zeroed.
- */
-export function restoreMemory(snapshot: MemorySnapshot, target: Uint8Array): void {
+function checkFits(snapshot: MemorySnapshot, target: Uint8Array): void {
   checkSnapshot(snapshot, 'cannot restore memory');
   if (target.length < snapshot.byteLength) {
     throw imageError(
@@ -82,15 +78,16 @@ export function restoreMemory(snapshot: MemorySnapshot, target: Uint8Array): voi
       `cannot restore memory: the image's ${snapshot.byteLength} bytes are too large for a target of ${target.length} bytes`,
     );
   }
-  const { pages, data } = snapshot;
-  for (let i = 0; i < pages.length;) {
-    const first = pages[i] ?? 0;
-    let j = i + 1;
-    while (j < pages.length && pages[j] === first + (j - i)) j++;
-    target.set(data.subarray(i * PAGE_SIZE, j * PAGE_SIZE), first * PAGE_SIZE);
-    i = j;
-  }
-  zeroOtherPages(pages, target);
+}
+
+/**
+ * Writes a snapshot into `target` (a guest's memory, possibly reused and dirty): non-zero pages
+ * are copied, every other byte of target, including any beyond byteLength, is zeroed.
+ */
+export function restoreMemory(snapshot: MemorySnapshot, target: Uint8Array): void {
+  checkFits(snapshot, target);
+  copyToPages(snapshot.data, 0, snapshot.pages, target);
+  zeroOtherPages(snapshot.pages, target);
 }
 
 /** Copies raw bytes of a memory section (starting at `sectionOffset`) to their pages in `memory`. */
@@ -134,12 +131,6 @@ export function zeroOtherPages(pages: Uint32Array, memory: Uint8Array): void {
  * stored against a base, when `target` already holds that base.
  */
 export function applyPages(snapshot: MemorySnapshot, target: Uint8Array): void {
-  checkSnapshot(snapshot, 'cannot restore memory');
-  if (target.length < snapshot.byteLength) {
-    throw imageError(
-      'ROAM_ERR_IMAGE_TOO_LARGE',
-      `cannot restore memory: the image's ${snapshot.byteLength} bytes are too large for a target of ${target.length} bytes`,
-    );
-  }
+  checkFits(snapshot, target);
   copyToPages(snapshot.data, 0, snapshot.pages, target);
 }
