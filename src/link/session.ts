@@ -29,6 +29,8 @@ import { DEFAULT_WINDOW, LinkStream, StreamResetError, type StreamCarrier } from
 const SOCKET_HIGH_WATER = 1024 * 1024;
 /** How often consumed bytes are acknowledged when no window's quarter has filled. */
 const ACK_INTERVAL_MS = 20;
+/** How long a peer refused with a GOAWAY has to read it before its socket is destroyed. */
+const GOAWAY_LINGER_MS = 2000;
 
 export class LinkClosedError extends Error {
   constructor(
@@ -40,6 +42,11 @@ export class LinkClosedError extends Error {
 }
 
 export interface SessionHandler {
+  /**
+   * Whether to handle a frame at all (checked first). The proxy admits only HELLO from a peer
+   * that has not authenticated: anything else must not even make it answer.
+   */
+  admit?(frame: Frame): boolean;
   /** A connection-level frame (hello, welcome, control, goaway; pings are answered here). */
   onFrame(frame: ConnectionFrame): void;
   /** The peer opens a stream: call `session.accept(frame)` or `session.reject(frame, ...)`. */
@@ -273,7 +280,9 @@ export class LinkSession implements StreamCarrier {
       } catch {
         // the goaway is a courtesy
       }
-      this.socket.end();
+      // Flush the GOAWAY, then let go of the socket whatever the peer does (it may never close).
+      (this.socket as { destroySoon?: () => void }).destroySoon?.();
+      setTimeout(() => this.socket.destroy(), GOAWAY_LINGER_MS).unref();
       this.end(new LinkClosedError(code, message));
       return;
     }
@@ -284,9 +293,11 @@ export class LinkSession implements StreamCarrier {
   }
 
   private onFrame(frame: Frame): void {
+    if (this.handler.admit && !this.handler.admit(frame)) return;
     switch (frame.type) {
       case 'ping':
-        this.send({ type: 'pong', nonce: frame.nonce });
+        // An answer, not data: a peer that does not read its answers gets no more of them.
+        if (this.writable()) this.send({ type: 'pong', nonce: frame.nonce });
         return;
       case 'pong':
         this.pings.get(frame.nonce)?.();
@@ -369,8 +380,9 @@ export class LinkSession implements StreamCarrier {
       this.streams.delete(id);
       return undefined;
     }
-    if (!stream) {
-      // Frames for a stream we do not have (closed, or never opened): tell the peer once.
+    if (!stream && this.writable()) {
+      // Frames for a stream we do not have (closed, or never opened): tell the peer, unless it
+      // does not even read what we say.
       this.write(encodeFrame({ type: 'rst', streamId: id, code: 'ROAM_STREAM_UNKNOWN', message: `no stream ${id}` }));
     }
     return stream;

@@ -326,6 +326,13 @@ export class Proxy implements ProxyOperations {
     const session: LinkSession = new LinkSession(
       socket,
       {
+        admit: (frame) => {
+          if (host || frame.type === 'hello') return true;
+          clearTimeout(handshake);
+          session.send({ type: 'goaway', code: 'ROAM_ERR_UNAUTHORIZED', message: 'say HELLO first' });
+          session.destroy();
+          return false;
+        },
         onFrame: (frame: ConnectionFrame) => {
           if (!host) {
             if (frame.type !== 'hello') {
@@ -446,9 +453,11 @@ export class Proxy implements ProxyOperations {
   }
 
   private evict(host: HostEntry, now: number): void {
-    host.session?.destroy();
+    // Detach the session first: its close must not be taken for a disconnect of a host still up.
+    const session = host.session;
     host.session = undefined;
     host.state = 'evicted';
+    session?.destroy();
     this.store.hostEnded(host.id, 'evicted', now);
     this.event(
       'host.evicted',
@@ -607,7 +616,9 @@ export class Proxy implements ProxyOperations {
         });
         continue;
       }
-      const server = net.createServer({ pauseOnConnect: true }, (socket) => this.openInbound(guest, p, socket));
+      const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) =>
+        this.openInbound(guest, p, socket),
+      );
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => {
           reject(new RoamError('ROAM_ERR_CONFLICT', `cannot publish port ${p.public}: ${err.message}`, { cause: err }));
@@ -662,7 +673,8 @@ export class Proxy implements ProxyOperations {
       session.reject(frame, 'EACCES', 'no such guest on this host, or not an outbound TCP stream');
       return;
     }
-    const socket = net.connect({ host: frame.remote.address, port: frame.remote.port });
+    // Half-open allowed: a remote that ends its side may still read the guest's answer.
+    const socket = net.connect({ host: frame.remote.address, port: frame.remote.port, allowHalfOpen: true });
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.pause();
