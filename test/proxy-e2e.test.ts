@@ -246,7 +246,7 @@ s.bind(53, () => s.send('hello', Number(process.env.OUT), '127.0.0.1'));`,
   const made = await deploy(proxy, file, {
     name: 'udp',
     publish: [{ public: port, guest: 53, protocol: 'udp' }],
-    env: { OUT: String((outside.address()).port) },
+    env: { OUT: String(outside.address().port) },
   });
   assert.equal(made.status, 201, JSON.stringify(made.body));
 
