@@ -249,6 +249,7 @@ export class LinkSession implements StreamCarrier {
     const onClose = (): void => {
       if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
       this.ready.delete(stream);
+      this.closeHandlers.delete(stream);
     };
     stream.once('close', onClose);
     this.closeHandlers.set(stream, onClose);
