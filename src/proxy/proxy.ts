@@ -320,8 +320,7 @@ export class Proxy implements ProxyOperations {
     socket.once('close', () => this.sockets.delete(socket));
     let host: HostEntry | undefined;
     const handshake = setTimeout(() => {
-      session.send({ type: 'goaway', code: 'ROAM_ERR_UNAUTHORIZED', message: 'no HELLO in time' });
-      session.destroy();
+      session.refuse('ROAM_ERR_UNAUTHORIZED', 'no HELLO in time');
     }, HANDSHAKE_TIMEOUT_MS);
     const session: LinkSession = new LinkSession(
       socket,
@@ -329,15 +328,13 @@ export class Proxy implements ProxyOperations {
         admit: (frame) => {
           if (host || frame.type === 'hello') return true;
           clearTimeout(handshake);
-          session.send({ type: 'goaway', code: 'ROAM_ERR_UNAUTHORIZED', message: 'say HELLO first' });
-          session.destroy();
+          session.refuse('ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
           return false;
         },
         onFrame: (frame: ConnectionFrame) => {
           if (!host) {
             if (frame.type !== 'hello') {
-              session.send({ type: 'goaway', code: 'ROAM_ERR_UNAUTHORIZED', message: 'say HELLO first' });
-              session.destroy();
+              session.refuse('ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
               return;
             }
             clearTimeout(handshake);
@@ -370,8 +367,7 @@ export class Proxy implements ProxyOperations {
 
   private join(session: LinkSession, hello: JoinMessage, address: string | null): HostEntry | undefined {
     if (!tokenMatches(hello.token, this.config.joinToken)) {
-      session.send({ type: 'goaway', code: 'ROAM_ERR_UNAUTHORIZED', message: 'wrong join token' });
-      session.destroy();
+      session.refuse('ROAM_ERR_UNAUTHORIZED', 'wrong join token');
       this.event('host.refused', `a host at ${address ?? 'an unknown address'} offered a wrong join token`);
       return undefined;
     }
