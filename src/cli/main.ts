@@ -21,6 +21,8 @@ Examples:
   roam guest run app.ts --checkpoint-after 2s --out a.img  run it, then freeze it into an image
   roam guest resume a.img                                 continue it, here or on another machine
   roam guest inspect a.img                                see what the image holds
+  roam proxy                                              the public proxy (prints the roam host command)
+  roam host --proxy PROXY:7400 --join-token-file FILE     offer this machine to the proxy
   roam run app.ts --name web --publish 8080:80            start a guest on the best host, via the proxy
   roam ps / roam hosts / roam events --follow             where everything runs, and what happens
 
