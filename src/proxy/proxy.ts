@@ -333,10 +333,7 @@ export class Proxy implements ProxyOperations {
         },
         onFrame: (frame: ConnectionFrame) => {
           if (!host) {
-            if (frame.type !== 'hello') {
-              session.refuse('ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
-              return;
-            }
+            if (frame.type !== 'hello') return; // refused by admit()
             clearTimeout(handshake);
             host = this.join(session, frame.message, socket.remoteAddress ?? null);
             return;

@@ -33,17 +33,27 @@ export async function stop(p: Started, graceMs = 3000): Promise<void> {
   clearTimeout(timer);
 }
 
-export async function startProxy(t: AfterContext, extra: string[] = []): Promise<TestProxy> {
-  const dir = tempDir(t);
-  const dataDir = join(dir, 'proxy');
+/** Where a proxy keeps its state and listens: pass it again to restart on the same. */
+export interface ProxyPlace {
+  dataDir: string;
+  controlPort: number;
+  apiPort: number;
+}
+
+export async function startProxy(
+  t: AfterContext,
+  extra: string[] = [],
+  place: Partial<ProxyPlace> = {},
+): Promise<TestProxy & { place: ProxyPlace }> {
+  const dataDir = place.dataDir ?? join(tempDir(t), 'proxy');
   const p = startRoam([
     'proxy',
     '--bind',
     '127.0.0.1',
     '--control-port',
-    '0',
+    String(place.controlPort ?? 0),
     '--api-port',
-    '0',
+    String(place.apiPort ?? 0),
     '--data-dir',
     dataDir,
     '--name',
@@ -62,10 +72,12 @@ export async function startProxy(t: AfterContext, extra: string[] = []): Promise
     dataDir,
     joinToken,
     adminToken,
+    place: { dataDir, controlPort, apiPort },
     async api<T>(method: string, path: string, body?: unknown) {
       const res = await fetch(`http://127.0.0.1:${apiPort}${path}`, {
         method,
         headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        signal: AbortSignal.timeout(10_000),
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       });
       const text = await res.text();

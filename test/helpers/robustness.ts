@@ -5,69 +5,25 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
 import { FrameDecoder, type Frame } from '../../src/wire/index.js';
-import { stop, type Started, type TestProxy } from './cluster.js';
-import { startRoam, tempDir } from './roam.js';
+import { startProxy, type ProxyPlace, type Started, type TestProxy } from './cluster.js';
 
 interface AfterContext {
   after(fn: () => void | Promise<void>): void;
 }
 
-export interface ProxyPlace {
-  dataDir: string;
-  controlPort: number;
-  apiPort: number;
-}
+export type { ProxyPlace };
 
 /**
  * Starts `roam proxy` on `place` (a fresh data directory and kernel-chosen ports by default). Run it
  * again with the returned `place` to restart the proxy on the same state and the same ports.
  */
-export async function launchProxy(
+export function launchProxy(
   t: AfterContext,
   place: Partial<ProxyPlace> = {},
   extra: string[] = [],
 ): Promise<TestProxy & { place: ProxyPlace }> {
-  const dataDir = place.dataDir ?? join(tempDir(t), 'proxy');
-  const p = startRoam([
-    'proxy',
-    '--bind',
-    '127.0.0.1',
-    '--control-port',
-    String(place.controlPort ?? 0),
-    '--api-port',
-    String(place.apiPort ?? 0),
-    '--data-dir',
-    dataDir,
-    '--name',
-    'test-proxy',
-    ...extra,
-  ]);
-  t.after(() => stop(p));
-  const controlPort = Number((await p.waitFor(/control port (\d+)/))[1]);
-  const apiPort = Number((await p.waitFor(/api port +(\d+)/))[1]);
-  const joinToken = readFileSync(join(dataDir, 'join-token'), 'utf8').trim();
-  const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
-  return {
-    process: p,
-    controlPort,
-    apiPort,
-    dataDir,
-    joinToken,
-    adminToken,
-    place: { dataDir, controlPort, apiPort },
-    async api<T>(method: string, path: string, body?: unknown) {
-      const res = await fetch(`http://127.0.0.1:${apiPort}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        signal: AbortSignal.timeout(10_000),
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-      const text = await res.text();
-      return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
-    },
-  };
+  return startProxy(t, extra, place);
 }
 
 // ---- /proc ------------------------------------------------------------------------------------
