@@ -28,6 +28,9 @@ export type RoamErrorCode =
   | 'ROAM_ERR_HOST_UNREACHABLE'
   | 'ROAM_ERR_TIMEOUT'
   | 'ROAM_ERR_API'
+  // live migration
+  | 'ROAM_ERR_MIGRATION'
+  | 'ROAM_ERR_PEER_PROTOCOL'
   // command line and configuration
   | 'ROAM_ERR_USAGE'
   | 'ROAM_ERR_IO';

@@ -3,6 +3,7 @@ import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { resolveSecret } from '../common/secrets.js';
+import { drainCommand } from './operator.js';
 import { Controller } from '../controller/controller.js';
 import { RoamError } from '../errors.js';
 import { startApiServer } from '../proxy/api.js';
@@ -92,6 +93,8 @@ interface HostCliOptions {
   name?: string;
   advertise?: string;
   peerPort?: string;
+  peerBind?: string;
+  drainTimeout?: string;
   dataDir?: string;
   benchmark: boolean;
 }
@@ -120,6 +123,8 @@ async function runHost(opts: HostCliOptions): Promise<void> {
     dataDir: opts.dataDir ?? process.env['ROAM_HOST_DATA_DIR'] ?? join(homedir(), '.roam', 'host'),
     ...(opts.advertise ? { advertise: opts.advertise } : {}),
     ...(opts.peerPort ? { peerPort: int(opts.peerPort, '--peer-port') } : {}),
+    ...(opts.peerBind ? { peerBind: opts.peerBind } : {}),
+    ...(opts.drainTimeout ? { drainTimeoutMs: int(opts.drainTimeout, '--drain-timeout') * 1000 } : {}),
     benchmark: opts.benchmark,
     log: (line) => process.stdout.write(`${line}\n`),
   });
@@ -151,8 +156,11 @@ export function hostCommand(): Command {
     .option('--join-token-file <file>', 'read the join token from a file')
     .option('--name <name>', 'this host name (default: the machine name)')
     .option('--advertise <addr>', 'address other hosts reach this one at')
-    .option('--peer-port <port>', 'port for direct transfers between hosts')
+    .option('--peer-port <port>', 'port other hosts send moving guests to (default: any free port)')
+    .option('--peer-bind <addr>', 'address the peer port listens on (default: all)')
+    .option('--drain-timeout <seconds>', 'on SIGINT/SIGTERM, how long to wait for guests to move away (default 30)')
     .option('--data-dir <dir>', 'where the host id is kept (default ~/.roam/host)')
     .option('--no-benchmark', 'skip the benchmark at start (its score helps placement)')
+    .addCommand(drainCommand())
     .action(async (opts: HostCliOptions) => runHost(opts));
 }

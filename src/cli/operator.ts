@@ -3,6 +3,7 @@
  * and `events`. Their errors print `roam: <message>` and exit with the codes in EXIT_HELP.
  */
 import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { basename, extname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
@@ -10,7 +11,15 @@ import { RoamError, isRoamError } from '../errors.js';
 import { bundleGuest } from '../guest/bundle.js';
 import { EXIT } from '../guest/exit-codes.js';
 import type { PublishedPort } from '../proxy/store.js';
-import type { DeployRequest, EventView, GuestView, HostView, LogRecordView } from '../proxy/view.js';
+import type {
+  DeployRequest,
+  DrainView,
+  EventView,
+  GuestView,
+  HostView,
+  LogRecordView,
+  MigrationView,
+} from '../proxy/view.js';
 import { DEFAULT_API, connect, type ApiFlags } from './api-client.js';
 import { eventLine, guestsTable, hostsTable, placement } from './operator-view.js';
 
@@ -22,6 +31,7 @@ export const OPERATOR_EXIT = {
   INTERNAL: EXIT.INTERNAL,
   CONFLICT: 73,
   UNAVAILABLE: 75,
+  MOVE_FAILED: 76,
   REFUSED: 77,
 } as const;
 
@@ -29,7 +39,8 @@ export const EXIT_HELP = `
 Exit codes: 0 ok, 64 usage (bad flags or --publish, no admin token, a request the API refused as
 invalid), 66 not found (the FILE or the guest named), 67 bundle failed, 70 internal error (here or
 in the proxy), 73 conflict (a guest with that name exists), 75 unavailable (API unreachable or
-timed out, or no host can take the guest: try again later), 77 admin token refused.`;
+timed out, or no host can take the guest: try again later), 76 the move failed (the guest still
+runs where it was, or the message says why not), 77 admin token refused.`;
 
 export function operatorExitCode(err: unknown): number {
   if (!isRoamError(err)) return OPERATOR_EXIT.INTERNAL;
@@ -50,6 +61,8 @@ export function operatorExitCode(err: unknown): number {
       return OPERATOR_EXIT.UNAVAILABLE;
     case 'ROAM_ERR_UNAUTHORIZED':
       return OPERATOR_EXIT.REFUSED;
+    case 'ROAM_ERR_MIGRATION':
+      return OPERATOR_EXIT.MOVE_FAILED;
     default:
       return OPERATOR_EXIT.INTERNAL;
   }
@@ -168,6 +181,93 @@ async function stop(name: string, opts: ApiFlags & { json?: boolean }): Promise<
   const guest = await connect(opts).delete<GuestView>(guestPath(name));
   if (opts.json) printJson(guest);
   else process.stdout.write(`${guest.name} ${guest.state}${guest.hostName ? ` (was on ${guest.hostName})` : ''}\n`);
+}
+
+const mb = (bytes: number | null): string => `${((bytes ?? 0) / 1e6).toFixed(2)} MB`;
+
+/** The summary `roam migrate` prints when a move is over. */
+export function migrationSummary(v: MigrationView): string {
+  if (v.outcome !== 'moved') {
+    return `the move of ${v.guest} from ${v.from} to ${v.to} failed at ${v.step ?? '?'}: ${v.error ?? 'unknown'}
+`;
+  }
+  const pause = v.pauseMs === null ? 'unknown (the source did not report it)' : `${v.pauseMs.toFixed(1)} ms`;
+  const rounds = v.precopyRounds
+    ? `, ${v.precopyRounds} pre-copy round(s) ${mb(v.precopyBytes)} + final ${mb(v.finalBytes)}`
+    : '';
+  return (
+    `moved ${v.guest} from ${v.from} to ${v.to}
+` +
+    `  pause ${pause} (freeze to resume), total ${(v.totalMs ?? 0).toFixed(0)} ms, ${mb(v.bytesSent)} sent${rounds}
+`
+  );
+}
+
+async function migrate(
+  name: string,
+  opts: ApiFlags & { to?: string; precopy: boolean; json?: boolean; quiet?: boolean },
+): Promise<void> {
+  const api = connect(opts);
+  const guests = await api.get<GuestView[]>('api/guests');
+  const guest = guests.find((g) => g.name === name);
+  if (!guest) throw new RoamError('ROAM_ERR_NOT_FOUND', `no guest named ${name}`);
+  // Progress: the move's events, followed while the request runs.
+  const watch = new AbortController();
+  const [latest] = await api.get<EventView[]>('api/events?limit=1');
+  const progress =
+    opts.json || opts.quiet
+      ? Promise.resolve()
+      : (async () => {
+          try {
+            for await (const e of api.follow({ after: latest?.id ?? 0 }, watch.signal)) {
+              if (e.guestId === guest.id && e.kind.startsWith('migration.') && e.kind !== 'migration.completed') {
+                process.stdout.write(`  ${e.message}
+`);
+              }
+            }
+          } catch {
+            // Progress is a courtesy: the summary below is what counts.
+          }
+        })();
+  let view: MigrationView;
+  try {
+    view = await api.post<MigrationView>(
+      `${guestPath(name)}/migrate`,
+      { ...(opts.to ? { to: opts.to } : {}), precopy: opts.precopy },
+      180_000,
+    );
+  } finally {
+    // Let the last progress events arrive before the summary.
+    await sleep(opts.json || opts.quiet ? 0 : 100);
+    watch.abort();
+    await progress;
+  }
+  if (opts.json) printJson(view);
+  else process.stdout.write(migrationSummary(view));
+  if (view.outcome !== 'moved') process.exitCode = OPERATOR_EXIT.MOVE_FAILED;
+}
+
+async function drain(name: string | undefined, opts: ApiFlags & { json?: boolean }): Promise<void> {
+  const host = name ?? hostname();
+  const view = await connect(opts).post<DrainView>(`api/hosts/${encodeURIComponent(host)}/drain`, {}, 600_000);
+  if (opts.json) printJson(view);
+  else {
+    for (const m of view.migrations) process.stdout.write(migrationSummary(m));
+    process.stdout.write(`drained ${view.host}: ${view.moved} guest(s) moved, ${view.failed} not
+`);
+  }
+  if (view.failed > 0) process.exitCode = OPERATOR_EXIT.MOVE_FAILED;
+}
+
+/** `roam host drain [HOST]`: an operator command under the daemon's name. */
+export function drainCommand(): Command {
+  return withApi(
+    new Command('drain')
+      .description('move every guest off a host (default: this machine), keeping their connections')
+      .argument('[host]', 'the host name or id (default: this machine name)')
+      .option('--json', 'print the result as JSON')
+      .action(action(drain)),
+  );
 }
 
 /** Where a `logs --follow` reader is: the last time printed and how many records at that time. */
@@ -314,6 +414,15 @@ export function operatorCommands(): Command[] {
     .option('--limit <n>', 'at most this many (the most recent)')
     .option('--json', 'print JSON (with --follow: one event per line)')
     .action(action(events));
-  for (const cmd of [runCmd, ps, hosts, stopCmd, logsCmd, eventsCmd]) withApi(cmd);
-  return [runCmd, ps, hosts, stopCmd, logsCmd, eventsCmd];
+  const migrateCmd = new Command('migrate')
+    .description('move a running guest to another host while its connections stay open')
+    .argument('<name>', 'the guest')
+    .option('--to <host>', 'the host to move to (name or id; default: the best other host by score)')
+    .option('--no-precopy', 'freeze first and send everything then (longer pause, fewer bytes)')
+    .option('--json', 'print the result as JSON (no progress lines)')
+    .option('-q, --quiet', 'print only the summary')
+    .action(action(migrate));
+  const all = [runCmd, ps, hosts, stopCmd, logsCmd, eventsCmd, migrateCmd];
+  for (const cmd of all) withApi(cmd);
+  return all;
 }

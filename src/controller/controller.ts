@@ -13,6 +13,7 @@ import { ROAM_VERSION } from '../version.js';
 import type { ConnectionFrame, ControlMessage, DeployMessage, OpenFrame, ReportMessage } from '../wire/index.js';
 import { hostIdentity } from './identity.js';
 import { HostSampler, measureBenchmark } from './metrics/index.js';
+import { Moves } from './moves.js';
 import { TunnelNetwork, type TunnelLink } from './tunnel-network.js';
 
 export interface ControllerOptions {
@@ -21,7 +22,12 @@ export interface ControllerOptions {
   name: string;
   dataDir: string;
   advertise?: string;
+  /** Port for direct transfers from other hosts (0: any free port). Default 0. */
   peerPort?: number;
+  /** Address the peer port listens on. Default all interfaces. */
+  peerBind?: string;
+  /** How long leaving (close) waits for the proxy to move this host's guests away. Default 30 s. */
+  drainTimeoutMs?: number;
   /** Measure the benchmark score at start (about a second of CPU). Default true. */
   benchmark?: boolean;
   /** Where the controller says what it does (never secrets). */
@@ -34,6 +40,9 @@ interface HostedGuest {
 }
 
 const EXITED_KEPT = 20;
+const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+/** Outbound stream ids are even; each controller starts at a random one so hosts rarely collide. */
+const MAX_STREAM_ID = 0xffff_fffe;
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5000;
 
@@ -52,13 +61,24 @@ export class Controller implements TunnelLink {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private backoff = BACKOFF_MIN_MS;
   private closing = false;
-  private nextOutbound = 2;
+  private nextOutbound = 2 * (1 + Math.floor(Math.random() * 0x3fff_0000));
+  private readonly moves: Moves;
+  private peerPort = 0;
+  private drained: (() => void) | undefined;
   private joinedOnce: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private readonly log: (line: string) => void;
 
   private constructor(private readonly options: ControllerOptions) {
     this.hostId = hostIdentity(options.dataDir);
     this.log = options.log ?? (() => {});
+    this.moves = new Moves({
+      control: (message) => this.control(message),
+      guest: (guestId) => this.guests.get(guestId),
+      release: (guestId) => this.release(guestId),
+      adopt: (guest, network) => this.adopt(guest, network),
+      network: (guestId) => new TunnelNetwork(guestId, this),
+      log: (line) => this.log(line),
+    });
   }
 
   /** Starts the controller; resolves once it has joined the proxy (it keeps retrying until then). */
@@ -66,6 +86,7 @@ export class Controller implements TunnelLink {
     const controller = new Controller(options);
     if (options.benchmark !== false) controller.benchmarkScore = (await measureBenchmark()).score;
     controller.sampler = await HostSampler.create();
+    controller.peerPort = await controller.moves.listen(options.peerPort ?? 0, options.peerBind ?? '0.0.0.0');
     await new Promise<void>((resolve, reject) => {
       controller.joinedOnce = { resolve, reject };
       controller.connect();
@@ -77,12 +98,41 @@ export class Controller implements TunnelLink {
     return this.session?.isOpen === true;
   }
 
-  /** Leaves the proxy (saying so first), stops the guests and closes everything. */
+  /** The port other hosts send guests to. */
+  get peerPortNumber(): number {
+    return this.peerPort;
+  }
+
+  /**
+   * Asks the proxy to move this host's guests away and waits until it says it is done (or the
+   * drain timeout passes). The host stays joined: `close()` leaves.
+   */
+  async drain(reason = 'the host is draining'): Promise<void> {
+    if (!this.session?.isOpen || this.guests.size === 0) return;
+    const timeoutMs = this.options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.log(`drain: ${this.guests.size} guest(s) still here after ${timeoutMs} ms; leaving anyway`);
+        resolve();
+      }, timeoutMs);
+      this.drained = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.control({ type: 'drain', reason });
+    });
+    this.drained = undefined;
+  }
+
+  /** Moves the guests away (bounded by the drain timeout), leaves the proxy, and closes everything. */
   async close(reason = 'the host is shutting down'): Promise<void> {
+    if (this.closing) return;
+    await this.drain(reason);
     if (this.closing) return;
     this.closing = true;
     clearTimeout(this.reconnectTimer);
     clearInterval(this.reportTimer);
+    this.moves.close();
     if (this.session?.isOpen) {
       this.control({ type: 'leave', reason });
       await new Promise((resolve) => setImmediate(resolve));
@@ -141,7 +191,7 @@ export class Controller implements TunnelLink {
           name: this.options.name,
           version: ROAM_VERSION,
           ...(this.options.advertise ? { advertise: this.options.advertise } : {}),
-          ...(this.options.peerPort ? { peerPort: this.options.peerPort } : {}),
+          ...(this.peerPort ? { peerPort: this.peerPort } : {}),
         },
       });
     });
@@ -159,6 +209,7 @@ export class Controller implements TunnelLink {
     this.log(`joined the proxy at ${this.options.proxy.host}:${this.options.proxy.port} as ${this.options.name}`);
     // Streams from before a reconnect carry on from their offsets.
     for (const stream of this.streams.values()) session.attach(stream);
+    this.moves.resend();
     this.report();
     clearInterval(this.reportTimer);
     this.reportTimer = setInterval(() => this.report(), reportIntervalMs);
@@ -198,7 +249,12 @@ export class Controller implements TunnelLink {
   }
 
   private onControl(message: ControlMessage): void {
+    if (this.moves.onControl(message)) return;
     switch (message.type) {
+      case 'drained':
+        this.log(`drain done: ${message.moved} guest(s) moved, ${message.failed} could not be`);
+        this.drained?.();
+        return;
       case 'deploy':
         void this.deploy(message);
         return;
@@ -254,6 +310,27 @@ export class Controller implements TunnelLink {
     }
   }
 
+  /** The guest moved to another host: forget it, and let its streams go without a reset. */
+  private release(guestId: string): void {
+    const hosted = this.guests.get(guestId);
+    if (!hosted) return;
+    this.guests.delete(guestId);
+    const ids = hosted.network.release();
+    this.session?.retire(ids);
+    for (const id of ids) this.streams.delete(id);
+  }
+
+  /** A guest moved here (the proxy committed): run it, and carry its streams on from their offsets. */
+  private adopt(guest: Guest, network: TunnelNetwork): void {
+    this.guests.set(guest.id, { guest, network });
+    void guest.exited.then((exit) => this.onExit(guest.id, exit));
+    for (const stream of network.takeRestored()) {
+      this.track(stream);
+      if (this.session?.isOpen) this.session.attach(stream, { guestId: guest.id });
+    }
+    this.log(`guest ${guest.name} moved here`);
+  }
+
   private onExit(guestId: string, exit: GuestExit): void {
     const hosted = this.guests.get(guestId);
     this.guests.delete(guestId);
@@ -277,6 +354,11 @@ export class Controller implements TunnelLink {
 
   private onInbound(session: LinkSession, frame: OpenFrame): void {
     const hosted = this.guests.get(frame.guest);
+    if (hosted && this.moves.isLeaving(frame.guest) && hosted.guest.state === 'frozen') {
+      // Frozen for a move: the proxy holds the connection and opens it wherever the guest ends up.
+      session.reject(frame, 'ROAM_ERR_MOVING', 'the guest is moving to another host');
+      return;
+    }
     if (frame.protocol === 'udp') {
       if (hosted && frame.direction === 'inbound' && hosted.network.acceptsFlow(frame)) {
         this.flows.set(frame.streamId, hosted.network);
@@ -293,7 +375,7 @@ export class Controller implements TunnelLink {
     hosted.network.deliver(frame, stream);
   }
 
-  openOutbound(guestId: string, remote: { address: string; port: number }): Promise<LinkStream> {
+  openOutbound(guestId: string, remote: { address: string; port: number }, attempt = 0): Promise<LinkStream> {
     const session = this.session;
     if (!session?.isOpen) {
       return Promise.reject(
@@ -302,8 +384,7 @@ export class Controller implements TunnelLink {
         }),
       );
     }
-    const id = this.nextOutbound;
-    this.nextOutbound += 2;
+    const id = this.allocateId();
     const family = net.isIP(remote.address) === 6 ? ('IPv6' as const) : ('IPv4' as const);
     return session
       .open(id, { guest: guestId, protocol: 'tcp', direction: 'outbound', port: 0, remote: { ...remote, family } })
@@ -313,6 +394,8 @@ export class Controller implements TunnelLink {
           return stream;
         },
         (err: Error & { code?: string }) => {
+          // Another host's stream has this id (ids travel with moved guests): take another.
+          if (err.code === 'ROAM_STREAM_EXISTS' && attempt < 8) return this.openOutbound(guestId, remote, attempt + 1);
           throw Object.assign(new Error(`connect ${err.code ?? 'ECONNREFUSED'} ${remote.address}:${remote.port}`), {
             code: err.code ?? 'ECONNREFUSED',
             syscall: 'connect',
@@ -335,8 +418,7 @@ export class Controller implements TunnelLink {
         code: 'ENETUNREACH',
       });
     }
-    const id = this.nextOutbound;
-    this.nextOutbound += 2;
+    const id = this.allocateId();
     const family = net.isIP(remote.address) === 6 ? ('IPv6' as const) : ('IPv4' as const);
     this.flows.set(id, network);
     try {
@@ -356,6 +438,13 @@ export class Controller implements TunnelLink {
 
   sendDatagram(flowId: number, payload: Uint8Array): boolean {
     return this.session?.sendDatagram(flowId, payload) ?? false;
+  }
+
+  private allocateId(): number {
+    do {
+      this.nextOutbound = this.nextOutbound >= MAX_STREAM_ID ? 2 : this.nextOutbound + 2;
+    } while (this.streams.has(this.nextOutbound) || this.flows.has(this.nextOutbound));
+    return this.nextOutbound;
   }
 
   private track(stream: LinkStream): void {

@@ -7,13 +7,15 @@
 import { isIP } from 'node:net';
 import type {
   AddressInfo,
+  CarriedConnection,
+  Endpoints,
   RemoteInfo,
   VirtualConnection,
   VirtualDatagramSocket,
   VirtualListener,
   VirtualNetwork,
 } from '../guest/network/types.js';
-import type { LinkStream } from '../link/stream.js';
+import { LinkStream } from '../link/stream.js';
 import type { OpenFrame } from '../wire/index.js';
 
 export interface TunnelLink {
@@ -50,6 +52,10 @@ export class TunnelNetwork implements VirtualNetwork {
   private readonly udp = new Map<number, UdpBinding>();
   private readonly flows = new Map<number, FlowInfo>();
   private nextEphemeral = EPHEMERAL_FIRST;
+  /** The guest's live streams (a move lets go of them without a reset). */
+  private readonly streams = new Set<LinkStream>();
+  /** Streams brought back from a move, waiting to be attached once the proxy commits it. */
+  private restored: LinkStream[] = [];
 
   constructor(
     private readonly guestId: string,
@@ -80,6 +86,7 @@ export class TunnelNetwork implements VirtualNetwork {
   }
 
   deliver(frame: OpenFrame, stream: LinkStream): void {
+    this.own(stream);
     const onConnection = this.listeners.get(frame.port);
     if (!onConnection) {
       stream.destroy();
@@ -99,6 +106,7 @@ export class TunnelNetwork implements VirtualNetwork {
 
   async connect(request: { host: string; port: number }): Promise<VirtualConnection> {
     const stream = await this.link.openOutbound(this.guestId, { address: request.host, port: request.port });
+    this.own(stream);
     return {
       endpoints: {
         localAddress: '0.0.0.0',
@@ -109,6 +117,62 @@ export class TunnelNetwork implements VirtualNetwork {
       },
       stream,
     };
+  }
+
+  captureConnection(connection: VirtualConnection): CarriedConnection | undefined {
+    if (!(connection.stream instanceof LinkStream)) return undefined;
+    const s = connection.stream.snapshot();
+    return {
+      streamId: s.id,
+      received: s.received,
+      sent: s.sent,
+      acked: s.acked,
+      unacked: Buffer.from(s.unacked).toString('base64'),
+      ended: s.ended,
+    };
+  }
+
+  restoreConnection(carried: CarriedConnection, endpoints: Endpoints): VirtualConnection {
+    const stream = LinkStream.restore({
+      id: carried.streamId,
+      received: carried.received,
+      sent: carried.sent,
+      acked: carried.acked,
+      unacked: Buffer.from(carried.unacked, 'base64'),
+      ended: carried.ended,
+    });
+    this.own(stream);
+    this.restored.push(stream);
+    return { endpoints, stream };
+  }
+
+  /** Ids of the streams a move brought here (what the target tells the proxy it carries on). */
+  restoredStreamIds(): number[] {
+    return this.restored.map((s) => s.id);
+  }
+
+  /** The streams a move brought here, for the controller to attach (once). */
+  takeRestored(): LinkStream[] {
+    const taken = this.restored.filter((s) => !s.destroyed);
+    this.restored = [];
+    return taken;
+  }
+
+  /** The guest moved away: its streams stop here without a reset (they carry on at the target). */
+  release(): number[] {
+    for (const stream of this.streams) stream.detach();
+    return [...this.streams].map((s) => s.id);
+  }
+
+  /** Whether this guest has a stream with this id (a moved-in stream keeps the id it had). */
+  hasStream(id: number): boolean {
+    for (const s of this.streams) if (s.id === id) return true;
+    return false;
+  }
+
+  private own(stream: LinkStream): void {
+    this.streams.add(stream);
+    stream.once('close', () => this.streams.delete(stream));
   }
 
   bindDatagram(

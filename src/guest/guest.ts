@@ -238,6 +238,27 @@ export class Guest {
     return sandbox;
   }
 
+  /**
+   * Builds a guest whose memory a move already wrote into `sandbox` (pages against the runtime
+   * template), from the image's meta, state and files. With `frozen`, it does not run until
+   * `resume()`: a move's target waits for the proxy to commit first.
+   */
+  static async assembleMoved(
+    sandbox: Sandbox,
+    contents: Omit<ImageContents, 'memory'>,
+    options: RestoreOptions & { frozen?: boolean } = {},
+  ): Promise<Guest> {
+    const state = parseGuestState(contents.state);
+    const base = await runtimeTemplate();
+    if (contents.meta.roamVersion !== ROAM_VERSION || contents.meta.base !== base.id) {
+      throw new RoamError(
+        'ROAM_ERR_IMAGE_VERSION',
+        `unsupported version: the guest comes from Roam ${contents.meta.roamVersion} (runtime ${contents.meta.base ?? 'none'}), and this is Roam ${ROAM_VERSION} (runtime ${base.id})`,
+      );
+    }
+    return Guest.assemble(contents.meta, state, contents.files, sandbox, options, base);
+  }
+
   /** The prepared sandbox if it has the limits this guest needs, else a new one. */
   private static async sandboxFor(state: GuestState, options: RestoreOptions): Promise<Sandbox> {
     const limits = { ...state.limits, ...options.limits };
@@ -260,7 +281,7 @@ export class Guest {
     state: GuestState,
     filesImage: Uint8Array,
     sandbox: Sandbox,
-    options: RestoreOptions,
+    options: RestoreOptions & { frozen?: boolean },
     base: RuntimeBase,
   ): Guest {
     const clock = new VirtualClock(state.clock);
@@ -286,7 +307,8 @@ export class Guest {
     guest.net.restore(state.net);
     guest.dgram.restore(state.dgram);
     guest.immediatePending = state.immediatePending;
-    guest.thaw();
+    if (options.frozen) guest.freeze();
+    else guest.thaw();
     return guest;
   }
 
@@ -304,12 +326,40 @@ export class Guest {
    * to let it go on, or `stop()` when the capture moves elsewhere.
    */
   checkpoint(): Capture {
+    const t0 = performance.now();
+    this.freezeForCapture();
+    const memory: MemorySnapshot = snapshotMemory(this.sandbox.memoryView(), this.base.full);
+    const contents: ImageContents = { ...this.captureHost(), memory };
+    return { contents, pauseMs: performance.now() - t0 };
+  }
+
+  /**
+   * Freezes the guest and captures everything but its memory (a move sends the memory as pages
+   * against what the target already holds). The guest stays frozen.
+   */
+  freezeForMove(): Omit<ImageContents, 'memory'> {
+    this.freezeForCapture();
+    return this.captureHost();
+  }
+
+  /** The guest's linear memory (live: a move reads its pages while the guest runs). */
+  memoryView(): Uint8Array {
+    return this.sandbox.memoryView();
+  }
+
+  /** The runtime template this guest's memory is stored against. */
+  get runtimeBase(): RuntimeBase {
+    return this.base;
+  }
+
+  private freezeForCapture(): void {
     if (this.status !== 'running') {
       throw new RoamError('ROAM_ERR_GUEST_STATE', `cannot checkpoint guest ${this.name}: it is ${this.status}`);
     }
-    const t0 = performance.now();
     this.freeze();
-    const memory: MemorySnapshot = snapshotMemory(this.sandbox.memoryView(), this.base.full);
+  }
+
+  private captureHost(): Omit<ImageContents, 'memory'> {
     const state: GuestState = {
       limits: this.limits,
       argv: this.argv,
@@ -321,7 +371,7 @@ export class Guest {
       log: this.log.capture(),
       cpuMs: this.cpuMs,
     };
-    const contents: ImageContents = {
+    return {
       meta: {
         kind: 'js',
         guestId: this.id,
@@ -330,11 +380,9 @@ export class Guest {
         base: this.base.id,
         createdAt: new Date(state.clock.wall).toISOString(),
       },
-      memory,
       state,
       files: this.files.serialize(),
     };
-    return { contents, pauseMs: performance.now() - t0 };
   }
 
   /** Lets a frozen guest run again. */

@@ -48,6 +48,18 @@ export const guestStateSchema = z.object({
           bytesIn: nonNegative,
           bytesOut: nonNegative,
           ref: z.boolean(),
+          paused: z.boolean().optional(),
+          ended: z.boolean().optional(),
+          link: z
+            .object({
+              streamId: z.number().int().min(0).max(0xffff_ffff),
+              received: nonNegative,
+              sent: nonNegative,
+              acked: nonNegative,
+              unacked: z.base64().max(64 * 1024 * 1024),
+              ended: z.boolean(),
+            })
+            .optional(),
         }),
       )
       .max(100_000),

@@ -29,6 +29,8 @@ import { DEFAULT_WINDOW, LinkStream, StreamResetError, type StreamCarrier } from
 const SOCKET_HIGH_WATER = 1024 * 1024;
 /** How often consumed bytes are acknowledged when no window's quarter has filled. */
 const ACK_INTERVAL_MS = 20;
+/** Moved-away stream ids remembered per session. */
+const MAX_RETIRED = 65_536;
 /** How long a peer refused with a GOAWAY has to read it before its socket is destroyed. */
 const GOAWAY_LINGER_MS = 2000;
 
@@ -81,6 +83,8 @@ export class LinkSession implements StreamCarrier {
   private readonly pings = new Map<number, (error?: Error) => void>();
   private nextPing = 1;
   private readonly ackTimer: NodeJS.Timeout;
+  /** Ids of streams that moved to another host: their late frames are dropped without a reset. */
+  private readonly retired = new Set<number>();
 
   constructor(
     private readonly socket: Duplex,
@@ -186,6 +190,24 @@ export class LinkSession implements StreamCarrier {
   resume(stream: LinkStream, frame: AttachFrame): void {
     this.sendAttach(stream);
     this.bind(stream, frame.receivedOffset);
+  }
+
+  /**
+   * Forgets streams that now live elsewhere (their guest moved to another host). Frames the peer
+   * still sends for them before it switches are dropped quietly: a reset would end the remote
+   * connection, which carries on at the other host.
+   */
+  retire(ids: Iterable<number>): void {
+    for (const id of ids) {
+      this.retired.add(id);
+      this.streams.get(id)?.detach(this);
+      this.streams.delete(id);
+    }
+    // Bounded: ids are never reused, and the peer switches within a round trip or two.
+    for (const id of this.retired) {
+      if (this.retired.size <= MAX_RETIRED) break;
+      this.retired.delete(id);
+    }
   }
 
   /** Ends the session: streams are detached (they keep their bytes for the next session). */
@@ -389,6 +411,9 @@ export class LinkSession implements StreamCarrier {
       case 'rst': {
         const stream = this.streams.get(frame.streamId);
         this.streams.delete(frame.streamId);
+        // A reset from a connection that no longer carries the stream (it moved on, to a newer
+        // link or another host) is stale: the stream lives on where it is carried now.
+        if (stream && !stream.carriedBy(this)) return;
         if (stream) stream.onRst(frame.code, frame.message);
         else this.handler.onFlowReset?.(frame.streamId);
         return;
@@ -407,7 +432,7 @@ export class LinkSession implements StreamCarrier {
       this.streams.delete(id);
       return undefined;
     }
-    if (!stream && this.writable()) {
+    if (!stream && !this.retired.has(id) && this.writable()) {
       // Frames for a stream we do not have (closed, or never opened): tell the peer, unless it
       // does not even read what we say.
       this.write(encodeFrame({ type: 'rst', streamId: id, code: 'ROAM_STREAM_UNKNOWN', message: `no stream ${id}` }));

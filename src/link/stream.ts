@@ -29,6 +29,25 @@ export interface StreamOffsets {
   sent: number;
 }
 
+/**
+ * A stream's state as a checkpoint image carries it across a move: offsets, and the bytes this
+ * side produced that the peer has not acknowledged (the peer resends what this side had received
+ * but not consumed, so nothing of the other direction travels).
+ */
+export interface StreamSnapshot {
+  id: number;
+  /** Bytes of the peer's direction the reader consumed. */
+  received: number;
+  /** Bytes this side produced. */
+  sent: number;
+  /** Bytes of this side's direction the peer acknowledged. */
+  acked: number;
+  /** This side's bytes in [acked, sent). */
+  unacked: Uint8Array;
+  /** This side ended its direction (the FIN goes out after the last byte). */
+  ended: boolean;
+}
+
 export class StreamResetError extends Error {
   constructor(
     readonly code: string,
@@ -65,6 +84,46 @@ export class LinkStream extends Duplex {
     this.id = id;
     this.window = options.window ?? DEFAULT_WINDOW;
     this.carrier = options.carrier;
+  }
+
+  /** A stream carried on from a snapshot taken on another host: attach it to resume. */
+  static restore(snapshot: StreamSnapshot, window = DEFAULT_WINDOW): LinkStream {
+    if (snapshot.unacked.length !== snapshot.sent - snapshot.acked || snapshot.acked > snapshot.sent) {
+      throw new StreamResetError(
+        'ROAM_STREAM_OFFSET',
+        `stream ${snapshot.id}: a snapshot with ${snapshot.unacked.length} unacknowledged bytes does not match its offsets ${snapshot.acked}..${snapshot.sent}`,
+      );
+    }
+    const stream = new LinkStream(snapshot.id, { window });
+    stream.received = snapshot.received;
+    stream.ackedToPeer = snapshot.received;
+    stream.written = snapshot.sent;
+    stream.acked = snapshot.acked;
+    stream.flushed = snapshot.acked;
+    stream.pendingStart = snapshot.acked;
+    if (snapshot.unacked.length > 0) stream.pending.push(Buffer.from(snapshot.unacked));
+    if (snapshot.ended) stream.end();
+    return stream;
+  }
+
+  /**
+   * The state to carry across a move (call while the reader is paused, the guest frozen). Writes
+   * held back by the window are taken in first: they were written, so they travel.
+   */
+  snapshot(): StreamSnapshot {
+    while (this.heldWrite) {
+      const done = this.heldWrite;
+      this.heldWrite = undefined;
+      done(); // the Writable hands over its next buffered chunk synchronously
+    }
+    return {
+      id: this.id,
+      received: this.consumed(),
+      sent: this.written,
+      acked: this.acked,
+      unacked: this.slice(this.acked, this.written),
+      ended: this.writableEnded,
+    };
   }
 
   get offsets(): StreamOffsets {
@@ -165,6 +224,8 @@ export class LinkStream extends Duplex {
   }
 
   onFin(offset: number): void {
+    // Said again after a re-attach: the end was already taken.
+    if (this.peerFinal === offset) return;
     this.peerFinal = offset;
     if (this.received === offset) this.push(null);
     else

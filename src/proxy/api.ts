@@ -8,6 +8,10 @@
  *   POST   /api/guests                 201 GuestView       body: DeployRequest (JSON, at most 40 MiB)
  *   DELETE /api/guests/:name           200 GuestView       stops it; 404 when unknown
  *   GET    /api/guests/:name/logs      200 LogRecordView[] ?tail=N
+ *   POST   /api/guests/:name/migrate   200 MigrationView   body: { to?: HOST, precopy?: boolean }; answers
+ *                                      when the move is over: `outcome` says moved or rolled-back
+ *                                      (progress is in the event log meanwhile)
+ *   POST   /api/hosts/:name/drain      200 DrainView       moves every guest off the host
  *   GET    /api/streams                200 StreamView[]
  *   GET    /api/events                 200 EventView[]     ?after=ID&limit=N
  *   GET    /api/events?follow=1        text/event-stream   (or Accept: text/event-stream): the recent
@@ -22,7 +26,7 @@ import type { Socket } from 'node:net';
 import { z } from 'zod';
 import { tokenMatches } from '../common/secrets.js';
 import { RoamError, isRoamError, type RoamErrorCode } from '../errors.js';
-import type { DeployRequest, EventView, ProxyOperations } from './view.js';
+import type { DeployRequest, EventView, MigrateRequest, ProxyOperations } from './view.js';
 
 /** The logger calls the API makes (a pino logger fits). */
 export interface ApiLogger {
@@ -86,6 +90,8 @@ export function statusFor(code: RoamErrorCode): number {
       return 503;
     case 'ROAM_ERR_TIMEOUT':
       return 504;
+    case 'ROAM_ERR_MIGRATION':
+      return 502;
     default:
       return 500;
   }
@@ -123,6 +129,18 @@ const deploySchema = z
       seen.add(key);
     }
   });
+
+const migrateSchema = z.strictObject({
+  to: z.string().min(1, { error: 'is empty' }).max(128).optional(),
+  precopy: z.boolean({ error: 'must be true or false' }).optional(),
+});
+
+export function parseMigrateRequest(body: unknown): MigrateRequest {
+  const result = migrateSchema.safeParse(body ?? {});
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((i) => `${i.path.length ? i.path.join('.') : 'body'}: ${i.message}`);
+  throw badRequest(`invalid migrate request: ${problems.join('; ')}`);
+}
 
 export function parseDeployRequest(body: unknown): DeployRequest {
   const result = deploySchema.safeParse(body);
@@ -166,13 +184,16 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
-async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+async function readJson(req: IncomingMessage, limit: number, optional = false): Promise<unknown> {
   const type = req.headers['content-type'];
   if (type !== undefined && !/^application\/json\s*(;|$)/i.test(type)) {
     throw new HttpError(415, 'ROAM_ERR_USAGE', 'send the request body as application/json');
   }
   const text = (await readBody(req, limit)).toString('utf8');
-  if (!text.trim()) throw badRequest('the request needs a JSON body');
+  if (!text.trim()) {
+    if (optional) return undefined;
+    throw badRequest('the request needs a JSON body');
+  }
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
@@ -259,6 +280,19 @@ function routes(options: ApiServerOptions, followers: Set<ServerResponse>): Rout
           sendJson(res, 200, await ops.logs(name, tail === undefined ? {} : { tail }));
         },
       },
+    },
+    {
+      path: /^\/api\/guests\/([^/]+)\/migrate$/,
+      methods: {
+        POST: async ({ req, res, name }) => {
+          const request = parseMigrateRequest(await readJson(req, 64 * 1024, true));
+          sendJson(res, 200, await ops.migrate(name, request));
+        },
+      },
+    },
+    {
+      path: /^\/api\/hosts\/([^/]+)\/drain$/,
+      methods: { POST: async ({ res, name }) => sendJson(res, 200, await ops.drain(name)) },
     },
     { path: /^\/api\/streams$/, methods: { GET: ({ res }) => sendJson(res, 200, ops.streams()) } },
     {

@@ -25,15 +25,19 @@ import type {
   ReportMessage,
 } from '../wire/index.js';
 import type { ProxyConfig } from './config.js';
+import { Migrations } from './migrations.js';
 import { relay } from './relay.js';
 import { UdpFlows } from './udp.js';
 import { Store, type GuestState, type PublishedPort } from './store.js';
 import type {
   DeployRequest,
+  DrainView,
   EventView,
   GuestView,
   HostView,
   LogRecordView,
+  MigrateRequest,
+  MigrationView,
   ProxyOperations,
   StreamView,
 } from './view.js';
@@ -44,6 +48,12 @@ const LOGS_TIMEOUT_MS = 5000;
 /** Control frames before a host authenticated are small (a HELLO is a few hundred bytes). */
 const UNAUTHENTICATED_CONTROL_LIMIT = 16 * 1024;
 const AUTHENTICATED_CONTROL_LIMIT = 64 * 1024 * 1024;
+/** Each step of a move (an ack, a peer's answer) must come within this. */
+const MIGRATION_STEP_TIMEOUT_MS = 5000;
+/** A whole move, at most. */
+const MIGRATION_DEADLINE_MS = 120_000;
+/** Remote connections held per guest while it is frozen for a move; beyond this they are refused. */
+const MAX_HELD_CONNECTIONS = 1024;
 
 interface HostEntry {
   id: string;
@@ -70,6 +80,8 @@ interface GuestEntry {
   since: number;
   exitCode: number | null;
   listeners: net.Server[];
+  /** Remote connections that arrived while the guest was frozen for a move, in order. */
+  held: Array<{ port: PublishedPort; socket: net.Socket }>;
 }
 
 interface StreamEntry {
@@ -111,6 +123,24 @@ export class Proxy implements ProxyOperations {
     allocateId: () => this.allocateStreamId(),
   });
   private nextRequestId = 1;
+  private readonly migrations = new Migrations({
+    host: (id) => {
+      const h = this.hostTable.get(id);
+      return h
+        ? { id: h.id, name: h.name, address: h.address, peerPort: h.peerPort, connected: h.session?.isOpen === true }
+        : undefined;
+    },
+    send: (hostId, message) => {
+      const h = this.hostTable.get(hostId);
+      if (h) this.control(h, message);
+    },
+    switchHost: (guestId, targetId, streams) => this.switchHost(guestId, targetId, streams),
+    released: (guestId) => {
+      const guest = this.guestTable.get(guestId);
+      if (guest) this.releaseHeld(guest);
+    },
+    event: (kind, message, ids, data) => this.event(kind, message, ids, data),
+  });
   private controlServer: net.Server | undefined;
   private housekeeping: NodeJS.Timeout | undefined;
   private closed = false;
@@ -135,6 +165,7 @@ export class Proxy implements ProxyOperations {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.housekeeping);
+    this.migrations.close();
     this.udp.close();
     for (const guest of this.guestTable.values()) this.closeListeners(guest);
     for (const host of this.hostTable.values()) host.session?.destroy();
@@ -209,6 +240,7 @@ export class Proxy implements ProxyOperations {
       since: now,
       exitCode: null,
       listeners: [],
+      held: [],
     };
     await this.openListeners(guest);
     this.guestTable.set(guest.id, guest);
@@ -274,6 +306,59 @@ export class Proxy implements ProxyOperations {
     });
   }
 
+  async migrate(name: string, request: MigrateRequest): Promise<MigrationView> {
+    const guest = this.guestByName(name);
+    if (guest.state !== 'running' || !guest.hostId) {
+      throw new RoamError('ROAM_ERR_CONFLICT', `${guest.name} is ${guest.state}: only a running guest can move`);
+    }
+    const source = this.hostTable.get(guest.hostId);
+    if (!source?.session)
+      throw new RoamError('ROAM_ERR_HOST_UNREACHABLE', `the host of ${guest.name} is not connected`);
+    const target = this.place(request.to, source.id);
+    if (target.id === source.id)
+      throw new RoamError('ROAM_ERR_CONFLICT', `${guest.name} already runs on ${source.name}`);
+    return this.migrations.start({
+      guestId: guest.id,
+      guestName: guest.name,
+      sourceId: source.id,
+      targetId: target.id,
+      precopy: request.precopy ?? true,
+      stepTimeoutMs: MIGRATION_STEP_TIMEOUT_MS,
+      deadlineMs: MIGRATION_DEADLINE_MS,
+    });
+  }
+
+  async drain(hostName: string): Promise<DrainView> {
+    const host = [...this.hostTable.values()].find((h) => h.name === hostName || h.id === hostName);
+    if (!host) throw new RoamError('ROAM_ERR_NOT_FOUND', `no host named ${hostName}`);
+    return this.evacuate(host, 'an operator drained it');
+  }
+
+  /** Moves every running guest off `host`, one at a time, each to the best other host. */
+  private async evacuate(host: HostEntry, reason: string): Promise<DrainView> {
+    const guests = [...this.guestTable.values()].filter((g) => g.hostId === host.id && g.state === 'running');
+    this.event('host.draining', `draining ${host.name} (${reason}): ${guests.length} guest(s) to move`, {
+      hostId: host.id,
+    });
+    const view: DrainView = { host: host.name, moved: 0, failed: 0, migrations: [] };
+    for (const guest of guests) {
+      try {
+        const result = await this.migrate(guest.name, {});
+        view.migrations.push(result);
+        if (result.outcome === 'moved') view.moved++;
+        else view.failed++;
+      } catch (err) {
+        view.failed++;
+        this.event('migration.failed', `could not move ${guest.name} off ${host.name}: ${(err as Error).message}`, {
+          hostId: host.id,
+          guestId: guest.id,
+        });
+      }
+    }
+    this.event('host.drained', `drained ${host.name}: ${view.moved} moved, ${view.failed} not`, { hostId: host.id });
+    return view;
+  }
+
   // --- hosts ---
 
   private load(): void {
@@ -298,7 +383,7 @@ export class Proxy implements ProxyOperations {
     // host reconnects and reports them.
     for (const g of this.store.guests()) {
       if (g.state === 'stopped' || g.state === 'exited' || g.state === 'failed') continue;
-      this.guestTable.set(g.id, { ...g, state: 'lost', listeners: [] });
+      this.guestTable.set(g.id, { ...g, state: 'lost', listeners: [], held: [] });
     }
   }
 
@@ -477,7 +562,13 @@ export class Proxy implements ProxyOperations {
   }
 
   private onControl(host: HostEntry, message: ControlMessage): void {
+    if (this.migrations.onControl(host.id, message)) return;
     switch (message.type) {
+      case 'drain':
+        void this.evacuate(host, message.reason).then((view) =>
+          this.control(host, { type: 'drained', moved: view.moved, failed: view.failed }),
+        );
+        return;
       case 'report':
         this.onReport(host, message);
         return;
@@ -559,15 +650,19 @@ export class Proxy implements ProxyOperations {
 
   // --- guests ---
 
-  private place(on: string | undefined): HostEntry {
-    const up = [...this.hostTable.values()].filter((h) => h.state === 'up' && h.session);
+  private place(on: string | undefined, exclude?: string): HostEntry {
+    const up = [...this.hostTable.values()].filter((h) => h.state === 'up' && h.session && h.id !== exclude);
     if (on !== undefined) {
       const host = up.find((h) => h.name === on || h.id === on);
       if (!host) throw new RoamError('ROAM_ERR_NO_HOST', `no connected host named ${on}`);
       return host;
     }
-    if (up.length === 0)
-      throw new RoamError('ROAM_ERR_NO_HOST', 'no host has joined yet: start `roam host` on a machine');
+    if (up.length === 0) {
+      throw new RoamError(
+        'ROAM_ERR_NO_HOST',
+        exclude ? 'no other host is connected to move to' : 'no host has joined yet: start `roam host` on a machine',
+      );
+    }
     const count = (h: HostEntry): number => [...this.guestTable.values()].filter((g) => g.hostId === h.id).length;
     // The paper's benchmark-like ranking: speed times CPU headroom, fewest guests on ties.
     const score = (h: HostEntry): number => (h.benchmarkScore ?? 1) * (1 - (h.report?.cpu.usage ?? 0));
@@ -637,6 +732,10 @@ export class Proxy implements ProxyOperations {
   private openInbound(guest: GuestEntry, port: PublishedPort, socket: net.Socket): void {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
+    if (this.migrations.pendingFor(guest.id)?.frozen || guest.held.length > 0) {
+      this.hold(guest, port, socket);
+      return;
+    }
     const host = guest.hostId ? this.hostTable.get(guest.hostId) : undefined;
     const session = host?.session;
     if (!session || guest.state !== 'running') {
@@ -651,8 +750,52 @@ export class Proxy implements ProxyOperations {
     };
     session.open(id, { guest: guest.id, protocol: 'tcp', direction: 'inbound', port: port.guest, remote }).then(
       (link) => this.track(id, guest, 'inbound', port.guest, `${remote.address}:${remote.port}`, link, socket),
-      () => socket.destroy(),
+      (err: Error & { code?: string }) => {
+        // The guest froze for a move: hold the connection until it runs again, here or there.
+        if (err.code === 'ROAM_ERR_MOVING' && this.migrations.pendingFor(guest.id)) this.hold(guest, port, socket);
+        else socket.destroy();
+      },
     );
+  }
+
+  private hold(guest: GuestEntry, port: PublishedPort, socket: net.Socket): void {
+    if (guest.held.length >= MAX_HELD_CONNECTIONS) {
+      socket.destroy();
+      return;
+    }
+    guest.held.push({ port, socket });
+    // Settled by the move's outcome; if the guest is never found again, the proxy's close ends them.
+  }
+
+  /** The move is over (either way): the held connections go to wherever the guest runs. */
+  private releaseHeld(guest: GuestEntry): void {
+    const held = guest.held.splice(0);
+    for (const { port, socket } of held) {
+      if (socket.destroyed) continue;
+      this.openInbound(guest, port, socket);
+    }
+  }
+
+  /** The commit point of a move: the guest lives on `targetId` from now on. */
+  private switchHost(guestId: string, targetId: string, carried: number[]): void {
+    const guest = this.guestTable.get(guestId);
+    if (!guest) return;
+    const keep = new Set(carried);
+    guest.hostId = targetId;
+    this.setGuestState(guest, 'running');
+    for (const s of this.streamTable.values()) {
+      if (s.guestId !== guestId || keep.has(s.id)) continue;
+      // Not in the image (it was still opening at the freeze): it cannot carry on.
+      s.socket.destroy();
+      s.link.destroy();
+    }
+    for (const s of this.streamTable.values()) {
+      // Waiting for the target to attach them; if it never does, they end after the grace period.
+      if (s.guestId === guestId) this.detachStream(s);
+    }
+    // UDP keeps nothing: the next datagram opens a flow to the new host.
+    this.udp.resetGuest(guestId);
+    this.releaseHeld(guest);
   }
 
   /** The guest connects out: the proxy makes the connection from its own address (the paper's NAT). */
@@ -664,6 +807,10 @@ export class Proxy implements ProxyOperations {
     }
     if (!guest || guest.hostId !== host.id || frame.direction !== 'outbound' || frame.protocol !== 'tcp') {
       session.reject(frame, 'EACCES', 'no such guest on this host, or not an outbound TCP stream');
+      return;
+    }
+    if (this.streamTable.has(frame.streamId)) {
+      session.reject(frame, 'ROAM_STREAM_EXISTS', `stream ${frame.streamId} is in use; open it with another id`);
       return;
     }
     // Half-open allowed: a remote that ends its side may still read the guest's answer.
@@ -796,14 +943,19 @@ export class Proxy implements ProxyOperations {
     }
   }
 
-  private event(kind: string, message: string, ids: { hostId?: string | null; guestId?: string | null } = {}): void {
+  private event(
+    kind: string,
+    message: string,
+    ids: { hostId?: string | null; guestId?: string | null } = {},
+    data: unknown = null,
+  ): void {
     const row = this.store.addEvent({
       t: Date.now(),
       kind,
       hostId: ids.hostId ?? null,
       guestId: ids.guestId ?? null,
       message,
-      data: null,
+      data,
     });
     for (const listener of this.subscribers) listener(row);
   }

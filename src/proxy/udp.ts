@@ -16,6 +16,7 @@ const FLOW_IDLE_MS = 60_000;
 
 interface Flow {
   id: number;
+  guestId: string;
   remote: { address: string; port: number; family: 'IPv4' | 'IPv6' };
   session: LinkSession | undefined;
   queue: Buffer[] | undefined;
@@ -71,6 +72,7 @@ export class UdpFlows {
     const socket = dgram.createSocket(family === 'IPv6' ? 'udp6' : 'udp4');
     const flow: Flow = {
       id: frame.streamId,
+      guestId: frame.guest,
       remote: frame.remote,
       session,
       queue: undefined,
@@ -105,6 +107,11 @@ export class UdpFlows {
     this.forget(flow);
   }
 
+  /** A guest moved: its flows end here, and its next datagrams open flows to the new host. */
+  resetGuest(guestId: string): void {
+    for (const flow of [...this.byId.values()]) if (flow.guestId === guestId) this.forget(flow);
+  }
+
   /** The host's link went away: its flows end (UDP keeps nothing; new datagrams make new flows). */
   sessionClosed(session: LinkSession): void {
     for (const flow of [...this.byId.values()]) if (flow.session === session) this.forget(flow);
@@ -133,6 +140,7 @@ export class UdpFlows {
       if (!session) return; // the guest's host is away: the datagram is lost, as UDP allows
       const created: Flow = {
         id: this.routing.allocateId(),
+        guestId,
         remote: { address: rinfo.address, port: rinfo.port, family: rinfo.family === 'IPv6' ? 'IPv6' : 'IPv4' },
         session,
         queue: [],

@@ -91,4 +91,45 @@ export interface ProxyOperations {
   deploy(request: DeployRequest): Promise<GuestView>;
   stop(name: string): Promise<GuestView>;
   logs(name: string, options: { tail?: number }): Promise<LogRecordView[]>;
+  /** Moves a running guest to another host; resolves when the move is over, whatever its outcome. */
+  migrate(name: string, request: MigrateRequest): Promise<MigrationView>;
+  /** Moves every guest off a host (it stays joined). */
+  drain(host: string): Promise<DrainView>;
+}
+
+export interface DrainView {
+  host: string;
+  moved: number;
+  failed: number;
+  migrations: MigrationView[];
+}
+
+/** A move of a guest (`roam migrate`, POST /api/guests/:name/migrate), as it stands or ended. */
+export interface MigrationView {
+  id: string;
+  guest: string;
+  from: string;
+  to: string;
+  precopy: boolean;
+  state: 'pending' | 'committed' | 'aborted';
+  /** null while it runs; `stranded`: aborted after the freeze with the source gone. */
+  outcome: 'moved' | 'rolled-back' | 'stranded' | null;
+  /** The step it failed at. */
+  step: string | null;
+  error: string | null;
+  startedAt: number;
+  /** Freeze to resume, measured by the source (an upper bound by one trip); null if unknown. */
+  pauseMs: number | null;
+  totalMs: number | null;
+  bytesSent: number | null;
+  precopyRounds: number | null;
+  precopyBytes: number | null;
+  finalBytes: number | null;
+}
+
+export interface MigrateRequest {
+  /** Host name or id; the best host by score when left out. */
+  to?: string;
+  /** Pre-copy memory while the guest runs (default true). */
+  precopy?: boolean;
 }

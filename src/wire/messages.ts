@@ -293,6 +293,151 @@ export const logsResultSchema = z.object({
 });
 export type LogsResultMessage = z.infer<typeof logsResultSchema>;
 
+// ---- live migration (paper section IV-D) ----
+//
+// The proxy asks the source to move a guest (`migrate`, acknowledged by `migrateAck`) and tells the
+// target to expect it (`migrateIn`, with the same one-time token the source presents on the peer
+// connection). The target asks the proxy to commit (`migrateCommit`); the proxy's answer
+// (`migrateCommitted`, to both) is the commit point. A source that cannot finish asks the proxy to
+// abort (`migrateAbort`); the proxy answers `migrateAborted` (roll back) unless it already
+// committed, in which case it answers `migrateCommitted` (drop the copy).
+
+const migrationId = id;
+const token = z
+  .string()
+  .min(32)
+  .max(128)
+  .regex(/^[0-9a-f]+$/, 'must be lower-case hex');
+export const migrationSteps = [
+  'ack',
+  'connect',
+  'offer',
+  'precopy',
+  'freeze',
+  'transfer',
+  'restore',
+  'commit',
+  'resume',
+] as const;
+export type MigrationStep = (typeof migrationSteps)[number];
+const step = z.enum(migrationSteps);
+const errorCode = z.string().min(1).max(MESSAGE_LIMITS.code);
+
+/** Proxy -> source controller: move a guest to the target. */
+export const migrateSchema = z.object({
+  type: z.literal('migrate'),
+  migrationId,
+  guestId: id,
+  token,
+  target: z.object({
+    hostId: z.uuid(),
+    name,
+    address: z.string().min(1).max(MESSAGE_LIMITS.address),
+    peerPort: publicPort,
+  }),
+  /** Send memory while the guest runs, round by round, before freezing it. */
+  precopy: z.boolean(),
+  /** Each step's deadline (an ack, a peer answer), in ms. */
+  stepTimeoutMs: z.int().min(10).max(600_000),
+});
+export type MigrateMessage = z.infer<typeof migrateSchema>;
+
+export const migrateAckSchema = z.object({ type: z.literal('migrateAck'), migrationId });
+export type MigrateAckMessage = z.infer<typeof migrateAckSchema>;
+
+/** Proxy -> target controller: a source will offer this guest on the peer port with this token. */
+export const migrateInSchema = z.object({
+  type: z.literal('migrateIn'),
+  migrationId,
+  guestId: id,
+  name,
+  token,
+  sourceHostId: z.uuid(),
+  stepTimeoutMs: z.int().min(10).max(600_000),
+});
+export type MigrateInMessage = z.infer<typeof migrateInSchema>;
+
+/** Source -> proxy: where the move is (for `roam migrate`'s progress and the event log). */
+export const migrateProgressSchema = z.object({
+  type: z.literal('migrateProgress'),
+  migrationId,
+  step,
+  round: z.int().min(0).max(1000).optional(),
+  bytes: count.optional(),
+  pages: count.optional(),
+  ms: quantity.optional(),
+});
+export type MigrateProgressMessage = z.infer<typeof migrateProgressSchema>;
+
+/** Target -> proxy: it holds the complete guest, frozen; these are the streams it carries on. */
+export const migrateCommitSchema = z.object({
+  type: z.literal('migrateCommit'),
+  migrationId,
+  streams: z.array(u32).max(100_000),
+});
+export type MigrateCommitMessage = z.infer<typeof migrateCommitSchema>;
+
+/** Proxy -> target and source: the switch is recorded; the target owns the guest now. */
+export const migrateCommittedSchema = z.object({ type: z.literal('migrateCommitted'), migrationId });
+export type MigrateCommittedMessage = z.infer<typeof migrateCommittedSchema>;
+
+/** Source -> proxy: the move failed at `step`; may the source resume the guest? */
+export const migrateAbortSchema = z.object({
+  type: z.literal('migrateAbort'),
+  migrationId,
+  step,
+  code: errorCode,
+  message: z.string().max(MESSAGE_LIMITS.text),
+});
+export type MigrateAbortMessage = z.infer<typeof migrateAbortSchema>;
+
+/** Proxy -> source and target: the move will never commit; the source resumes the guest. */
+export const migrateAbortedSchema = z.object({
+  type: z.literal('migrateAborted'),
+  migrationId,
+  reason: z.string().max(MESSAGE_LIMITS.text),
+});
+export type MigrateAbortedMessage = z.infer<typeof migrateAbortedSchema>;
+
+/** Target -> proxy: the target gave up (image refused, sandbox failed); the source will abort. */
+export const migrateFailedSchema = z.object({
+  type: z.literal('migrateFailed'),
+  migrationId,
+  step,
+  code: errorCode,
+  message: z.string().max(MESSAGE_LIMITS.text),
+});
+export type MigrateFailedMessage = z.infer<typeof migrateFailedSchema>;
+
+/** Source -> proxy: the move is over and the source dropped its copy; what it cost. */
+export const migrateDoneSchema = z.object({
+  type: z.literal('migrateDone'),
+  migrationId,
+  /** Freeze on the source until the target said the guest runs (an upper bound: one trip more). */
+  pauseMs: quantity.nullable(),
+  totalMs: quantity,
+  bytesSent: count,
+  precopyRounds: z.int().min(0).max(1000),
+  precopyBytes: count,
+  finalBytes: count,
+});
+export type MigrateDoneMessage = z.infer<typeof migrateDoneSchema>;
+
+/** Controller -> proxy: this host is leaving; move its guests away first. */
+export const drainSchema = z.object({
+  type: z.literal('drain'),
+  reason: z.string().max(MESSAGE_LIMITS.text),
+});
+export type DrainMessage = z.infer<typeof drainSchema>;
+
+/** Proxy -> controller: the drain is over (guests moved, or could not be). */
+export const drainedSchema = z.object({
+  type: z.literal('drained'),
+  moved: z.int().min(0),
+  failed: z.int().min(0),
+});
+export type DrainedMessage = z.infer<typeof drainedSchema>;
+
 /** Everything a CONTROL frame may carry, discriminated by `type`. */
 export const controlMessageSchema = z.discriminatedUnion('type', [
   reportSchema,
@@ -304,6 +449,18 @@ export const controlMessageSchema = z.discriminatedUnion('type', [
   guestExitedSchema,
   logsSchema,
   logsResultSchema,
+  migrateSchema,
+  migrateAckSchema,
+  migrateInSchema,
+  migrateProgressSchema,
+  migrateCommitSchema,
+  migrateCommittedSchema,
+  migrateAbortSchema,
+  migrateAbortedSchema,
+  migrateFailedSchema,
+  migrateDoneSchema,
+  drainSchema,
+  drainedSchema,
 ]);
 export type ControlMessage = z.infer<typeof controlMessageSchema>;
 export type ControlMessageType = ControlMessage['type'];

@@ -6,10 +6,13 @@
 import { RoamError } from '../../src/errors.js';
 import type {
   DeployRequest,
+  DrainView,
   EventView,
   GuestView,
   HostView,
   LogRecordView,
+  MigrateRequest,
+  MigrationView,
   ProxyOperations,
   StreamView,
 } from '../../src/proxy/view.js';
@@ -148,6 +151,45 @@ export class FakeOps implements ProxyOperations {
     const records = this.logMap.get(name);
     if (!records) return Promise.reject(new RoamError('ROAM_ERR_NOT_FOUND', `no guest named ${name}`));
     return Promise.resolve(options.tail === undefined ? records : records.slice(-options.tail || records.length));
+  }
+
+  /** Moves a guest to `to` (any name but `nowhere`); emits the events a real move does. */
+  migrate(name: string, request: MigrateRequest): Promise<MigrationView> {
+    const guest = this.guestMap.get(name);
+    if (!guest) return Promise.reject(new RoamError('ROAM_ERR_NOT_FOUND', `no guest named ${name}`));
+    if (request.to === 'nowhere')
+      return Promise.reject(new RoamError('ROAM_ERR_NO_HOST', 'no connected host named nowhere'));
+    const to = request.to ?? 'host-c';
+    const view: MigrationView = {
+      id: 'a1b2c3d4-0000-4000-8000-000000000000',
+      guest: name,
+      from: guest.hostName ?? '?',
+      to,
+      precopy: request.precopy ?? true,
+      state: 'committed',
+      outcome: 'moved',
+      step: null,
+      error: null,
+      startedAt: Date.now(),
+      pauseMs: 12.5,
+      totalMs: 240,
+      bytesSent: 9_100_000,
+      precopyRounds: 2,
+      precopyBytes: 8_000_000,
+      finalBytes: 1_100_000,
+    };
+    this.emit('migration.started', `moving ${name} from ${view.from} to ${to}`, guest.hostId, guest.id);
+    this.emit('migration.progress', `${name}: pre-copy round 1: 120 pages (7.5 MiB) in 12.0 ms`, null, guest.id);
+    guest.hostName = to;
+    this.emit('migration.completed', `moved ${name} from ${view.from} to ${to}: pause 12.5 ms`, null, guest.id);
+    return Promise.resolve(view);
+  }
+
+  drain(host: string): Promise<DrainView> {
+    if (!this.hostList.some((h) => h.name === host)) {
+      return Promise.reject(new RoamError('ROAM_ERR_NOT_FOUND', `no host named ${host}`));
+    }
+    return Promise.resolve({ host, moved: 0, failed: 0, migrations: [] });
   }
 
   /** Appends a console line to a guest's log (for `logs --follow`). */

@@ -9,6 +9,7 @@ import type { HostBinding, HostOp } from './binding.js';
 import {
   networkErrorInfo,
   type AddressInfo,
+  type CarriedConnection,
   type Endpoints,
   type NetworkErrorInfo,
   type VirtualConnection,
@@ -28,6 +29,8 @@ interface SocketEntry {
   ref: boolean;
   error: NetworkErrorInfo | undefined;
   paused: boolean;
+  /** The guest was told the peer ended its side. */
+  ended: boolean;
 }
 
 interface ServerEntry {
@@ -45,6 +48,10 @@ export interface SocketState {
   bytesIn: number;
   bytesOut: number;
   ref: boolean;
+  paused?: boolean;
+  ended?: boolean;
+  /** The connection itself, when the network carries connections across a restore. */
+  link?: CarriedConnection;
 }
 
 export interface ServerState {
@@ -124,12 +131,16 @@ export class NetHost implements HostBinding {
     const servers: ServerState[] = [];
     for (const e of this.entries.values()) {
       if (e.kind === 'socket') {
+        const link = e.conn ? this.network.captureConnection?.(e.conn) : undefined;
         sockets.push({
           id: e.id,
           endpoints: e.endpoints ?? null,
           bytesIn: e.bytesIn,
           bytesOut: e.bytesOut,
           ref: e.ref,
+          paused: e.paused,
+          ended: e.ended,
+          ...(link ? { link } : {}),
         });
       } else {
         servers.push({ id: e.id, request: e.request, address: e.address ?? null, ref: e.ref });
@@ -157,10 +168,31 @@ export class NetHost implements HostBinding {
       this.startListening(s.id, request, s.address !== null);
     }
     for (const s of state.sockets) {
-      const info: NetworkErrorInfo = {
-        code: 'ECONNRESET',
-        message: `connection lost: the guest was restored from a checkpoint, and its network (loopback) cannot carry connections across a restart`,
-      };
+      if (s.link && s.endpoints && this.network.restoreConnection) {
+        const conn = this.network.restoreConnection(s.link, s.endpoints);
+        this.track(s.id, conn, {
+          kind: 'socket',
+          id: s.id,
+          conn,
+          endpoints: s.endpoints,
+          bytesIn: s.bytesIn,
+          bytesOut: s.bytesOut,
+          ref: s.ref,
+          error: undefined,
+          paused: s.paused === true,
+          ended: s.ended === true,
+        });
+        continue;
+      }
+      const info: NetworkErrorInfo = this.network.carriesConnectionsAcrossRestore
+        ? {
+            code: 'ECONNRESET',
+            message: 'connection lost: it was still being set up when the guest was checkpointed',
+          }
+        : {
+            code: 'ECONNRESET',
+            message: `connection lost: the guest was restored from a checkpoint, and its network (loopback) cannot carry connections across a restart`,
+          };
       this.pendingOps++;
       queueMicrotask(() => {
         this.pendingOps--;
@@ -239,6 +271,7 @@ export class NetHost implements HostBinding {
       ref: true,
       error: undefined,
       paused: false,
+      ended: false,
     };
     this.entries.set(id, entry);
     this.pendingOps++;
@@ -273,6 +306,7 @@ export class NetHost implements HostBinding {
       ref: true,
       error: undefined,
       paused: false,
+      ended: false,
     };
     entry.conn = conn;
     entry.endpoints = conn.endpoints;
@@ -282,7 +316,11 @@ export class NetHost implements HostBinding {
       entry.bytesIn += chunk.length;
       this.deliver('net.data', id, chunk);
     });
-    stream.on('end', () => this.deliver('net.end', id));
+    stream.on('end', () => {
+      if (entry.ended) return; // told before a move; the peer's end came again after it
+      entry.ended = true;
+      this.deliver('net.end', id);
+    });
     stream.on('error', (err) => {
       entry.error = networkErrorInfo(err, 'ECONNRESET');
     });
@@ -291,7 +329,7 @@ export class NetHost implements HostBinding {
       this.entries.delete(id);
       this.deliver('net.close', id, entry.error ? JSON.stringify(entry.error) : undefined);
     });
-    stream.resume();
+    if (!entry.paused) stream.resume();
   }
 
   private write(id: number, bytes: Uint8Array): boolean {

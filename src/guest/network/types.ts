@@ -66,6 +66,21 @@ export interface VirtualNetwork {
   ): Promise<VirtualDatagramSocket>;
   /** Can connections survive a restore of the guest in another process? (Loopback: no.) */
   readonly carriesConnectionsAcrossRestore: boolean;
+  /** What a checkpoint keeps of a connection, for networks that carry connections across a restore. */
+  captureConnection?(connection: VirtualConnection): CarriedConnection | undefined;
+  /** The connection again, from what `captureConnection` kept (on another host, maybe). */
+  restoreConnection?(carried: CarriedConnection, endpoints: Endpoints): VirtualConnection;
+}
+
+/** A connection as an image carries it: its stream id, offsets and unacknowledged output. */
+export interface CarriedConnection {
+  streamId: number;
+  received: number;
+  sent: number;
+  acked: number;
+  /** Base64 of the bytes in [acked, sent). */
+  unacked: string;
+  ended: boolean;
 }
 
 export function networkErrorInfo(err: unknown, fallbackCode = 'EIO'): NetworkErrorInfo {

@@ -1,0 +1,50 @@
+// A guest that keeps state and talks three ways; the migration tests and the demo move it around.
+//   TCP 7000: lines "SEQ DATA\n"; it answers "SEQ HASH TOTAL\n" (FNV-1a of DATA, records so far).
+//   HTTP 8080: GET / answers {"records":TOTAL,"hits":N} on a keep-alive connection.
+//   UDP 9000: a datagram "X" comes back as "X TOTAL".
+const net = require('net');
+const http = require('http');
+const dgram = require('dgram');
+
+let total = 0;
+let hits = 0;
+
+function fnv1a(text) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16);
+}
+
+net
+  .createServer((socket) => {
+    let buffered = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk) => {
+      buffered += chunk;
+      let end;
+      while ((end = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 1);
+        const space = line.indexOf(' ');
+        total++;
+        socket.write(`${line.slice(0, space)} ${fnv1a(line.slice(space + 1))} ${total}\n`);
+      }
+    });
+    socket.on('error', () => {});
+  })
+  .listen(Number(process.env.TCP_PORT || 7000), () => console.log('records: tcp listening'));
+
+http
+  .createServer((req, res) => {
+    hits++;
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ records: total, hits }));
+  })
+  .listen(Number(process.env.HTTP_PORT || 8080), () => console.log('records: http listening'));
+
+const udp = dgram.createSocket('udp4');
+udp.on('message', (msg, rinfo) => udp.send(`${msg} ${total}`, rinfo.port, rinfo.address));
+udp.bind(Number(process.env.UDP_PORT || 9000), () => console.log('records: udp listening'));

@@ -1,0 +1,237 @@
+/**
+ * The controller's part in live migration: it serves the peer port (where sources offer guests),
+ * keeps the moves the proxy announced, runs the source side when the proxy asks, and routes the
+ * proxy's decisions (commit or abort) to whichever side waits for them.
+ */
+import net from 'node:net';
+import type { Guest } from '../guest/guest.js';
+import { migrateOut, type Decision, type MoveResult } from '../migration/source.js';
+import { acceptMove, type Expectation } from '../migration/target.js';
+import type { ControlMessage, MigrateInMessage, MigrateMessage, MigrationStep } from '../wire/index.js';
+import type { TunnelNetwork } from './tunnel-network.js';
+
+/** A move the proxy announced is good for this long without an offer. */
+const EXPECTATION_TTL_MS = 60_000;
+/** How long a side waits for the proxy's decision before it stops waiting (and says so). */
+const DECISION_TIMEOUT_MS = 5 * 60_000;
+
+export interface MoveHost {
+  control(message: ControlMessage): void;
+  guest(guestId: string): { guest: Guest; network: TunnelNetwork } | undefined;
+  /** The guest left for another host: forget it here, and its streams without a reset. */
+  release(guestId: string): void;
+  /** A guest moved here: run it and carry its streams on. */
+  adopt(guest: Guest, network: TunnelNetwork): void;
+  network(guestId: string): TunnelNetwork;
+  log(line: string): void;
+}
+
+interface Waiting {
+  resolve: (decision: Decision) => void;
+  /** What to say again to the proxy after a reconnect, until it decides. */
+  ask: ControlMessage | undefined;
+}
+
+export class Moves {
+  private readonly expected = new Map<string, { expectation: Expectation; timer: NodeJS.Timeout }>();
+  private readonly decisions = new Map<string, Waiting>();
+  private readonly early = new Map<string, Decision>();
+  /** Guests being moved away from here. */
+  private readonly leaving = new Set<string>();
+  private server: net.Server | undefined;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(private readonly host: MoveHost) {}
+
+  /** Listens on the peer port; resolves with the port (0 picks a free one). */
+  listen(port: number, bind: string): Promise<number> {
+    const server = net.createServer((socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      void acceptMove(socket, {
+        expectation: (id) => this.takeExpectation(id),
+        network: (guestId) => this.host.network(guestId),
+        commit: (migrationId, streams) => this.decide(migrationId, { type: 'migrateCommit', migrationId, streams }),
+        adopt: (guest, network) => this.host.adopt(guest, network),
+        failed: (migrationId, step, err) =>
+          this.host.control({
+            type: 'migrateFailed',
+            migrationId,
+            step,
+            code: 'ROAM_ERR_MIGRATION',
+            message: err.message,
+          }),
+        log: this.host.log,
+      });
+    });
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, bind, () => {
+        server.off('error', reject);
+        resolve((server.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  /** Whether a guest is being moved away from here. */
+  isLeaving(guestId: string): boolean {
+    return this.leaving.has(guestId);
+  }
+
+  onControl(message: ControlMessage): boolean {
+    switch (message.type) {
+      case 'migrate':
+        void this.moveOut(message);
+        return true;
+      case 'migrateIn':
+        this.expect(message);
+        return true;
+      case 'migrateCommitted':
+        this.settle(message.migrationId, 'committed');
+        return true;
+      case 'migrateAborted':
+        this.settle(message.migrationId, 'aborted');
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /** After a reconnect: ask again what the proxy has not answered yet. */
+  resend(): void {
+    for (const waiting of this.decisions.values()) if (waiting.ask) this.host.control(waiting.ask);
+  }
+
+  close(): void {
+    this.server?.close();
+    for (const socket of this.sockets) socket.destroy();
+    for (const { timer } of this.expected.values()) clearTimeout(timer);
+    this.expected.clear();
+  }
+
+  private expect(message: MigrateInMessage): void {
+    const timer = setTimeout(() => this.expected.delete(message.migrationId), EXPECTATION_TTL_MS).unref();
+    this.expected.set(message.migrationId, {
+      expectation: {
+        migrationId: message.migrationId,
+        guestId: message.guestId,
+        name: message.name,
+        token: message.token,
+        stepTimeoutMs: message.stepTimeoutMs,
+      },
+      timer,
+    });
+  }
+
+  private takeExpectation(id: string): Expectation | undefined {
+    const entry = this.expected.get(id);
+    if (!entry) return undefined;
+    clearTimeout(entry.timer);
+    this.expected.delete(id);
+    return entry.expectation;
+  }
+
+  private async moveOut(message: MigrateMessage): Promise<void> {
+    const hosted = this.host.guest(message.guestId);
+    if (!hosted || hosted.guest.state !== 'running' || this.leaving.has(message.guestId)) {
+      const why = !hosted
+        ? 'the guest is not on this host'
+        : this.leaving.has(message.guestId)
+          ? 'the guest is already moving'
+          : `the guest is ${hosted.guest.state}`;
+      this.host.control({
+        type: 'migrateAbort',
+        migrationId: message.migrationId,
+        step: 'ack',
+        code: 'ROAM_ERR_MIGRATION',
+        message: why,
+      });
+      return;
+    }
+    this.host.control({ type: 'migrateAck', migrationId: message.migrationId });
+    this.leaving.add(message.guestId);
+    const decided = this.decide(message.migrationId, undefined);
+    let result: MoveResult;
+    try {
+      result = await migrateOut(message, {
+        guest: hosted.guest,
+        progress: (update) =>
+          this.host.control({ type: 'migrateProgress', migrationId: message.migrationId, ...update }),
+        abort: (step: MigrationStep, err: Error) => {
+          const ask: ControlMessage = {
+            type: 'migrateAbort',
+            migrationId: message.migrationId,
+            step,
+            code: 'ROAM_ERR_MIGRATION',
+            message: err.message.slice(0, 16_000),
+          };
+          const waiting = this.decisions.get(message.migrationId);
+          if (waiting) waiting.ask = ask;
+          this.host.control(ask);
+          return decided;
+        },
+        decided,
+        release: () => this.host.release(message.guestId),
+        log: this.host.log,
+      });
+    } finally {
+      this.leaving.delete(message.guestId);
+      this.decisions.delete(message.migrationId);
+    }
+    if (result.outcome === 'moved') {
+      this.host.log(
+        `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}`,
+      );
+      this.host.control({
+        type: 'migrateDone',
+        migrationId: message.migrationId,
+        pauseMs: result.pauseMs,
+        totalMs: result.totalMs,
+        bytesSent: result.bytesSent,
+        precopyRounds: result.precopyRounds,
+        precopyBytes: result.precopyBytes,
+        finalBytes: result.finalBytes,
+      });
+    }
+  }
+
+  /** Waits for the proxy's decision on a move (sending `ask` first, and again after reconnects). */
+  private decide(migrationId: string, ask: ControlMessage | undefined): Promise<Decision> {
+    const early = this.early.get(migrationId);
+    if (early) {
+      this.early.delete(migrationId);
+      return Promise.resolve(early);
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.decisions.delete(migrationId);
+        this.host.log(
+          `no decision from the proxy on move ${migrationId} in ${DECISION_TIMEOUT_MS / 1000} s; treating it as aborted`,
+        );
+        resolve('aborted');
+      }, DECISION_TIMEOUT_MS).unref();
+      this.decisions.set(migrationId, {
+        resolve: (d) => {
+          clearTimeout(timer);
+          resolve(d);
+        },
+        ask,
+      });
+      if (ask) this.host.control(ask);
+    });
+  }
+
+  private settle(migrationId: string, decision: Decision): void {
+    const waiting = this.decisions.get(migrationId);
+    if (!waiting) {
+      // The decision came before anyone here asked (the proxy aborted while we prepared).
+      this.early.set(migrationId, decision);
+      setTimeout(() => this.early.delete(migrationId), EXPECTATION_TTL_MS).unref();
+      if (decision === 'aborted') this.takeExpectation(migrationId);
+      return;
+    }
+    this.decisions.delete(migrationId);
+    waiting.resolve(decision);
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * One peer connection of a move, as messages: `send` respects the socket's backpressure, `next`
+ * waits for the next message with a deadline. Owns the socket; `close()` ends it.
+ */
+import type net from 'node:net';
+import { RoamError } from '../errors.js';
+import { PeerDecoder, encodePeer, type PeerHeader, type PeerMessage } from './peer-wire.js';
+
+export class PeerChannel {
+  private readonly decoder = new PeerDecoder();
+  private readonly inbox: PeerMessage[] = [];
+  private waiter: { resolve: (m: PeerMessage) => void; reject: (e: Error) => void } | undefined;
+  private failure: Error | undefined;
+  /** Bytes written to the socket, headers included. */
+  bytesSent = 0;
+
+  constructor(private readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      if (this.failure) return;
+      let messages: PeerMessage[];
+      try {
+        messages = this.decoder.push(chunk);
+      } catch (err) {
+        this.fail(err as Error);
+        socket.destroy();
+        return;
+      }
+      for (const m of messages) {
+        if (this.waiter) {
+          const w = this.waiter;
+          this.waiter = undefined;
+          w.resolve(m);
+        } else this.inbox.push(m);
+      }
+    });
+    socket.on('error', (err) =>
+      this.fail(new RoamError('ROAM_ERR_MIGRATION', `the peer connection failed: ${err.message}`)),
+    );
+    socket.on('close', () => this.fail(new RoamError('ROAM_ERR_MIGRATION', 'the peer connection closed')));
+  }
+
+  get closed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /** Sends a message; resolves once the socket can take more (so a sender never outruns it). */
+  async send(header: PeerHeader, body?: Uint8Array, damage = false): Promise<void> {
+    if (this.failure) throw this.failure;
+    const parts = encodePeer(header, body);
+    if (damage && body && body.length > 0) {
+      // Fault injection: the CRC was computed over the good bytes; flip one after it.
+      const copy = Buffer.from(body);
+      copy[copy.length >> 1] = (copy[copy.length >> 1] ?? 0) ^ 0xff;
+      parts[2] = copy;
+    }
+    let ok = true;
+    for (const part of parts) {
+      this.bytesSent += part.length;
+      if (part.length > 0) ok = this.socket.write(part);
+    }
+    if (!ok) await this.drained();
+  }
+
+  /** The next message, or an error if none comes within `timeoutMs` or the connection fails. */
+  next(timeoutMs: number, what: string): Promise<PeerMessage> {
+    const queued = this.inbox.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        reject(new RoamError('ROAM_ERR_TIMEOUT', `no ${what} from the peer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiter = {
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+    });
+  }
+
+  close(): void {
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onDrain = (): void => {
+        this.socket.off('close', onClose);
+        resolve();
+      };
+      const onClose = (): void => {
+        this.socket.off('drain', onDrain);
+        reject(this.failure ?? new RoamError('ROAM_ERR_MIGRATION', 'the peer connection closed'));
+      };
+      this.socket.once('drain', onDrain);
+      this.socket.once('close', onClose);
+    });
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.reject(err);
+  }
+}

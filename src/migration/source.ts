@@ -1,0 +1,268 @@
+/**
+ * The source side of a move (paper section IV-D, steps 2-5 and the end of 8): ask the target,
+ * open the direct connection, pre-copy memory while the guest runs, freeze it, send the rest and
+ * the in-flight data it holds, then wait for the proxy's decision. Until the proxy commits, the
+ * frozen guest stays here and can always resume; once it commits, the copy here is dropped.
+ */
+import net from 'node:net';
+import { RoamError } from '../errors.js';
+import { failpoint, reach } from '../common/failpoints.js';
+import type { Guest } from '../guest/guest.js';
+import { PAGE_SIZE } from '../guest/image/format.js';
+import type { MigrateMessage, MigrateProgressMessage, MigrationStep } from '../wire/index.js';
+import { ROAM_VERSION } from '../version.js';
+import { PAGES_PER_MESSAGE, PageShadow, packPages, type PageCodec } from './pages.js';
+import { PeerChannel } from './peer-channel.js';
+import type { PeerHeader } from './peer-wire.js';
+
+/** Pre-copy stops when a round finds at most this much changed (the rest goes after the freeze). */
+const PRECOPY_SMALL_BYTES = 512 * 1024;
+/** Pre-copy stops after this many rounds, changed or not. */
+const PRECOPY_MAX_ROUNDS = 6;
+
+export type Decision = 'committed' | 'aborted';
+
+export interface SourceContext {
+  guest: Guest;
+  /** Tells the proxy where the move is. */
+  progress(update: Omit<MigrateProgressMessage, 'type' | 'migrationId'>): void;
+  /** Asks the proxy to abort (if it has not committed) and resolves with what it decided. */
+  abort(step: MigrationStep, err: Error): Promise<Decision>;
+  /** The proxy's decision, whenever it comes (it may come first, if the peer connection broke). */
+  decided: Promise<Decision>;
+  /** The guest's streams let go of without a reset (the target carries them on). */
+  release(): void;
+  log(line: string): void;
+}
+
+export interface MoveResult {
+  outcome: 'moved' | 'rolled-back';
+  step?: MigrationStep;
+  error?: Error;
+  pauseMs: number | null;
+  totalMs: number;
+  bytesSent: number;
+  precopyRounds: number;
+  precopyBytes: number;
+  finalBytes: number;
+}
+
+class StepError extends Error {
+  constructor(
+    readonly step: MigrationStep,
+    readonly reason: Error,
+  ) {
+    super(reason.message);
+  }
+}
+
+async function step<T>(name: MigrationStep, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    throw err instanceof StepError ? err : new StepError(name, err as Error);
+  }
+}
+
+export async function migrateOut(
+  message: MigrateMessage,
+  ctx: SourceContext,
+  codec: PageCodec = 'snappy',
+): Promise<MoveResult> {
+  const t0 = performance.now();
+  const { guest } = ctx;
+  const timeout = message.stepTimeoutMs;
+  const stats = { precopyRounds: 0, precopyBytes: 0, finalBytes: 0 };
+  let channel: PeerChannel | undefined;
+  let frozenAt: number | undefined;
+  const result = (
+    outcome: MoveResult['outcome'],
+    pauseMs: number | null,
+    extra: Partial<MoveResult> = {},
+  ): MoveResult => ({
+    outcome,
+    pauseMs,
+    totalMs: performance.now() - t0,
+    bytesSent: channel?.bytesSent ?? 0,
+    ...stats,
+    ...extra,
+  });
+  const damage = failpoint('migrate.source.corrupt')?.kind === 'corrupt';
+
+  const sendPages = async (pages: Uint32Array, round: number, final: boolean): Promise<number> => {
+    const memory = guest.memoryView();
+    let sent = 0;
+    for (let i = 0; i < pages.length || (final && i === 0); i += PAGES_PER_MESSAGE) {
+      const part = pages.subarray(i, i + PAGES_PER_MESSAGE);
+      const { indices, data } = shadow.take(memory, part);
+      const body = packPages(indices, data, codec);
+      const header: PeerHeader = {
+        type: 'pages',
+        round,
+        final,
+        byteLength: memory.byteLength,
+        count: part.length,
+        codec,
+        rawBytes: data.length,
+      };
+      const before = channel?.bytesSent ?? 0;
+      await (channel as PeerChannel).send(header, body, damage);
+      sent += (channel?.bytesSent ?? 0) - before;
+      if (failpoint('migrate.source.cutPeer') && final) (channel as PeerChannel).destroy();
+    }
+    return sent;
+  };
+  const shadow = new PageShadow(guest.runtimeBase.full);
+
+  try {
+    // Steps 2-3: the direct connection, and the target's ack (its sandbox is ready when it says so).
+    channel = await step('connect', () => connectPeer(message.target.address, message.target.peerPort, timeout));
+    ctx.progress({ step: 'connect' });
+    await step('offer', async () => {
+      const memory = guest.memoryView();
+      await (channel as PeerChannel).send({
+        type: 'offer',
+        migrationId: message.migrationId,
+        token: message.token,
+        guestId: guest.id,
+        name: guest.name,
+        roamVersion: ROAM_VERSION,
+        base: guest.runtimeBase.id,
+        limits: guest.limits,
+        memoryBytes: memory.byteLength,
+      });
+      const answer = await (channel as PeerChannel).next(timeout, 'answer to the offer');
+      if (answer.header.type === 'fail')
+        throw new RoamError('ROAM_ERR_MIGRATION', `the target refused: ${answer.header.message}`);
+      if (answer.header.type !== 'accept')
+        throw new RoamError('ROAM_ERR_PEER_PROTOCOL', `expected accept, got ${answer.header.type}`);
+    });
+
+    // Pre-copy: while the guest runs, send what changed since the last round.
+    if (message.precopy) {
+      await step('precopy', async () => {
+        let previous = Infinity;
+        for (let round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
+          const dirty = shadow.dirty(guest.memoryView());
+          const bytes = dirty.length * PAGE_SIZE;
+          if (round > 0 && (bytes <= PRECOPY_SMALL_BYTES || dirty.length >= previous)) break;
+          previous = dirty.length;
+          const t = performance.now();
+          stats.precopyBytes += await sendPages(dirty, round, false);
+          stats.precopyRounds = round + 1;
+          ctx.progress({ step: 'precopy', round, pages: dirty.length, bytes, ms: performance.now() - t });
+          // Let the guest run a turn between rounds (what it changes is the next round's work).
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      });
+    }
+  } catch (err) {
+    // Nothing was frozen: the guest never stopped. The proxy still has to know the move is off.
+    const failed = err as StepError;
+    channel?.destroy();
+    await ctx.abort(failed.step, failed.reason);
+    return result('rolled-back', null, { step: failed.step, error: failed.reason });
+  }
+
+  // Steps 4-5: freeze, send the pages still different and the host-side state.
+  let committedEarly = false;
+  try {
+    frozenAt = performance.now();
+    const host = guest.freezeForMove();
+    ctx.progress({ step: 'freeze' });
+    await reach('migrate.source.afterFreeze');
+    await step('transfer', async () => {
+      const dirty = shadow.dirty(guest.memoryView());
+      stats.finalBytes += await sendPages(dirty, stats.precopyRounds, true);
+      const stateJson = Buffer.from(JSON.stringify(host.state), 'utf8');
+      const files = host.files;
+      const before = channel?.bytesSent ?? 0;
+      await (channel as PeerChannel).send(
+        {
+          type: 'state',
+          meta: {
+            guestId: host.meta.guestId,
+            name: host.meta.name,
+            roamVersion: host.meta.roamVersion,
+            base: host.meta.base ?? '',
+            createdAt: host.meta.createdAt,
+          },
+          stateBytes: stateJson.length,
+          filesBytes: files.length,
+        },
+        Buffer.concat([stateJson, files]),
+        damage,
+      );
+      stats.finalBytes += (channel?.bytesSent ?? 0) - before;
+      ctx.progress({
+        step: 'transfer',
+        pages: dirty.length,
+        bytes: stats.finalBytes,
+        ms: performance.now() - (frozenAt ?? 0),
+      });
+    });
+    // Steps 6-8 happen on the target and the proxy; the target says when the guest runs there.
+    const answer = await step('resume', () =>
+      Promise.race([
+        (channel as PeerChannel).next(timeout * 4, 'word that the guest resumed'),
+        ctx.decided.then((d) => {
+          committedEarly = d === 'committed';
+          if (d === 'aborted') throw new RoamError('ROAM_ERR_MIGRATION', 'the proxy aborted the move');
+          return undefined;
+        }),
+      ]),
+    );
+    if (answer && answer.header.type === 'fail') {
+      throw new StepError(
+        answer.header.step as MigrationStep,
+        new RoamError('ROAM_ERR_MIGRATION', `the target failed: ${answer.header.message}`),
+      );
+    }
+    if (answer && answer.header.type !== 'resumed') {
+      throw new StepError(
+        'resume',
+        new RoamError('ROAM_ERR_PEER_PROTOCOL', `expected resumed, got ${answer.header.type}`),
+      );
+    }
+    const pauseMs = answer ? performance.now() - frozenAt : null;
+    drop(ctx);
+    channel.close();
+    return result('moved', pauseMs);
+  } catch (err) {
+    const failed = err instanceof StepError ? err : new StepError('transfer', err as Error);
+    channel?.destroy();
+    // The proxy is the arbiter: it either aborts (we resume) or has already committed (we drop).
+    const decision = committedEarly ? 'committed' : await ctx.abort(failed.step, failed.reason);
+    if (decision === 'committed') {
+      drop(ctx);
+      return result('moved', null, { step: failed.step, error: failed.reason });
+    }
+    guest.resume();
+    ctx.log(`move of ${guest.name} rolled back at ${failed.step}: ${failed.reason.message}`);
+    return result('rolled-back', null, { step: failed.step, error: failed.reason });
+  }
+}
+
+function drop(ctx: SourceContext): void {
+  ctx.release();
+  ctx.guest.stop('killed', 0);
+}
+
+function connectPeer(host: string, port: number, timeoutMs: number): Promise<PeerChannel> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new RoamError('ROAM_ERR_TIMEOUT', `could not reach the target at ${host}:${port} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(new PeerChannel(socket));
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new RoamError('ROAM_ERR_MIGRATION', `could not reach the target at ${host}:${port}: ${err.message}`));
+    });
+  });
+}

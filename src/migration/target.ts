@@ -1,0 +1,168 @@
+/**
+ * The target side of a move (paper section IV-D, steps 3 and 6-7): take the source's offer on the
+ * peer port if the proxy said to expect it, prepare the sandbox before the source freezes, write
+ * the pages into it as they come, rebuild the guest from its state, frozen, and ask the proxy to
+ * commit. Only once the proxy has recorded the switch does the guest run here.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type net from 'node:net';
+import { RoamError, isRoamError } from '../errors.js';
+import { reach } from '../common/failpoints.js';
+import { Guest } from '../guest/guest.js';
+import type { Sandbox } from '../guest/sandbox/sandbox.js';
+import { runtimeTemplate } from '../guest/template.js';
+import type { TunnelNetwork } from '../controller/tunnel-network.js';
+import type { MigrationStep } from '../wire/index.js';
+import { ROAM_VERSION } from '../version.js';
+import { applyPackedPages } from './pages.js';
+import { PeerChannel } from './peer-channel.js';
+import type { OfferMessage, PeerMessage } from './peer-wire.js';
+import type { Decision } from './source.js';
+
+/** A move the proxy announced (`migrateIn`): only an offer that matches one is taken. */
+export interface Expectation {
+  migrationId: string;
+  guestId: string;
+  name: string;
+  token: string;
+  stepTimeoutMs: number;
+}
+
+export interface TargetContext {
+  /** Takes the expectation for a migration id (each is good for one offer). */
+  expectation(migrationId: string): Expectation | undefined;
+  /** The network the moved guest gets on this host. */
+  network(guestId: string): TunnelNetwork;
+  /** Asks the proxy to commit; resolves with its decision. */
+  commit(migrationId: string, streams: number[]): Promise<Decision>;
+  /** The guest is ours (committed): run it here and carry its streams on. */
+  adopt(guest: Guest, network: TunnelNetwork): void;
+  /** Tells the proxy this side gave up. */
+  failed(migrationId: string, step: MigrationStep, err: Error): void;
+  log(line: string): void;
+}
+
+const OFFER_TIMEOUT_MS = 10_000;
+
+class TargetError extends Error {
+  constructor(
+    readonly step: MigrationStep,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function sameToken(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** Serves one peer connection: at most one move. */
+export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promise<void> {
+  const channel = new PeerChannel(socket);
+  let offer: OfferMessage;
+  let expected: Expectation | undefined;
+  try {
+    const first = await channel.next(OFFER_TIMEOUT_MS, 'offer');
+    if (first.header.type !== 'offer') throw new Error(`expected an offer, got ${first.header.type}`);
+    offer = first.header;
+    expected = ctx.expectation(offer.migrationId);
+    if (!expected || !sameToken(expected.token, offer.token) || expected.guestId !== offer.guestId) {
+      throw new Error('no such move was announced by the proxy, or the token is wrong');
+    }
+  } catch (err) {
+    // Not an authenticated source: say no and say nothing to the proxy.
+    await channel
+      .send({ type: 'fail', step: 'offer', code: 'ROAM_ERR_UNAUTHORIZED', message: (err as Error).message })
+      .catch(() => {});
+    channel.close();
+    return;
+  }
+  const { migrationId } = offer;
+  const timeout = expected.stepTimeoutMs;
+  let sandbox: Sandbox | undefined;
+  let guest: Guest | undefined;
+  let step: MigrationStep = 'offer';
+  try {
+    const base = await runtimeTemplate();
+    if (offer.roamVersion !== ROAM_VERSION || offer.base !== base.id) {
+      throw new TargetError(
+        'offer',
+        'ROAM_ERR_IMAGE_VERSION',
+        `unsupported version: the source runs Roam ${offer.roamVersion} (runtime ${offer.base}), this host Roam ${ROAM_VERSION} (runtime ${base.id})`,
+      );
+    }
+    // Prepared before the source freezes: compiled module, instance, runtime, memory faulted in.
+    const t = performance.now();
+    sandbox = await Guest.prepareSandbox(offer.limits, offer.memoryBytes);
+    await channel.send({ type: 'accept', migrationId, prepareMs: performance.now() - t });
+
+    step = 'precopy';
+    let state: PeerMessage | undefined;
+    while (!state) {
+      const message = await channel.next(timeout * 4, 'memory pages');
+      const h = message.header;
+      if (h.type === 'pages') {
+        if (h.final) step = 'transfer';
+        const memory = sandbox.prepareRestore(h.byteLength);
+        applyPackedPages(message.body, h.count, h.codec, h.rawBytes, memory);
+      } else if (h.type === 'state') state = message;
+      else if (h.type === 'fail') throw new TargetError(step, h.code, `the source gave up: ${h.message}`);
+      else throw new TargetError(step, 'ROAM_ERR_PEER_PROTOCOL', `unexpected ${h.type} during the transfer`);
+    }
+
+    step = 'restore';
+    const h = state.header;
+    if (h.type !== 'state' || h.stateBytes + h.filesBytes !== state.body.length) {
+      throw new TargetError('restore', 'ROAM_ERR_IMAGE_MALFORMED', 'the state message does not add up');
+    }
+    let stateJson: unknown;
+    try {
+      stateJson = JSON.parse(Buffer.from(state.body.subarray(0, h.stateBytes)).toString('utf8'));
+    } catch {
+      throw new TargetError('restore', 'ROAM_ERR_IMAGE_MALFORMED', 'the guest state is not JSON');
+    }
+    const network = ctx.network(offer.guestId);
+    guest = await Guest.assembleMoved(
+      sandbox,
+      {
+        meta: { kind: 'js', ...h.meta },
+        state: stateJson,
+        files: state.body.subarray(h.stateBytes),
+      },
+      { network, frozen: true },
+    );
+    sandbox = undefined; // the guest owns it now
+    const t0 = performance.now();
+
+    // Step 7: the proxy records the switch (the commit point), then the guest runs here.
+    step = 'commit';
+    await reach('migrate.target.beforeCommit');
+    const decision = await ctx.commit(migrationId, network.restoredStreamIds());
+    if (decision !== 'committed') {
+      guest.stop('killed', 0);
+      channel.destroy();
+      ctx.log(`move ${migrationId} of ${offer.name} was aborted by the proxy; dropped the copy here`);
+      return;
+    }
+    step = 'resume';
+    ctx.adopt(guest, network);
+    guest.resume();
+    await reach('migrate.target.afterResume');
+    await channel.send({ type: 'resumed', restoreMs: performance.now() - t0 }).catch(() => {});
+    channel.close();
+  } catch (err) {
+    const code = err instanceof TargetError ? err.code : isRoamError(err) ? err.code : 'ROAM_ERR_MIGRATION';
+    const failedStep = err instanceof TargetError ? err.step : step;
+    const message = (err as Error).message;
+    guest?.stop('killed', 0);
+    sandbox?.dispose();
+    ctx.log(`move ${migrationId} of ${offer.name} failed here at ${failedStep}: ${message}`);
+    ctx.failed(migrationId, failedStep, new RoamError('ROAM_ERR_MIGRATION', `${code}: ${message}`));
+    await channel.send({ type: 'fail', step: failedStep, code, message: message.slice(0, 16_000) }).catch(() => {});
+    channel.close();
+  }
+}
