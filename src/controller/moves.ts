@@ -61,7 +61,7 @@ export class Moves {
             code: 'ROAM_ERR_MIGRATION',
             message: err.message,
           }),
-        log: this.host.log,
+        log: (line) => this.host.log(line),
       });
     });
     this.server = server;
@@ -173,7 +173,7 @@ export class Moves {
         },
         decided,
         release: () => this.host.release(message.guestId),
-        log: this.host.log,
+        log: (line) => this.host.log(line),
       });
     } finally {
       this.leaving.delete(message.guestId);

@@ -177,7 +177,7 @@ export async function migrateOut(
       const stateJson = Buffer.from(JSON.stringify(host.state), 'utf8');
       const files = host.files;
       const before = channel?.bytesSent ?? 0;
-      await (channel as PeerChannel).send(
+      await channel.send(
         {
           type: 'state',
           meta: {
@@ -204,7 +204,7 @@ export async function migrateOut(
     // Steps 6-8 happen on the target and the proxy; the target says when the guest runs there.
     const answer = await step('resume', () =>
       Promise.race([
-        (channel as PeerChannel).next(timeout * 4, 'word that the guest resumed'),
+        channel.next(timeout * 4, 'word that the guest resumed'),
         ctx.decided.then((d) => {
           committedEarly = d === 'committed';
           if (d === 'aborted') throw new RoamError('ROAM_ERR_MIGRATION', 'the proxy aborted the move');
