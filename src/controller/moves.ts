@@ -4,6 +4,7 @@
  * proxy's decisions (commit or abort) to whichever side waits for them.
  */
 import net from 'node:net';
+import { failpoint, reach } from '../common/failpoints.js';
 import type { Guest } from '../guest/guest.js';
 import { migrateOut, type Decision, type MoveResult } from '../migration/source.js';
 import { acceptMove, type Expectation } from '../migration/target.js';
@@ -149,7 +150,10 @@ export class Moves {
       });
       return;
     }
-    this.host.control({ type: 'migrateAck', migrationId: message.migrationId });
+    await reach('migrate.source.beforeAck');
+    if (failpoint('migrate.source.ack')?.kind !== 'drop') {
+      this.host.control({ type: 'migrateAck', migrationId: message.migrationId });
+    }
     this.leaving.add(message.guestId);
     const decided = this.decide(message.migrationId, undefined);
     let result: MoveResult;

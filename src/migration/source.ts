@@ -113,6 +113,12 @@ export async function migrateOut(
     return sent;
   };
   const shadow = new PageShadow(guest.runtimeBase.full);
+  // The proxy may abort before the freeze (an ack came too late, the target gave up): stop then.
+  let abortedEarly = false;
+  void ctx.decided.then((d) => (abortedEarly = d === 'aborted'));
+  const stillWanted = (): void => {
+    if (abortedEarly) throw new RoamError('ROAM_ERR_MIGRATION', 'the proxy aborted the move');
+  };
 
   try {
     // Steps 2-3: the direct connection, and the target's ack (its sandbox is ready when it says so).
@@ -143,6 +149,7 @@ export async function migrateOut(
       await step('precopy', async () => {
         let previous = Infinity;
         for (let round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
+          stillWanted();
           const dirty = shadow.dirty(guest.memoryView());
           const bytes = dirty.length * PAGE_SIZE;
           if (round > 0 && (bytes <= PRECOPY_SMALL_BYTES || dirty.length >= previous)) break;
@@ -167,6 +174,14 @@ export async function migrateOut(
   // Steps 4-5: freeze, send the pages still different and the host-side state.
   let committedEarly = false;
   try {
+    await new Promise((resolve) => setImmediate(resolve)); // a decision already on its way lands first
+    if (abortedEarly) {
+      channel.destroy();
+      return result('rolled-back', null, {
+        step: 'freeze',
+        error: new RoamError('ROAM_ERR_MIGRATION', 'the proxy aborted the move'),
+      });
+    }
     frozenAt = performance.now();
     const host = guest.freezeForMove();
     ctx.progress({ step: 'freeze' });
@@ -194,6 +209,7 @@ export async function migrateOut(
         damage,
       );
       stats.finalBytes += (channel?.bytesSent ?? 0) - before;
+      await reach('migrate.source.afterTransfer');
       ctx.progress({
         step: 'transfer',
         pages: dirty.length,
@@ -202,32 +218,32 @@ export async function migrateOut(
       });
     });
     // Steps 6-8 happen on the target and the proxy; the target says when the guest runs there.
-    const answer = await step('resume', () =>
-      Promise.race([
-        channel.next(timeout * 4, 'word that the guest resumed'),
-        ctx.decided.then((d) => {
-          committedEarly = d === 'committed';
-          if (d === 'aborted') throw new RoamError('ROAM_ERR_MIGRATION', 'the proxy aborted the move');
-          return undefined;
-        }),
-      ]),
+    const resumed = channel.next(timeout * 4, 'word that the guest resumed').then(
+      (m) => {
+        if (m.header.type === 'resumed') return performance.now();
+        const why = m.header.type === 'fail' ? `the target failed: ${m.header.message}` : `got ${m.header.type}`;
+        const at = m.header.type === 'fail' ? (m.header.step as MigrationStep) : 'resume';
+        throw new StepError(at, new RoamError('ROAM_ERR_MIGRATION', why));
+      },
+      (err: Error) => {
+        throw new StepError('resume', err);
+      },
     );
-    if (answer && answer.header.type === 'fail') {
-      throw new StepError(
-        answer.header.step as MigrationStep,
-        new RoamError('ROAM_ERR_MIGRATION', `the target failed: ${answer.header.message}`),
-      );
+    resumed.catch(() => {}); // awaited below, or not needed when the proxy decides first
+    const first = await Promise.race([
+      resumed.then((at) => ({ kind: 'resumed' as const, at })),
+      ctx.decided.then((d) => ({ kind: 'decided' as const, d })),
+    ]);
+    if (first.kind === 'decided' && first.d === 'aborted') {
+      throw new StepError('commit', new RoamError('ROAM_ERR_MIGRATION', 'the proxy aborted the move'));
     }
-    if (answer && answer.header.type !== 'resumed') {
-      throw new StepError(
-        'resume',
-        new RoamError('ROAM_ERR_PEER_PROTOCOL', `expected resumed, got ${answer.header.type}`),
-      );
-    }
-    const pauseMs = answer ? performance.now() - frozenAt : null;
+    // Committed (the proxy's word, or the target's, which resumes only after the commit).
+    committedEarly = true;
     drop(ctx);
+    // The pause ends when the target says the guest runs; its word may come just after the proxy's.
+    const resumedAt = first.kind === 'resumed' ? first.at : await resumed.catch(() => undefined);
     channel.close();
-    return result('moved', pauseMs);
+    return result('moved', resumedAt === undefined ? null : resumedAt - frozenAt);
   } catch (err) {
     const failed = err instanceof StepError ? err : new StepError('transfer', err as Error);
     channel?.destroy();

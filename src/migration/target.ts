@@ -98,6 +98,7 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     // Prepared before the source freezes: compiled module, instance, runtime, memory faulted in.
     const t = performance.now();
     sandbox = await Guest.prepareSandbox(offer.limits, offer.memoryBytes);
+    await reach('migrate.target.beforeAccept');
     await channel.send({ type: 'accept', migrationId, prepareMs: performance.now() - t });
 
     step = 'precopy';
@@ -107,6 +108,7 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
       const h = message.header;
       if (h.type === 'pages') {
         if (h.final) step = 'transfer';
+        await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
         const memory = sandbox.prepareRestore(h.byteLength);
         applyPackedPages(message.body, h.count, h.codec, h.rawBytes, memory);
       } else if (h.type === 'state') state = message;

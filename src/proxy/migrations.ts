@@ -267,7 +267,21 @@ export class Migrations {
 
   private onTargetFailed(fromId: string, f: MigrateFailedMessage): void {
     const m = this.from(f.migrationId, fromId, 'target');
-    if (!m || m.state !== 'pending') return;
+    if (!m) return;
+    if (m.state !== 'pending') {
+      // Already decided (the source noticed first): keep the target's account of it too.
+      this.ports.event(
+        'migration.detail',
+        `${m.guestName}: the target reports: ${f.message}`,
+        { guestId: m.guestId },
+        {
+          migrationId: m.id,
+          step: f.step,
+          code: f.code,
+        },
+      );
+      return;
+    }
     this.abort(m, f.step, `the target failed: ${f.message}`);
   }
 
@@ -295,12 +309,11 @@ export class Migrations {
     this.ports.send(m.sourceId, { type: 'migrateAborted', migrationId: m.id, reason: cause.slice(0, 16_000) });
     this.ports.send(m.targetId, { type: 'migrateAborted', migrationId: m.id, reason: cause.slice(0, 16_000) });
     this.ports.released(m.guestId);
-    // Honest about where the guest is: a source that froze it and is gone cannot resume it.
-    const where =
-      m.frozen && !source?.connected
-        ? `${m.guestName} was frozen on ${m.view.from}, which is unreachable: it runs again only if ${m.view.from} comes back`
-        : `${m.guestName} runs on ${m.view.from}`;
-    const outcome = m.frozen && !source?.connected ? 'stranded' : 'rolled-back';
+    // Honest about where the guest is: a source that is gone cannot resume it.
+    const where = source?.connected
+      ? `${m.guestName} runs on ${m.view.from}`
+      : `${m.view.from} is unreachable${m.frozen ? ' and had frozen the guest' : ''}: ${m.guestName} runs again only if ${m.view.from} comes back with it`;
+    const outcome = source?.connected ? 'rolled-back' : 'stranded';
     this.ports.event(
       'migration.failed',
       `moving ${m.guestName} from ${m.view.from} to ${m.view.to} failed at ${step}: ${cause}; ${where}`,

@@ -90,7 +90,7 @@ export function startHost(
   t: AfterContext,
   proxy: TestProxy,
   name: string,
-  options: { port?: number; token?: string } = {},
+  options: { port?: number; token?: string; env?: Record<string, string> } = {},
 ): Started {
   const dir = tempDir(t);
   const p = startRoam(
@@ -104,7 +104,7 @@ export function startHost(
       join(dir, name),
       '--no-benchmark',
     ],
-    { ROAM_JOIN_TOKEN: options.token ?? proxy.joinToken },
+    { ROAM_JOIN_TOKEN: options.token ?? proxy.joinToken, ...options.env },
   );
   t.after(() => stop(p));
   return p;
@@ -126,6 +126,7 @@ export async function deploy(
     name: string;
     publish?: Array<{ public: number; guest: number; protocol: 'tcp' | 'udp' }>;
     env?: Record<string, string>;
+    on?: string;
   },
 ): Promise<{ status: number; body: { state: string; hostName: string | null; error?: { code: string } } }> {
   const { code } = await bundleGuest(file);
@@ -135,6 +136,7 @@ export async function deploy(
     publish: request.publish ?? [],
     env: request.env ?? {},
     argv: [],
+    ...(request.on ? { on: request.on } : {}),
   });
 }
 
