@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ROOT } from './helpers/roam.js';
+import { ROOT, runRoam } from './helpers/roam.js';
+import { eventually } from './helpers/cluster.js';
 import { deploy, freePort, startHost, startProxy } from './helpers/cluster.js';
 import { RecordsClient } from './helpers/records.js';
 
@@ -56,4 +57,64 @@ test('a guest moves between hosts 6 times while a client talks to it: nothing lo
   assert.equal(guests.body[0]?.hostName, where);
   const events = await proxy.api<Array<{ kind: string }>>('GET', '/api/events?limit=1000');
   assert.equal(events.body.filter((e) => e.kind === 'migration.completed').length, 6);
+});
+
+test('`roam migrate` shows the progress and the pause; `roam host drain` and SIGTERM move guests away with their connections', async (t) => {
+  const proxy = await startProxy(t, ['--report-interval', '200']);
+  const a = startHost(t, proxy, 'host-a');
+  const b = startHost(t, proxy, 'host-b');
+  await Promise.all([a.waitFor(/joined the proxy/), b.waitFor(/joined the proxy/)]);
+  const tcp = await freePort();
+  const made = await deploy(proxy, join(ROOT, 'examples/records.js'), {
+    name: 'records',
+    publish: [{ public: tcp, guest: 7000, protocol: 'tcp' }],
+    on: 'host-a',
+  });
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+  const client = new RecordsClient(tcp);
+  await client.connected;
+  await client.waitForAnswers(100);
+  const api = ['--api', `http://127.0.0.1:${proxy.apiPort}`, '--data-dir', proxy.dataDir];
+
+  // The command line: progress lines, then the summary with the pause.
+  const moved = await runRoam(['migrate', 'records', '--to', 'host-b', ...api]);
+  assert.equal(moved.code, 0, moved.stderr);
+  assert.match(moved.stdout, /pre-copy round 1: \d+ pages/);
+  assert.match(moved.stdout, /frozen/);
+  assert.match(
+    moved.stdout,
+    /moved records from host-a to host-b\n {2}pause \d+\.\d ms \(freeze to resume\), total \d+ ms, [\d.]+ MB sent/,
+  );
+  await client.waitForAnswers(100);
+
+  // A move that cannot happen says why, with its own exit code.
+  const nowhere = await runRoam(['migrate', 'records', '--to', 'host-b', ...api]);
+  assert.equal(nowhere.code, 73, nowhere.stdout + nowhere.stderr);
+  assert.match(nowhere.stderr, /already runs on host-b/);
+
+  // Drain host-b from the command line: the guest goes back to host-a.
+  const drained = await runRoam(['host', 'drain', 'host-b', ...api]);
+  assert.equal(drained.code, 0, drained.stderr);
+  assert.match(drained.stdout, /drained host-b: 1 guest\(s\) moved, 0 not/);
+  await client.waitForAnswers(100);
+
+  // SIGTERM on host-a: it asks the proxy to move its guests away first, then leaves.
+  a.child.kill('SIGTERM');
+  await a.exited;
+  const guest = await eventually(async () => {
+    const g = (await proxy.api<Array<{ hostName: string; state: string }>>('GET', '/api/guests')).body[0];
+    return g?.hostName === 'host-b' ? g : undefined;
+  }, 'the guest on host-b');
+  assert.equal(guest.state, 'running');
+  await client.waitForAnswers(100);
+  const result = await client.finish();
+  assert.deepEqual(result.failures, []);
+  assert.equal(result.closed, false);
+
+  const kinds = (await proxy.api<Array<{ kind: string }>>('GET', '/api/events?limit=1000')).body.map((e) => e.kind);
+  const tail = kinds.slice(kinds.lastIndexOf('host.draining'));
+  assert.deepEqual(
+    tail.filter((k) => k.startsWith('host.') || k === 'migration.completed'),
+    ['host.draining', 'migration.completed', 'host.drained', 'host.left'],
+  );
 });

@@ -87,7 +87,7 @@ async function runProxy(opts: ProxyCliOptions): Promise<void> {
 }
 
 interface HostCliOptions {
-  proxy: string;
+  proxy?: string;
   joinToken?: string;
   joinTokenFile?: string;
   name?: string;
@@ -108,6 +108,9 @@ function parseProxyAddress(text: string): { host: string; port: number } {
 }
 
 async function runHost(opts: HostCliOptions): Promise<void> {
+  if (!opts.proxy) {
+    throw new RoamError('ROAM_ERR_USAGE', "required option '--proxy <addr[:port]>' not specified (the proxy to join)");
+  }
   const token = resolveSecret({ value: opts.joinToken, env: 'ROAM_JOIN_TOKEN', file: opts.joinTokenFile });
   if (!token) {
     throw new RoamError(
@@ -151,7 +154,7 @@ export function proxyCommand(): Command {
 export function hostCommand(): Command {
   return new Command('host')
     .description('run the Interface Controller: offer this machine to a proxy and run guests on it')
-    .requiredOption('--proxy <addr[:port]>', 'the proxy to join (port 7400 by default)')
+    .option('--proxy <addr[:port]>', 'the proxy to join (port 7400 by default); required')
     .option('--join-token <token>', 'the join token (or ROAM_JOIN_TOKEN; prefer --join-token-file)')
     .option('--join-token-file <file>', 'read the join token from a file')
     .option('--name <name>', 'this host name (default: the machine name)')
@@ -161,6 +164,7 @@ export function hostCommand(): Command {
     .option('--drain-timeout <seconds>', 'on SIGINT/SIGTERM, how long to wait for guests to move away (default 30)')
     .option('--data-dir <dir>', 'where the host id is kept (default ~/.roam/host)')
     .option('--no-benchmark', 'skip the benchmark at start (its score helps placement)')
+    .enablePositionalOptions()
     .addCommand(drainCommand())
     .action(async (opts: HostCliOptions) => runHost(opts));
 }

@@ -8,6 +8,7 @@ import { exitCodeFor, guestCommand } from './guest.js';
 import { operatorCommands } from './operator.js';
 
 const program = new Command('roam')
+  .enablePositionalOptions()
   .version(ROAM_VERSION)
   .description(
     'Roam moves live programs between machines without dropping their connections.\n' +

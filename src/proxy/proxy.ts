@@ -314,9 +314,10 @@ export class Proxy implements ProxyOperations {
     const source = this.hostTable.get(guest.hostId);
     if (!source?.session)
       throw new RoamError('ROAM_ERR_HOST_UNREACHABLE', `the host of ${guest.name} is not connected`);
-    const target = this.place(request.to, source.id);
-    if (target.id === source.id)
+    if (request.to === source.name || request.to === source.id) {
       throw new RoamError('ROAM_ERR_CONFLICT', `${guest.name} already runs on ${source.name}`);
+    }
+    const target = this.place(request.to, source.id);
     return this.migrations.start({
       guestId: guest.id,
       guestName: guest.name,

@@ -1,0 +1,292 @@
+/**
+ * The pieces of live migration without sockets: the peer protocol codec, pre-copy page tracking,
+ * a stream's snapshot across a move, and the proxy's decisions (the commit point) as a state machine.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PAGE_SIZE } from '../src/guest/image/format.js';
+import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
+import { PageShadow, applyPackedPages, packPages } from '../src/migration/pages.js';
+import { MAX_HEADER_BYTES, PeerDecoder, encodePeer, type PeerHeader } from '../src/migration/peer-wire.js';
+import { Migrations, type MigrationPorts } from '../src/proxy/migrations.js';
+import type { ControlMessage } from '../src/wire/index.js';
+
+const concat = (parts: Uint8Array[]): Buffer => Buffer.concat(parts);
+
+describe('peer protocol codec', () => {
+  const header: PeerHeader = {
+    type: 'pages',
+    round: 2,
+    final: false,
+    byteLength: 4 * PAGE_SIZE,
+    count: 1,
+    codec: 'none',
+    rawBytes: PAGE_SIZE,
+  };
+  const body = Buffer.alloc(4 + PAGE_SIZE, 7);
+
+  it('decodes messages split at every byte and many per chunk', () => {
+    const bytes = concat([...encodePeer(header, body), ...encodePeer({ type: 'resumed', restoreMs: 1.5 })]);
+    const decoder = new PeerDecoder();
+    const got = [];
+    for (let i = 0; i < bytes.length; i++) got.push(...decoder.push(bytes.subarray(i, i + 1)));
+    assert.deepEqual(
+      got.map((m) => m.header.type),
+      ['pages', 'resumed'],
+    );
+    assert.deepEqual(got[0]?.header, header);
+    assert.ok(Buffer.from(got[0]?.body ?? []).equals(body));
+    assert.equal(new PeerDecoder().push(bytes).length, 2);
+  });
+
+  it('refuses a body damaged in transit, naming the checksum', () => {
+    const bytes = concat(encodePeer(header, body));
+    bytes.writeUInt8(bytes.readUInt8(bytes.length - 10) ^ 1, bytes.length - 10);
+    assert.throws(() => new PeerDecoder().push(bytes), /checksum mismatch/);
+  });
+
+  it('refuses bad magic, oversized headers and bodies before buffering them, and malformed headers', () => {
+    assert.throws(() => new PeerDecoder().push(Buffer.alloc(16)), /bad magic/);
+    const big = concat(encodePeer({ type: 'resumed', restoreMs: 1 }));
+    big.writeUInt32BE(MAX_HEADER_BYTES + 1, 4);
+    assert.throws(() => new PeerDecoder().push(big.subarray(0, 16)), /header of \d+ bytes is outside/);
+    const huge = concat(encodePeer({ type: 'resumed', restoreMs: 1 }));
+    huge.writeUInt32BE(0xffff_ffff, 8);
+    assert.throws(() => new PeerDecoder().push(huge.subarray(0, 16)), /body of \d+ bytes is larger/);
+    const wrong = concat(encodePeer({ type: 'resumed', restoreMs: -1 } as unknown as PeerHeader));
+    assert.throws(() => new PeerDecoder().push(wrong), /malformed at restoreMs/);
+  });
+});
+
+describe('pre-copy page tracking', () => {
+  it('finds changed pages, pages grown beyond the target, and pages that went back to zero', () => {
+    const base = new Uint8Array(4 * PAGE_SIZE);
+    base[PAGE_SIZE + 5] = 1; // page 1 non-zero in the template
+    const shadow = new PageShadow(base);
+    const memory = new Uint8Array(6 * PAGE_SIZE);
+    memory.set(base);
+    assert.deepEqual([...shadow.dirty(memory)], []);
+    memory[3 * PAGE_SIZE] = 9; // changed
+    memory[PAGE_SIZE + 5] = 0; // back to zero
+    memory[5 * PAGE_SIZE + 100] = 4; // beyond what the target has
+    const dirty = shadow.dirty(memory);
+    assert.deepEqual([...dirty], [1, 3, 5]);
+
+    // What the target rebuilds from the packed pages equals the source's memory.
+    const target = new Uint8Array(6 * PAGE_SIZE);
+    target.set(base);
+    const { indices, data } = shadow.take(memory, dirty);
+    for (const codec of ['snappy', 'none'] as const) {
+      const copy = target.slice();
+      applyPackedPages(packPages(indices, data, codec), dirty.length, codec, data.length, copy);
+      assert.ok(Buffer.from(copy).equals(Buffer.from(memory)), codec);
+    }
+    assert.deepEqual([...shadow.dirty(memory)], [], 'nothing left once sent');
+  });
+
+  it('refuses hostile page messages: out of range, out of order, lengths that do not add up', () => {
+    const memory = new Uint8Array(2 * PAGE_SIZE);
+    const pack = (pages: number[]): Buffer => {
+      const indices = Buffer.alloc(pages.length * 4);
+      pages.forEach((p, i) => indices.writeUInt32LE(p, i * 4));
+      return packPages(indices, Buffer.alloc(pages.length * PAGE_SIZE), 'none');
+    };
+    assert.throws(() => applyPackedPages(pack([5]), 1, 'none', PAGE_SIZE, memory), /beyond the memory/);
+    assert.throws(() => applyPackedPages(pack([1, 0]), 2, 'none', 2 * PAGE_SIZE, memory), /not ascending/);
+    assert.throws(() => applyPackedPages(pack([0]), 1, 'none', 2 * PAGE_SIZE, memory), /raw bytes/);
+    assert.throws(
+      () => applyPackedPages(pack([0]), 1, 'snappy', PAGE_SIZE, memory),
+      /do not decompress|bytes of pages/,
+    );
+  });
+});
+
+describe('a stream across a move', () => {
+  class Recorder implements StreamCarrier {
+    data: Buffer[] = [];
+    fins: number[] = [];
+    sendData(_id: number, chunk: Uint8Array): void {
+      this.data.push(Buffer.from(chunk));
+    }
+    sendAck(): void {}
+    sendFin(_id: number, offset: number): void {
+      this.fins.push(offset);
+    }
+    sendRst(): void {}
+    writable(): boolean {
+      return true;
+    }
+  }
+
+  it('carries what was written, including writes held back by the window, and the end', async () => {
+    const source = new LinkStream(4, { window: 1024 });
+    const first = new Recorder();
+    source.attach(first, 0);
+    const payload = Buffer.alloc(5000, 3);
+    for (let i = 0; i < 5; i++) source.write(payload.subarray(i * 1000, (i + 1) * 1000));
+    source.end();
+    source.onAck(512); // the peer took 512 bytes
+    const snap = source.snapshot();
+    assert.equal(snap.sent, 5000, 'held writes were taken in');
+    assert.equal(snap.acked, 512);
+    assert.equal(snap.unacked.length, 5000 - 512);
+    assert.equal(snap.ended, true);
+
+    const moved = LinkStream.restore(snap, 1024);
+    const second = new Recorder();
+    moved.attach(second, 700); // the peer holds 700 bytes
+    for (let acked = 1024; second.fins.length === 0 && acked <= 6000; acked += 1024) moved.onAck(Math.min(acked, 5000));
+    assert.equal(Buffer.concat(second.data).length, 5000 - 700, 'resent from what the peer holds');
+    assert.deepEqual(second.fins, [5000]);
+    await new Promise((r) => setImmediate(r));
+  });
+
+  it('restores the reader at what it consumed; a FIN said again is taken once', async () => {
+    const stream = LinkStream.restore({
+      id: 6,
+      received: 10,
+      sent: 0,
+      acked: 0,
+      unacked: new Uint8Array(0),
+      ended: false,
+    });
+    const carrier = new Recorder();
+    stream.attach(carrier, 0);
+    const got: Buffer[] = [];
+    let ends = 0;
+    stream.on('data', (d: Buffer) => got.push(d));
+    stream.on('end', () => ends++);
+    stream.onData(Buffer.from('hello'));
+    stream.onFin(15);
+    stream.onFin(15);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(Buffer.concat(got).toString(), 'hello');
+    assert.equal(stream.offsets.received, 15);
+    assert.equal(ends, 1);
+  });
+});
+
+describe('the proxy decides each move once', () => {
+  function setup(hostsUp = { a: true, b: true }) {
+    const sent: Array<[string, ControlMessage]> = [];
+    const events: Array<{ kind: string; message: string }> = [];
+    const switched: string[] = [];
+    const ports: MigrationPorts = {
+      host: (id) => ({ id, name: id, address: '10.0.0.1', peerPort: 7401, connected: hostsUp[id as 'a' | 'b'] }),
+      send: (hostId, message) => sent.push([hostId, message]),
+      switchHost: (_g, target) => switched.push(target),
+      released: () => {},
+      event: (kind, message) => events.push({ kind, message }),
+    };
+    const migrations = new Migrations(ports);
+    const start = () =>
+      migrations.start({
+        guestId: 'g1',
+        guestName: 'web',
+        sourceId: 'a',
+        targetId: 'b',
+        precopy: true,
+        stepTimeoutMs: 60_000,
+        deadlineMs: 60_000,
+      });
+    const idOf = () => (sent.find(([, m]) => m.type === 'migrate')?.[1] as { migrationId: string }).migrationId;
+    return { sent, events, switched, migrations, start, idOf, hostsUp };
+  }
+
+  it('commits when the target asks first; a later abort from the source is answered with the commit', async () => {
+    const s = setup();
+    const done = s.start();
+    const id = s.idOf();
+    s.migrations.onControl('b', { type: 'migrateCommit', migrationId: id, streams: [3] });
+    assert.deepEqual(s.switched, ['b']);
+    s.migrations.onControl('a', {
+      type: 'migrateAbort',
+      migrationId: id,
+      step: 'resume',
+      code: 'X',
+      message: 'lost the peer',
+    });
+    assert.equal(s.sent.at(-1)?.[1].type, 'migrateCommitted');
+    s.migrations.onControl('a', {
+      type: 'migrateDone',
+      migrationId: id,
+      pauseMs: 5,
+      totalMs: 50,
+      bytesSent: 9,
+      precopyRounds: 1,
+      precopyBytes: 5,
+      finalBytes: 4,
+    });
+    const view = await done;
+    assert.equal(view.outcome, 'moved');
+    assert.equal(view.pauseMs, 5);
+    s.migrations.close();
+  });
+
+  it('aborts when the source asks first; a later commit is refused, so the guest never runs twice', async () => {
+    const s = setup();
+    const done = s.start();
+    const id = s.idOf();
+    s.migrations.onControl('a', {
+      type: 'migrateAbort',
+      migrationId: id,
+      step: 'transfer',
+      code: 'X',
+      message: 'peer closed',
+    });
+    s.migrations.onControl('b', { type: 'migrateCommit', migrationId: id, streams: [] });
+    assert.deepEqual(s.switched, []);
+    assert.equal(s.sent.at(-1)?.[0], 'b');
+    assert.equal(s.sent.at(-1)?.[1].type, 'migrateAborted');
+    const view = await done;
+    assert.equal(view.outcome, 'rolled-back');
+    assert.equal(view.step, 'transfer');
+    assert.match(
+      s.events.find((e) => e.kind === 'migration.failed')?.message ?? '',
+      /failed at transfer: peer closed; web runs on a/,
+    );
+    s.migrations.close();
+  });
+
+  it('only the named hosts speak for a move; a second move of the same guest waits its turn', async () => {
+    const s = setup();
+    const done = s.start();
+    const id = s.idOf();
+    s.migrations.onControl('b', {
+      type: 'migrateAbort',
+      migrationId: id,
+      step: 'ack',
+      code: 'X',
+      message: 'not the source',
+    });
+    s.migrations.onControl('a', { type: 'migrateCommit', migrationId: id, streams: [] });
+    assert.deepEqual(s.switched, []);
+    await assert.rejects(s.start(), /already moving/);
+    s.migrations.onControl('b', { type: 'migrateCommit', migrationId: id, streams: [] });
+    assert.deepEqual(s.switched, ['b']);
+    s.migrations.close();
+    void done;
+  });
+
+  it('says the guest is stranded when the source that froze it is gone', async () => {
+    const s = setup();
+    const done = s.start();
+    const id = s.idOf();
+    s.migrations.onControl('a', { type: 'migrateProgress', migrationId: id, step: 'freeze' });
+    s.hostsUp.a = false;
+    s.migrations.onControl('b', {
+      type: 'migrateFailed',
+      migrationId: id,
+      step: 'transfer',
+      code: 'X',
+      message: 'the peer connection closed',
+    });
+    const view = await done;
+    assert.equal(view.outcome, 'stranded');
+    assert.match(
+      s.events.at(-1)?.message ?? '',
+      /a is unreachable and had frozen the guest: web runs again only if a comes back/,
+    );
+    s.migrations.close();
+  });
+});
