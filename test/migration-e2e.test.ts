@@ -42,7 +42,7 @@ test('a guest moves between hosts 6 times while a client talks to it: nothing lo
     const to = where === 'host-a' ? 'host-b' : 'host-a';
     const r = await proxy.api<MigrationRow>('POST', '/api/guests/records/migrate', { to, precopy: i % 2 === 0 });
     assert.equal(r.status, 200, JSON.stringify(r.body));
-    assert.equal(r.body.outcome, 'moved', JSON.stringify(r.body));
+    assert.equal(r.body.outcome, 'moved', `${JSON.stringify(r.body)}\nhost-a:\n${a.output()}\nhost-b:\n${b.output()}`);
     assert.equal(r.body.to, to);
     assert.ok((r.body.bytesSent ?? 0) > 0);
     where = to;

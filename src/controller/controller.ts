@@ -87,10 +87,17 @@ export class Controller implements TunnelLink {
     if (options.benchmark !== false) controller.benchmarkScore = (await measureBenchmark()).score;
     controller.sampler = await HostSampler.create();
     controller.peerPort = await controller.moves.listen(options.peerPort ?? 0, options.peerBind ?? '0.0.0.0');
-    await new Promise<void>((resolve, reject) => {
-      controller.joinedOnce = { resolve, reject };
-      controller.connect();
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        controller.joinedOnce = { resolve, reject };
+        controller.connect();
+      });
+    } catch (err) {
+      // Refused: let go of everything this start opened, so the process can exit.
+      controller.moves.close();
+      controller.session?.destroy();
+      throw err;
+    }
     return controller;
   }
 

@@ -135,6 +135,9 @@ export class Moves {
 
   private async moveOut(message: MigrateMessage): Promise<void> {
     const hosted = this.host.guest(message.guestId);
+    this.host.log(
+      `moving ${hosted?.guest.name ?? message.guestId} to ${message.target.name} (move ${message.migrationId})`,
+    );
     if (!hosted || hosted.guest.state !== 'running' || this.leaving.has(message.guestId)) {
       const why = !hosted
         ? 'the guest is not on this host'

@@ -177,10 +177,9 @@ export async function migrateOut(
     await new Promise((resolve) => setImmediate(resolve)); // a decision already on its way lands first
     if (abortedEarly) {
       channel.destroy();
-      return result('rolled-back', null, {
-        step: 'freeze',
-        error: new RoamError('ROAM_ERR_MIGRATION', 'the proxy aborted the move'),
-      });
+      const error = new RoamError('ROAM_ERR_MIGRATION', 'the proxy aborted the move');
+      await ctx.abort('freeze', error); // says so: the guest never stopped here
+      return result('rolled-back', null, { step: 'freeze', error });
     }
     frozenAt = performance.now();
     const host = guest.freezeForMove();

@@ -56,6 +56,8 @@ interface Migration extends MigrationRequest {
   startedAt: number;
   acked: boolean;
   frozen: boolean;
+  /** Aborted without the source's word: waiting for it to say it resumed the guest. */
+  awaitingSource: boolean;
   step: MigrationStep;
   timers: NodeJS.Timeout[];
   waiters: Array<(view: MigrationView) => void>;
@@ -101,6 +103,7 @@ export class Migrations {
       startedAt: Date.now(),
       acked: false,
       frozen: false,
+      awaitingSource: false,
       step: 'ack',
       timers: [],
       waiters: [],
@@ -262,7 +265,20 @@ export class Migrations {
       this.ports.send(fromId, { type: 'migrateCommitted', migrationId: m.id });
       return;
     }
-    this.abort(m, a.step, `${a.message}`);
+    if (m.state === 'aborted') {
+      // The source heard the abort (or failed on its own meanwhile): it runs the guest again.
+      this.ports.send(fromId, { type: 'migrateAborted', migrationId: m.id, reason: m.view.error ?? 'aborted' });
+      if (m.awaitingSource) this.concludeAbort(m, 'rolled-back');
+      return;
+    }
+    this.abort(m, a.step, a.message, true);
+  }
+
+  /** A host's link went away: a move waiting for that source's word will not get it. */
+  hostGone(hostId: string): void {
+    for (const m of this.byId.values()) {
+      if (m.awaitingSource && m.sourceId === hostId) this.concludeAbort(m, 'stranded');
+    }
   }
 
   private onTargetFailed(fromId: string, f: MigrateFailedMessage): void {
@@ -299,31 +315,59 @@ export class Migrations {
     this.finish(m, 'moved');
   }
 
-  private abort(m: Migration, step: MigrationStep, cause: string): void {
+  /**
+   * Decides that the move will not happen. `confirmed`: the source asked, so it runs the guest
+   * again. Otherwise (a deadline, the target gave up) the outcome waits for the source's word, or
+   * for its link to go away: an event must not say the guest runs where it may not.
+   */
+  private abort(m: Migration, step: MigrationStep, cause: string, confirmed = false): void {
     if (m.state !== 'pending') return;
     m.state = 'aborted';
     m.view.state = 'aborted';
     m.view.step = step;
     m.view.error = cause;
-    const source = this.ports.host(m.sourceId);
     this.ports.send(m.sourceId, { type: 'migrateAborted', migrationId: m.id, reason: cause.slice(0, 16_000) });
     this.ports.send(m.targetId, { type: 'migrateAborted', migrationId: m.id, reason: cause.slice(0, 16_000) });
     this.ports.released(m.guestId);
-    // Honest about where the guest is: a source that is gone cannot resume it.
-    const where = source?.connected
-      ? `${m.guestName} runs on ${m.view.from}`
-      : `${m.view.from} is unreachable${m.frozen ? ' and had frozen the guest' : ''}: ${m.guestName} runs again only if ${m.view.from} comes back with it`;
-    const outcome = source?.connected ? 'rolled-back' : 'stranded';
+    if (confirmed) {
+      this.concludeAbort(m, 'rolled-back');
+      return;
+    }
+    if (!this.ports.host(m.sourceId)?.connected) {
+      this.concludeAbort(m, 'stranded');
+      return;
+    }
+    m.awaitingSource = true;
+    m.timers.push(setTimeout(() => this.concludeAbort(m, 'unconfirmed'), 2 * m.stepTimeoutMs));
+  }
+
+  private concludeAbort(m: Migration, outcome: 'rolled-back' | 'stranded' | 'unconfirmed'): void {
+    if (m.view.outcome !== null) return;
+    m.awaitingSource = false;
+    const { from, to } = m.view;
+    const where =
+      outcome === 'rolled-back'
+        ? `${m.guestName} runs on ${from}`
+        : outcome === 'stranded'
+          ? `${from} is unreachable${m.frozen ? ' and had frozen the guest' : ''}: ${m.guestName} runs again only if ${from} comes back with it`
+          : `${from} has not confirmed that it resumed ${m.guestName}`;
     this.ports.event(
       'migration.failed',
-      `moving ${m.guestName} from ${m.view.from} to ${m.view.to} failed at ${step}: ${cause}; ${where}`,
+      `moving ${m.guestName} from ${from} to ${to} failed at ${m.view.step ?? '?'}: ${m.view.error ?? '?'}; ${where}`,
       { hostId: m.sourceId, guestId: m.guestId },
-      { migrationId: m.id, step, cause, outcome, elapsedMs: performance.now() - m.t0, frozen: m.frozen },
+      {
+        migrationId: m.id,
+        step: m.view.step,
+        cause: m.view.error,
+        outcome,
+        elapsedMs: performance.now() - m.t0,
+        frozen: m.frozen,
+      },
     );
     this.finish(m, outcome);
   }
 
-  private finish(m: Migration, outcome: 'moved' | 'rolled-back' | 'stranded'): void {
+  private finish(m: Migration, outcome: NonNullable<MigrationView['outcome']>): void {
     if (m.view.outcome !== null) return;
     m.view.outcome = outcome;
     m.view.totalMs ??= performance.now() - m.t0;

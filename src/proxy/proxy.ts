@@ -498,6 +498,7 @@ export class Proxy implements ProxyOperations {
 
   private disconnected(host: HostEntry): void {
     host.session = undefined;
+    this.migrations.hostGone(host.id);
     if (host.state !== 'up') return;
     host.state = 'disconnected';
     this.store.hostEnded(host.id, 'disconnected', Date.now());
@@ -537,6 +538,7 @@ export class Proxy implements ProxyOperations {
     host.session = undefined;
     host.state = 'evicted';
     session?.destroy();
+    this.migrations.hostGone(host.id);
     this.store.hostEnded(host.id, 'evicted', now);
     this.event(
       'host.evicted',

@@ -112,8 +112,11 @@ export interface MigrationView {
   to: string;
   precopy: boolean;
   state: 'pending' | 'committed' | 'aborted';
-  /** null while it runs; `stranded`: aborted after the freeze with the source gone. */
-  outcome: 'moved' | 'rolled-back' | 'stranded' | null;
+  /**
+   * null while it runs. `rolled-back`: the source confirmed it runs the guest again; `stranded`:
+   * aborted with the source gone; `unconfirmed`: aborted, and the source has not said it resumed.
+   */
+  outcome: 'moved' | 'rolled-back' | 'stranded' | 'unconfirmed' | null;
   /** The step it failed at. */
   step: string | null;
   error: string | null;
