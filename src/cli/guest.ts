@@ -11,7 +11,7 @@ import type { LogRecord } from '../guest/host/log.js';
 import { decodeImage, encodeImage, inspectImage } from '../guest/image/index.js';
 import type { SandboxLimits } from '../guest/sandbox/sandbox.js';
 import { parseBytes, parseDuration } from './duration.js';
-import { inspectWasm, resumeWasm, startWasm } from '../wasm/cli.js';
+import { announceListeners, inspectWasm, resumeWasm, startWasm } from '../wasm/cli.js';
 
 interface CommonOptions {
   checkpointAfter?: string;
@@ -99,6 +99,7 @@ async function run(
       onLog: printLog,
       ...(limits.memoryBytes === undefined ? {} : { memoryBytes: limits.memoryBytes }),
     });
+    announceListeners(guest);
     await supervise(guest, plan);
     return;
   }
@@ -125,10 +126,9 @@ async function resume(imagePath: string, opts: CommonOptions): Promise<void> {
   const bytes = await readImageFile(imagePath);
   if (inspectImage(bytes).meta.kind === 'wasm') {
     const memoryBytes = limitsFrom(opts).memoryBytes;
-    await supervise(
-      await resumeWasm(bytes, { onLog: printLog, ...(memoryBytes === undefined ? {} : { memoryBytes }) }),
-      plan,
-    );
+    const guest = await resumeWasm(bytes, { onLog: printLog, ...(memoryBytes === undefined ? {} : { memoryBytes }) });
+    announceListeners(guest);
+    await supervise(guest, plan);
     return;
   }
   const guest = await Guest.restoreImage(bytes, { limits: limitsFrom(opts), onLog: printLog });

@@ -28,6 +28,15 @@ export function parseListen(spec: string): { port: number; host: string | null }
   return { port, host: m[1] ?? null };
 }
 
+/** Tells where the guest's pre-opened listeners are (on stderr: stdout is the guest's). */
+export function announceListeners(guest: WasmGuest): void {
+  for (let i = 0; ; i++) {
+    const address = guest.listenerAddress(i);
+    if (!address) return;
+    process.stderr.write(`roam: ${guest.name} listens on ${address.address}:${address.port}\n`);
+  }
+}
+
 export async function startWasm(file: string, options: WasmRunOptions): Promise<WasmGuest> {
   let source: Uint8Array;
   try {
