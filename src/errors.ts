@@ -20,6 +20,9 @@ export type RoamErrorCode =
   | 'ROAM_ERR_IMAGE_MALFORMED'
   // virtual file system
   | 'ROAM_ERR_VFS_IMAGE'
+  // WebAssembly guests: a module that is not valid, or that uses a feature Roam cannot capture
+  | 'ROAM_ERR_WASM_MODULE'
+  | 'ROAM_ERR_WASM_FEATURE'
   // the proxy, its API and its hosts
   | 'ROAM_ERR_UNAUTHORIZED'
   | 'ROAM_ERR_NOT_FOUND'

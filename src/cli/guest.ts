@@ -11,6 +11,7 @@ import type { LogRecord } from '../guest/host/log.js';
 import { decodeImage, encodeImage, inspectImage } from '../guest/image/index.js';
 import type { SandboxLimits } from '../guest/sandbox/sandbox.js';
 import { parseBytes, parseDuration } from './duration.js';
+import { announceListeners, inspectWasm, resumeWasm, startWasm } from '../wasm/cli.js';
 
 interface CommonOptions {
   checkpointAfter?: string;
@@ -46,8 +47,11 @@ async function writeAtomically(path: string, bytes: Uint8Array): Promise<void> {
   await rename(tmp, path);
 }
 
+/** What supervise needs of a guest: JavaScript (Guest) and WebAssembly (WasmGuest) guests both have it. */
+type Supervised = Pick<Guest, 'exited' | 'state' | 'checkpoint' | 'log' | 'stop'>;
+
 /** Runs the guest until it exits, or until the planned checkpoint, and sets the exit code. */
-async function supervise(guest: Guest, plan: { afterMs: number; out: string } | undefined): Promise<void> {
+async function supervise(guest: Supervised, plan: { afterMs: number; out: string } | undefined): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const checkpointed = new Promise<'checkpoint'>((resolve) => {
     if (!plan) return;
@@ -75,22 +79,37 @@ function reportExit(exit: GuestExit): void {
 async function run(
   file: string,
   args: string[],
-  opts: CommonOptions & { name?: string; env?: string[] },
+  opts: CommonOptions & { name?: string; env?: string[]; listen?: string[] },
 ): Promise<void> {
   const plan = checkpointPlan(opts);
   const limits = limitsFrom(opts);
-  try {
-    await readFile(file);
-  } catch (err) {
-    throw new RoamError('ROAM_ERR_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  const { code } = await bundleGuest(file);
   const env: Record<string, string> = {};
   for (const kv of opts.env ?? []) {
     const i = kv.indexOf('=');
     if (i <= 0) throw new RoamError('ROAM_ERR_USAGE', `invalid --env "${kv}": use KEY=VALUE`);
     env[kv.slice(0, i)] = kv.slice(i + 1);
   }
+  // WebAssembly guests (src/wasm): a WASI program instead of a bundle.
+  if (extname(file) === '.wasm') {
+    const guest = await startWasm(file, {
+      name: opts.name ?? basename(file, extname(file)),
+      argv: args,
+      env,
+      listen: opts.listen ?? [],
+      onLog: printLog,
+      ...(limits.memoryBytes === undefined ? {} : { memoryBytes: limits.memoryBytes }),
+    });
+    announceListeners(guest);
+    await supervise(guest, plan);
+    return;
+  }
+  if (opts.listen?.length) throw new RoamError('ROAM_ERR_USAGE', '--listen is for WebAssembly guests (.wasm)');
+  try {
+    await readFile(file);
+  } catch (err) {
+    throw new RoamError('ROAM_ERR_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const { code } = await bundleGuest(file);
   const options: GuestOptions = {
     name: opts.name ?? basename(file, extname(file)),
     argv: args,
@@ -105,6 +124,13 @@ async function run(
 async function resume(imagePath: string, opts: CommonOptions): Promise<void> {
   const plan = checkpointPlan(opts);
   const bytes = await readImageFile(imagePath);
+  if (inspectImage(bytes).meta.kind === 'wasm') {
+    const memoryBytes = limitsFrom(opts).memoryBytes;
+    const guest = await resumeWasm(bytes, { onLog: printLog, ...(memoryBytes === undefined ? {} : { memoryBytes }) });
+    announceListeners(guest);
+    await supervise(guest, plan);
+    return;
+  }
   const guest = await Guest.restoreImage(bytes, { limits: limitsFrom(opts), onLog: printLog });
   await supervise(guest, plan);
 }
@@ -120,6 +146,10 @@ async function readImageFile(path: string): Promise<Uint8Array> {
 async function inspect(imagePath: string, opts: { json?: boolean }): Promise<void> {
   const bytes = await readImageFile(imagePath);
   const info = inspectImage(bytes);
+  if (info.meta.kind === 'wasm') {
+    process.stdout.write(await inspectWasm(imagePath, bytes, info, opts.json === true));
+    return;
+  }
   const { contents } = await decodeImage(bytes);
   const state = parseGuestState(contents.state);
   const files = (await import('../guest/vfs.js')).VirtualFileSystem.deserialize(contents.files).usage();
@@ -174,7 +204,7 @@ export function guestCommand(): Command {
   commonOptions(
     guest
       .command('run')
-      .description('bundle and run a .ts/.js/.mjs program as a guest in the foreground')
+      .description('bundle and run a .ts/.js/.mjs program, or run a WASI .wasm program, as a guest in the foreground')
       .argument('<file>', 'the program')
       .argument('[args...]', 'arguments for the program (after --)')
       .option('--name <name>', 'guest name (default: the file name)')
@@ -183,9 +213,16 @@ export function guestCommand(): Command {
         'an environment variable for the guest; repeat for more (it sees no others)',
         (value: string, previous: string[]) => [...previous, value],
         [] as string[],
+      )
+      .option(
+        '--listen <[host:]port>',
+        'WebAssembly guests: a pre-opened listening socket (fds from 4, listed in ROAM_LISTEN_FDS); repeat for more',
+        (value: string, previous: string[]) => [...previous, value],
+        [] as string[],
       ),
-  ).action(async (file: string, args: string[], opts: CommonOptions & { name?: string; env?: string[] }) =>
-    run(file, args, opts),
+  ).action(
+    async (file: string, args: string[], opts: CommonOptions & { name?: string; env?: string[]; listen?: string[] }) =>
+      run(file, args, opts),
   );
   commonOptions(
     guest
@@ -218,6 +255,8 @@ export function exitCodeFor(err: unknown): number {
       return EXIT.NO_INPUT;
     case 'ROAM_ERR_BUNDLE':
     case 'ROAM_ERR_UNSUPPORTED_BUILTIN':
+    case 'ROAM_ERR_WASM_MODULE':
+    case 'ROAM_ERR_WASM_FEATURE':
       return EXIT.BUNDLE_FAILED;
     case 'ROAM_ERR_GUEST_MEMORY_LIMIT':
       return EXIT.MEMORY_LIMIT;
