@@ -1,6 +1,6 @@
 // A guest that keeps state and talks three ways; the migration tests and the demo move it around.
 //   TCP 7000: lines "SEQ DATA\n"; it answers "SEQ HASH TOTAL\n" (FNV-1a of DATA, records so far).
-//   HTTP 8080: GET / answers {"records":TOTAL,"hits":N} on a keep-alive connection.
+//   HTTP 8080: GET / answers {"records":TOTAL,"hits":N,"now":Date.now(),"ticks":T} (keep-alive).
 //   UDP 9000: a datagram "X" comes back as "X TOTAL".
 const net = require('net');
 const http = require('http');
@@ -8,6 +8,9 @@ const dgram = require('dgram');
 
 let total = 0;
 let hits = 0;
+// A counter driven by a timer: it keeps its cadence across moves (timers keep their remaining time).
+let ticks = 0;
+setInterval(() => ticks++, 10);
 
 function fnv1a(text) {
   let h = 0x811c9dc5;
@@ -41,7 +44,7 @@ http
   .createServer((req, res) => {
     hits++;
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ records: total, hits }));
+    res.end(JSON.stringify({ records: total, hits, now: Date.now(), ticks }));
   })
   .listen(Number(process.env.HTTP_PORT || 8080), () => console.log('records: http listening'));
 

@@ -18,7 +18,16 @@ const MIGRATIONS = Math.max(20, Number(process.env.ROAM_SOAK_MIGRATIONS ?? 20));
 
 interface SoakResult {
   tcp: RecordsResult;
-  http: { ok: number; failed: number; sockets: number; regressions: number; errors: string[] };
+  http: {
+    ok: number;
+    failed: number;
+    sockets: number;
+    regressions: number;
+    clockRegressions: number;
+    tickRegressions: number;
+    lastTicks: number;
+    errors: string[];
+  };
   udp: { answered: number; resent: number; unanswered: number };
 }
 interface MigrationRow {
@@ -82,6 +91,9 @@ describe('migration soak in network namespaces', { skip }, () => {
     assert.equal(result.http.failed, 0, `HTTP failures: ${result.http.errors.join('; ')}`);
     assert.equal(result.http.sockets, 1, 'one keep-alive connection for every HTTP request');
     assert.equal(result.http.regressions, 0, "the guest's count never went back");
+    assert.equal(result.http.clockRegressions, 0, "the guest's clock never went back on another host");
+    assert.equal(result.http.tickRegressions, 0, "the guest's timer-driven counter never went back");
+    assert.ok(result.http.lastTicks > 0, 'its interval kept running');
     assert.ok(result.http.ok > MIGRATIONS, `HTTP requests: ${result.http.ok}`);
     assert.equal(result.udp.unanswered, 0, 'every UDP ping was answered (resent if a move dropped it)');
     assert.ok(result.udp.answered > MIGRATIONS, `UDP answers: ${result.udp.answered}`);

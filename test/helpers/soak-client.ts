@@ -18,7 +18,18 @@ let stopping = false;
 
 // HTTP keep-alive: one connection, reused (a new one would be counted).
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-const httpStats = { ok: 0, failed: 0, sockets: 0, lastRecords: 0, regressions: 0, errors: [] as string[] };
+const httpStats = {
+  ok: 0,
+  failed: 0,
+  sockets: 0,
+  lastRecords: 0,
+  regressions: 0,
+  lastNow: 0,
+  clockRegressions: 0,
+  lastTicks: 0,
+  tickRegressions: 0,
+  errors: [] as string[],
+};
 agent.on('free', () => {});
 const seenSockets = new WeakSet<object>();
 function get(): Promise<void> {
@@ -29,10 +40,14 @@ function get(): Promise<void> {
       res.on('data', (d: string) => (body += d));
       res.on('end', () => {
         try {
-          const parsed = JSON.parse(body) as { records: number };
+          const parsed = JSON.parse(body) as { records: number; now: number; ticks: number };
           if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
           if (parsed.records < httpStats.lastRecords) httpStats.regressions++;
+          if (parsed.now < httpStats.lastNow) httpStats.clockRegressions++;
+          if (parsed.ticks < httpStats.lastTicks) httpStats.tickRegressions++;
           httpStats.lastRecords = parsed.records;
+          httpStats.lastNow = parsed.now;
+          httpStats.lastTicks = parsed.ticks;
           httpStats.ok++;
         } catch (err) {
           httpStats.failed++;
