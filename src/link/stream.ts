@@ -21,7 +21,11 @@ export const DEFAULT_WINDOW = 4 * 1024 * 1024;
 export const INITIAL_WINDOW = 256 * 1024;
 /** Largest DATA frame payload a stream sends (the wire's default `maxPayload`). */
 export const MAX_CHUNK = 256 * 1024;
-/** Received bytes consumed past the last ACK that make the next ACK go out (at most a quarter window). */
+/**
+ * Received bytes consumed past the last ACK that make the next ACK go out (a quarter of the
+ * initial window, or of the window if smaller): the peer never waits for an ACK whatever its
+ * send window has grown to.
+ */
 const ACK_EVERY = 64 * 1024;
 /** A frame gathered from more kept chunks than this is sent as one copied buffer. */
 const MAX_PARTS = 8;
