@@ -239,6 +239,10 @@ export class LinkSession implements StreamCarrier {
     this.whenFull(streamId);
   }
 
+  flushLater(stream: LinkStream): void {
+    if (this.streams.get(stream.id) === stream) this.ready.add(stream);
+  }
+
   grantWindow(bytes: number): number {
     const granted = Math.max(0, Math.min(bytes, WINDOW_BUDGET - this.windowGranted));
     this.windowGranted += granted;
@@ -274,10 +278,6 @@ export class LinkSession implements StreamCarrier {
   }
 
   // --- internals ---
-
-  flushLater(stream: LinkStream): void {
-    if (this.streams.get(stream.id) === stream) this.ready.add(stream);
-  }
 
   private whenFull(streamId: number): void {
     if (this.writable()) return;
@@ -321,6 +321,7 @@ export class LinkSession implements StreamCarrier {
   }
 
   private bind(stream: LinkStream, peerReceived: number, peerWindow: number): void {
+    if (stream.destroyed) return; // ended here already: nothing to carry on
     this.adopt(stream);
     stream.setPeerWindow(peerWindow);
     try {

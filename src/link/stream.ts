@@ -158,6 +158,9 @@ export class LinkStream extends Duplex {
    * we resend from there (bytes before it are acknowledged by implication).
    */
   attach(carrier: StreamCarrier, peerReceived: number): void {
+    // A stream that has ended on this side (it may end before the peer acknowledged its last
+    // bytes) has nothing left to resend.
+    if (this.destroyed) return;
     if (peerReceived > this.written || peerReceived < this.acked) {
       throw new StreamResetError(
         'ROAM_STREAM_OFFSET',
@@ -217,6 +220,7 @@ export class LinkStream extends Duplex {
     }
     this.flush();
     this.releaseWrite();
+    this.releaseFinal();
   }
 
   private growWindow(): void {
@@ -298,7 +302,7 @@ export class LinkStream extends Duplex {
   /** Sends what the window and the connection allow. The carrier calls it when it can take more. */
   flush(): void {
     const carrier = this.carrier;
-    if (!carrier) return;
+    if (!carrier || this.destroyed) return;
     const edge = this.acked + this.sendWindow;
     while (this.flushed < this.written) {
       if (!carrier.writable()) {
@@ -322,9 +326,7 @@ export class LinkStream extends Duplex {
       this.maybeAck(true);
       this.finSent = true;
       carrier.sendFin(this.id, this.finalOffset);
-      const done = this.heldFinal;
-      this.heldFinal = undefined;
-      done?.();
+      this.releaseFinal();
     }
   }
 
@@ -408,6 +410,18 @@ export class LinkStream extends Duplex {
   /** Acknowledges everything consumed so far (the carrier calls it when its link goes quiet). */
   ackNow(): void {
     this.maybeAck(true);
+  }
+
+  /**
+   * The writable side finishes once the peer has acknowledged every byte up to the FIN: until
+   * then the stream stays open and keeps them, so a link that drops in between can still resend
+   * them on re-attach.
+   */
+  private releaseFinal(): void {
+    if (!this.heldFinal || !this.finSent || this.acked < (this.finalOffset ?? Infinity)) return;
+    const done = this.heldFinal;
+    this.heldFinal = undefined;
+    done();
   }
 
   private releaseWrite(): void {
