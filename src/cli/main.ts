@@ -7,6 +7,14 @@ import { hostCommand, proxyCommand } from './daemons.js';
 import { exitCodeFor, guestCommand } from './guest.js';
 import { operatorCommands } from './operator.js';
 
+// A reader that went away (`roam ... | head`) is not an error of ours.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
 const program = new Command('roam')
   .enablePositionalOptions()
   .version(ROAM_VERSION)

@@ -37,8 +37,8 @@ export class Moves {
   private readonly expected = new Map<string, { expectation: Expectation; timer: NodeJS.Timeout }>();
   private readonly decisions = new Map<string, Waiting>();
   private readonly early = new Map<string, Decision>();
-  /** Guests being moved away from here. */
-  private readonly leaving = new Set<string>();
+  /** Guests being moved away from here, and when that move is over. */
+  private readonly leaving = new Map<string, Promise<void>>();
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
 
@@ -134,6 +134,11 @@ export class Moves {
   }
 
   private async moveOut(message: MigrateMessage): Promise<void> {
+    // A move just rolled back may still be finishing here (the proxy heard first): let it.
+    const previous = this.leaving.get(message.guestId);
+    if (previous) {
+      await Promise.race([previous, new Promise((resolve) => setTimeout(resolve, message.stepTimeoutMs).unref())]);
+    }
     const hosted = this.host.guest(message.guestId);
     this.host.log(
       `moving ${hosted?.guest.name ?? message.guestId} to ${message.target.name} (move ${message.migrationId})`,
@@ -157,7 +162,8 @@ export class Moves {
     if (failpoint('migrate.source.ack')?.kind !== 'drop') {
       this.host.control({ type: 'migrateAck', migrationId: message.migrationId });
     }
-    this.leaving.add(message.guestId);
+    let over!: () => void;
+    this.leaving.set(message.guestId, new Promise<void>((resolve) => (over = resolve)));
     const decided = this.decide(message.migrationId, undefined);
     let result: MoveResult;
     try {
@@ -184,6 +190,7 @@ export class Moves {
       });
     } finally {
       this.leaving.delete(message.guestId);
+      over();
       this.decisions.delete(message.migrationId);
     }
     if (result.outcome === 'moved') {
