@@ -53,6 +53,9 @@ interface View {
 interface MoveRow {
   view: View;
   clientGapMs: number;
+  /** Step timings from the hosts' log lines (src/migration/source.ts and target.ts). */
+  source: Record<string, number>;
+  target: Record<string, number>;
 }
 interface Floor {
   bytes: number;
@@ -126,6 +129,29 @@ net.createServer((socket) => {
 `;
 }
 
+/** `key=1.2 key=3.4` after `ms: ` in the last line matching `re`. */
+function parseTimings(text: string, re: RegExp): Record<string, number> {
+  const lines = text.split('\n').filter((l) => re.test(l));
+  const last = lines[lines.length - 1] ?? '';
+  const out: Record<string, number> = {};
+  for (const m of (/ms: (.*)$/.exec(last)?.[1] ?? '').matchAll(/(\w+)=([\d.]+)/g)) {
+    out[m[1] ?? ''] = Number(m[2]);
+  }
+  return out;
+}
+
+/** New output of each host since the last call. */
+class HostLogs {
+  private readonly seen = new Map<string, number>();
+  constructor(private readonly cluster: NetnsCluster) {}
+  since(host: string): string {
+    const text = this.cluster.hosts.get(host)?.output() ?? '';
+    const from = this.seen.get(host) ?? 0;
+    this.seen.set(host, text.length);
+    return text.slice(from);
+  }
+}
+
 class Driver {
   private nextId = 1;
   constructor(private readonly proc: NetProcess) {}
@@ -163,6 +189,8 @@ async function measureFloor(cluster: NetnsCluster, from: string, to: string, byt
 }
 
 async function runSize(cluster: NetnsCluster, driver: Driver, mib: number): Promise<SizeResult> {
+  const logs = new HostLogs(cluster);
+  for (const host of HOSTS) logs.since(host);
   const units = Math.round((mib * 2 ** 20) / BYTES_PER_UNIT);
   const name = `heap${mib}`;
   const file = join(cluster.dir, `${name}.js`);
@@ -184,6 +212,7 @@ async function runSize(cluster: NetnsCluster, driver: Driver, mib: number): Prom
   ];
   for (let i = 0; i < WARMUP + 2 * MOVES; i++) {
     const mode = modes[i % 2] as ModeResult;
+    const from = HOSTS[where] ?? '';
     where = (where + 1) % HOSTS.length;
     const to = HOSTS[where] ?? '';
     const moved = await driver.request<{ view: View; clientGapMs: number }>({
@@ -196,13 +225,17 @@ async function runSize(cluster: NetnsCluster, driver: Driver, mib: number): Prom
     if (v.outcome !== 'moved' || v.to !== to) {
       throw new Error(`move ${i + 1} of ${name} to ${to} did not happen: ${JSON.stringify(v)}`);
     }
-    if (i >= WARMUP) mode.moves.push({ view: v, clientGapMs: moved.clientGapMs });
+    // Let the guest run on its new host a little before it moves again (and the hosts' logs arrive).
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const source = parseTimings(logs.since(from), new RegExp(`^moved ${name} to ${to}`));
+    const target = parseTimings(logs.since(to), new RegExp(`^took ${name} in`));
+    for (const host of HOSTS) logs.since(host);
+    if (i >= WARMUP) mode.moves.push({ view: v, clientGapMs: moved.clientGapMs, source, target });
     console.error(
       `${name} ${i < WARMUP ? 'warm-up' : `move ${i + 1 - WARMUP}`} -> ${to} ${mode.precopy ? 'pre-copy' : 'no pre-copy'}: ` +
-        `pause ${ms(v.pauseMs ?? NaN)} ms, total ${ms(v.totalMs ?? NaN)} ms, ${v.bytesSent} bytes, client gap ${ms(moved.clientGapMs)} ms`,
+        `pause ${ms(v.pauseMs ?? NaN)} ms, total ${ms(v.totalMs ?? NaN)} ms, ${v.bytesSent} bytes, client gap ${ms(moved.clientGapMs)} ms\n` +
+        `  source ${JSON.stringify(source)}\n  target ${JSON.stringify(target)}`,
     );
-    // Let the guest run on its new host a little before it moves again.
-    await new Promise((resolve) => setTimeout(resolve, 200));
   }
   const traffic = await driver.request<{ answered: number; failures: string[]; closed: boolean }>({
     cmd: 'stopTraffic',
