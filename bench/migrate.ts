@@ -361,6 +361,32 @@ function resultsTable(results: SizeResult[]): string {
   );
 }
 
+const SOURCE_STEPS = ['connect', 'offer', 'precopy', 'freeze', 'scan', 'copy', 'compress', 'send', 'state', 'wait'];
+const TARGET_STEPS = ['prepare', 'apply', 'state', 'assemble', 'commit', 'resume'];
+
+/** Medians of the hosts' step timings (ms) per size and mode. */
+function profileTable(results: SizeResult[]): string {
+  const rows: string[][] = [];
+  for (const r of results) {
+    for (const m of r.modes) {
+      const med = (side: 'source' | 'target', key: string): string => {
+        const values = m.moves.map((x) => x[side][key]).filter((v): v is number => v !== undefined);
+        return values.length === 0 ? '-' : ms(median(values));
+      };
+      rows.push([
+        `${r.mib} MiB`,
+        m.precopy ? 'yes' : 'no',
+        ...SOURCE_STEPS.map((k) => med('source', k)),
+        ...TARGET_STEPS.map((k) => med('target', k)),
+      ]);
+    }
+  }
+  return markdownTable(
+    ['heap', 'pre-copy', ...SOURCE_STEPS.map((k) => `source: ${k}`), ...TARGET_STEPS.map((k) => `target: ${k}`)],
+    rows,
+  );
+}
+
 function method(): string {
   return [
     `Each guest (bench/migrate.ts, \`guestProgram\`) builds records of ordinary data (as bench/checkpoint-lib.ts's`,
@@ -377,6 +403,14 @@ function method(): string {
     `same veth link, timed from the first write until the receiver's 1-byte answer, median of ${FLOOR_REPS} after a warm-up;`,
     `RTT is the median of ${PINGS} 1-byte round trips on that connection. Targets: pause p50 <= 20 ms (16 MiB) and <= 40 ms`,
     `(64 MiB) with pre-copy; total p50 <= 2 x floor + 3 x RTT, for each size and mode.`,
+    `Step timings (src/migration/source.ts and target.ts, logged by \`roam host\`): on the source, connect, offer (until`,
+    `the target's accept, its sandbox prepared), precopy (all rounds), then after the freeze: freeze (host state captured),`,
+    `scan (the final compare of every page against what the target holds), copy (dirty pages into the message and the`,
+    `shadow), compress (per message, Snappy or plain as the codec chooser decides), send (until the socket took it),`,
+    `state (JSON and its message), wait (until the target's word that the guest runs). Pause = freeze + scan + copy +`,
+    `compress + send + state + wait. On the target: prepare (sandbox; before the accept), apply (from the first final`,
+    `page message until the state message: final pages decompressed and copied, the rest received), state (JSON parsed),`,
+    `assemble (guest rebuilt, frozen), commit (round trip to the proxy), resume (adopt, resume, the word to the source).`,
   ].join('\n');
 }
 
@@ -451,6 +485,10 @@ async function main(): Promise<number> {
         ['target', 'value', 'limit', 'verdict'],
         checks.map((c) => [c.what, c.value, c.target, c.pass ? 'PASS' : 'FAIL']),
       ),
+      '',
+      'Where the time goes (medians of the step timings each host logs for each move, ms; see below):',
+      '',
+      profileTable(results),
       '',
       method(),
     ].join('\n');
