@@ -10,11 +10,14 @@ import { migrateOut, type Decision, type MoveResult } from '../migration/source.
 import { acceptMove, type Expectation } from '../migration/target.js';
 import type { ControlMessage, MigrateInMessage, MigrateMessage, MigrationStep } from '../wire/index.js';
 import type { TunnelNetwork } from './tunnel-network.js';
+import { CodecChooser, formatTimings } from '../migration/pages.js';
 
 /** A move the proxy announced is good for this long without an offer. */
 const EXPECTATION_TTL_MS = 60_000;
 /** How long a side waits for the proxy's decision before it stops waiting (and says so). */
 const DECISION_TIMEOUT_MS = 5 * 60_000;
+/** Targets whose link measurements are kept (more, and they are all forgotten). */
+const MAX_TARGETS_REMEMBERED = 256;
 
 export interface MoveHost {
   control(message: ControlMessage): void;
@@ -41,6 +44,8 @@ export class Moves {
   private readonly leaving = new Map<string, Promise<void>>();
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
+  /** Per target (address and peer port): what moves there measured of the link, for the page codec. */
+  private readonly codecs = new Map<string, CodecChooser>();
 
   constructor(private readonly host: MoveHost) {}
 
@@ -165,10 +170,12 @@ export class Moves {
     let over!: () => void;
     this.leaving.set(message.guestId, new Promise<void>((resolve) => (over = resolve)));
     const decided = this.decide(message.migrationId, undefined);
+    const codecs = this.codecsFor(`${message.target.address}:${message.target.peerPort}`);
     let result: MoveResult;
     try {
       result = await migrateOut(message, {
         guest: hosted.guest,
+        codecs,
         progress: (update) =>
           this.host.control({ type: 'migrateProgress', migrationId: message.migrationId, ...update }),
         abort: (step: MigrationStep, err: Error) => {
@@ -195,7 +202,7 @@ export class Moves {
     }
     if (result.outcome === 'moved') {
       this.host.log(
-        `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}`,
+        `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}; ms: ${formatTimings(result.timings)}`,
       );
       this.host.control({
         type: 'migrateDone',
@@ -208,6 +215,16 @@ export class Moves {
         finalBytes: result.finalBytes,
       });
     }
+  }
+
+  private codecsFor(target: string): CodecChooser {
+    let codecs = this.codecs.get(target);
+    if (!codecs) {
+      if (this.codecs.size >= MAX_TARGETS_REMEMBERED) this.codecs.clear();
+      codecs = new CodecChooser();
+      this.codecs.set(target, codecs);
+    }
+    return codecs;
   }
 
   /** Waits for the proxy's decision on a move (sending `ask` first, and again after reconnects). */
