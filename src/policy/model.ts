@@ -2,7 +2,7 @@
  * What the policy sees of the roaming table: plain data, so decisions are pure functions of it.
  */
 export interface HostMetrics {
-  cpu: { usage: number; capacity: number };
+  cpu: { usage: number; capacity: number; waiting?: number };
   memory: { totalBytes: number; freeBytes: number; limitBytes: number | null };
   network: { utilisation: number | null };
 }

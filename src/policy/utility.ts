@@ -18,7 +18,9 @@ const clamp = (x: number): number => Math.min(1, Math.max(0, Number.isFinite(x) 
 export function utilisation(m: HostMetrics): Utilisation {
   const total = m.memory.limitBytes ?? m.memory.totalBytes;
   return {
-    cpu: clamp(m.cpu.usage),
+    // Time ready but waiting counts as demand: a host whose work waits for CPU is saturated,
+    // whether its quota or other work on the machine holds it back.
+    cpu: clamp(m.cpu.usage + (m.cpu.waiting ?? 0)),
     memory: total > 0 ? clamp(1 - m.memory.freeBytes / total) : 0,
     network: m.network.utilisation === null ? null : clamp(m.network.utilisation),
   };
@@ -42,7 +44,7 @@ export function utility(m: HostMetrics, weights: Policy['weights']): number {
 export function speed(host: HostSnapshot, policy: Pick<Policy, 'rttHalfMs'>, extraLoadCores = 0): number {
   const m = host.metrics;
   if (!m) return 0;
-  const freeCores = Math.max(0.05, m.cpu.capacity * (1 - clamp(m.cpu.usage)) - extraLoadCores);
+  const freeCores = Math.max(0.05, m.cpu.capacity * (1 - clamp(m.cpu.usage + (m.cpu.waiting ?? 0))) - extraLoadCores);
   const rtt = host.rttMs ?? 0;
   return ((host.score ?? 1) * Math.min(1, freeCores)) / (1 + rtt / policy.rttHalfMs);
 }
