@@ -4,12 +4,10 @@
  * (The soak among three hosts in network namespaces is test/migration-netns.test.ts.)
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import { ROOT, runRoam } from './helpers/roam.js';
+import { runRoam } from './helpers/roam.js';
 import { eventually } from './helpers/cluster.js';
-import { deploy, freePort, startHost, startProxy } from './helpers/cluster.js';
-import { RecordsClient } from './helpers/records.js';
+import { startRecordsPair } from './helpers/records-pair.js';
 
 interface MigrationRow {
   outcome: string | null;
@@ -23,21 +21,8 @@ interface MigrationRow {
 }
 
 test('a guest moves between hosts 6 times while a client talks to it: nothing lost, the connection stays open', async (t) => {
-  const proxy = await startProxy(t, ['--report-interval', '200']);
-  const a = startHost(t, proxy, 'host-a');
-  const b = startHost(t, proxy, 'host-b');
-  await Promise.all([a.waitFor(/joined the proxy/), b.waitFor(/joined the proxy/)]);
-  const tcp = await freePort();
-  const made = await deploy(proxy, join(ROOT, 'examples/records.js'), {
-    name: 'records',
-    publish: [{ public: tcp, guest: 7000, protocol: 'tcp' }],
-  });
-  assert.equal(made.status, 201, JSON.stringify(made.body));
-
-  const client = new RecordsClient(tcp);
-  await client.connected;
-  await client.waitForAnswers(200);
-  let where = made.body.hostName;
+  const { proxy, a, b, client } = await startRecordsPair(t);
+  let where = 'host-a';
   for (let i = 0; i < 6; i++) {
     const to = where === 'host-a' ? 'host-b' : 'host-a';
     const r = await proxy.api<MigrationRow>('POST', '/api/guests/records/migrate', { to, precopy: i % 2 === 0 });
@@ -60,20 +45,7 @@ test('a guest moves between hosts 6 times while a client talks to it: nothing lo
 });
 
 test('`roam migrate` shows the progress and the pause; `roam host drain` and SIGTERM move guests away with their connections', async (t) => {
-  const proxy = await startProxy(t, ['--report-interval', '200']);
-  const a = startHost(t, proxy, 'host-a');
-  const b = startHost(t, proxy, 'host-b');
-  await Promise.all([a.waitFor(/joined the proxy/), b.waitFor(/joined the proxy/)]);
-  const tcp = await freePort();
-  const made = await deploy(proxy, join(ROOT, 'examples/records.js'), {
-    name: 'records',
-    publish: [{ public: tcp, guest: 7000, protocol: 'tcp' }],
-    on: 'host-a',
-  });
-  assert.equal(made.status, 201, JSON.stringify(made.body));
-  const client = new RecordsClient(tcp);
-  await client.connected;
-  await client.waitForAnswers(100);
+  const { proxy, a, client } = await startRecordsPair(t);
   const api = ['--api', `http://127.0.0.1:${proxy.apiPort}`, '--data-dir', proxy.dataDir];
 
   // The command line: progress lines, then the summary with the pause.

@@ -5,11 +5,9 @@
  * client's connection carries on with every byte, or the event log says honestly why it could not.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ROOT } from './helpers/roam.js';
-import { deploy, eventually, freePort, startHost, startProxy } from './helpers/cluster.js';
-import { RecordsClient } from './helpers/records.js';
+import { eventually } from './helpers/cluster.js';
+import { startRecordsPair } from './helpers/records-pair.js';
 
 interface MigrationRow {
   outcome: string | null;
@@ -86,20 +84,10 @@ const cases: Case[] = [
 describe('a move that fails at any step leaves the guest running exactly once', () => {
   for (const c of cases) {
     it(c.name, async (t) => {
-      const proxy = await startProxy(t, ['--report-interval', '200']);
-      const a = startHost(t, proxy, 'host-a', { env: c.source ? { ROAM_FAILPOINTS: c.source } : {} });
-      const b = startHost(t, proxy, 'host-b', { env: c.target ? { ROAM_FAILPOINTS: c.target } : {} });
-      await Promise.all([a.waitFor(/joined the proxy/), b.waitFor(/joined the proxy/)]);
-      const tcp = await freePort();
-      const made = await deploy(proxy, join(ROOT, 'examples/records.js'), {
-        name: 'records',
-        publish: [{ public: tcp, guest: 7000, protocol: 'tcp' }],
-        on: 'host-a',
+      const { proxy, a, client } = await startRecordsPair(t, {
+        a: c.source ? { ROAM_FAILPOINTS: c.source } : {},
+        b: c.target ? { ROAM_FAILPOINTS: c.target } : {},
       });
-      assert.equal(made.status, 201, JSON.stringify(made.body));
-      const client = new RecordsClient(tcp);
-      await client.connected;
-      await client.waitForAnswers(100);
 
       const r = await proxy.api<MigrationRow>('POST', '/api/guests/records/migrate', { to: 'host-b' });
       assert.equal(r.status, 200, JSON.stringify(r.body));
