@@ -121,7 +121,9 @@ test('in Chromium: the dashboard shows hosts and the guest, moves it from the pa
   assert.equal(await page.evaluate<unknown>('window.roamTestMark'), 42, 'the page was not reloaded');
 
   // The guest glides to its new host: let the transition end before the picture.
-  await page.waitForFunction('document.getAnimations().length === 0');
+  await page.waitForFunction(
+    () => (globalThis as unknown as { document: { getAnimations(): unknown[] } }).document.getAnimations().length === 0,
+  );
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });
 
