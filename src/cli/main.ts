@@ -5,6 +5,7 @@ import { ROAM_VERSION } from '../version.js';
 import { EXIT } from '../guest/exit-codes.js';
 import { hostCommand, proxyCommand } from './daemons.js';
 import { exitCodeFor, guestCommand } from './guest.js';
+import { demoCommand } from './demo.js';
 import { operatorCommands } from './operator.js';
 
 const program = new Command('roam')
@@ -34,6 +35,7 @@ logs, events) also: 66 guest not found, 73 conflict (name taken), 75 API unreach
 available (retry later), 77 admin token refused.`,
   );
 
+program.addCommand(demoCommand());
 program.addCommand(guestCommand());
 program.addCommand(proxyCommand());
 program.addCommand(hostCommand());
