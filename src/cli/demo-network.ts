@@ -24,6 +24,8 @@ export function canUseNamespaces(): { ok: true } | { ok: false; reason: string }
   if (process.getuid?.() !== 0) return { ok: false, reason: 'network namespaces need root' };
   const r = spawnSync('ip', ['-V'], { encoding: 'utf8', timeout: 5000 });
   if (r.error || r.status !== 0) return { ok: false, reason: 'iproute2 (`ip`) is not installed' };
+  const n = spawnSync('nsenter', ['--version'], { encoding: 'utf8', timeout: 5000 });
+  if (n.error || n.status !== 0) return { ok: false, reason: 'nsenter (util-linux) is not installed' };
   return { ok: true };
 }
 
@@ -32,7 +34,11 @@ export interface DemoNetwork {
   rootAddress: string;
   address(node: string): string;
   namespace(node: string): string;
-  /** `ip netns exec NS` + the command, to spawn inside a node's namespace. */
+  /**
+   * `nsenter --net=/run/netns/NS` + the command, to spawn inside a node's network namespace.
+   * (Not `ip netns exec`, which also remounts /sys and so hides the cgroup file system the host
+   * measures its CPU quota from.)
+   */
   wrap(node: string, command: string, args: string[]): { command: string; args: string[] };
   close(): void;
 }
@@ -89,7 +95,10 @@ export function createDemoNetwork(nodes: string[]): DemoNetwork {
     rootAddress: `${subnet}.1`,
     address: (node) => `${subnet}.${nodes.indexOf(node) + 2}`,
     namespace: ns,
-    wrap: (node, command, args) => ({ command: 'ip', args: ['netns', 'exec', ns(node), command, ...args] }),
+    wrap: (node, command, args) => ({
+      command: 'nsenter',
+      args: [`--net=/run/netns/${ns(node)}`, '--', command, ...args],
+    }),
     close,
   };
 }
