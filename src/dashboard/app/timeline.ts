@@ -1,5 +1,5 @@
 /** Migrations as the event log tells them: one row per move, from `migration.*` events. Pure. */
-import type { EventView } from './api.js';
+import type { EventView } from '../../proxy/view.js';
 
 export interface MigrationRow {
   id: string;
