@@ -45,7 +45,7 @@ function send(
     'X-Content-Type-Options': 'nosniff',
     ...extra,
   });
-  res.end(body);
+  res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
 function bearer(req: IncomingMessage): string | undefined {
@@ -104,7 +104,7 @@ export function proxyPages(source: MetricsSource, options: PagesOptions): { hand
       }
       cache.set(asset.file, body);
     }
-    send(res, 200, asset.type, method === 'HEAD' ? '' : body, {
+    send(res, 200, asset.type, body, {
       'Cache-Control': 'no-cache',
       'Content-Security-Policy': DASHBOARD_CSP,
       'X-Frame-Options': 'DENY',
