@@ -25,11 +25,11 @@ import { style } from './style.js';
 const HOSTS = ['host-a', 'host-b', 'host-c'];
 const LOADED = 'host-a';
 
-/** A guest that keeps about 70% of a core busy, in short slices (its host's CPU budget is never near). */
-const BURNER = `// Loads its host: busy for 35 ms of every 50.
+/** A guest that keeps most of a core busy, in short slices (its host's CPU budget is never near). */
+const BURNER = `// Loads its host: busy for 42 ms of every 50.
 let slices = 0;
 setInterval(() => {
-  const end = performance.now() + 35;
+  const end = performance.now() + 42;
   while (performance.now() < end) slices++;
 }, 50);
 `;
