@@ -18,7 +18,8 @@
  * BENCH_PROFILE=1 profiles (c) even when it passes, BENCH_PROFILE=0 never; BENCH_PROFILE_DIR=DIR
  * keeps the raw .cpuprofile files; BENCH_QUICK=1 runs only (a)-(c) throughput, latency and
  * connection rate (to try a change quickly); BENCH_PROXY_NODE_FLAGS='--trace-gc ...' passes flags
- * to the proxy child.
+ * to the proxy child; BENCH_BASELINE=REF adds case (c0), (c) as it was at git revision REF, measured
+ * in the same rounds (a change against the code before it, on the same machine at the same time).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -76,7 +77,7 @@ const QUICK = process.env['BENCH_QUICK'] === '1';
 
 const TARGETS = { throughput: 0.8, addedP50: 2, connRate: 0.5, bytesPerStream: 16 * 1024, fairness: 0.8 };
 
-type CaseId = 'a' | 'b' | 'e' | 'c' | 'd';
+type CaseId = 'a' | 'b' | 'e' | 'c0' | 'c' | 'd';
 interface Case {
   id: CaseId;
   label: string;
@@ -156,19 +157,22 @@ function tsFiles(dir: string): string[] {
  * is compiled on its own (not bundled) so that CPU profiles name the src/ file of every function;
  * packages resolve from the repository's node_modules.
  */
-async function compileChildren(): Promise<Record<'server' | 'pipe' | 'proxy' | 'controller', string>> {
-  const outdir = join(ROOT, 'node_modules', '.cache', 'roam-bench-relay');
+async function compileChildren(
+  root = ROOT,
+  outName = 'roam-bench-relay',
+): Promise<Record<'server' | 'pipe' | 'proxy' | 'controller', string>> {
+  const outdir = join(ROOT, 'node_modules', '.cache', outName);
   rmSync(outdir, { recursive: true, force: true });
   tempDirs.push(outdir);
   await build({
     entryPoints: [
-      ...tsFiles(join(ROOT, 'src')).filter((f) => !f.includes('/guest/runtime/')),
+      ...tsFiles(join(root, 'src')).filter((f) => !f.includes('/guest/runtime/')),
       ...['relay-lib', 'relay-server', 'relay-pipe', 'relay-proxy', 'relay-controller'].map((n) =>
-        join(ROOT, 'bench', `${n}.ts`),
+        join(root, 'bench', `${n}.ts`),
       ),
     ],
     outdir,
-    outbase: ROOT,
+    outbase: root,
     bundle: false,
     format: 'esm',
     platform: 'node',
@@ -182,6 +186,27 @@ async function compileChildren(): Promise<Record<'server' | 'pipe' | 'proxy' | '
     proxy: join(outdir, 'bench', 'relay-proxy.js'),
     controller: join(outdir, 'bench', 'relay-controller.js'),
   };
+}
+
+/**
+ * BENCH_BASELINE=REF: the (c) children as they were at git revision REF (its src/ and bench/,
+ * extracted with `git archive`), compiled the same way, so a change is measured side by side
+ * with the code before it, as case (c0), in the same run.
+ */
+async function compileBaseline(ref: string): Promise<{ files: { proxy: string; controller: string }; label: string }> {
+  const commit = execFileSync('git', ['rev-parse', '--short', ref], { cwd: ROOT, encoding: 'utf8' }).trim();
+  // Under the repository's node_modules, so that the compiled files resolve its packages.
+  const root = join(ROOT, 'node_modules', '.cache', 'roam-bench-baseline-src');
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  tempDirs.push(root);
+  const archive = execFileSync('git', ['archive', '--format=tar', commit, 'src', 'bench'], {
+    cwd: ROOT,
+    maxBuffer: 256 * 2 ** 20,
+  });
+  execFileSync('tar', ['-x', '-C', root], { input: archive });
+  const files = await compileChildren(root, 'roam-bench-relay-baseline');
+  return { files, label: `the same at ${commit} (${ref}), for comparison` };
 }
 
 // --- the client side of every measurement (this process) ---
@@ -532,7 +557,11 @@ interface RoamRelay {
 }
 
 /** A fresh pair of (c) processes: the Proxy and the stand-in controller, with a guest deployed. */
-async function startRoamRelay(files: { proxy: string; controller: string }): Promise<RoamRelay> {
+async function startRoamRelay(
+  files: { proxy: string; controller: string },
+  id: 'c' | 'c0' = 'c',
+  label = 'Roam proxy + link, controller-side sink (no guest)',
+): Promise<RoamRelay> {
   const dir = tempDir('roam-bench-proxy-');
   const proxy = track(
     startChild<ProxyChildReady>(files.proxy, [dir], {
@@ -568,7 +597,7 @@ async function startRoamRelay(files: { proxy: string; controller: string }): Pro
   });
   const pids = { proxy: proxy.child.pid ?? NaN, controller: controller.child.pid ?? NaN };
   return {
-    c: { id: 'c', label: 'Roam proxy + link, controller-side sink (no guest)', ports, pids },
+    c: { id, label, ports, pids },
     proxy,
     controller,
     stop: async () => {
@@ -1050,6 +1079,16 @@ function targetsTable(
       up >= TARGETS.fairness,
     );
   }
+  const c0 = s.get('c0');
+  if (c0 && c && a) {
+    add(
+      '(c) / (c0), the same before the change: upload, download, added p50, conn/s',
+      `${x(c.upload / c0.upload)}, ${x(c.download / c0.download)}, ${x((c.p50 - a.p50) / (c0.p50 - a.p50))}` +
+        ` (${us(c.p50 - a.p50)} / ${us(c0.p50 - a.p50)} µs), ${x(c.conn / c0.conn)}`,
+      '(for reference)',
+      undefined,
+    );
+  }
   const e = s.get('e');
   if (e && a && b) {
     add(
@@ -1274,6 +1313,11 @@ async function main(): Promise<void> {
       ports: await pipe.ready,
       pids: { relay: pipe.child.pid ?? NaN, server: serverPid },
     });
+    const baselineRef = process.env['BENCH_BASELINE'];
+    if (baselineRef) {
+      const baseline = await compileBaseline(baselineRef);
+      cases.push((await startRoamRelay(baseline.files, 'c0', baseline.label)).c);
+    }
     const relay = await startRoamRelay(files);
     cases.push(relay.c);
     if (QUICK) cases.push({ id: 'd', label: 'Roam end to end', ports: {}, skipped: 'BENCH_QUICK=1' });

@@ -540,6 +540,35 @@ test('sampler over a fake cgroup v1 host: two samples, usage and rates from the 
   assert.equal(third.cpu.usage, 40 / 160);
 });
 
+test('sampler under a quota: time its tasks waited for a CPU, from their schedstat, as a share of the quota', () => {
+  const files = fakeV1Host();
+  files['/sys/fs/cgroup/cpu,cpuacct/roam/host-a/cgroup.procs'] = '42\n';
+  files['/proc/42/task/42/schedstat'] = '100 1000000000 5\n';
+  files['/proc/42/task/43/schedstat'] = '100 500000000 5\n';
+  let now = 0;
+  const listed: string[] = [];
+  const sampler = new HostSampler({
+    readFile: fakeReader(files),
+    now: () => now,
+    os: NO_OS,
+    listDir: (path) => {
+      listed.push(path);
+      return path === '/proc/42/task' ? ['42', '43'] : [];
+    },
+  });
+  // One second: the two threads waited 0.3 s and 0.1 s more: 0.4 s of a 0.5-core quota.
+  now += 1000;
+  files['/proc/42/task/42/schedstat'] = '200 1300000000 9\n';
+  files['/proc/42/task/43/schedstat'] = '200 600000000 9\n';
+  const report = sampler.sample();
+  assert.equal(report.cpu.waiting, 0.8);
+  assert.deepEqual([...new Set(listed)], ['/proc/42/task']);
+  // A thread that exited takes its count with it: no negative wait.
+  now += 1000;
+  delete files['/proc/42/task/43/schedstat'];
+  assert.equal(sampler.sample().cpu.waiting, 0);
+});
+
 test('sampler over a fake cgroup v2 host, a memory limit above what the host has', () => {
   const files: Record<string, string> = {
     '/proc/cpuinfo': CPUINFO_ARM64,

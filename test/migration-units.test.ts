@@ -78,7 +78,7 @@ describe('pre-copy page tracking', () => {
     const { indices, data } = shadow.take(memory, dirty);
     for (const codec of ['snappy', 'none'] as const) {
       const copy = target.slice();
-      applyPackedPages(packPages(indices, data, codec), dirty.length, codec, data.length, copy);
+      applyPackedPages(Buffer.concat(packPages(indices, data, codec)), dirty.length, codec, data.length, copy);
       assert.ok(Buffer.from(copy).equals(Buffer.from(memory)), codec);
     }
     assert.deepEqual([...shadow.dirty(memory)], [], 'nothing left once sent');
@@ -89,7 +89,7 @@ describe('pre-copy page tracking', () => {
     const pack = (pages: number[]): Buffer => {
       const indices = Buffer.alloc(pages.length * 4);
       pages.forEach((p, i) => indices.writeUInt32LE(p, i * 4));
-      return packPages(indices, Buffer.alloc(pages.length * PAGE_SIZE), 'none');
+      return Buffer.concat(packPages(indices, Buffer.alloc(pages.length * PAGE_SIZE), 'none'));
     };
     assert.throws(() => applyPackedPages(pack([5]), 1, 'none', PAGE_SIZE, memory), /beyond the memory/);
     assert.throws(() => applyPackedPages(pack([1, 0]), 2, 'none', 2 * PAGE_SIZE, memory), /not ascending/);

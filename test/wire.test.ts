@@ -251,6 +251,97 @@ describe('round trip', () => {
     assert.equal(frame.payload.byteLength, frame.payload.buffer.byteLength, 'exactly sized');
   });
 
+  it('with dataPieces, hands on a DATA payload that spans chunks in pieces, as views, and holds none of it', () => {
+    const payload = Uint8Array.from({ length: 300_000 }, (_, i) => i % 251);
+    const stream = concat([
+      encodeFrame({ type: 'data', streamId: 5, payload }, { maxPayload: 1 << 20 }),
+      encodeFrame({ type: 'ack', streamId: 5, offset: 9 }),
+      encodeFrame({ type: 'data', streamId: 6, payload: new Uint8Array(0) }),
+    ]);
+    const decoder = new FrameDecoder({ maxPayload: 1 << 20, dataPieces: true });
+    const chunks = [10, 70_000, 200_000, 300_010, stream.length].map((to, i, all) =>
+      stream.slice(i === 0 ? 0 : all[i - 1], to),
+    );
+    const out: Frame[] = [];
+    for (const chunk of chunks) {
+      const frames = decoder.push(chunk);
+      for (const f of frames) if (f.type === 'data') assert.equal(f.payload.buffer, chunk.buffer, 'a view, no copy');
+      out.push(...frames);
+      assert.ok(decoder.bufferedBytes <= HEADER_BYTES, 'no payload gathered');
+    }
+    decoder.end();
+    const pieces = out.filter((f) => f.type === 'data' && f.streamId === 5);
+    assert.deepEqual(
+      pieces.map((f) => (f.type === 'data' ? f.payload.length : -1)),
+      [70_000 - 16, 130_000, 100_010, 6],
+    );
+    assert.deepEqual(concat(pieces.map((f) => (f.type === 'data' ? f.payload : new Uint8Array(0)))), payload);
+    assert.deepEqual(
+      plain(out.slice(4)),
+      plain([
+        { type: 'ack', streamId: 5, offset: 9 },
+        { type: 'data', streamId: 6, payload: new Uint8Array(0) },
+      ]),
+    );
+    assert.equal(decoder.framesDecoded, 3);
+    assert.ok(decoder.idle);
+
+    const truncated = new FrameDecoder({ dataPieces: true });
+    truncated.push(encodeFrame({ type: 'data', streamId: 1, payload: text('hello') }).subarray(0, 18));
+    assert.equal(truncated.idle, false);
+    expectWireError(() => truncated.end(), 'WIRE_MALFORMED', /inside a DATA frame \(2 of 5 payload bytes\)/);
+  });
+
+  it('with dataPieces, the pieces add up to the same frames whatever the splits (fast-check)', () => {
+    const streamId = fc.integer({ min: 1, max: 5 });
+    const payload = fc.uint8Array({ maxLength: 600 });
+    const frame: fc.Arbitrary<Frame> = fc.oneof(
+      fc.constantFrom(...SAMPLES),
+      fc.record({ type: fc.constant('data' as const), streamId, payload }),
+      fc.record({ type: fc.constant('datagram' as const), streamId, payload }),
+      fc.record({ type: fc.constant('ack' as const), streamId, offset: fc.nat() }),
+    );
+    fc.assert(
+      fc.property(fc.array(frame, { maxLength: 30 }), fc.array(fc.nat(), { maxLength: 20 }), (frames, cutsRaw) => {
+        const stream = concat(frames.map((f) => encodeFrame(f)));
+        const cuts = [...new Set(cutsRaw.map((c) => (stream.length === 0 ? 0 : c % stream.length)))].sort(
+          (a, b) => a - b,
+        );
+        const decoder = new FrameDecoder({ dataPieces: true });
+        const out: Frame[] = [];
+        let from = 0;
+        for (const cut of [...cuts, stream.length]) {
+          out.push(...decoder.push(stream.subarray(from, cut)));
+          assert.ok(decoder.bufferedBytes <= HEADER_BYTES + DEFAULT_MAX_PAYLOAD);
+          from = cut;
+        }
+        decoder.end();
+        // Gather each expected DATA frame back from its pieces: consecutive, same stream, never empty.
+        const gathered: Frame[] = [];
+        let i = 0;
+        for (const expected of frames) {
+          if (expected.type !== 'data') {
+            gathered.push(out[i++] as Frame);
+            continue;
+          }
+          const parts: Uint8Array[] = [];
+          let got = 0;
+          do {
+            const piece = out[i++];
+            assert.ok(piece?.type === 'data' && piece.streamId === expected.streamId);
+            assert.ok(piece.payload.length > 0 || expected.payload.length === 0);
+            parts.push(piece.payload);
+            got += piece.payload.length;
+          } while (got < expected.payload.length);
+          gathered.push({ type: 'data', streamId: expected.streamId, payload: concat(parts) });
+        }
+        assert.equal(i, out.length);
+        assert.deepEqual(plain(gathered), plain(frames));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('survives random splits and random frame sequences (fast-check)', () => {
     const streamId = fc.integer({ min: 1, max: MAX_U32 });
     const offset = fc.oneof(fc.nat(), fc.maxSafeNat());

@@ -49,6 +49,7 @@ interface ProxyCliOptions {
   adminTokenFile?: string;
   name?: string;
   reportInterval?: string;
+  policy?: string;
   logLevel?: string;
   logFormat?: string;
 }
@@ -71,6 +72,7 @@ async function runProxy(opts: ProxyCliOptions): Promise<void> {
     adminTokenFile: opts.adminTokenFile,
     name: opts.name,
     reportIntervalMs: opts.reportInterval === undefined ? undefined : int(opts.reportInterval, '--report-interval'),
+    policyFile: opts.policy,
   });
   const proxy = await Proxy.start(config);
   const stopLogging = logEvents(proxy, logger);
@@ -170,6 +172,7 @@ export function proxyCommand(): Command {
     .option('--admin-token <token>', 'token the API requires (default: generated; or ROAM_ADMIN_TOKEN)')
     .option('--admin-token-file <file>', 'read the admin token from a file')
     .option('--name <name>', 'how the proxy names itself (default: the machine name)')
+    .option('--policy <file>', 'the control plane policy, YAML or JSON (or ROAM_POLICY; see `roam policy show`)')
     .addOption(new Option('--report-interval <ms>', 'how often hosts report').default(undefined).hideHelp())
     .option('--log-level <level>', 'trace, debug, info, warn, error or silent', 'info')
     .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json)')

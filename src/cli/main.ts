@@ -8,6 +8,14 @@ import { exitCodeFor, guestCommand } from './guest.js';
 import { demoCommand } from './demo.js';
 import { operatorCommands } from './operator.js';
 
+// A reader that went away (`roam ... | head`) is not an error of ours.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
 const program = new Command('roam')
   .enablePositionalOptions()
   .version(ROAM_VERSION)

@@ -20,6 +20,7 @@ import type {
   LogRecordView,
   MigrationView,
 } from '../proxy/view.js';
+import type { PolicyStatus } from '../proxy/control-plane.js';
 import { DEFAULT_API, connect, type ApiFlags } from './api-client.js';
 import { eventLine, guestsTable, hostsTable, placement } from './operator-view.js';
 import { Progress, style } from './style.js';
@@ -144,6 +145,8 @@ interface RunOptions extends ApiFlags {
   on?: string;
   env?: string[];
   json?: boolean;
+  deadline?: string;
+  expect?: string;
 }
 
 async function run(file: string, argv: string[], opts: RunOptions): Promise<void> {
@@ -154,6 +157,8 @@ async function run(file: string, argv: string[], opts: RunOptions): Promise<void
     env: parseEnv(opts.env ?? []),
     argv,
     ...(opts.on ? { on: opts.on } : {}),
+    ...(opts.deadline ? { deadline: Date.now() + parseDuration(opts.deadline, '--deadline') } : {}),
+    ...(opts.expect ? { expectMs: parseDuration(opts.expect, '--expect') } : {}),
   };
   try {
     await readFile(file);
@@ -194,6 +199,40 @@ async function stop(name: string, opts: ApiFlags & { json?: boolean }): Promise<
   const guest = await connect(opts).delete<GuestView>(guestPath(name));
   if (opts.json) printJson(guest);
   else process.stdout.write(`${guest.name} ${guest.state}${guest.hostName ? ` (was on ${guest.hostName})` : ''}\n`);
+}
+
+/** `90s`, `10m`, `2h`, `1d` or plain milliseconds. */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!m?.[1]) throw usage(`invalid ${flag} "${text}": use a duration such as 90s, 10m or 2h`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+async function showPolicy(opts: ApiFlags & { json?: boolean }): Promise<void> {
+  const status = await connect(opts).get<PolicyStatus>('api/policy');
+  if (opts.json) {
+    printJson(status);
+    return;
+  }
+  const m = status.model;
+  const lines = [
+    '# policy in force (YAML; pass your own with `roam proxy --policy FILE`)',
+    ...Object.entries(status.policy).map(([k, v]) =>
+      typeof v === 'object'
+        ? `${k}: { ${Object.entries(v as object)
+            .map(([a, b]) => `${a}: ${String(b)}`)
+            .join(', ')} }`
+        : `${k}: ${String(v)}`,
+    ),
+    '',
+    `# availability model: ${m.kind}, from ${m.sessions} host sessions; held-out accuracy ${m.accuracy === null ? 'not known yet (too little history)' : `${(m.accuracy * 100).toFixed(1)}% on ${m.heldOut} sessions`}`,
+    ...status.hosts.map(
+      (h) =>
+        `#   ${h.name}: utility ${h.utility === null ? '-' : h.utility.toFixed(2)}${h.lowForSeconds !== null ? ` (low for ${h.lowForSeconds.toFixed(0)} s)` : ''}, P(stays ${status.policy.horizonMinutes} min) ${h.pStay.toFixed(2)}`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
 }
 
 const mb = (bytes: number | null): string => `${((bytes ?? 0) / 1e6).toFixed(2)} MB`;
@@ -386,6 +425,8 @@ export function operatorCommands(): Command[] {
       collect,
     )
     .option('--on <host>', 'run it on this host (name or id) instead of the best by score')
+    .option('--deadline <duration>', 'finish within this long (e.g. 30m): placed and moved to make that likely')
+    .option('--expect <duration>', 'how long it runs on a host of benchmark score 1 (with --deadline)')
     .option('--env <KEY=VALUE>', 'an environment variable for the guest; repeat for more', collect)
     .option('--json', 'print the guest as JSON')
     .action(action(run));
@@ -437,7 +478,16 @@ export function operatorCommands(): Command[] {
     .option('--json', 'print the result as JSON (no progress lines)')
     .option('-q, --quiet', 'print only the summary')
     .action(action(migrate));
+  const policyCmd = new Command('policy').description("the control plane's policy");
+  policyCmd.addCommand(
+    withApi(
+      new Command('show')
+        .description('print the policy in force (defaults filled in), the availability model and what it sees')
+        .option('--json', 'print JSON')
+        .action(action(showPolicy)),
+    ),
+  );
   const all = [runCmd, ps, hosts, stopCmd, logsCmd, eventsCmd, migrateCmd];
   for (const cmd of all) withApi(cmd);
-  return all;
+  return [...all, policyCmd];
 }

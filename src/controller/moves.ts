@@ -10,11 +10,14 @@ import { migrateOut, type Decision, type MoveResult } from '../migration/source.
 import { acceptMove, type Expectation } from '../migration/target.js';
 import type { ControlMessage, MigrateInMessage, MigrateMessage, MigrationStep } from '../wire/index.js';
 import type { TunnelNetwork } from './tunnel-network.js';
+import { CodecChooser, formatTimings } from '../migration/pages.js';
 
 /** A move the proxy announced is good for this long without an offer. */
 const EXPECTATION_TTL_MS = 60_000;
 /** How long a side waits for the proxy's decision before it stops waiting (and says so). */
 const DECISION_TIMEOUT_MS = 5 * 60_000;
+/** Targets whose link measurements are kept (more, and they are all forgotten). */
+const MAX_TARGETS_REMEMBERED = 256;
 
 export interface MoveHost {
   control(message: ControlMessage): void;
@@ -37,10 +40,12 @@ export class Moves {
   private readonly expected = new Map<string, { expectation: Expectation; timer: NodeJS.Timeout }>();
   private readonly decisions = new Map<string, Waiting>();
   private readonly early = new Map<string, Decision>();
-  /** Guests being moved away from here. */
-  private readonly leaving = new Set<string>();
+  /** Guests being moved away from here, and when that move is over. */
+  private readonly leaving = new Map<string, Promise<void>>();
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
+  /** Per target (address and peer port): what moves there measured of the link, for the page codec. */
+  private readonly codecs = new Map<string, CodecChooser>();
 
   constructor(private readonly host: MoveHost) {}
 
@@ -134,6 +139,11 @@ export class Moves {
   }
 
   private async moveOut(message: MigrateMessage): Promise<void> {
+    // A move just rolled back may still be finishing here (the proxy heard first): let it.
+    const previous = this.leaving.get(message.guestId);
+    if (previous) {
+      await Promise.race([previous, new Promise((resolve) => setTimeout(resolve, message.stepTimeoutMs).unref())]);
+    }
     const hosted = this.host.guest(message.guestId);
     this.host.log(
       `moving ${hosted?.guest.name ?? message.guestId} to ${message.target.name} (move ${message.migrationId})`,
@@ -158,12 +168,15 @@ export class Moves {
     if (failpoint('migrate.source.ack')?.kind !== 'drop') {
       this.host.control({ type: 'migrateAck', migrationId: message.migrationId });
     }
-    this.leaving.add(message.guestId);
+    let over!: () => void;
+    this.leaving.set(message.guestId, new Promise<void>((resolve) => (over = resolve)));
     const decided = this.decide(message.migrationId, undefined);
+    const codecs = this.codecsFor(`${message.target.address}:${message.target.peerPort}`);
     let result: MoveResult;
     try {
       result = await migrateOut(message, {
         guest: hosted.guest,
+        codecs,
         progress: (update) =>
           this.host.control({ type: 'migrateProgress', migrationId: message.migrationId, ...update }),
         abort: (step: MigrationStep, err: Error) => {
@@ -185,11 +198,12 @@ export class Moves {
       });
     } finally {
       this.leaving.delete(message.guestId);
+      over();
       this.decisions.delete(message.migrationId);
     }
     if (result.outcome === 'moved') {
       this.host.log(
-        `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}`,
+        `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}; ms: ${formatTimings(result.timings)}`,
         { guest: message.guestId, migration: message.migrationId },
       );
       this.host.control({
@@ -203,6 +217,16 @@ export class Moves {
         finalBytes: result.finalBytes,
       });
     }
+  }
+
+  private codecsFor(target: string): CodecChooser {
+    let codecs = this.codecs.get(target);
+    if (!codecs) {
+      if (this.codecs.size >= MAX_TARGETS_REMEMBERED) this.codecs.clear();
+      codecs = new CodecChooser();
+      this.codecs.set(target, codecs);
+    }
+    return codecs;
   }
 
   /** Waits for the proxy's decision on a move (sending `ask` first, and again after reconnects). */

@@ -44,15 +44,20 @@ export class PeerChannel {
     return this.failure !== undefined;
   }
 
-  /** Sends a message; resolves once the socket can take more (so a sender never outruns it). */
-  async send(header: PeerHeader, body?: Uint8Array, damage = false): Promise<void> {
+  /**
+   * Sends a message (its body one buffer or parts that follow each other); resolves once the socket
+   * can take more (so a sender never outruns it).
+   */
+  async send(header: PeerHeader, body?: Uint8Array | readonly Uint8Array[], damage = false): Promise<void> {
     if (this.failure) throw this.failure;
     const parts = encodePeer(header, body);
-    if (damage && body && body.length > 0) {
+    const last = parts.length - 1;
+    const target = parts[last];
+    if (damage && last >= 2 && target && target.length > 0) {
       // Fault injection: the CRC was computed over the good bytes; flip one after it.
-      const copy = Buffer.from(body);
+      const copy = Buffer.from(target);
       copy[copy.length >> 1] = (copy[copy.length >> 1] ?? 0) ^ 0xff;
-      parts[2] = copy;
+      parts[last] = copy;
     }
     let ok = true;
     for (const part of parts) {

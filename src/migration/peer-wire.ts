@@ -34,6 +34,11 @@ export const offerSchema = z.object({
   limits: z.object({ memoryBytes: count, cpuBudgetMs: count, stackBytes: count }),
   /** The guest's memory size now (the target grows and faults in that much ahead of time). */
   memoryBytes: count,
+  /**
+   * Whether pre-copy rounds come before the freeze: then the target does not fault the memory in
+   * ahead of time (the rounds do, while the guest still runs). Absent: as if false.
+   */
+  precopy: z.boolean().optional(),
 });
 export const acceptSchema = z.object({ type: z.literal('accept'), migrationId: id, prepareMs: z.number().min(0) });
 /** Memory pages: `count` page indices (u32 LE) then their bytes, compressed with `codec`. */
@@ -95,18 +100,29 @@ function protocolError(message: string): RoamError {
   return new RoamError('ROAM_ERR_PEER_PROTOCOL', message);
 }
 
-/** Encodes one message as the buffers to write (the body is not copied). */
-export function encodePeer(header: PeerHeader, body: Uint8Array = new Uint8Array(0)): Uint8Array[] {
+/**
+ * Encodes one message as the buffers to write: prefix, header, then the body (one buffer, or parts
+ * that follow each other; not copied).
+ */
+export function encodePeer(
+  header: PeerHeader,
+  body: Uint8Array | readonly Uint8Array[] = new Uint8Array(0),
+): Uint8Array[] {
+  const parts: Uint8Array[] = body instanceof Uint8Array ? [body] : [...body];
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   if (json.length > MAX_HEADER_BYTES)
     throw protocolError(`a ${header.type} header of ${json.length} bytes is too large`);
-  if (body.length > MAX_BODY_BYTES) throw protocolError(`a ${header.type} body of ${body.length} bytes is too large`);
+  const length = parts.reduce((sum, part) => sum + part.length, 0);
+  if (length > MAX_BODY_BYTES) throw protocolError(`a ${header.type} body of ${length} bytes is too large`);
   const prefix = Buffer.alloc(PREFIX_BYTES);
   prefix.writeUInt32BE(PEER_MAGIC, 0);
   prefix.writeUInt32BE(json.length, 4);
-  prefix.writeUInt32BE(body.length, 8);
-  prefix.writeUInt32BE(zlib.crc32(body), 12);
-  return [prefix, json, body];
+  prefix.writeUInt32BE(length, 8);
+  prefix.writeUInt32BE(
+    parts.reduce((crc, part) => zlib.crc32(part, crc), 0),
+    12,
+  );
+  return [prefix, json, ...parts];
 }
 
 /**

@@ -11,7 +11,7 @@ import type { Guest } from '../guest/guest.js';
 import { PAGE_SIZE } from '../guest/image/format.js';
 import type { MigrateMessage, MigrateProgressMessage, MigrationStep } from '../wire/index.js';
 import { ROAM_VERSION } from '../version.js';
-import { PAGES_PER_MESSAGE, PageShadow, packPages, type PageCodec } from './pages.js';
+import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, packPages } from './pages.js';
 import { PeerChannel } from './peer-channel.js';
 import type { PeerHeader } from './peer-wire.js';
 
@@ -33,6 +33,11 @@ export interface SourceContext {
   /** The guest's streams let go of without a reset (the target carries them on). */
   release(): void;
   log(line: string): void;
+  /**
+   * Chooses each page message's codec from what the link and the compressor do: one kept per target
+   * starts a move with what earlier moves there measured; `new CodecChooser('snappy')` fixes it.
+   */
+  codecs?: CodecChooser;
 }
 
 export interface MoveResult {
@@ -45,6 +50,8 @@ export interface MoveResult {
   precopyRounds: number;
   precopyBytes: number;
   finalBytes: number;
+  /** Where the time went, in ms (for the host's log and the benchmark): see `migrateOut`. */
+  timings: Record<string, number>;
 }
 
 class StepError extends Error {
@@ -64,15 +71,23 @@ async function step<T>(name: MigrationStep, work: () => Promise<T>): Promise<T> 
   }
 }
 
-export async function migrateOut(
-  message: MigrateMessage,
-  ctx: SourceContext,
-  codec: PageCodec = 'snappy',
-): Promise<MoveResult> {
+export async function migrateOut(message: MigrateMessage, ctx: SourceContext): Promise<MoveResult> {
   const t0 = performance.now();
   const { guest } = ctx;
+  const codecs = ctx.codecs ?? new CodecChooser();
   const timeout = message.stepTimeoutMs;
   const stats = { precopyRounds: 0, precopyBytes: 0, finalBytes: 0 };
+  // Milliseconds per step. Before the freeze: connect, offer (until the target's accept, its sandbox
+  // prepared), precopy. After it: freeze (capture of the host state), scan (the final dirty-page
+  // compare), copy (pages into the message and the shadow), compress, send (socket writes, waits for
+  // drain included), state (JSON and its message), then wait (until the target's word that the guest
+  // runs: its apply, restore, the proxy's commit and the message itself).
+  const timings: Record<string, number> = {};
+  const add = (key: string, since: number): number => {
+    const now = performance.now();
+    timings[key] = (timings[key] ?? 0) + (now - since);
+    return now;
+  };
   let channel: PeerChannel | undefined;
   let frozenAt: number | undefined;
   const result = (
@@ -85,6 +100,7 @@ export async function migrateOut(
     totalMs: performance.now() - t0,
     bytesSent: channel?.bytesSent ?? 0,
     ...stats,
+    timings,
     ...extra,
   });
   const damage = failpoint('migrate.source.corrupt')?.kind === 'corrupt';
@@ -94,8 +110,13 @@ export async function migrateOut(
     let sent = 0;
     for (let i = 0; i < pages.length || (final && i === 0); i += PAGES_PER_MESSAGE) {
       const part = pages.subarray(i, i + PAGES_PER_MESSAGE);
+      let t = performance.now();
       const { indices, data } = shadow.take(memory, part);
+      t = add(final ? 'copy' : 'precopyCopy', t);
+      const codec = codecs.choose();
       const body = packPages(indices, data, codec);
+      const compressMs = performance.now() - t;
+      t = add(final ? 'compress' : 'precopyCompress', t);
       const header: PeerHeader = {
         type: 'pages',
         round,
@@ -107,7 +128,11 @@ export async function migrateOut(
       };
       const before = channel?.bytesSent ?? 0;
       await (channel as PeerChannel).send(header, body, damage);
+      const sendMs = performance.now() - t;
+      add(final ? 'send' : 'precopySend', t);
       sent += (channel?.bytesSent ?? 0) - before;
+      const wireBytes = body.reduce((sum, b) => sum + b.length, 0);
+      codecs.record(codec, data.length, wireBytes, codec === 'none' ? 0 : compressMs, sendMs);
       if (failpoint('migrate.source.cutPeer') && final) (channel as PeerChannel).destroy();
     }
     return sent;
@@ -123,6 +148,7 @@ export async function migrateOut(
   try {
     // Steps 2-3: the direct connection, and the target's ack (its sandbox is ready when it says so).
     channel = await step('connect', () => connectPeer(message.target.address, message.target.peerPort, timeout));
+    let t = add('connect', t0);
     ctx.progress({ step: 'connect' });
     await step('offer', async () => {
       const memory = guest.memoryView();
@@ -136,6 +162,7 @@ export async function migrateOut(
         base: guest.runtimeBase.id,
         limits: guest.limits,
         memoryBytes: memory.byteLength,
+        precopy: message.precopy,
       });
       const answer = await (channel as PeerChannel).next(timeout, 'answer to the offer');
       if (answer.header.type === 'fail')
@@ -143,6 +170,7 @@ export async function migrateOut(
       if (answer.header.type !== 'accept')
         throw new RoamError('ROAM_ERR_PEER_PROTOCOL', `expected accept, got ${answer.header.type}`);
     });
+    t = add('offer', t);
 
     // Pre-copy: while the guest runs, send what changed since the last round.
     if (message.precopy) {
@@ -162,6 +190,7 @@ export async function migrateOut(
           await new Promise((resolve) => setImmediate(resolve));
         }
       });
+      add('precopy', t);
     }
   } catch (err) {
     // Nothing was frozen: the guest never stopped. The proxy still has to know the move is off.
@@ -183,11 +212,15 @@ export async function migrateOut(
     }
     frozenAt = performance.now();
     const host = guest.freezeForMove();
+    let t = add('freeze', frozenAt);
     ctx.progress({ step: 'freeze' });
     await reach('migrate.source.afterFreeze');
     await step('transfer', async () => {
+      t = performance.now();
       const dirty = shadow.dirty(guest.memoryView());
+      add('scan', t);
       stats.finalBytes += await sendPages(dirty, stats.precopyRounds, true);
+      t = performance.now();
       const stateJson = Buffer.from(JSON.stringify(host.state), 'utf8');
       const files = host.files;
       const before = channel?.bytesSent ?? 0;
@@ -208,6 +241,7 @@ export async function migrateOut(
         damage,
       );
       stats.finalBytes += (channel?.bytesSent ?? 0) - before;
+      t = add('state', t);
       await reach('migrate.source.afterTransfer');
       ctx.progress({
         step: 'transfer',
@@ -241,6 +275,7 @@ export async function migrateOut(
     drop(ctx);
     // The pause ends when the target says the guest runs; its word may come just after the proxy's.
     const resumedAt = first.kind === 'resumed' ? first.at : await resumed.catch(() => undefined);
+    if (resumedAt !== undefined) timings['wait'] = resumedAt - t;
     channel.close();
     return result('moved', resumedAt === undefined ? null : resumedAt - frozenAt);
   } catch (err) {

@@ -14,7 +14,7 @@ import { runtimeTemplate } from '../guest/template.js';
 import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import type { MigrationStep } from '../wire/index.js';
 import { ROAM_VERSION } from '../version.js';
-import { applyPackedPages } from './pages.js';
+import { applyPackedPages, formatTimings } from './pages.js';
 import { PeerChannel } from './peer-channel.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
 import type { Decision } from './source.js';
@@ -86,6 +86,18 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
   let sandbox: Sandbox | undefined;
   let guest: Guest | undefined;
   let step: MigrationStep = 'offer';
+  // Milliseconds per step on this side: prepare (the sandbox, before the accept), precopy (until
+  // the first final page message has arrived whole), apply (from there until the state message
+  // has: decompressing and copying the final pages, receiving the rest), state (its JSON parsed),
+  // assemble (the guest rebuilt, frozen), commit (the proxy's round trip), resume (adopt, resume,
+  // the word to the source).
+  const timings: Record<string, number> = {};
+  let t = performance.now();
+  const lap = (key: string): void => {
+    const now = performance.now();
+    timings[key] = (timings[key] ?? 0) + (now - t);
+    t = now;
+  };
   try {
     const base = await runtimeTemplate();
     if (offer.roamVersion !== ROAM_VERSION || offer.base !== base.id) {
@@ -96,10 +108,14 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
       );
     }
     // Prepared before the source freezes: compiled module, instance, runtime, memory faulted in.
-    const t = performance.now();
-    sandbox = await Guest.prepareSandbox(offer.limits, offer.memoryBytes);
+    // With pre-copy, the first round faults the memory in as it writes it, while the guest still
+    // runs on the source (and the source builds its next message meanwhile): faulting it all in
+    // here first would only keep the source waiting for the accept.
+    t = performance.now();
+    sandbox = await Guest.prepareSandbox(offer.limits, offer.precopy === true ? undefined : offer.memoryBytes);
     await reach('migrate.target.beforeAccept');
     await channel.send({ type: 'accept', migrationId, prepareMs: performance.now() - t });
+    lap('prepare');
 
     step = 'precopy';
     let state: PeerMessage | undefined;
@@ -107,12 +123,17 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
       const message = await channel.next(timeout * 4, 'memory pages');
       const h = message.header;
       if (h.type === 'pages') {
-        if (h.final) step = 'transfer';
+        if (h.final && step !== 'transfer') {
+          step = 'transfer';
+          lap('precopy');
+        }
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
         const memory = sandbox.prepareRestore(h.byteLength);
         applyPackedPages(message.body, h.count, h.codec, h.rawBytes, memory);
-      } else if (h.type === 'state') state = message;
-      else if (h.type === 'fail') throw new TargetError(step, h.code, `the source gave up: ${h.message}`);
+      } else if (h.type === 'state') {
+        state = message;
+        lap('apply');
+      } else if (h.type === 'fail') throw new TargetError(step, h.code, `the source gave up: ${h.message}`);
       else throw new TargetError(step, 'ROAM_ERR_PEER_PROTOCOL', `unexpected ${h.type} during the transfer`);
     }
 
@@ -127,6 +148,7 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     } catch {
       throw new TargetError('restore', 'ROAM_ERR_IMAGE_MALFORMED', 'the guest state is not JSON');
     }
+    lap('state');
     const network = ctx.network(offer.guestId);
     guest = await Guest.assembleMoved(
       sandbox,
@@ -138,12 +160,14 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
       { network, frozen: true },
     );
     sandbox = undefined; // the guest owns it now
+    lap('assemble');
     const t0 = performance.now();
 
     // Step 7: the proxy records the switch (the commit point), then the guest runs here.
     step = 'commit';
     await reach('migrate.target.beforeCommit');
     const decision = await ctx.commit(migrationId, network.restoredStreamIds());
+    lap('commit');
     if (decision !== 'committed') {
       guest.stop('killed', 0);
       channel.destroy();
@@ -155,6 +179,8 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     guest.resume();
     await reach('migrate.target.afterResume');
     await channel.send({ type: 'resumed', restoreMs: performance.now() - t0 }).catch(() => {});
+    lap('resume');
+    ctx.log(`took ${offer.name} in (move ${migrationId}); ms: ${formatTimings(timings)}`);
     channel.close();
   } catch (err) {
     const code = err instanceof TargetError ? err.code : isRoamError(err) ? err.code : 'ROAM_ERR_MIGRATION';

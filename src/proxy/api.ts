@@ -12,6 +12,7 @@
  *                                      when the move is over: `outcome` says moved or rolled-back
  *                                      (progress is in the event log meanwhile)
  *   POST   /api/hosts/:name/drain      200 DrainView       moves every guest off the host
+ *   GET    /api/policy                 200 PolicyStatus    the control plane's policy, model, view
  *   GET    /api/streams                200 StreamView[]
  *   GET    /api/events                 200 EventView[]     ?after=ID&limit=N
  *   GET    /api/events?follow=1        text/event-stream   (or Accept: text/event-stream): the recent
@@ -129,6 +130,8 @@ const deploySchema = z
     env: z.record(z.string().regex(/^[^=\0]+$/, { error: 'names may not contain "=" or NUL' }), z.string()).default({}),
     argv: z.array(z.string()).default([]),
     on: z.string().min(1, { error: 'is empty' }).optional(),
+    deadline: z.number().int().positive({ error: 'must be a time in ms since the epoch' }).optional(),
+    expectMs: z.number().int().positive({ error: 'must be a positive number of ms' }).optional(),
   })
   .superRefine((value, ctx) => {
     const seen = new Set<string>();
@@ -299,6 +302,7 @@ function routes(options: ApiServerOptions, followers: Set<ServerResponse>): Rout
         },
       },
     },
+    { path: /^\/api\/policy$/, methods: { GET: ({ res }) => sendJson(res, 200, ops.policy()) } },
     {
       path: /^\/api\/hosts\/([^/]+)\/drain$/,
       methods: { POST: async ({ res, name }) => sendJson(res, 200, await ops.drain(name)) },

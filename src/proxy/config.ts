@@ -7,6 +7,7 @@ import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { resolveSecret } from '../common/secrets.js';
 import { RoamError } from '../errors.js';
+import { loadPolicy, type Policy } from '../policy/config.js';
 
 export interface ProxyConfig {
   /** Address the public, control and API ports listen on (default 0.0.0.0). */
@@ -27,6 +28,8 @@ export interface ProxyConfig {
   evictAfterIntervals: number;
   /** How long streams of a disconnected host wait for it to come back (default 30 s). */
   reattachGraceMs: number;
+  /** The control plane's policy (`--policy FILE`, YAML or JSON; defaults in policy/config.ts). */
+  policy: Policy;
 }
 
 export interface ProxyFlags {
@@ -42,6 +45,7 @@ export interface ProxyFlags {
   reportIntervalMs?: number;
   evictAfterIntervals?: number;
   reattachGraceMs?: number;
+  policyFile?: string;
 }
 
 export function defaultProxyDataDir(): string {
@@ -93,6 +97,7 @@ export function resolveProxyConfig(flags: ProxyFlags): ProxyConfig & { generated
     reportIntervalMs: flags.reportIntervalMs ?? 1000,
     evictAfterIntervals: flags.evictAfterIntervals ?? 5,
     reattachGraceMs: flags.reattachGraceMs ?? 30_000,
+    policy: loadPolicy(flags.policyFile ?? process.env['ROAM_POLICY']),
     generated,
   };
 }

@@ -25,6 +25,7 @@ import type {
   ReportMessage,
 } from '../wire/index.js';
 import type { ProxyConfig } from './config.js';
+import { ControlPlane, type PolicyStatus } from './control-plane.js';
 import { Migrations } from './migrations.js';
 import { relay } from './relay.js';
 import { UdpFlows } from './udp.js';
@@ -79,6 +80,8 @@ interface GuestEntry {
   argv: string[];
   since: number;
   exitCode: number | null;
+  deadline?: number | null;
+  expectMs?: number | null;
   listeners: net.Server[];
   /** Remote connections that arrived while the guest was frozen for a move, in order. */
   held: Array<{ port: PublishedPort; socket: net.Socket }>;
@@ -123,6 +126,7 @@ export class Proxy implements ProxyOperations {
     allocateId: () => this.allocateStreamId(),
   });
   private nextRequestId = 1;
+  private readonly controlPlane: ControlPlane;
   private readonly migrations = new Migrations({
     host: (id) => {
       const h = this.hostTable.get(id);
@@ -149,14 +153,55 @@ export class Proxy implements ProxyOperations {
   private constructor(
     readonly config: ProxyConfig,
     private readonly store: Store,
-  ) {}
+  ) {
+    this.controlPlane = new ControlPlane(config.policy, {
+      hosts: () =>
+        [...this.hostTable.values()].map((h) => ({
+          id: h.id,
+          name: h.name,
+          up: h.state === 'up' && h.session?.isOpen === true,
+          canReceive: h.peerPort !== null && h.address !== null,
+          score: h.benchmarkScore,
+          rttMs: h.rttMs,
+          metrics: h.report,
+          joinedAt: h.joinedAt,
+        })),
+      guests: () =>
+        [...this.guestTable.values()]
+          .filter((g) => g.state === 'running' && g.hostId)
+          .map((g) => {
+            const usage = g.hostId
+              ? this.hostTable.get(g.hostId)?.report?.guests.find((r) => r.id === g.id)
+              : undefined;
+            return {
+              id: g.id,
+              name: g.name,
+              hostId: g.hostId as string,
+              memoryBytes: usage?.memoryBytes ?? 0,
+              cpuMs: usage?.cpuMs ?? 0,
+              deadline: g.deadline ?? null,
+              expectMs: g.expectMs ?? null,
+            };
+          }),
+      sessions: () => this.store.sessions(),
+      migrate: (guestId, to, precopy) => {
+        const guest = this.guestTable.get(guestId);
+        if (!guest) return Promise.reject(new RoamError('ROAM_ERR_NOT_FOUND', `no guest ${guestId}`));
+        return this.migrate(guest.name, { to, precopy });
+      },
+      event: (kind, message, ids, data) => this.event(kind, message, ids, data),
+    });
+  }
 
   static async start(config: ProxyConfig): Promise<Proxy> {
     const store = new Store(join(config.dataDir, 'roam.db'));
     const proxy = new Proxy(config, store);
     proxy.load();
     await proxy.listenControl();
-    proxy.housekeeping = setInterval(() => proxy.checkHosts(), config.reportIntervalMs).unref();
+    proxy.housekeeping = setInterval(() => {
+      proxy.checkHosts();
+      proxy.controlPlane.tick();
+    }, config.reportIntervalMs).unref();
     proxy.event('proxy.started', `proxy ${config.name} started (Roam ${ROAM_VERSION})`);
     return proxy;
   }
@@ -227,7 +272,18 @@ export class Proxy implements ProxyOperations {
       if (owner)
         throw new RoamError('ROAM_ERR_CONFLICT', `port ${p.public}/${p.protocol} is published by ${owner.name}`);
     }
-    const host = this.place(request.on);
+    const byPolicy =
+      request.on === undefined && request.deadline !== undefined
+        ? this.controlPlane.place({
+            id: '',
+            name: request.name,
+            memoryBytes: 0,
+            cpuMs: 0,
+            deadline: request.deadline,
+            expectMs: request.expectMs ?? null,
+          })
+        : undefined;
+    const host = this.place(byPolicy ?? request.on);
     const now = Date.now();
     const guest: GuestEntry = {
       id: randomUUID(),
@@ -239,6 +295,8 @@ export class Proxy implements ProxyOperations {
       argv: request.argv,
       since: now,
       exitCode: null,
+      deadline: request.deadline ?? null,
+      expectMs: request.expectMs ?? null,
       listeners: [],
       held: [],
     };
@@ -329,6 +387,10 @@ export class Proxy implements ProxyOperations {
     });
   }
 
+  policy(): PolicyStatus {
+    return this.controlPlane.status();
+  }
+
   async drain(hostName: string): Promise<DrainView> {
     const host = [...this.hostTable.values()].find((h) => h.name === hostName || h.id === hostName);
     if (!host) throw new RoamError('ROAM_ERR_NOT_FOUND', `no host named ${hostName}`);
@@ -344,7 +406,13 @@ export class Proxy implements ProxyOperations {
     const view: DrainView = { host: host.name, moved: 0, failed: 0, migrations: [] };
     for (const guest of guests) {
       try {
-        const result = await this.migrate(guest.name, {});
+        // The backup named when the guest moved here is where it goes if this host leaves.
+        const backup = this.controlPlane.backupFor(guest.id);
+        const to =
+          backup && [...this.hostTable.values()].some((h) => h.name === backup && h.state === 'up' && h.session)
+            ? backup
+            : undefined;
+        const result = await this.migrate(guest.name, to ? { to } : {});
         view.migrations.push(result);
         if (result.outcome === 'moved') view.moved++;
         else view.failed++;
@@ -960,6 +1028,8 @@ export class Proxy implements ProxyOperations {
       data,
     });
     for (const listener of this.subscribers) listener(row);
+    // Joins, leaves and evictions are the availability model's history.
+    if (kind.startsWith('host.')) this.controlPlane?.historyChanged();
   }
 
   private hostView(h: HostEntry): HostView {

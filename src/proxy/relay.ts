@@ -1,7 +1,11 @@
 /**
  * Joins a remote peer's TCP socket and a link stream, both ways, with backpressure end to end:
- * `pipe` pauses the side that writes into a full one (a link stream is full when its window is),
- * a half-close travels as FIN, an error or reset as RST. Counts the bytes each way.
+ * each side's bytes are written straight into the other, and a side whose write says "full" (a
+ * link stream is full when its window is) pauses the reader until it drains. A half-close travels
+ * as FIN, an error or reset as RST. Counts the bytes each way.
+ *
+ * This is what `pipe` does, minus its bookkeeping for many destinations; bench:relay measured
+ * the difference in the proxy's CPU per byte.
  */
 import type net from 'node:net';
 import type { LinkStream } from '../link/stream.js';
@@ -21,10 +25,31 @@ export function relay(remote: net.Socket, link: LinkStream, onClose: (stats: Rel
     closed = true;
     onClose(stats);
   };
-  remote.on('data', (chunk: Buffer) => (stats.bytesIn += chunk.length));
-  link.on('data', (chunk: Buffer) => (stats.bytesOut += chunk.length));
-  remote.pipe(link);
-  link.pipe(remote);
+  // Small answers go out at once, as they do on the link.
+  remote.setNoDelay(true);
+
+  // Remote -> link.
+  remote.on('data', (chunk: Buffer) => {
+    stats.bytesIn += chunk.length;
+    if (link.destroyed || link.writableEnded) return;
+    if (!link.write(chunk)) remote.pause();
+  });
+  link.on('drain', () => remote.resume());
+  remote.on('end', () => {
+    if (!link.destroyed && !link.writableEnded) link.end();
+  });
+
+  // Link -> remote.
+  link.on('data', (chunk: Buffer) => {
+    stats.bytesOut += chunk.length;
+    if (remote.destroyed || remote.writableEnded) return;
+    if (!remote.write(chunk)) link.pause();
+  });
+  remote.on('drain', () => link.resume());
+  link.on('end', () => {
+    if (!remote.destroyed && !remote.writableEnded) remote.end();
+  });
+
   remote.on('error', (err) => link.destroy(err));
   link.on('error', () => remote.resetAndDestroy());
   // Both directions ended (or one side died): the stream is over.

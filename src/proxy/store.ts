@@ -38,6 +38,9 @@ export interface GuestRow {
   since: number;
   createdAt: number;
   exitCode: number | null;
+  /** A deadline (ms since the epoch) and expected run time (ms) the guest declared. */
+  deadline?: number | null;
+  expectMs?: number | null;
 }
 
 export interface EventRow {
@@ -117,6 +120,8 @@ interface RawGuest {
   since: number;
   created_at: number;
   exit_code: number | null;
+  deadline: number | null;
+  expect_ms: number | null;
 }
 
 interface RawEvent {
@@ -141,6 +146,12 @@ export class Store {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('foreign_keys = ON');
     this.db.exec(SCHEMA);
+    // Columns added since the first schema: a database from an older Roam gains them.
+    const columns = new Set(
+      (this.db.prepare(`PRAGMA table_info(guests)`).all() as Array<{ name: string }>).map((c) => c.name),
+    );
+    if (!columns.has('deadline')) this.db.exec(`ALTER TABLE guests ADD COLUMN deadline INTEGER`);
+    if (!columns.has('expect_ms')) this.db.exec(`ALTER TABLE guests ADD COLUMN expect_ms INTEGER`);
   }
 
   close(): void {
@@ -207,11 +218,13 @@ export class Store {
   addGuest(guest: Omit<GuestRow, 'exitCode'>, bundle: string): void {
     this.db
       .prepare(
-        `INSERT INTO guests (id, name, host_id, state, publish, env, argv, bundle, since, created_at)
-         VALUES (@id, @name, @hostId, @state, @publish, @env, @argv, @bundle, @since, @createdAt)`,
+        `INSERT INTO guests (id, name, host_id, state, publish, env, argv, bundle, since, created_at, deadline, expect_ms)
+         VALUES (@id, @name, @hostId, @state, @publish, @env, @argv, @bundle, @since, @createdAt, @deadline, @expectMs)`,
       )
       .run({
         ...guest,
+        deadline: guest.deadline ?? null,
+        expectMs: guest.expectMs ?? null,
         publish: JSON.stringify(guest.publish),
         env: JSON.stringify(guest.env),
         argv: JSON.stringify(guest.argv),
@@ -247,7 +260,23 @@ export class Store {
       since: r.since,
       createdAt: r.created_at,
       exitCode: r.exit_code,
+      deadline: r.deadline,
+      expectMs: r.expect_ms,
     }));
+  }
+
+  /** Every host session, for the availability model: join, end and why it ended. */
+  sessions(): Array<{ hostId: string; joinedAt: number; endedAt: number | null; endReason: string | null }> {
+    return (
+      this.db
+        .prepare(`SELECT host_id, joined_at, ended_at, end_reason FROM host_sessions ORDER BY joined_at`)
+        .all() as Array<{
+        host_id: string;
+        joined_at: number;
+        ended_at: number | null;
+        end_reason: string | null;
+      }>
+    ).map((r) => ({ hostId: r.host_id, joinedAt: r.joined_at, endedAt: r.ended_at, endReason: r.end_reason }));
   }
 
   guestBundle(id: string): string | undefined {

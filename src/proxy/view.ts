@@ -5,6 +5,7 @@
  */
 import type { HostReport } from '../controller/metrics/index.js';
 import type { PublishedPort } from './store.js';
+import type { PolicyStatus } from './control-plane.js';
 
 export type HostStateView = 'up' | 'left' | 'evicted' | 'disconnected';
 
@@ -72,6 +73,10 @@ export interface DeployRequest {
   argv: string[];
   /** Place on this host (name or id) instead of the best one by score. */
   on?: string;
+  /** A deadline (ms since the epoch): placed and moved to maximise the chance to finish by then. */
+  deadline?: number;
+  /** Expected run time on a host of benchmark score 1, in ms (with `deadline`). */
+  expectMs?: number;
 }
 
 export interface LogRecordView {
@@ -95,6 +100,8 @@ export interface ProxyOperations {
   migrate(name: string, request: MigrateRequest): Promise<MigrationView>;
   /** Moves every guest off a host (it stays joined). */
   drain(host: string): Promise<DrainView>;
+  /** The control plane's policy in force, its availability model and what it sees now. */
+  policy(): PolicyStatus;
 }
 
 export interface DrainView {

@@ -9,6 +9,13 @@
  * sends little of it costs little. Work is O(bytes): each byte is copied at most once into a frame
  * that spans chunks, plus amortised O(1) per byte for growth of large spanning payloads.
  *
+ * With `dataPieces`, a DATA payload that spans chunks is not gathered at all: each chunk's share of
+ * it comes out at once as a DATA frame of its own (a view of that chunk), so a stream's bytes are
+ * never copied and the decoder holds nothing but header bytes. The pieces of one frame are
+ * consecutive DATA frames of the same stream whose payloads add up to the declared length (a
+ * receiver that counts bytes, as a link stream does, cannot tell them from whole frames). A piece
+ * is never empty, though a frame that declared no payload is still one empty DATA frame.
+ *
  * Lifetime: a DATA or DATAGRAM payload that arrived whole inside one chunk is a view of that chunk
  * (no copy). It is valid as long as the caller does not modify the chunk, and it keeps the chunk's
  * memory alive while held: `.slice()` it to keep a small payload for long. The decoder keeps no
@@ -30,8 +37,14 @@ import {
 } from './header.js';
 import { parsePayload } from './payload.js';
 
-/** Options of a decoder; see `FrameLimits` for the defaults. */
-export type FrameDecoderOptions = Partial<FrameLimits>;
+/** Options of a decoder; see `FrameLimits` for the defaults of the limits. */
+export interface FrameDecoderOptions extends Partial<FrameLimits> {
+  /**
+   * Hand on a DATA payload that spans chunks in pieces, as it arrives, instead of gathering it
+   * into one buffer (see above). Default false: every frame comes out whole. Fixed at construction.
+   */
+  dataPieces?: boolean;
+}
 
 /** First allocation for a payload that spans chunks; the buffer doubles from here as bytes arrive. */
 const INITIAL_SPAN_BYTES = 64 * 1024;
@@ -45,11 +58,15 @@ export class FrameDecoder {
   private readonly header: FrameHeader = { type: 'data', streamId: 0, length: 0, aux: 0 };
   private body: Uint8Array | undefined;
   private bodyFill = 0;
+  /** With `dataPieces`: payload bytes of the DATA frame in progress still to come (0 when none). */
+  private dataLeft = 0;
+  private readonly dataPieces: boolean;
   private failure: WireError | undefined;
   private decoded = 0;
 
   constructor(options: FrameDecoderOptions = {}) {
     this.currentLimits = resolveLimits(options);
+    this.dataPieces = options.dataPieces === true;
   }
 
   /** The limits in force. */
@@ -82,7 +99,7 @@ export class FrameDecoder {
 
   /** True when no partial frame is held (the connection may end here cleanly). */
   get idle(): boolean {
-    return this.headerFill === 0 && this.body === undefined;
+    return this.headerFill === 0 && this.body === undefined && this.dataLeft === 0;
   }
 
   /**
@@ -111,16 +128,18 @@ export class FrameDecoder {
     if (this.failure !== undefined) throw this.failure;
     if (this.idle) return;
     const where =
-      this.body === undefined
-        ? `inside a frame header (${this.headerFill} of ${HEADER_BYTES} bytes)`
-        : `inside a ${wireName(this.header.type)} frame (${this.bodyFill} of ${this.header.length} payload bytes)`;
+      this.dataLeft > 0
+        ? `inside a DATA frame (${this.header.length - this.dataLeft} of ${this.header.length} payload bytes)`
+        : this.body === undefined
+          ? `inside a frame header (${this.headerFill} of ${HEADER_BYTES} bytes)`
+          : `inside a ${wireName(this.header.type)} frame (${this.bodyFill} of ${this.header.length} payload bytes)`;
     throw this.poison(
       new WireError('WIRE_MALFORMED', `truncated frame: the connection ended ${where}`, this.errorContext()),
     );
   }
 
   private errorContext(): { frameType?: Frame['type']; streamId?: number } {
-    if (this.body === undefined) return {};
+    if (this.body === undefined && this.dataLeft === 0) return {};
     const { type, streamId } = this.header;
     return streamId === 0 ? { frameType: type } : { frameType: type, streamId };
   }
@@ -133,6 +152,7 @@ export class FrameDecoder {
     this.failure = error;
     this.body = undefined;
     this.bodyFill = 0;
+    this.dataLeft = 0;
     this.headerFill = 0;
     return error;
   }
@@ -142,6 +162,15 @@ export class FrameDecoder {
     const header = this.header;
     let pos = 0;
     while (pos < end) {
+      if (this.dataLeft > 0) {
+        // The next piece of a DATA payload that spans chunks: a view, no copy.
+        const take = Math.min(this.dataLeft, end - pos);
+        frames.push({ type: 'data', streamId: header.streamId, payload: chunk.subarray(pos, pos + take) });
+        this.dataLeft -= take;
+        pos += take;
+        if (this.dataLeft === 0) this.decoded++;
+        continue;
+      }
       if (this.body !== undefined) {
         pos = this.continueBody(chunk, pos, frames);
         continue;
@@ -167,6 +196,8 @@ export class FrameDecoder {
         frames.push(parsePayload(header, chunk, pos));
         this.decoded++;
         pos += length;
+      } else if (this.dataPieces && header.type === 'data') {
+        this.dataLeft = length;
       } else {
         const available = end - pos;
         this.body = new Uint8Array(Math.min(length, Math.max(INITIAL_SPAN_BYTES, available)));

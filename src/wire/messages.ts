@@ -152,6 +152,8 @@ export const reportSchema = z.object({
     usage: fraction,
     /** Cores this controller may use: its cgroup quota, else all cores. */
     capacity: quantity,
+    /** Under a quota: share of `capacity` its tasks spent ready but waiting for a CPU. */
+    waiting: fraction.optional(),
   }),
   memory: z.object({
     totalBytes: count,

@@ -4,6 +4,8 @@
  * subscribers. Special names make deploy fail: `nohost` (NO_HOST), `crash` (a plain Error).
  */
 import { RoamError } from '../../src/errors.js';
+import { DEFAULT_POLICY } from '../../src/policy/config.js';
+import type { PolicyStatus } from '../../src/proxy/control-plane.js';
 import type {
   DeployRequest,
   DrainView,
@@ -190,6 +192,15 @@ export class FakeOps implements ProxyOperations {
       return Promise.reject(new RoamError('ROAM_ERR_NOT_FOUND', `no host named ${host}`));
     }
     return Promise.resolve({ host, moved: 0, failed: 0, migrations: [] });
+  }
+
+  policy(): PolicyStatus {
+    return {
+      policy: DEFAULT_POLICY,
+      model: { kind: 'kaplan-meier', accuracy: 0.93, heldOut: 40, sessions: 130 },
+      hosts: [{ name: 'host-a', utility: 0.81, lowForSeconds: null, pStay: 0.97 }],
+      moving: [],
+    };
   }
 
   /** Appends a console line to a guest's log (for `logs --follow`). */

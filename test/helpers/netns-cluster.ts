@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNetwork, type NetProcess, type RunResult, type TestNetwork } from './netns.js';
 import { ROAM, ROOT } from './roam.js';
+import { createCpuCgroup, joinAndExec, type CpuCgroup } from './cgroups.js';
 
 export const CONTROL_PORT = 7400;
 export const API_PORT = 7480;
@@ -30,6 +31,10 @@ export interface NetnsClusterOptions {
   others?: string[];
   /** Extra arguments for `roam proxy`. */
   proxyArgs?: string[];
+  /** Hosts confined to a CPU cgroup of their own, with this quota in cores (0: no limit). */
+  cpuQuota?: Record<string, number>;
+  /** Environment for particular hosts (failpoints, for example). */
+  hostEnv?: Record<string, Record<string, string>>;
 }
 
 export interface NetnsCluster {
@@ -50,6 +55,10 @@ export interface NetnsCluster {
   roam(node: string, args: string[], timeoutMs?: number): Promise<RunResult>;
   /** Runs `roam ARGS --json ...` inside `node`'s namespace; fails with the output unless it exits 0. */
   roamJson<T>(node: string, args: string[], timeoutMs?: number): Promise<T>;
+  /** Stops a host (SIGTERM: it drains and leaves) and starts it again; resolves once it joined. */
+  restartHost(host: string): Promise<void>;
+  /** The CPU cgroup of a host started with `cpuQuota` (to start more work inside it). */
+  cgroup(host: string): CpuCgroup | undefined;
   /** Stops every process, deletes the namespaces and the temporary folder. Idempotent. */
   close(): Promise<void>;
 }
@@ -58,9 +67,13 @@ export async function startNetnsCluster(options: NetnsClusterOptions): Promise<N
   const nodes = ['proxy', ...options.hosts, ...(options.others ?? [])];
   const net = await createNetwork({ nodes });
   const dir = mkdtempSync(join(tmpdir(), 'roam-netns-'));
+  const groups = new Map<string, CpuCgroup>();
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
-    (closing ??= net.close().finally(() => rmSync(dir, { recursive: true, force: true })));
+    (closing ??= net.close().finally(() => {
+      rmSync(dir, { recursive: true, force: true });
+      for (const g of groups.values()) g.remove();
+    }));
 
   try {
     const proxyAddress = net.address('proxy');
@@ -94,28 +107,30 @@ export async function startNetnsCluster(options: NetnsClusterOptions): Promise<N
     copyFileSync(join(dataDir, 'admin-token'), adminTokenFile);
 
     const hosts = new Map<string, NetProcess>();
+    const starts = new Map<string, () => NetProcess>();
     for (const name of options.hosts) {
-      hosts.set(
+      const quota = options.cpuQuota?.[name];
+      const group = quota === undefined ? undefined : createCpuCgroup(`${net.id}-${name}`, quota);
+      if (group) groups.set(name, group);
+      const hostArgs = [
+        ROAM,
+        'host',
+        '--proxy',
+        `${proxyAddress}:${CONTROL_PORT}`,
+        '--join-token-file',
+        joinTokenFile,
+        '--name',
         name,
-        net.spawn(
-          name,
-          process.execPath,
-          [
-            ROAM,
-            'host',
-            '--proxy',
-            `${proxyAddress}:${CONTROL_PORT}`,
-            '--join-token-file',
-            joinTokenFile,
-            '--name',
-            name,
-            '--data-dir',
-            join(dir, name),
-            '--no-benchmark',
-          ],
-          { cwd: ROOT },
-        ),
-      );
+        '--data-dir',
+        join(dir, name),
+        '--no-benchmark',
+      ];
+      const [command, args] = group ? joinAndExec(group, process.execPath, hostArgs) : [process.execPath, hostArgs];
+      const env = options.hostEnv?.[name];
+      const start = (): NetProcess =>
+        net.spawn(name, command, args, { cwd: ROOT, ...(env ? { env: { ...process.env, ...env } } : {}) });
+      starts.set(name, start);
+      hosts.set(name, start());
     }
     await Promise.all([...hosts.values()].map((h) => h.waitFor(/joined the proxy/, 20_000)));
 
@@ -135,6 +150,17 @@ export async function startNetnsCluster(options: NetnsClusterOptions): Promise<N
       proxy,
       hosts,
       roam,
+      cgroup: (host) => groups.get(host),
+      async restartHost(host: string): Promise<void> {
+        const old = hosts.get(host);
+        const start = starts.get(host);
+        if (!old || !start) throw new Error(`no host ${host}`);
+        old.child.kill('SIGTERM');
+        await old.exited;
+        const fresh = start();
+        hosts.set(host, fresh);
+        await fresh.waitFor(/joined the proxy/, 20_000);
+      },
       async roamJson<T>(node: string, args: string[], timeoutMs?: number): Promise<T> {
         const r = await roam(node, [...args, '--json'], timeoutMs);
         if (r.code !== 0) {

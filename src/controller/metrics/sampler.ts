@@ -7,6 +7,7 @@
  * waits a short baseline, or construct it and sample one interval later). All reading goes through
  * an injectable file reader and clock, so tests drive it with fixture files and fake time.
  */
+import { readdirSync } from 'node:fs';
 import * as nodeOs from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -56,6 +57,12 @@ export interface HostReport {
     usage: number;
     /** Cores this controller can use: the cgroup quota (at most `cores`), else `cores`. */
     capacity: number;
+    /**
+     * Under a quota: the share of `capacity` the cgroup's tasks spent ready to run but waiting
+     * (throttled by the quota, or kept off the CPU by other work on the machine), from each task's
+     * /proc schedstat. usage + waiting near 1 or above means the host cannot keep up.
+     */
+    waiting?: number;
   };
   memory: {
     totalBytes: number;
@@ -98,7 +105,12 @@ export interface HostSamplerOptions {
   os?: OsProbe;
   /** Measure this network interface instead of the default-route ones. */
   networkInterface?: string;
+  /** Lists a directory's entries or returns [] (default: the real file system). */
+  listDir?: (path: string) => string[];
 }
+
+/** Tasks whose wait time is summed per sample, at most (a bound on the work per report). */
+const MAX_TASKS = 4096;
 
 interface Snapshot {
   at: number;
@@ -107,6 +119,8 @@ interface Snapshot {
   quota: CpuQuota | null;
   /** The cgroup's CPU time counter (where the quota binds), read only while a quota is set. */
   cgroupCpu: { path: string; ns: number } | undefined;
+  /** Time the cgroup's tasks spent runnable but waiting, summed (ns), while a quota is set. */
+  cgroupWaitNs: number | undefined;
 }
 
 export class HostSampler {
@@ -115,6 +129,7 @@ export class HostSampler {
   private readonly now: () => number;
   private readonly os: OsProbe;
   private readonly networkInterface: string | undefined;
+  private readonly listDir: (path: string) => string[];
   private selfCgroupText: string | undefined;
   private layout: CgroupLayout;
   private previous: Snapshot;
@@ -127,6 +142,15 @@ export class HostSampler {
     this.now = options.now ?? (() => performance.now());
     this.os = options.os ?? nodeOs;
     this.networkInterface = options.networkInterface;
+    this.listDir =
+      options.listDir ??
+      ((path) => {
+        try {
+          return readdirSync(path);
+        } catch {
+          return [];
+        }
+      });
     this.identity = cpuIdentity(this.read('/proc/cpuinfo'), this.safeCpus());
     this.selfCgroupText = this.read('/proc/self/cgroup');
     this.layout = detectCgroups(this.read);
@@ -161,6 +185,16 @@ export class HostSampler {
     const quotaCores = after.quota?.cores ?? null;
     const capacity = quotaCores === null ? cores : Math.min(quotaCores, cores);
     let usage = this.lastHostUsage;
+    let waiting: number | undefined;
+    if (
+      quotaCores !== null &&
+      before.cgroupWaitNs !== undefined &&
+      after.cgroupWaitNs !== undefined &&
+      intervalMs > 0
+    ) {
+      // Tasks that exited take their counts with them: a negative delta is read as no wait.
+      waiting = clamp01(Math.max(0, after.cgroupWaitNs - before.cgroupWaitNs) / (intervalMs * 1e6) / capacity);
+    }
     if (quotaCores !== null) {
       const a = before.cgroupCpu;
       const b = after.cgroupCpu;
@@ -192,7 +226,7 @@ export class HostSampler {
 
     return {
       intervalMs,
-      cpu: { model, mhz, cores, usage, capacity },
+      cpu: { model, mhz, cores, usage, capacity, ...(waiting !== undefined ? { waiting } : {}) },
       memory: { totalBytes, freeBytes, limitBytes: limit?.limitBytes ?? null },
       network: {
         interfaces,
@@ -221,12 +255,31 @@ export class HostSampler {
         : undefined;
     const quota = readCpuQuota(this.layout.cpu, this.read);
     let cgroupCpu: Snapshot['cgroupCpu'];
+    let cgroupWaitNs: number | undefined;
     if (quota) {
       const file = cpuUsageFile(this.layout.cpuacct, quota.level);
       const ns = file ? file.parse(this.read(file.path)) : undefined;
       if (file && ns !== undefined) cgroupCpu = { path: file.path, ns };
+      if (file) cgroupWaitNs = this.waitNs(file.path.slice(0, file.path.lastIndexOf('/')));
     }
-    return { at, cpu, net: parseNetDev(this.read('/proc/net/dev')), quota, cgroupCpu };
+    return { at, cpu, net: parseNetDev(this.read('/proc/net/dev')), quota, cgroupCpu, cgroupWaitNs };
+  }
+
+  /** The run delay (ns) of every task in the cgroup at `dir`, from /proc/PID/task/TID/schedstat. */
+  private waitNs(dir: string): number | undefined {
+    const procs = this.read(`${dir}/cgroup.procs`);
+    if (procs === undefined) return undefined;
+    let total = 0;
+    let tasks = 0;
+    for (const pid of procs.split('\n')) {
+      if (!/^\d+$/.test(pid)) continue;
+      for (const tid of this.listDir(`/proc/${pid}/task`)) {
+        if (++tasks > MAX_TASKS) return total;
+        const delay = Number(this.read(`/proc/${pid}/task/${tid}/schedstat`)?.split(' ')[1]);
+        if (Number.isFinite(delay)) total += delay;
+      }
+    }
+    return total;
   }
 
   private safeCpus(): nodeOs.CpuInfo[] {

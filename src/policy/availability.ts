@@ -1,0 +1,235 @@
+/**
+ * How likely a host is to stay: learned from its history of sessions (join to leave, eviction or
+ * disconnect) in the proxy's database. A Kaplan-Meier estimate per host, shrunk towards the
+ * fleet's own estimate (a host with few sessions borrows the fleet's experience), gives
+ * P(stays at least T more | up for a) = S(a + T) / S(a). A naive Bayes classifier over simple host
+ * features competes with it on held-out history; the better one answers, and its held-out accuracy
+ * is reported.
+ */
+
+export interface Session {
+  hostId: string;
+  joinedAt: number;
+  /** null: still up (censored). */
+  endedAt: number | null;
+  /** `left`, `evicted`, `disconnected` count as departures; a proxy restart censors. */
+  endReason: string | null;
+}
+
+/** A survival curve: S(t) as a step function. */
+export class Survival {
+  private constructor(
+    private readonly times: number[],
+    private readonly values: number[],
+    readonly sessions: number,
+  ) {}
+
+  /** Kaplan-Meier from durations; `event` false marks a censored one (still running). */
+  static fit(samples: Array<{ duration: number; event: boolean }>): Survival {
+    const sorted = [...samples].sort((a, b) => a.duration - b.duration);
+    const times: number[] = [];
+    const values: number[] = [];
+    let atRisk = sorted.length;
+    let s = 1;
+    for (let i = 0; i < sorted.length;) {
+      const t = sorted[i]?.duration ?? 0;
+      let deaths = 0;
+      let leaving = 0;
+      while (i < sorted.length && sorted[i]?.duration === t) {
+        if (sorted[i]?.event) deaths++;
+        leaving++;
+        i++;
+      }
+      if (deaths > 0 && atRisk > 0) {
+        s *= 1 - deaths / atRisk;
+        times.push(t);
+        values.push(s);
+      }
+      atRisk -= leaving;
+    }
+    return new Survival(times, values, samples.length);
+  }
+
+  /** S(t): the probability of lasting beyond t. */
+  at(t: number): number {
+    let lo = 0;
+    let hi = this.times.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((this.times[mid] ?? 0) <= t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo === 0 ? 1 : (this.values[lo - 1] ?? 1);
+  }
+}
+
+const DEPARTURES = new Set(['left', 'evicted', 'disconnected']);
+
+function samplesOf(sessions: Session[], now: number): Array<{ duration: number; event: boolean }> {
+  return sessions.map((s) => ({
+    duration: Math.max(0, (s.endedAt ?? now) - s.joinedAt),
+    event: s.endedAt !== null && DEPARTURES.has(s.endReason ?? ''),
+  }));
+}
+
+export interface AvailabilityModel {
+  /** P(the host stays at least `horizonMs` more, having been up `ageMs`). */
+  pStay(hostId: string, ageMs: number, horizonMs: number): number;
+  readonly kind: 'kaplan-meier' | 'naive-bayes' | 'none';
+  /** Accuracy on held-out history (null: too little history to tell). */
+  readonly accuracy: number | null;
+  readonly heldOut: number;
+}
+
+/**
+ * Kaplan-Meier where the history has data; beyond the longest session seen, an exponential tail
+ * with the host's departure rate (departures per ms up), shrunk towards the fleet's rate by one
+ * pseudo-session of the fleet's average length (empirical Bayes: a gamma prior worth one session). Without the tail, a host whose sessions all ended within
+ * seconds would look certain to stay once it passed its longest one (the curve is flat there).
+ */
+class KaplanMeierModel {
+  private readonly perHost = new Map<string, { curve: Survival; last: number; rate: number }>();
+  private readonly fleet: { curve: Survival; last: number; rate: number };
+
+  constructor(sessions: Session[], now: number) {
+    const all = samplesOf(sessions, now);
+    const fleetRate = rateOf(all, 0, 0);
+    const priorExposure = all.length > 0 ? all.reduce((sum, s) => sum + s.duration, 0) / all.length : 0;
+    this.fleet = { curve: Survival.fit(all), last: longest(all), rate: fleetRate };
+    const byHost = new Map<string, Session[]>();
+    for (const s of sessions) byHost.set(s.hostId, [...(byHost.get(s.hostId) ?? []), s]);
+    for (const [id, list] of byHost) {
+      const samples = samplesOf(list, now);
+      this.perHost.set(id, {
+        curve: Survival.fit(samples),
+        last: longest(samples),
+        rate: rateOf(samples, fleetRate * priorExposure, priorExposure),
+      });
+    }
+  }
+
+  pStay(hostId: string, ageMs: number, horizonMs: number): number {
+    const model = this.perHost.get(hostId) ?? this.fleet;
+    const s = (t: number): number =>
+      t <= model.last ? model.curve.at(t) : model.curve.at(model.last) * Math.exp(-model.rate * (t - model.last));
+    const now = s(ageMs);
+    return now > 0 ? s(ageMs + horizonMs) / now : Math.exp(-model.rate * horizonMs);
+  }
+}
+
+function longest(samples: Array<{ duration: number }>): number {
+  return samples.reduce((m, s) => Math.max(m, s.duration), 0);
+}
+
+/** Departures per ms of time up, with `priorEvents` over `priorExposure` added (a gamma prior). */
+function rateOf(
+  samples: Array<{ duration: number; event: boolean }>,
+  priorEvents: number,
+  priorExposure: number,
+): number {
+  const events = samples.filter((s) => s.event).length + priorEvents;
+  const exposure = samples.reduce((sum, s) => sum + s.duration, 0) + priorExposure;
+  return exposure > 0 ? events / exposure : 0;
+}
+
+/**
+ * Naive Bayes over features a proxy knows about a host when it must predict: the share of its
+ * past sessions that ended before the horizon (in thirds), and the hour of day (in quarters).
+ */
+class NaiveBayesModel {
+  private readonly counts = new Map<string, number>();
+  private readonly history = new Map<string, Array<{ duration: number; event: boolean }>>();
+
+  constructor(
+    sessions: Session[],
+    now: number,
+    private readonly horizonMs: number,
+  ) {
+    const sorted = [...sessions].sort((a, b) => a.joinedAt - b.joinedAt);
+    for (const s of sorted) {
+      const [sample] = samplesOf([s], now);
+      if (!sample) continue;
+      const label = this.label(sample);
+      if (label !== undefined) {
+        const features = this.features(s.hostId, s.joinedAt);
+        this.bump(`y:${label}`);
+        features.forEach((f, i) => this.bump(`x${i}:${f}|${label}`));
+      }
+      this.history.set(s.hostId, [...(this.history.get(s.hostId) ?? []), sample]);
+    }
+  }
+
+  private label(sample: { duration: number; event: boolean }): boolean | undefined {
+    if (sample.duration >= this.horizonMs) return true;
+    return sample.event ? false : undefined; // censored before the horizon: unknown
+  }
+
+  private features(hostId: string, at: number): number[] {
+    const past = (this.history.get(hostId) ?? []).map((s) => this.label(s)).filter((l) => l !== undefined);
+    const early = past.length === 0 ? -1 : Math.min(2, Math.floor((3 * past.filter((l) => !l).length) / past.length));
+    return [early, Math.floor(new Date(at).getUTCHours() / 6)];
+  }
+
+  private bump(key: string): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+  }
+
+  pStay(hostId: string, _ageMs: number, horizonMs: number, at = Date.now()): number {
+    if (horizonMs !== this.horizonMs) return 0.5;
+    const features = this.features(hostId, at);
+    const score = (label: boolean): number => {
+      const n = this.counts.get(`y:${label}`) ?? 0;
+      let p = (n + 1) / (this.total() + 2);
+      features.forEach((f, i) => (p *= ((this.counts.get(`x${i}:${f}|${label}`) ?? 0) + 1) / (n + 4)));
+      return p;
+    };
+    const yes = score(true);
+    const no = score(false);
+    return yes / (yes + no);
+  }
+
+  private total(): number {
+    return (this.counts.get('y:true') ?? 0) + (this.counts.get('y:false') ?? 0);
+  }
+}
+
+/**
+ * Fits both models on the older 70% of sessions, scores them on the newer 30% (did the host stay
+ * the horizon from its join?), and answers with the better one, refitted on everything.
+ */
+export function fitAvailability(sessions: Session[], now: number, horizonMs: number): AvailabilityModel {
+  const sorted = [...sessions].sort((a, b) => a.joinedAt - b.joinedAt);
+  const cut = Math.floor(sorted.length * 0.7);
+  const train = sorted.slice(0, cut);
+  const test = sorted.slice(cut).flatMap((s) => {
+    const [sample] = samplesOf([s], now);
+    if (!sample) return [];
+    const stayed = sample.duration >= horizonMs ? true : sample.event ? false : undefined;
+    return stayed === undefined ? [] : [{ s, stayed }];
+  });
+  const km = new KaplanMeierModel(sessions, now);
+  if (test.length < 5 || train.length < 5) {
+    return {
+      pStay: (h, a, t) => km.pStay(h, a, t),
+      kind: sessions.length ? 'kaplan-meier' : 'none',
+      accuracy: null,
+      heldOut: test.length,
+    };
+  }
+  const kmTrain = new KaplanMeierModel(train, train.at(-1)?.joinedAt ?? now);
+  const nbTrain = new NaiveBayesModel(train, train.at(-1)?.joinedAt ?? now, horizonMs);
+  const score = (p: (x: { s: Session }) => number): number =>
+    test.filter((x) => p(x) >= 0.5 === x.stayed).length / test.length;
+  const kmAccuracy = score((x) => kmTrain.pStay(x.s.hostId, 0, horizonMs));
+  const nbAccuracy = score((x) => nbTrain.pStay(x.s.hostId, 0, horizonMs, x.s.joinedAt));
+  if (nbAccuracy > kmAccuracy) {
+    const nb = new NaiveBayesModel(sessions, now, horizonMs);
+    return {
+      pStay: (h, a, t) => (t === horizonMs ? nb.pStay(h, a, t) : km.pStay(h, a, t)),
+      kind: 'naive-bayes',
+      accuracy: nbAccuracy,
+      heldOut: test.length,
+    };
+  }
+  return { pStay: (h, a, t) => km.pStay(h, a, t), kind: 'kaplan-meier', accuracy: kmAccuracy, heldOut: test.length };
+}

@@ -1,0 +1,71 @@
+/**
+ * The pieces of a move's page transfer, without sockets: the codec chooser and page messages whose
+ * body is written in parts (checked by the CRC like one buffer).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CodecChooser, applyPackedPages, packPages } from '../src/migration/pages.js';
+import { PeerDecoder, encodePeer } from '../src/migration/peer-wire.js';
+
+const MIB = 1 << 20;
+
+describe('CodecChooser', () => {
+  it('measures the link plain, then the compressor, then keeps the cheaper', () => {
+    const fast = new CodecChooser();
+    assert.equal(fast.choose(), 'none');
+    fast.record('none', 8 * MIB, 8 * MIB, 0, 4); // 2 GB/s
+    assert.equal(fast.choose(), 'snappy');
+    fast.record('snappy', 8 * MIB, 3 * MIB, 20, 1.5); // 400 MB/s to compress
+    assert.equal(fast.choose(), 'none');
+
+    const slow = new CodecChooser();
+    slow.record('none', 8 * MIB, 8 * MIB, 0, 80); // 100 MB/s
+    slow.record('snappy', 8 * MIB, 3 * MIB, 20, 30);
+    assert.equal(slow.choose(), 'snappy');
+  });
+
+  it('learns nothing of the link from small messages, and keeps a fixed codec', () => {
+    const chooser = new CodecChooser();
+    chooser.record('none', 64 * 1024, 64 * 1024, 0, 0);
+    assert.equal(chooser.choose(), 'none');
+    const fixed = new CodecChooser('snappy');
+    fixed.record('none', 8 * MIB, 8 * MIB, 0, 1);
+    assert.equal(fixed.choose(), 'snappy');
+  });
+});
+
+describe('page messages in parts', () => {
+  for (const codec of ['none', 'snappy'] as const) {
+    it(`round-trip with ${codec}, and a damaged part fails the checksum`, () => {
+      const indices = new Uint8Array(8);
+      new DataView(indices.buffer).setUint32(0, 1, true);
+      new DataView(indices.buffer).setUint32(4, 3, true);
+      const data = Buffer.alloc(2 * 65536);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
+      const header = {
+        type: 'pages',
+        round: 0,
+        final: true,
+        byteLength: 4 * 65536,
+        count: 2,
+        codec,
+        rawBytes: data.length,
+      } as const;
+      const parts = encodePeer(header, packPages(indices, data, codec));
+      const decoder = new PeerDecoder();
+      const messages = parts.flatMap((part) => decoder.push(part));
+      assert.equal(messages.length, 1);
+      const memory = new Uint8Array(4 * 65536);
+      applyPackedPages(messages[0]!.body, 2, codec, data.length, memory);
+      assert.ok(Buffer.from(memory.subarray(65536, 2 * 65536)).equals(data.subarray(0, 65536)));
+      assert.ok(Buffer.from(memory.subarray(3 * 65536)).equals(data.subarray(65536)));
+      assert.equal(memory[0], 0);
+
+      const damaged = encodePeer(header, packPages(indices, data, codec));
+      const last = damaged[damaged.length - 1]!;
+      last[last.length >> 1] = (last[last.length >> 1] ?? 0) ^ 0xff;
+      const whole = Buffer.concat(damaged);
+      assert.throws(() => new PeerDecoder().push(whole), /checksum mismatch/);
+    });
+  }
+});
