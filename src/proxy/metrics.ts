@@ -11,12 +11,14 @@
  *   host_up{host}  host_cpu_usage_ratio{host}  host_cpu_capacity_cores{host}  host_memory_total_bytes{host}
  *   host_memory_free_bytes{host}  host_network_{rx,tx}_bytes_per_second{host}  host_rtt_seconds{host}
  *   host_benchmark_score{host}  host_guests{host}  guest_memory_bytes{guest,host}
+ *   host_utility{host}  host_stay_probability{host}   the control plane's view (GET /api/policy)
  *   proxy_*   the proxy process itself (CPU, memory, event loop), prom-client's default metrics
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EventView, ProxyOperations } from './view.js';
 
-export type MetricsSource = Pick<ProxyOperations, 'hosts' | 'guests' | 'streams' | 'subscribe'>;
+export type MetricsSource = Pick<ProxyOperations, 'hosts' | 'guests' | 'streams' | 'subscribe'> &
+  Partial<Pick<ProxyOperations, 'policy'>>;
 
 export interface ProxyMetrics {
   registry: Registry;
@@ -123,6 +125,15 @@ export function createProxyMetrics(source: MetricsSource): ProxyMetrics {
   perHost('roam_host_rtt_seconds', 'Round trip from the proxy', (h) => (h.rttMs === null ? null : h.rttMs / 1000));
   perHost('roam_host_benchmark_score', 'Benchmark score measured at join', (h) => h.benchmarkScore);
   perHost('roam_host_guests', 'Guests placed on the host', (h) => h.guests);
+  const policy = source.policy?.bind(source);
+  if (policy) {
+    gauge('roam_host_utility', "The control plane's utility of the host, 0..1", ['host'], (g) => {
+      for (const h of policy().hosts) if (h.utility !== null) g.set({ host: h.name }, h.utility);
+    });
+    gauge('roam_host_stay_probability', 'The chance the host stays for the policy horizon', ['host'], (g) => {
+      for (const h of policy().hosts) if (Number.isFinite(h.pStay)) g.set({ host: h.name }, h.pStay);
+    });
+  }
   gauge('roam_guest_memory_bytes', 'Memory of each running guest', ['guest', 'host'], (g) => {
     for (const x of source.guests()) {
       if (x.memoryBytes !== null) g.set({ guest: x.name, host: x.hostName ?? '' }, x.memoryBytes);

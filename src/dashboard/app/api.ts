@@ -9,6 +9,13 @@ export type { DrainView, EventView, GuestView, HostView, MigrationView, StreamVi
 
 const TOKEN_KEY = 'roam.adminToken';
 
+/** What the dashboard reads of GET /api/policy (the control plane's view). */
+export interface PolicyView {
+  hosts: Array<{ name: string; utility: number | null; lowForSeconds: number | null; pStay: number }>;
+  moving: string[];
+  policy?: { threshold?: number };
+}
+
 export class Unauthorized extends Error {}
 
 export interface ApiErrorBody {
@@ -53,6 +60,7 @@ export class Api {
   hosts = () => this.call<HostView[]>('GET', '/api/hosts');
   guests = () => this.call<GuestView[]>('GET', '/api/guests');
   streams = () => this.call<StreamView[]>('GET', '/api/streams');
+  policy = () => this.call<PolicyView>('GET', '/api/policy');
   events = (limit: number) => this.call<EventView[]>('GET', `/api/events?limit=${limit}`);
   migrate = (guest: string, to: string | undefined) =>
     this.call<MigrationView>('POST', `/api/guests/${encodeURIComponent(guest)}/migrate`, to ? { to } : {});

@@ -5,7 +5,7 @@
  */
 import './style.css';
 import { Api, Unauthorized, storeToken, storedToken } from './api.js';
-import type { EventView, GuestView, HostView, StreamView } from './api.js';
+import type { EventView, GuestView, HostView, PolicyView, StreamView } from './api.js';
 import { HostCharts } from './charts.js';
 import { byId, clock, formatAgo, formatBytes, formatMs, h } from './dom.js';
 import { applyMigrationEvent, type MigrationRow } from './timeline.js';
@@ -18,12 +18,22 @@ interface State {
   hosts: HostView[];
   guests: GuestView[];
   streams: StreamView[];
+  /** The control plane's view (utility, P(stay)); null when the proxy has none. */
+  policy: PolicyView | null;
   events: EventView[];
   decisions: EventView[];
   migrations: Map<string, MigrationRow>;
 }
 
-const state: State = { hosts: [], guests: [], streams: [], events: [], decisions: [], migrations: new Map() };
+const state: State = {
+  hosts: [],
+  guests: [],
+  streams: [],
+  policy: null,
+  events: [],
+  decisions: [],
+  migrations: new Map(),
+};
 const charts = new HostCharts();
 let topology: Topology | undefined;
 let api: Api | undefined;
@@ -89,9 +99,17 @@ function start(client: Api): void {
     }
     refreshing = true;
     try {
-      const [hosts, guests, streams] = await Promise.all([client.hosts(), client.guests(), client.streams()]);
+      const [hosts, guests, streams, policy] = await Promise.all([
+        client.hosts(),
+        client.guests(),
+        client.streams(),
+        client.policy().catch((err: unknown) => {
+          if (err instanceof Unauthorized) throw err;
+          return null;
+        }),
+      ]);
       if (signal.aborted) return;
-      Object.assign(state, { hosts, guests, streams });
+      Object.assign(state, { hosts, guests, streams, policy });
       charts.record(hosts);
       render();
     } catch (err) {
@@ -160,12 +178,16 @@ function migrate(guest: string, to: string): Promise<void> {
 
 // ---- rendering --------------------------------------------------------------------------------
 
+function controlPlane(host: HostView): PolicyView['hosts'][number] | undefined {
+  return state.policy?.hosts.find((x) => x.name === host.name);
+}
+
+/** The control plane's utility of the host; without one, the scarcer of CPU and memory headroom. */
 function utility(host: HostView): number | null {
-  const given = (host as HostView & { utility?: unknown }).utility;
+  const given = controlPlane(host)?.utility;
   if (typeof given === 'number') return given;
   const m = host.metrics;
   if (!m) return null;
-  // Until the control plane reports its own: the scarcer of CPU and memory headroom.
   return Math.max(0, Math.min(1 - m.cpu.usage, m.memory.freeBytes / Math.max(1, m.memory.totalBytes)));
 }
 
@@ -211,7 +233,16 @@ function renderHosts(): void {
           'dl',
           {},
           h('dt', {}, 'utility'),
-          h('dd', { 'data-field': 'utility' }, pct(utility(host))),
+          h(
+            'dd',
+            { 'data-field': 'utility', class: controlPlane(host)?.lowForSeconds != null ? 'low' : '' },
+            pct(utility(host)),
+            controlPlane(host)?.lowForSeconds != null
+              ? ` (low for ${Math.round(controlPlane(host)?.lowForSeconds ?? 0)} s)`
+              : '',
+          ),
+          h('dt', {}, 'P(stay)'),
+          h('dd', {}, controlPlane(host) ? pct(controlPlane(host)?.pStay) : '-'),
           h('dt', {}, 'score'),
           h('dd', {}, host.benchmarkScore === null ? '-' : host.benchmarkScore.toPrecision(3)),
           h('dt', {}, 'RTT'),
