@@ -12,7 +12,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { RoamError } from '../errors.js';
+import { RoamError, isRoamError } from '../errors.js';
 import { bundleGuest } from '../guest/bundle.js';
 import { packageRoot } from '../package-root.js';
 import type { EventView, GuestView, MigrationView } from '../proxy/view.js';
@@ -163,7 +163,9 @@ async function runDemo(opts: DemoOptions): Promise<void> {
   let finishing: Promise<void> | undefined;
   let clientRef: DemoClient | undefined;
   let api: ApiClient | undefined;
+  /** Moves of the records guest: by hand (`byHand`) and all, the control plane's included. */
   let moves = 0;
+  let byHand = 0;
   const timers: NodeJS.Timeout[] = [];
   const following = new AbortController();
 
@@ -290,24 +292,23 @@ async function runDemo(opts: DemoOptions): Promise<void> {
     const tcpPort = await choosePort(bind, 7000, taken);
     const httpPort = await choosePort(bind, 8080, taken);
     const udpPort = await choosePort(bind, 9000, taken);
-    let where = (
-      await api.post<GuestView>(
-        'api/guests',
-        {
-          name: 'records',
-          bundle: records.code,
-          publish: [
-            { public: tcpPort, guest: 7000, protocol: 'tcp' },
-            { public: httpPort, guest: 8080, protocol: 'tcp' },
-            { public: udpPort, guest: 9000, protocol: 'udp' },
-          ],
-          env: {},
-          argv: [],
-          on: 'host-b',
-        },
-        60_000,
-      )
-    ).hostName;
+    const placed = await api.post<GuestView>(
+      'api/guests',
+      {
+        name: 'records',
+        bundle: records.code,
+        publish: [
+          { public: tcpPort, guest: 7000, protocol: 'tcp' },
+          { public: httpPort, guest: 8080, protocol: 'tcp' },
+          { public: udpPort, guest: 9000, protocol: 'udp' },
+        ],
+        env: {},
+        argv: [],
+        on: 'host-b',
+      },
+      60_000,
+    );
+    let where = placed.hostName;
     if (opts.load) {
       const file = join(dir, 'burner.js');
       writeFileSync(file, BURNER);
@@ -345,6 +346,7 @@ async function runDemo(opts: DemoOptions): Promise<void> {
         if (tty) process.stdout.write('\r\x1b[2K');
         out(`${style.cyan(e.kind)} ${e.message}`);
         if (theirs) {
+          if (e.kind === 'migration.completed' && e.guestId === placed.id) moves++;
           const guests = await events.get<GuestView[]>('api/guests');
           where = guests.find((g) => g.name === 'records')?.hostName ?? where;
         }
@@ -363,10 +365,11 @@ async function runDemo(opts: DemoOptions): Promise<void> {
       moving = true;
       try {
         const others = HOSTS.filter((h) => h !== where && (!opts.load || h !== LOADED));
-        const to = others[moves % others.length] ?? HOSTS.find((h) => h !== where);
+        const to = others[byHand % others.length] ?? HOSTS.find((h) => h !== where);
         const before = client.stats.answered;
         const v = await events.post<MigrationView>('api/guests/records/migrate', { to }, 180_000);
         moves++;
+        byHand++;
         if (tty) process.stdout.write('\r\x1b[2K');
         if (v.outcome === 'moved') {
           where = v.to;
@@ -378,9 +381,12 @@ async function runDemo(opts: DemoOptions): Promise<void> {
         } else {
           out(`${style.red('move failed')} records ${v.from} → ${v.to} at ${v.step ?? '?'}: ${v.error ?? '?'}`);
         }
-        if (maxMoves !== undefined && moves >= maxMoves) void finish(`done after ${moves} move(s)`);
+        if (maxMoves !== undefined && byHand >= maxMoves) void finish(`done after ${byHand} move(s) by hand`);
       } catch (err) {
-        out(`${style.red('move failed')}: ${(err as Error).message}`);
+        if (tty) process.stdout.write('\r\x1b[2K');
+        // The control plane may be moving it right now: that is no failure.
+        if (isRoamError(err) && err.code === 'ROAM_ERR_CONFLICT') out(`not moving records by hand: ${err.message}`);
+        else out(`${style.red('move failed')}: ${(err as Error).message}`);
       } finally {
         moving = false;
       }
@@ -414,7 +420,7 @@ export function demoCommand(): Command {
     .option('--move-every <duration>', 'how often to move the guest by hand', '15s')
     .option('--no-load', 'no CPU-burning guest on host-a')
     .option('--log-level <level>', "the proxy's and hosts' log level (their logs go to files)", 'info')
-    .addOption(new Option('--moves <n>', 'stop after this many moves').hideHelp())
+    .addOption(new Option('--moves <n>', 'stop after this many moves by hand').hideHelp())
     .addHelpText(
       'after',
       `
