@@ -1,6 +1,7 @@
 // A guest that keeps state and talks three ways; the migration tests and the demo move it around.
 //   TCP 7000: lines "SEQ DATA\n"; it answers "SEQ HASH TOTAL\n" (FNV-1a of DATA, records so far).
-//   HTTP 8080: GET / answers {"records":TOTAL,"hits":N,"now":Date.now(),"ticks":T} (keep-alive).
+//   HTTP 8080: GET / answers {"records":TOTAL,"hits":N,"now":Date.now(),"ticks":T} (keep-alive);
+//              GET /page is a small web page that shows them live (what `roam demo` points to).
 //   UDP 9000: a datagram "X" comes back as "X TOTAL".
 const net = require('net');
 const http = require('http');
@@ -40,8 +41,29 @@ net
   })
   .listen(Number(process.env.TCP_PORT || 7000), () => console.log('records: tcp listening'));
 
+const PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>records</title>
+<style>body{font:16px system-ui,sans-serif;margin:40px;background:#0f131a;color:#dde3ee}b{color:#4fc3f7;font-size:28px}</style>
+</head><body><h1>The records guest</h1>
+<p>It keeps running while Roam moves it between hosts; these numbers never go back.</p>
+<p>records <b id="records">-</b> &nbsp; page hits <b id="hits">-</b> &nbsp; timer ticks <b id="ticks">-</b></p>
+<p>guest clock <span id="now">-</span></p>
+<script>
+async function tick(){try{const r=await fetch('/');const j=await r.json();
+for(const k of ['records','hits','ticks'])document.getElementById(k).textContent=j[k];
+document.getElementById('now').textContent=new Date(j.now).toISOString();}catch(e){}
+setTimeout(tick,500);}
+tick();
+</script></body></html>
+`;
+
 http
   .createServer((req, res) => {
+    if (req.url === '/page') {
+      res.setHeader('content-type', 'text/html; charset=utf-8');
+      res.end(PAGE);
+      return;
+    }
     hits++;
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ records: total, hits, now: Date.now(), ticks }));

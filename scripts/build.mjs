@@ -2,7 +2,7 @@
 // the `roam` command. Type checking is `npm run typecheck`; this step only bundles (fast).
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { copyFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -42,6 +42,19 @@ await Promise.all([
     sourcemap: true,
     logLevel: 'warning',
   }),
+  // The dashboard the proxy serves at / (src/proxy/pages.ts): one script and one style sheet, uPlot
+  // included, nothing loaded from elsewhere.
+  build({
+    entryPoints: { app: join(root, 'src/dashboard/app/main.ts') },
+    outdir: join(root, 'dist/dashboard'),
+    bundle: true,
+    format: 'iife',
+    platform: 'browser',
+    target: ['chrome110', 'firefox110', 'safari16'],
+    minify: true,
+    legalComments: 'linked',
+    logLevel: 'warning',
+  }).then(() => copyFileSync(join(root, 'src/dashboard/app/index.html'), join(root, 'dist/dashboard/index.html'))),
 ]);
 
 // The runtime template: the sandbox memory right after the runtime loaded (src/guest/template.ts).

@@ -2,6 +2,7 @@
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
+import { createLogger, type Logger } from '../common/log.js';
 import { resolveSecret } from '../common/secrets.js';
 import { drainCommand } from './operator.js';
 import { Controller } from '../controller/controller.js';
@@ -9,6 +10,8 @@ import { RoamError } from '../errors.js';
 import { startApiServer } from '../proxy/api.js';
 import { defaultProxyDataDir, resolveProxyConfig } from '../proxy/config.js';
 import { Proxy } from '../proxy/proxy.js';
+import { logEvents } from '../proxy/event-log.js';
+import { proxyPages } from '../proxy/pages.js';
 
 function int(value: string, what: string): number {
   const n = Number(value);
@@ -47,9 +50,17 @@ interface ProxyCliOptions {
   name?: string;
   reportInterval?: string;
   policy?: string;
+  logLevel?: string;
+  logFormat?: string;
+}
+
+/** Daemon logs go to stdout (a daemon's stdout is its log; the banner lines are plain text before them). */
+function daemonLogger(proc: string, opts: { logLevel?: string; logFormat?: string }): Logger {
+  return createLogger(proc, { level: opts.logLevel, format: opts.logFormat, destination: process.stdout });
 }
 
 async function runProxy(opts: ProxyCliOptions): Promise<void> {
+  const logger = daemonLogger('proxy', opts);
   const config = resolveProxyConfig({
     bind: opts.bind,
     controlPort: opts.controlPort === undefined ? undefined : int(opts.controlPort, '--control-port'),
@@ -64,14 +75,20 @@ async function runProxy(opts: ProxyCliOptions): Promise<void> {
     policyFile: opts.policy,
   });
   const proxy = await Proxy.start(config);
+  const stopLogging = logEvents(proxy, logger);
+  const pages = proxyPages(proxy, { adminToken: config.adminToken, dataDir: config.dataDir });
   const api = await startApiServer({
     ops: proxy,
     adminToken: config.adminToken,
     host: config.bind,
     port: config.apiPort,
+    logger: logger.child({ component: 'api' }),
+    pages: pages.handler,
   });
   onShutdown(async () => {
     await api.close();
+    pages.close();
+    stopLogging();
     await proxy.close();
   });
   const shown = config.bind === '0.0.0.0' ? hostname() : config.bind;
@@ -99,6 +116,8 @@ interface HostCliOptions {
   drainTimeout?: string;
   dataDir?: string;
   benchmark: boolean;
+  logLevel?: string;
+  logFormat?: string;
 }
 
 function parseProxyAddress(text: string): { host: string; port: number } {
@@ -121,6 +140,7 @@ async function runHost(opts: HostCliOptions): Promise<void> {
     );
   }
   const name = opts.name ?? hostname();
+  const logger = daemonLogger('host', opts).child({ host: name });
   const controller = await Controller.start({
     proxy: parseProxyAddress(opts.proxy),
     joinToken: token.value,
@@ -131,7 +151,10 @@ async function runHost(opts: HostCliOptions): Promise<void> {
     ...(opts.peerBind ? { peerBind: opts.peerBind } : {}),
     ...(opts.drainTimeout ? { drainTimeoutMs: int(opts.drainTimeout, '--drain-timeout') * 1000 } : {}),
     benchmark: opts.benchmark,
-    log: (line) => process.stdout.write(`${line}\n`),
+    log: (line, fields = {}) => {
+      const { level = 'info', ...ids } = fields;
+      logger[level](ids, line);
+    },
   });
   process.stdout.write(`roam host ${name} (${controller.hostId}) joined the proxy at ${opts.proxy}\n`);
   onShutdown(() => controller.close('the host was asked to stop (signal)'));
@@ -151,6 +174,8 @@ export function proxyCommand(): Command {
     .option('--name <name>', 'how the proxy names itself (default: the machine name)')
     .option('--policy <file>', 'the control plane policy, YAML or JSON (or ROAM_POLICY; see `roam policy show`)')
     .addOption(new Option('--report-interval <ms>', 'how often hosts report').default(undefined).hideHelp())
+    .option('--log-level <level>', 'trace, debug, info, warn, error or silent', 'info')
+    .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json)')
     .action(async (opts: ProxyCliOptions) => runProxy(opts));
 }
 
@@ -167,6 +192,8 @@ export function hostCommand(): Command {
     .option('--drain-timeout <seconds>', 'on SIGINT/SIGTERM, how long to wait for guests to move away (default 30)')
     .option('--data-dir <dir>', 'where the host id is kept (default ~/.roam/host)')
     .option('--no-benchmark', 'skip the benchmark at start (its score helps placement)')
+    .option('--log-level <level>', 'trace, debug, info, warn, error or silent', 'info')
+    .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json)')
     .enablePositionalOptions()
     .addCommand(drainCommand())
     .action(async (opts: HostCliOptions) => runHost(opts));

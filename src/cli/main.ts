@@ -5,6 +5,7 @@ import { ROAM_VERSION } from '../version.js';
 import { EXIT } from '../guest/exit-codes.js';
 import { hostCommand, proxyCommand } from './daemons.js';
 import { exitCodeFor, guestCommand } from './guest.js';
+import { demoCommand } from './demo.js';
 import { operatorCommands } from './operator.js';
 
 // A reader that went away (`roam ... | head`) is not an error of ours.
@@ -26,6 +27,7 @@ const program = new Command('roam')
     'after',
     `
 Examples:
+  roam demo                                               everything on this machine, with the dashboard: start here
   roam guest run examples/counter.ts                      run a guest in the foreground
   roam guest run app.ts --checkpoint-after 2s --out a.img  run it, then freeze it into an image
   roam guest resume a.img                                 continue it, here or on another machine
@@ -38,10 +40,13 @@ Examples:
 Exit codes: the guest's own (process.exit), 1 for an uncaught guest error, 64 usage,
 65 image refused, 66 input not readable, 67 bundle failed, 68 guest memory limit,
 69 guest CPU budget, 70 internal error. Commands that use the proxy's API (run, ps, hosts, stop,
-logs, events) also: 66 guest not found, 73 conflict (name taken), 75 API unreachable or no host
-available (retry later), 77 admin token refused.`,
+logs, events, migrate) also: 66 guest not found, 73 conflict (name taken), 75 API unreachable or no host
+available (retry later), 76 the move failed, 77 admin token refused. roam demo: 0 when its client
+lost nothing, 1 otherwise. Output is coloured only on a terminal (NO_COLOR turns it off); every
+listing command takes --json.`,
   );
 
+program.addCommand(demoCommand());
 program.addCommand(guestCommand());
 program.addCommand(proxyCommand());
 program.addCommand(hostCommand());

@@ -2,6 +2,7 @@
 import type { HostReport } from '../controller/metrics/index.js';
 import type { PublishedPort } from '../proxy/store.js';
 import type { EventView, GuestView, HostView } from '../proxy/view.js';
+import { style } from './style.js';
 import { formatAgo, formatBytes, formatMs, formatPercent, formatTime, renderTable, shortId } from './table.js';
 
 /** `tcp 8080->80, udp 5353` (`arrow` spaced out for sentences). */
@@ -110,5 +111,7 @@ export function placement(g: GuestView): string {
 }
 
 export function eventLine(e: EventView): string {
-  return `${formatTime(e.t)}  ${e.kind.padEnd(18)}  ${e.message}\n`;
+  const kind = e.kind.padEnd(18);
+  const painted = /\.(failed|evicted|lost|refused|dropped)$/.test(e.kind) ? style.red(kind) : style.cyan(kind);
+  return `${formatTime(e.t)}  ${painted}  ${e.message}\n`;
 }

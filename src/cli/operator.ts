@@ -23,6 +23,7 @@ import type {
 import type { PolicyStatus } from '../proxy/control-plane.js';
 import { DEFAULT_API, connect, type ApiFlags } from './api-client.js';
 import { eventLine, guestsTable, hostsTable, placement } from './operator-view.js';
+import { Progress, style } from './style.js';
 
 /** Exit codes of the operator commands: sysexits values, none meaning two things across `roam`. */
 export const OPERATOR_EXIT = {
@@ -164,9 +165,21 @@ async function run(file: string, argv: string[], opts: RunOptions): Promise<void
   } catch (err) {
     throw new RoamError('ROAM_ERR_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
+  // Progress on a terminal only (one line on stderr, rewritten in place); elsewhere the placement
+  // line is the plain output, and stderr holds only warnings and the error, if any.
+  const progress = opts.json || process.stderr.isTTY !== true ? undefined : new Progress(process.stderr);
+  progress?.step(`bundling ${file}`);
   const { code, warnings } = await bundleGuest(file);
   for (const w of warnings) process.stderr.write(`roam: warning: ${w}\n`);
-  const guest = await api.post<GuestView>('api/guests', { ...request, bundle: code }, 120_000);
+  progress?.step(
+    `sending ${request.name} (${(Buffer.byteLength(code) / 1024).toFixed(0)} KiB) to the proxy, which places and starts it${request.on ? ` on ${request.on}` : ''}`,
+  );
+  let guest: GuestView;
+  try {
+    guest = await api.post<GuestView>('api/guests', { ...request, bundle: code }, 120_000);
+  } finally {
+    progress?.done();
+  }
   if (opts.json) printJson(guest);
   else process.stdout.write(placement(guest));
 }
@@ -227,7 +240,7 @@ const mb = (bytes: number | null): string => `${((bytes ?? 0) / 1e6).toFixed(2)}
 /** The summary `roam migrate` prints when a move is over. */
 export function migrationSummary(v: MigrationView): string {
   if (v.outcome !== 'moved') {
-    return `the move of ${v.guest} from ${v.from} to ${v.to} failed at ${v.step ?? '?'}: ${v.error ?? 'unknown'}
+    return `${style.red('the move')} of ${v.guest} from ${v.from} to ${v.to} failed at ${v.step ?? '?'}: ${v.error ?? 'unknown'}
 `;
   }
   const pause = v.pauseMs === null ? 'unknown (the source did not report it)' : `${v.pauseMs.toFixed(1)} ms`;
@@ -235,7 +248,7 @@ export function migrationSummary(v: MigrationView): string {
     ? `, ${v.precopyRounds} pre-copy round(s) ${mb(v.precopyBytes)} + final ${mb(v.finalBytes)}`
     : '';
   return (
-    `moved ${v.guest} from ${v.from} to ${v.to}
+    `${style.green('moved')} ${v.guest} from ${v.from} to ${v.to}
 ` +
     `  pause ${pause} (freeze to resume), total ${(v.totalMs ?? 0).toFixed(0)} ms, ${mb(v.bytesSent)} sent${rounds}
 `
@@ -253,21 +266,22 @@ async function migrate(
   // Progress: the move's events, followed while the request runs.
   const watch = new AbortController();
   const [latest] = await api.get<EventView[]>('api/events?limit=1');
-  const progress =
-    opts.json || opts.quiet
-      ? Promise.resolve()
-      : (async () => {
-          try {
-            for await (const e of api.follow({ after: latest?.id ?? 0 }, watch.signal)) {
-              if (e.guestId === guest.id && e.kind.startsWith('migration.') && e.kind !== 'migration.completed') {
-                process.stdout.write(`  ${e.message}
-`);
-              }
+  // On a terminal one line shows the step (pre-copy rounds, freeze, transfer, commit); otherwise
+  // each step is a plain line.
+  const shown = opts.json || opts.quiet ? undefined : new Progress(process.stdout);
+  const progress = !shown
+    ? Promise.resolve()
+    : (async () => {
+        try {
+          for await (const e of api.follow({ after: latest?.id ?? 0 }, watch.signal)) {
+            if (e.guestId === guest.id && e.kind.startsWith('migration.') && e.kind !== 'migration.completed') {
+              shown.step(e.message);
             }
-          } catch {
-            // Progress is a courtesy: the summary below is what counts.
           }
-        })();
+        } catch {
+          // Progress is a courtesy: the summary below is what counts.
+        }
+      })();
   let view: MigrationView;
   try {
     view = await api.post<MigrationView>(
@@ -280,6 +294,7 @@ async function migrate(
     await sleep(opts.json || opts.quiet ? 0 : 100);
     watch.abort();
     await progress;
+    shown?.done();
   }
   if (opts.json) printJson(view);
   else process.stdout.write(migrationSummary(view));

@@ -30,8 +30,15 @@ export interface ControllerOptions {
   drainTimeoutMs?: number;
   /** Measure the benchmark score at start (about a second of CPU). Default true. */
   benchmark?: boolean;
-  /** Where the controller says what it does (never secrets). */
-  log?: (line: string) => void;
+  /** Where the controller says what it does (never secrets); `fields` name the guest or move. */
+  log?: (line: string, fields?: ControllerLogFields) => void;
+}
+
+/** Ids a controller log line is about (structured logs carry them as fields). */
+export interface ControllerLogFields {
+  guest?: string;
+  migration?: string;
+  level?: 'info' | 'warn' | 'error';
 }
 
 interface HostedGuest {
@@ -66,7 +73,7 @@ export class Controller implements TunnelLink {
   private peerPort = 0;
   private drained: (() => void) | undefined;
   private joinedOnce: { resolve: () => void; reject: (err: Error) => void } | undefined;
-  private readonly log: (line: string) => void;
+  private readonly log: (line: string, fields?: ControllerLogFields) => void;
 
   private constructor(private readonly options: ControllerOptions) {
     this.hostId = hostIdentity(options.dataDir);
@@ -77,7 +84,7 @@ export class Controller implements TunnelLink {
       release: (guestId) => this.release(guestId),
       adopt: (guest, network) => this.adopt(guest, network),
       network: (guestId) => new TunnelNetwork(guestId, this),
-      log: (line) => this.log(line),
+      log: (line, fields) => this.log(line, fields),
     });
   }
 
@@ -162,7 +169,7 @@ export class Controller implements TunnelLink {
           this.onWelcome(session, frame.message.reportIntervalMs);
         } else if (frame.type === 'control') this.onControl(frame.message);
         else if (frame.type === 'goaway') {
-          this.log(`the proxy closed the connection: ${frame.code}: ${frame.message}`);
+          this.log(`the proxy closed the connection: ${frame.code}: ${frame.message}`, { level: 'warn' });
           if (frame.code === 'ROAM_ERR_UNAUTHORIZED' && !joined) {
             this.closing = true;
             this.joinedOnce?.reject(
@@ -305,7 +312,7 @@ export class Controller implements TunnelLink {
       });
       this.guests.set(message.guestId, { guest, network });
       void guest.exited.then((exit) => this.onExit(message.guestId, exit));
-      this.log(`started guest ${message.name}`);
+      this.log(`started guest ${message.name}`, { guest: message.guestId });
       this.control({ type: 'deployed', guestId: message.guestId });
     } catch (err) {
       this.control({
@@ -335,7 +342,7 @@ export class Controller implements TunnelLink {
       this.track(stream);
       if (this.session?.isOpen) this.session.attach(stream, { guestId: guest.id });
     }
-    this.log(`guest ${guest.name} moved here`);
+    this.log(`guest ${guest.name} moved here`, { guest: guest.id });
   }
 
   private onExit(guestId: string, exit: GuestExit): void {
@@ -347,7 +354,7 @@ export class Controller implements TunnelLink {
       if (this.exited.size <= EXITED_KEPT) break;
       this.exited.delete(old);
     }
-    this.log(`guest ${hosted.guest.name} exited with code ${exit.code} (${exit.reason})`);
+    this.log(`guest ${hosted.guest.name} exited with code ${exit.code} (${exit.reason})`, { guest: guestId });
     this.control({
       type: 'guestExited',
       guestId,

@@ -27,7 +27,7 @@ export interface MoveHost {
   /** A guest moved here: run it and carry its streams on. */
   adopt(guest: Guest, network: TunnelNetwork): void;
   network(guestId: string): TunnelNetwork;
-  log(line: string): void;
+  log(line: string, fields?: { guest?: string; migration?: string; level?: 'info' | 'warn' | 'error' }): void;
 }
 
 interface Waiting {
@@ -147,6 +147,7 @@ export class Moves {
     const hosted = this.host.guest(message.guestId);
     this.host.log(
       `moving ${hosted?.guest.name ?? message.guestId} to ${message.target.name} (move ${message.migrationId})`,
+      { guest: message.guestId, migration: message.migrationId },
     );
     if (!hosted || hosted.guest.state !== 'running' || this.leaving.has(message.guestId)) {
       const why = !hosted
@@ -193,7 +194,7 @@ export class Moves {
         },
         decided,
         release: () => this.host.release(message.guestId),
-        log: (line) => this.host.log(line),
+        log: (line) => this.host.log(line, { guest: message.guestId, migration: message.migrationId, level: 'warn' }),
       });
     } finally {
       this.leaving.delete(message.guestId);
@@ -203,6 +204,7 @@ export class Moves {
     if (result.outcome === 'moved') {
       this.host.log(
         `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}; ms: ${formatTimings(result.timings)}`,
+        { guest: message.guestId, migration: message.migrationId },
       );
       this.host.control({
         type: 'migrateDone',

@@ -18,6 +18,8 @@
  *   GET    /api/events?follow=1        text/event-stream   (or Accept: text/event-stream): the recent
  *                                      events, then live ones; `: heartbeat` comments every 15 s
  *
+ * Outside /api, `pages` serves the dashboard and /metrics (src/proxy/pages.ts).
+ *
  * Every /api call needs `Authorization: Bearer <admin token>` (401 with `WWW-Authenticate: Bearer`
  * otherwise). Errors are `{ "error": { "code": "ROAM_ERR_...", "message": "..." } }` with the status
  * mapped from the code; a client never sees a stack trace. The token is never logged.
@@ -47,7 +49,14 @@ export interface ApiServerOptions {
   maxBodyBytes?: number;
   /** How often an event stream gets a comment line that keeps proxies from closing it (default 15 s). */
   heartbeatMs?: number;
+  /**
+   * Paths outside /api (the dashboard, /metrics): answers and returns true, or returns false for
+   * the API's own answer (a short text at `/`, 404 elsewhere). Its errors are answered as the API's.
+   */
+  pages?: PageHandler;
 }
+
+export type PageHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean;
 
 export interface ApiServer {
   server: Server;
@@ -409,6 +418,7 @@ async function handle(
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://api.invalid');
   const method = req.method ?? 'GET';
+  if (!url.pathname.startsWith('/api/') && options.pages && (await options.pages(req, res, url))) return;
   if (url.pathname === '/') {
     if (method !== 'GET') throw new HttpError(405, 'ROAM_ERR_USAGE', `${method} is not allowed on /`, { Allow: 'GET' });
     res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
@@ -506,7 +516,7 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
       server.off('error', onListenError).on('error', (err) => options.logger?.error({ err }, 'API server error'));
       const address = server.address();
       const port = typeof address === 'object' && address ? address.port : options.port;
-      options.logger?.info({ host: options.host, port }, 'API listening');
+      options.logger?.info({ bind: options.host, port }, 'API listening');
       resolve({ server, port, close });
     });
   });

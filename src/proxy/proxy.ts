@@ -950,9 +950,8 @@ export class Proxy implements ProxyOperations {
       this.event(
         'stream.dropped',
         `stream ${s.id} of ${this.guestTable.get(s.guestId)?.name ?? s.guestId} was not re-attached in time`,
-        {
-          guestId: s.guestId,
-        },
+        { guestId: s.guestId },
+        { streamId: s.id, remote: s.remote },
       );
       s.socket.destroy();
       s.link.destroy();

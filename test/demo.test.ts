@@ -1,0 +1,52 @@
+/**
+ * `roam demo` end to end: it starts a proxy, three hosts, the guests and its client, moves the
+ * guest, reports that the client lost nothing, and removes everything it started. Run with
+ * `--moves 2` so that it ends by itself; once on loopback, and once in network namespaces and CPU
+ * cgroups when this runs as root.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { test } from 'node:test';
+import { netnsAvailable } from './helpers/netns.js';
+import { runRoam } from './helpers/roam.js';
+
+for (const mode of ['loopback', 'namespaces'] as const) {
+  test(`roam demo (${mode}): the guest moves twice, the client loses nothing, everything is removed`, async (t) => {
+    if (mode === 'namespaces') {
+      const ns = netnsAvailable();
+      if (!ns.ok) {
+        t.skip(ns.reason);
+        return;
+      }
+    }
+    const r = await runRoam(
+      ['demo', '--move-every', '1s', '--moves', '2', '--api-port', '0', ...(mode === 'loopback' ? ['--no-netns'] : [])],
+      { timeoutMs: 110_000 },
+    );
+    const output = `${r.stdout}\n${r.stderr}`;
+    assert.equal(r.code, 0, output);
+    assert.match(r.stdout, /dashboard {2}http:\/\/[\d.]+:\d+\//);
+    assert.equal((r.stdout.match(/^moved records host-\w → host-\w: pause [\d.]+ ms/gm) ?? []).length, 2, output);
+    assert.match(
+      r.stdout,
+      /got every answer, in order and intact, over one TCP connection across 2 move\(s\).*no byte lost/,
+    );
+    assert.ok(!r.stdout.includes('\u001b['), 'no colour or cursor codes when stdout is not a terminal');
+    if (mode === 'namespaces') assert.match(r.stdout, /each in its own network namespace/);
+    const dir = /logs +(\/\S+)\/\*\.log/.exec(r.stdout)?.[1];
+    assert.ok(dir, output);
+    assert.equal(existsSync(dir), false, 'its folder is removed');
+    if (mode === 'namespaces') {
+      const left = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+      assert.doesNotMatch(left, /roam-demo-/, 'its namespaces are deleted');
+      for (const root of ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpuacct', '/sys/fs/cgroup']) {
+        if (existsSync(root))
+          assert.deepEqual(
+            readdirSync(root).filter((n) => n.startsWith('roam-demo-')),
+            [],
+          );
+      }
+    }
+  });
+}
