@@ -36,6 +36,8 @@ const MAX_RETIRED = 65_536;
  * bounds what the peer buffers for this session's streams (with the initial window of each).
  */
 const WINDOW_BUDGET = 16 * 1024 * 1024;
+/** What a refused peer may still send, read and dropped, before the proxy stops reading it. */
+const LINGER_READ_LIMIT = 256 * 1024;
 /** How long a peer refused with a GOAWAY has to read it before its socket is destroyed. */
 const GOAWAY_LINGER_MS = 2000;
 
@@ -85,6 +87,7 @@ export class LinkSession implements StreamCarrier {
   /** Each adopted stream's close listener, removed when this session ends (streams outlive it). */
   private readonly closeHandlers = new Map<LinkStream, () => void>();
   private closed = false;
+  private lingerBytes = 0;
   private readonly pings = new Map<number, (error?: Error) => void>();
   private nextPing = 1;
   /** Ids of streams that moved to another host: their late frames are dropped without a reset. */
@@ -236,7 +239,10 @@ export class LinkSession implements StreamCarrier {
     if (this.closed) return;
     this.send({ type: 'goaway', code, message: message.slice(0, 1000) });
     this.flushBatch();
-    (this.socket as { destroySoon?: () => void }).destroySoon?.();
+    // A lingering close, as HTTP servers do: end our side but keep reading (and dropping) what
+    // the peer still sends. Closing at once would answer its next bytes with a reset, and a reset
+    // can take the GOAWAY with it before the peer reads it.
+    this.socket.end();
     setTimeout(() => this.socket.destroy(), GOAWAY_LINGER_MS).unref();
     this.end(new LinkClosedError(code, message));
   }
@@ -378,6 +384,12 @@ export class LinkSession implements StreamCarrier {
   }
 
   private onBytes(chunk: Buffer): void {
+    if (this.closed) {
+      // Refused: lingering, dropping what still comes, up to a bound (a flood is not read on).
+      this.lingerBytes += chunk.length;
+      if (this.lingerBytes > LINGER_READ_LIMIT) (this.socket as { pause?: () => void }).pause?.();
+      return;
+    }
     let frames: Frame[];
     try {
       frames = this.decoder.push(chunk);
