@@ -127,6 +127,8 @@ export class Proxy implements ProxyOperations {
   });
   private nextRequestId = 1;
   private readonly controlPlane: ControlPlane;
+  /** Where stream opens and closes are logged (the daemon sets it; at debug level: they are many). */
+  streamLog: ((fields: Record<string, unknown>, message: string) => void) | undefined;
   private readonly migrations = new Migrations({
     host: (id) => {
       const h = this.hostTable.get(id);
@@ -936,9 +938,12 @@ export class Proxy implements ProxyOperations {
       graceTimer: undefined,
     };
     this.streamTable.set(id, entry);
-    entry.stats = relay(socket, link, () => {
+    const fields = { streamId: id, guestId: guest.id, guest: guest.name, direction, remote };
+    this.streamLog?.(fields, 'stream opened');
+    entry.stats = relay(socket, link, (stats) => {
       clearTimeout(entry.graceTimer);
       this.streamTable.delete(id);
+      this.streamLog?.({ ...fields, bytesIn: stats.bytesIn, bytesOut: stats.bytesOut }, 'stream closed');
     });
     socket.resume();
   }
