@@ -5,10 +5,11 @@
  * A tenth of the hosts are saturated (degraded once the monitor's window is covered), so decide
  * has work to do. Rounds are timed after the monitor has seen a full window.
  */
-import { fitAvailability, type Session } from '../src/policy/availability.js';
+import type { Session } from '../src/policy/availability.js';
 import type { Policy } from '../src/policy/config.js';
-import { UtilityMonitor, decide, type Round } from '../src/policy/decide.js';
+import type { Round } from '../src/policy/decide.js';
 import type { GuestSnapshot, HostSnapshot } from '../src/policy/model.js';
+import type { PolicyCode } from './policy-sim.js';
 import { rng } from './policy-trace.js';
 
 export interface RoundCost {
@@ -17,15 +18,17 @@ export interface RoundCost {
   degraded: number;
   maxConcurrentMoves: number;
   fitMs: number;
-  /** Per round: monitor.observe + decide. */
+  /** Per round: monitor.observe + decide, wall time and the process's CPU time. */
   roundMs: number[];
+  roundCpuMs: number[];
   observeMs: number[];
   decideMs: number[];
   moves: number;
   declined: number;
 }
 
-export function roundCost(n: number, policy: Policy, rounds: number, seed = 5): RoundCost {
+export function roundCost(code: PolicyCode, n: number, policy: Policy, rounds: number, seed = 5): RoundCost {
+  const { fitAvailability, UtilityMonitor, decide } = code;
   const r = rng(seed);
   const t0 = Date.UTC(2026, 10, 10, 12);
   const hosts: HostSnapshot[] = [];
@@ -76,6 +79,7 @@ export function roundCost(n: number, policy: Policy, rounds: number, seed = 5): 
     maxConcurrentMoves: policy.maxConcurrentMoves,
     fitMs,
     roundMs: [],
+    roundCpuMs: [],
     observeMs: [],
     decideMs: [],
     moves: 0,
@@ -85,6 +89,7 @@ export function roundCost(n: number, policy: Policy, rounds: number, seed = 5): 
   const warm = policy.windowSeconds + 2;
   for (let k = 0; k < warm + rounds; k++) {
     const now = t0 + k * step;
+    const cpu = process.cpuUsage();
     const a = performance.now();
     const lowSince = monitor.observe(hosts, policy, now);
     const b = performance.now();
@@ -100,7 +105,9 @@ export function roundCost(n: number, policy: Policy, rounds: number, seed = 5): 
     };
     const decisions = decide(round, policy);
     const c = performance.now();
+    const used = process.cpuUsage(cpu);
     if (k >= warm) {
+      out.roundCpuMs.push((used.user + used.system) / 1000);
       out.observeMs.push(b - a);
       out.decideMs.push(c - b);
       out.roundMs.push(c - a);

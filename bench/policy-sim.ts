@@ -29,16 +29,33 @@
  *  - oracle: knows every departure: P(stay) is 1 if the host truly stays that long, else 0, for
  *    placement and decide; and it moves guests off a host before it leaves (in time for the move).
  */
-import { fitAvailability, type AvailabilityModel, type Session } from '../src/policy/availability.js';
+import * as availability from '../src/policy/availability.js';
+import type { AvailabilityModel, Session } from '../src/policy/availability.js';
 import type { Policy } from '../src/policy/config.js';
-import { UtilityMonitor, decide, placeGuest, type Round } from '../src/policy/decide.js';
+import * as decisions from '../src/policy/decide.js';
+import type { Round } from '../src/policy/decide.js';
 import type { GuestSnapshot, HostSnapshot } from '../src/policy/model.js';
 import { DRAIN_WARNING_MS, MINUTE, rng, type Trace, type TraceHost, type TraceSession } from './policy-trace.js';
 
 export type PolicyName = 'roam' | 'threshold-only' | 'random' | 'never' | 'oracle';
 export const POLICY_NAMES: PolicyName[] = ['roam', 'threshold-only', 'random', 'never', 'oracle'];
 
+/** The policy code under test: this tree's src/policy, or an older commit's (for before/after). */
+export interface PolicyCode {
+  fitAvailability: typeof availability.fitAvailability;
+  UtilityMonitor: typeof decisions.UtilityMonitor;
+  decide: typeof decisions.decide;
+  placeGuest: typeof decisions.placeGuest;
+}
+export const CURRENT_CODE: PolicyCode = {
+  fitAvailability: availability.fitAvailability,
+  UtilityMonitor: decisions.UtilityMonitor,
+  decide: decisions.decide,
+  placeGuest: decisions.placeGuest,
+};
+
 export interface SimOptions {
+  code: PolicyCode;
   stepMs: number;
   refitMs: number;
   policy: Policy;
@@ -117,6 +134,7 @@ export function historyAt(trace: Trace, t: number): Session[] {
 export function simulate(trace: Trace, name: PolicyName, options: SimOptions): SimResult {
   const wall = performance.now();
   const { policy, stepMs } = options;
+  const { fitAvailability, UtilityMonitor, decide, placeGuest } = options.code;
   const horizonMs = policy.horizonMinutes * MINUTE;
   const pick = rng(trace.seed * 7 + 11);
   const hosts = new Map<string, HostState>(
@@ -428,7 +446,7 @@ export interface Accuracy {
 
 /** Trains on the history before `evalStart` and scores the model on the (held-out) evaluation window. */
 export function predictionAccuracy(trace: Trace, horizonMs: number, everyMs: number): Accuracy {
-  const model = fitAvailability(historyAt(trace, trace.evalStart), trace.evalStart, horizonMs);
+  const model = availability.fitAvailability(historyAt(trace, trace.evalStart), trace.evalStart, horizonMs);
   let queries = 0;
   let right = 0;
   let stays = 0;

@@ -90,6 +90,8 @@ export interface TraceOptions {
   /** Guests arrive over the first `arrivalHours` of the evaluation, at `guestsPerHour`. */
   arrivalHours: number;
   guestsPerHour: number;
+  /** Deadline = arrival + work (at score 1) times a factor drawn uniformly from this range. */
+  slack: [number, number];
 }
 
 /** mulberry32: a small seeded generator (the trace must not depend on Math.random). */
@@ -247,7 +249,7 @@ export function makeTrace(options: TraceOptions): Trace {
       id: `guest-${n}`,
       arrival: t,
       workMs,
-      deadline: t + workMs * (1.3 + 1.7 * r()),
+      deadline: t + workMs * (options.slack[0] + (options.slack[1] - options.slack[0]) * r()),
       memoryBytes: 64 * 2 ** 20 * Math.pow(2, Math.floor(r() * 5)),
     });
   }

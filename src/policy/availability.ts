@@ -114,11 +114,14 @@ class KaplanMeierModel {
 
   pStay(hostId: string, ageMs: number, horizonMs: number): number {
     const model = this.perHost.get(hostId) ?? this.fleet;
-    const s = (t: number): number =>
-      t <= model.last ? model.curve.at(t) : model.curve.at(model.last) * Math.exp(-model.rate * (t - model.last));
-    const now = s(ageMs);
-    return now > 0 ? s(ageMs + horizonMs) / now : Math.exp(-model.rate * horizonMs);
+    const now = survival(model, ageMs);
+    return now > 0 ? survival(model, ageMs + horizonMs) / now : Math.exp(-model.rate * horizonMs);
   }
+}
+
+/** S(t) from the curve, and beyond the longest session from the exponential tail. */
+function survival(model: { curve: Survival; last: number; rate: number }, t: number): number {
+  return t <= model.last ? model.curve.at(t) : model.curve.at(model.last) * Math.exp(-model.rate * (t - model.last));
 }
 
 function longest(samples: Array<{ duration: number }>): number {
