@@ -194,7 +194,9 @@ interface ProxyPart {
   generators: number;
   windowS: number;
   cpuS: number;
+  /** Median of the windows' shares. */
   coreShare: number;
+  shares: number[];
   reports: number;
   pings: number;
   errors: number;
@@ -329,20 +331,29 @@ async function runProxy(): Promise<ProxyPart> {
       return { reports, pings, errors };
     };
     const s0 = stat();
-    const c0 = procCpuSeconds(pid);
-    const w0 = performance.now();
-    await new Promise((r) => setTimeout(r, WINDOW_S * 1000));
-    const c1 = procCpuSeconds(pid);
-    const w1 = performance.now();
-    await new Promise((r) => setTimeout(r, 5200)); // one more stats line covers the window
+    // Three windows back to back: the machine is shared, so the median says more than one window.
+    const shares: number[] = [];
+    let cpuS = 0;
+    let windowS = 0;
+    for (let k = 0; k < 3; k++) {
+      const c0 = procCpuSeconds(pid);
+      const w0 = performance.now();
+      await new Promise((r) => setTimeout(r, WINDOW_S * 1000));
+      const c1 = procCpuSeconds(pid);
+      const w = (performance.now() - w0) / 1000;
+      shares.push((c1 - c0) / w);
+      cpuS += c1 - c0;
+      windowS += w;
+    }
+    await new Promise((r) => setTimeout(r, 5200)); // one more stats line covers the windows
     const s1 = stat();
-    const windowS = (w1 - w0) / 1000;
     return {
       controllers: CONTROLLERS,
       generators: GENERATORS,
       windowS,
-      cpuS: c1 - c0,
-      coreShare: (c1 - c0) / windowS,
+      cpuS,
+      coreShare: median(shares),
+      shares,
       reports: s1.reports - s0.reports,
       pings: s1.pings - s0.pings,
       errors: s1.errors,
@@ -566,11 +577,12 @@ async function report(
           'controllers',
           'generator processes',
           'joined in s',
-          'window s',
+          'windows s',
           'proxy CPU s',
-          'share of one core',
-          'reports sent in window',
-          'pings answered in window',
+          'share of one core (median)',
+          'each window',
+          'reports sent in the windows',
+          'pings answered in the windows',
           'generator errors',
           'proxy RSS MiB',
           'proxy fd limit',
@@ -580,9 +592,10 @@ async function report(
             String(p.controllers),
             String(p.generators),
             f1(p.joinS),
-            f1(p.windowS),
+            `3 x ${f1(p.windowS / 3)}`,
             p.cpuS.toFixed(2),
             pct(p.coreShare),
+            p.shares.map(pct).join(', '),
             String(p.reports),
             String(p.pings),
             String(p.errors),
@@ -595,12 +608,29 @@ async function report(
     );
     verdicts.push({
       what: `proxy CPU with ${p.controllers} controllers reporting every second`,
-      value: `${pct(p.coreShare)} of one core`,
+      value: `${pct(p.coreShare)} of one core (median of ${p.shares.map(pct).join(', ')})`,
       target: '< 25%',
       pass: p.coreShare < 0.25 && p.errors === 0,
     });
   }
 
+  const method = [
+    'How it runs. Simulator: bench/policy-trace.ts makes the traces (host classes, distributions and where their',
+    'parameters come from are in its header comment: Weibull and hyperexponential session lengths in the ranges',
+    'Nurmi/Brevik/Wolski and Javadi/Kondo et al. report, departures three times as likely on weekday working hours,',
+    'and an adversarial class of fast hosts that leave after 4-12 min); bench/policy-sim.ts runs the policies over',
+    'them with the code in src/policy (monitor, decide, placeGuest, fitAvailability), a move taking 2 s + memory at',
+    '100 Mbit/s, 30% of departures drained with a 60 s warning, the rest killing the guests left (which start again',
+    'from scratch). "Before" rows run src/policy as it was at the named commit, copied out of git, on the same traces',
+    'and machine. Prediction accuracy: the model fitted on the 7 days of history, asked every 5 min about every host',
+    'up in the 48 held-out hours. Decision round: synthetic 10,000 hosts (a tenth saturated) and 10,000 guests (a',
+    'quarter with deadlines), P(stay) from a model fitted on 30,000 past sessions; wall and process CPU time of',
+    'monitor.observe + decide, after the window has filled. Proxy: `roam proxy` on loopback with a temp data dir,',
+    `${GENERATORS} generator processes (bench/policy-load.ts) each holding their share of the connections: HELLO`,
+    'with the join token, then a CONTROL report per second per connection (encodeFrame from src/wire), PONG for every',
+    'PING; CPU time (utime + stime from /proc/PID/stat) over three back-to-back windows once all have joined and',
+    'settled 5 s; the file-descriptor limit is raised in the shell that starts each process (ulimit -n).',
+  ].join('\n');
   const report = [
     '## Control plane: policy simulator, decision cost, proxy under many controllers',
     '',
@@ -617,6 +647,7 @@ async function report(
     ),
     '',
     ...lines,
+    method,
   ].join('\n');
   console.log(report);
   for (const v of verdicts) console.log(`${v.pass ? 'PASS' : 'FAIL'} ${v.what}: ${v.value}; target ${v.target}`);
