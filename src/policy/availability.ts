@@ -97,7 +97,11 @@ class KaplanMeierModel {
     const priorExposure = all.length > 0 ? all.reduce((sum, s) => sum + s.duration, 0) / all.length : 0;
     this.fleet = { curve: Survival.fit(all), last: longest(all), rate: fleetRate };
     const byHost = new Map<string, Session[]>();
-    for (const s of sessions) byHost.set(s.hostId, [...(byHost.get(s.hostId) ?? []), s]);
+    for (const s of sessions) {
+      const list = byHost.get(s.hostId);
+      if (list) list.push(s);
+      else byHost.set(s.hostId, [s]);
+    }
     for (const [id, list] of byHost) {
       const samples = samplesOf(list, now);
       this.perHost.set(id, {
@@ -110,11 +114,14 @@ class KaplanMeierModel {
 
   pStay(hostId: string, ageMs: number, horizonMs: number): number {
     const model = this.perHost.get(hostId) ?? this.fleet;
-    const s = (t: number): number =>
-      t <= model.last ? model.curve.at(t) : model.curve.at(model.last) * Math.exp(-model.rate * (t - model.last));
-    const now = s(ageMs);
-    return now > 0 ? s(ageMs + horizonMs) / now : Math.exp(-model.rate * horizonMs);
+    const now = survival(model, ageMs);
+    return now > 0 ? survival(model, ageMs + horizonMs) / now : Math.exp(-model.rate * horizonMs);
   }
+}
+
+/** S(t) from the curve, and beyond the longest session from the exponential tail. */
+function survival(model: { curve: Survival; last: number; rate: number }, t: number): number {
+  return t <= model.last ? model.curve.at(t) : model.curve.at(model.last) * Math.exp(-model.rate * (t - model.last));
 }
 
 function longest(samples: Array<{ duration: number }>): number {
@@ -138,7 +145,8 @@ function rateOf(
  */
 class NaiveBayesModel {
   private readonly counts = new Map<string, number>();
-  private readonly history = new Map<string, Array<{ duration: number; event: boolean }>>();
+  /** Per host: past sessions with a known label, and how many of them ended before the horizon. */
+  private readonly history = new Map<string, { labelled: number; early: number }>();
 
   constructor(
     sessions: Session[],
@@ -155,7 +163,12 @@ class NaiveBayesModel {
         this.bump(`y:${label}`);
         features.forEach((f, i) => this.bump(`x${i}:${f}|${label}`));
       }
-      this.history.set(s.hostId, [...(this.history.get(s.hostId) ?? []), sample]);
+      const past = this.history.get(s.hostId) ?? { labelled: 0, early: 0 };
+      if (label !== undefined) {
+        past.labelled++;
+        if (!label) past.early++;
+      }
+      this.history.set(s.hostId, past);
     }
   }
 
@@ -165,8 +178,8 @@ class NaiveBayesModel {
   }
 
   private features(hostId: string, at: number): number[] {
-    const past = (this.history.get(hostId) ?? []).map((s) => this.label(s)).filter((l) => l !== undefined);
-    const early = past.length === 0 ? -1 : Math.min(2, Math.floor((3 * past.filter((l) => !l).length) / past.length));
+    const past = this.history.get(hostId);
+    const early = !past?.labelled ? -1 : Math.min(2, Math.floor((3 * past.early) / past.labelled));
     return [early, Math.floor(new Date(at).getUTCHours() / 6)];
   }
 

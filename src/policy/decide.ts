@@ -86,8 +86,15 @@ export class UtilityMonitor {
       while (list.length > 1 && (list[1]?.t ?? now) <= now - windowMs) list.shift();
       this.samples.set(h.id, list);
       const covered = (list[0]?.t ?? now) <= now - windowMs;
-      const inWindow = list.filter((x) => x.t > now - windowMs || windowMs === 0);
-      const mean = inWindow.reduce((sum, x) => sum + x.u, 0) / Math.max(1, inWindow.length);
+      let sum = 0;
+      let count = 0;
+      for (const x of list) {
+        if (x.t > now - windowMs || windowMs === 0) {
+          sum += x.u;
+          count++;
+        }
+      }
+      const mean = sum / Math.max(1, count);
       this.means.set(h.id, mean);
       const since = this.low.get(h.id);
       if (covered && mean < policy.threshold) next.set(h.id, since ?? now - windowMs);
@@ -133,7 +140,9 @@ export function rankCandidates(guest: GuestSnapshot, round: Round, policy: Polic
       else if (pFinish === null && pStay < policy.minStayProbability)
         rejected = `P(stays ${policy.horizonMinutes} min) = ${fmt(pStay)} < ${policy.minStayProbability}`;
       else if (pFinish === 0) rejected = 'cannot finish before the deadline there';
-      return { host, speed: s, pStay, pFinish, ...(rejected ? { rejected } : {}) };
+      const candidate: Candidate = { host, speed: s, pStay, pFinish };
+      if (rejected) candidate.rejected = rejected;
+      return candidate;
     });
   // Deadline guests: the chance to finish first (speed only breaks ties); others: speed.
   return candidates.sort(
@@ -147,14 +156,23 @@ export function decide(round: Round, policy: Policy): Decision[] {
   if (!policy.enabled) return decisions;
   let budget = policy.maxConcurrentMoves - round.moving.size;
   const windowMs = policy.windowSeconds * 1000;
+  // Each host's guests, found once (not by a scan of every guest for each degraded host).
+  const byHost = new Map<string, GuestSnapshot[]>();
+  for (const g of round.guests) {
+    const list = byHost.get(g.hostId);
+    if (list) list.push(g);
+    else byHost.set(g.hostId, [g]);
+  }
   for (const source of round.hosts) {
+    // Without budget no host can decide anything more (not even a declined move): stop here.
+    if (budget <= 0) break;
     const since = round.lowSince.get(source.id);
     if (since === undefined || round.now - since < windowMs || !source.metrics) continue;
     const u = round.meanUtility?.get(source.id) ?? utility(source.metrics, policy.weights);
     const trigger = `utility of ${source.name} ${fmt(u)} < ${policy.threshold} for ${Math.round((round.now - since) / 1000)} s`;
-    const guests = round.guests
-      .filter((g) => g.hostId === source.id)
-      .sort((a, b) => b.cpuRate - a.cpuRate || b.memoryBytes - a.memoryBytes);
+    const guests = [...(byHost.get(source.id) ?? [])].sort(
+      (a, b) => b.cpuRate - a.cpuRate || b.memoryBytes - a.memoryBytes,
+    );
     if (guests.length === 0) continue;
 
     for (const guest of guests) {
@@ -172,7 +190,9 @@ export function decide(round: Round, policy: Policy): Decision[] {
         );
         continue;
       }
-      const here = speed(source, policy);
+      // The guest's own CPU use is part of its host's load: counted against the host, a busy guest
+      // alone on a small host would look starved and move at every cooldown (ping-pong).
+      const here = speed(source, policy, -guest.cpuRate / 1000);
       const ranked = rankCandidates(guest, round, policy);
       const usable = ranked.filter((c) => !c.rejected);
       const best = usable[0];

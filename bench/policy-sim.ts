@@ -1,0 +1,487 @@
+/**
+ * A trace-driven simulator of the control plane (no sockets, simulated time): hosts come and go as
+ * the trace says (bench/policy-trace.ts), guests arrive with work and deadlines, and each step the
+ * SAME policy code the proxy runs (src/policy: UtilityMonitor, decide, rankCandidates, placeGuest,
+ * fitAvailability) decides what moves where. The loop mirrors src/proxy/control-plane.ts: a round
+ * every report interval (here every step), moves started as decided with a backup named, a failed
+ * move retried on the backup, and a drained host's guests sent to their backup or, without one, to
+ * the fastest host (what Proxy.evacuate does).
+ *
+ * The model of the world:
+ *  - time steps of `stepMs` (10 s); a guest needs one core and progresses at its host's score times
+ *    the share of a free core it gets (owner load and the other guests take the rest);
+ *  - a move takes 2 s + memory / 12.5 MB/s (a 100 Mbit/s link); with pre-copy the guest keeps
+ *    running on the source meanwhile and switches at the end. If the target leaves before the end,
+ *    the move fails and the guest, still on the source, goes to the backup (the hedge). If the
+ *    source leaves first (hard), the guest is lost;
+ *  - a hard departure kills the guests on the host; a graceful one warns 60 s ahead (a drain) and
+ *    the guests that are moved away within the warning survive;
+ *  - a killed guest is submitted again from scratch (its work is lost), deadline unchanged;
+ *  - a guest that cannot be placed (no host up with room) waits and is tried again each step.
+ *
+ * Policies compared on the same trace:
+ *  - roam: placeGuest + decide with the availability model fitted from the history (refitted every
+ *    `refitMs` of simulated time from the sessions seen so far, censored at "now");
+ *  - threshold-only: the same code with no risk model (P(stay) = 1 for every host);
+ *  - random: the same triggers (decide, with the model), but the target, and every placement, is a
+ *    random host that is up, fits the guest's memory and is not degraded;
+ *  - never: Roam's placement, and no move ever (not even on a drain);
+ *  - oracle: knows every departure: P(stay) is 1 if the host truly stays that long, else 0, for
+ *    placement and decide; and it moves guests off a host before it leaves (in time for the move).
+ */
+import * as availability from '../src/policy/availability.js';
+import type { AvailabilityModel, Session } from '../src/policy/availability.js';
+import type { Policy } from '../src/policy/config.js';
+import * as decisions from '../src/policy/decide.js';
+import type { Round } from '../src/policy/decide.js';
+import type { GuestSnapshot, HostSnapshot } from '../src/policy/model.js';
+import { DRAIN_WARNING_MS, MINUTE, rng, type Trace, type TraceHost, type TraceSession } from './policy-trace.js';
+
+export type PolicyName = 'roam' | 'threshold-only' | 'random' | 'never' | 'oracle';
+export const POLICY_NAMES: PolicyName[] = ['roam', 'threshold-only', 'random', 'never', 'oracle'];
+
+/** The policy code under test: this tree's src/policy, or an older commit's (for before/after). */
+export interface PolicyCode {
+  fitAvailability: typeof availability.fitAvailability;
+  UtilityMonitor: typeof decisions.UtilityMonitor;
+  decide: typeof decisions.decide;
+  placeGuest: typeof decisions.placeGuest;
+}
+export const CURRENT_CODE: PolicyCode = {
+  fitAvailability: availability.fitAvailability,
+  UtilityMonitor: decisions.UtilityMonitor,
+  decide: decisions.decide,
+  placeGuest: decisions.placeGuest,
+};
+
+export interface SimOptions {
+  code: PolicyCode;
+  stepMs: number;
+  refitMs: number;
+  policy: Policy;
+  /** A label for a variant of the policy code (before/after a change). */
+  label?: string;
+}
+
+export interface SimResult {
+  name: string;
+  guests: number;
+  onTime: number;
+  /** Finished after the deadline, or never finished by the end of the run. */
+  missed: number;
+  /** Work of finished guests, and of those finished in time (CPU-hours at score 1). */
+  completedHours: number;
+  onTimeHours: number;
+  /** Work thrown away when a guest was killed with its host. */
+  lostHours: number;
+  kills: number;
+  migrations: number;
+  failedMigrations: number;
+  backupMoves: number;
+  drainSaved: number;
+  wallMs: number;
+}
+
+const LINK_BYTES_PER_MS = 12_500; // 100 Mbit/s
+const moveMs = (memoryBytes: number): number => 2000 + memoryBytes / LINK_BYTES_PER_MS;
+
+interface HostState {
+  trace: TraceHost;
+  session: TraceSession | undefined;
+  nextSession: number;
+  loadIndex: number;
+  usage: number;
+  warned: boolean;
+}
+
+interface GuestState {
+  id: string;
+  memoryBytes: number;
+  workMs: number;
+  deadline: number;
+  arrival: number;
+  host: string | null;
+  doneMs: number;
+  finishedAt: number | null;
+  move: { to: string; backup: string | null; end: number; drain: boolean } | null;
+}
+
+function sessionAt(host: TraceHost, from: number, t: number): { session: TraceSession | undefined; next: number } {
+  let i = from;
+  while (i < host.sessions.length && (host.sessions[i]?.endedAt ?? 0) <= t) i++;
+  const s = host.sessions[i];
+  return { session: s && s.joinedAt <= t ? s : undefined, next: i };
+}
+
+/** Sessions known by time t: ended ones as they ended, the current one censored at t. */
+export function historyAt(trace: Trace, t: number): Session[] {
+  const out: Session[] = [];
+  for (const h of trace.hosts) {
+    for (const s of h.sessions) {
+      if (s.joinedAt > t) break;
+      const ended = s.endedAt <= t;
+      out.push({
+        hostId: h.id,
+        joinedAt: s.joinedAt,
+        endedAt: ended ? s.endedAt : null,
+        endReason: ended ? (s.graceful ? 'left' : 'evicted') : null,
+      });
+    }
+  }
+  return out;
+}
+
+export function simulate(trace: Trace, name: PolicyName, options: SimOptions): SimResult {
+  const wall = performance.now();
+  const { policy, stepMs } = options;
+  const { fitAvailability, UtilityMonitor, decide, placeGuest } = options.code;
+  const horizonMs = policy.horizonMinutes * MINUTE;
+  const pick = rng(trace.seed * 7 + 11);
+  const hosts = new Map<string, HostState>(
+    trace.hosts.map((h) => [
+      h.id,
+      { trace: h, session: undefined, nextSession: 0, loadIndex: 0, usage: 0, warned: false },
+    ]),
+  );
+  const byName = new Map(trace.hosts.map((h) => [h.name, h.id]));
+  const guests: GuestState[] = [];
+  const pending = [...trace.guests].sort((a, b) => a.arrival - b.arrival);
+  let arrived = 0;
+  const monitor = new UtilityMonitor();
+  const lastMoved = new Map<string, number>();
+  const backups = new Map<string, string>();
+  const result: SimResult = {
+    name: options.label ?? name,
+    guests: trace.guests.length,
+    onTime: 0,
+    missed: 0,
+    completedHours: 0,
+    onTimeHours: 0,
+    lostHours: 0,
+    kills: 0,
+    migrations: 0,
+    failedMigrations: 0,
+    backupMoves: 0,
+    drainSaved: 0,
+    wallMs: 0,
+  };
+
+  let model: AvailabilityModel | undefined;
+  let modelAt = -Infinity;
+  const learned = (now: number): AvailabilityModel => {
+    if (!model || now - modelAt >= options.refitMs) {
+      model = fitAvailability(historyAt(trace, now), now, horizonMs);
+      modelAt = now;
+    }
+    return model;
+  };
+  const truthStay = (id: string, now: number, span: number): number => {
+    const s = hosts.get(id)?.session;
+    return s && s.endedAt - now >= span ? 1 : 0;
+  };
+
+  let active: GuestState[] = [];
+  let onHost = new Map<string, GuestState[]>();
+  let incoming = new Map<string, GuestState[]>();
+  const reindex = (): void => {
+    active = active.filter((g) => g.finishedAt === null);
+    onHost = new Map();
+    incoming = new Map();
+    for (const g of active) {
+      if (g.host !== null) onHost.set(g.host, [...(onHost.get(g.host) ?? []), g]);
+      if (g.move) incoming.set(g.move.to, [...(incoming.get(g.move.to) ?? []), g]);
+    }
+  };
+  const guestsOn = (id: string): GuestState[] => onHost.get(id) ?? [];
+  /** Cores a guest gets on `h`: the free cores shared among its guests, at most one each. */
+  const share = (h: HostState, n: number): number =>
+    n === 0 ? 0 : Math.min(1, Math.max(0, h.trace.cores * (1 - h.usage)) / n);
+
+  const snapshot = (h: HostState): HostSnapshot => {
+    const mine = guestsOn(h.trace.id);
+    const guestCores = mine.length * share(h, mine.length);
+    const memUsed =
+      h.trace.memoryBytes * h.trace.ownerMemory +
+      [...mine, ...(incoming.get(h.trace.id) ?? [])].reduce((s, g) => s + g.memoryBytes, 0);
+    return {
+      id: h.trace.id,
+      name: h.trace.name,
+      up: h.session !== undefined,
+      canReceive: true,
+      score: h.trace.score,
+      rttMs: h.trace.rttMs,
+      metrics: h.session
+        ? {
+            cpu: { usage: Math.min(1, h.usage + guestCores / h.trace.cores), capacity: h.trace.cores },
+            memory: {
+              totalBytes: h.trace.memoryBytes,
+              freeBytes: Math.max(0, h.trace.memoryBytes - memUsed),
+              limitBytes: null,
+            },
+            network: { utilisation: null },
+          }
+        : null,
+      joinedAt: h.session?.joinedAt ?? null,
+    };
+  };
+
+  const kill = (g: GuestState): void => {
+    result.kills++;
+    result.lostHours += g.doneMs / 3_600_000;
+    g.host = null;
+    g.doneMs = 0;
+    g.move = null;
+  };
+
+  const startMove = (g: GuestState, to: string, backup: string | null, now: number, drain: boolean): void => {
+    g.move = { to, backup, end: now + moveMs(g.memoryBytes), drain };
+    result.migrations++;
+  };
+
+  const randomHost = (
+    g: GuestState,
+    hostsNow: HostSnapshot[],
+    lowSince: ReadonlyMap<string, number>,
+  ): string | undefined => {
+    const ok = hostsNow.filter(
+      (h) =>
+        h.up && h.id !== g.host && !lowSince.has(h.id) && (h.metrics?.memory.freeBytes ?? 0) >= g.memoryBytes * 1.2,
+    );
+    return ok[Math.floor(pick() * ok.length)]?.id;
+  };
+
+  /** Proxy.place: the fastest host up (score times CPU headroom), for guests the policy could not place. */
+  const fastest = (hostsNow: HostSnapshot[], exclude: string | null): string | undefined => {
+    const up = hostsNow.filter((h) => h.up && h.id !== exclude);
+    const s = (h: HostSnapshot): number => (h.score ?? 1) * (1 - (h.metrics?.cpu.usage ?? 0));
+    return up.sort((a, b) => s(b) - s(a))[0]?.id;
+  };
+
+  for (let now = trace.evalStart; now <= trace.end; now += stepMs) {
+    // 1. Hosts: sessions, owner load, warnings and departures.
+    for (const h of hosts.values()) {
+      const before = h.session;
+      const at = sessionAt(h.trace, h.nextSession, now);
+      h.nextSession = at.next;
+      h.session = at.session;
+      while (h.loadIndex + 1 < h.trace.load.length && (h.trace.load[h.loadIndex + 1]?.t ?? Infinity) <= now)
+        h.loadIndex++;
+      h.usage = h.trace.load[h.loadIndex]?.usage ?? 0;
+      if (before && before !== h.session) {
+        // Left: guests still here die; moves from or to here fail.
+        h.warned = false;
+        for (const g of active) {
+          if (g.host === h.trace.id) {
+            if (g.move) result.failedMigrations++;
+            kill(g);
+          } else if (g.move?.to === h.trace.id) {
+            result.failedMigrations++;
+            const backup = g.move.backup;
+            g.move = null;
+            if (backup && name !== 'never' && hosts.get(backup)?.session) {
+              result.backupMoves++;
+              startMove(g, backup, null, now, false);
+            }
+          }
+        }
+      }
+    }
+
+    // 2. Moves that end now.
+    for (const g of active) {
+      if (!g.move || g.move.end > now) continue;
+      if (g.move.drain) result.drainSaved++;
+      g.host = g.move.to;
+      lastMoved.set(g.id, now);
+      if (g.move.backup) backups.set(g.id, g.move.backup);
+      else backups.delete(g.id);
+      g.move = null;
+    }
+
+    // 3. Progress.
+    reindex();
+    for (const h of hosts.values()) {
+      if (!h.session) continue;
+      const mine = guestsOn(h.trace.id);
+      const rate = h.trace.score * share(h, mine.length);
+      for (const g of mine) {
+        const need = g.workMs - g.doneMs;
+        const gain = rate * stepMs;
+        if (gain >= need) {
+          g.finishedAt = now - stepMs + need / rate;
+          g.doneMs = g.workMs;
+          g.move = null;
+          result.completedHours += g.workMs / 3_600_000;
+          if (g.finishedAt <= g.deadline) {
+            result.onTime++;
+            result.onTimeHours += g.workMs / 3_600_000;
+          }
+        } else g.doneMs += gain;
+      }
+    }
+
+    // 4. Arrivals.
+    while (arrived < pending.length && (pending[arrived]?.arrival ?? Infinity) <= now) {
+      const a = pending[arrived++];
+      if (!a) break;
+      const g: GuestState = { ...a, host: null, doneMs: 0, finishedAt: null, move: null };
+      guests.push(g);
+      active.push(g);
+    }
+    reindex();
+
+    // 5. The control round.
+    const hostsNow = [...hosts.values()].map((h) => snapshot(h));
+    const lowSince = monitor.observe(hostsNow, policy, now);
+    const pStay: Round['pStay'] =
+      name === 'threshold-only'
+        ? () => 1
+        : name === 'oracle'
+          ? (id, _age, span) => truthStay(id, now, span)
+          : (id, age, span) => learned(now).pStay(id, age, span);
+    const running = active.filter((g) => g.host !== null);
+    const snapshots: GuestSnapshot[] = running.map((g) => ({
+      id: g.id,
+      name: g.id,
+      hostId: g.host ?? '',
+      memoryBytes: g.memoryBytes,
+      cpuRate: 1000 * share(hosts.get(g.host ?? '') as HostState, guestsOn(g.host ?? '').length),
+      deadline: g.deadline,
+      expectMs: g.workMs,
+      cpuMs: g.doneMs,
+    }));
+    const round: Round = {
+      now,
+      hosts: hostsNow,
+      guests: snapshots,
+      lowSince,
+      meanUtility: new Map(hostsNow.map((h) => [h.id, monitor.mean(h.id) ?? 1])),
+      lastMoved,
+      moving: new Set(active.filter((g) => g.move).map((g) => g.id)),
+      pStay,
+    };
+
+    if (name !== 'never') {
+      // Drains: the warned host's guests go to their backup, else to the fastest host.
+      for (const h of hosts.values()) {
+        const s = h.session;
+        if (!s || !s.graceful || h.warned || s.endedAt - now > DRAIN_WARNING_MS) continue;
+        h.warned = true;
+        for (const g of guestsOn(h.trace.id)) {
+          if (g.move) continue;
+          const backup = backups.get(g.id);
+          const to =
+            name === 'random'
+              ? randomHost(g, hostsNow, lowSince)
+              : backup && hosts.get(backup)?.session
+                ? backup
+                : fastest(hostsNow, h.trace.id);
+          if (to) startMove(g, to, null, now, true);
+        }
+      }
+      // The oracle leaves a host in time, before it goes.
+      if (name === 'oracle') {
+        for (const g of running) {
+          const s = hosts.get(g.host ?? '')?.session;
+          if (g.move || !s || s.endedAt - now > moveMs(g.memoryBytes) + 3 * stepMs) continue;
+          const snap = snapshots.find((x) => x.id === g.id);
+          const best = snap && placeGuest(snap, round, policy);
+          const to =
+            best?.host.id ??
+            fastest(
+              hostsNow.filter((h) => truthStay(h.id, now, moveMs(g.memoryBytes) + 3 * stepMs) === 1),
+              g.host,
+            );
+          if (to) startMove(g, to, null, now, false);
+        }
+      }
+      for (const d of decide(round, policy)) {
+        if (d.kind !== 'move') continue;
+        const g = active.find((x) => x.id === d.guestId);
+        if (!g || g.move) continue;
+        const to = name === 'random' ? randomHost(g, hostsNow, lowSince) : byName.get(d.to);
+        const backup = d.backup === null ? null : (byName.get(d.backup) ?? null);
+        if (to) startMove(g, to, name === 'random' ? null : backup, now, false);
+      }
+    }
+
+    // 6. Placement of new and restarted guests.
+    for (const g of active) {
+      if (g.host !== null) continue;
+      const snap: GuestSnapshot = {
+        id: g.id,
+        name: g.id,
+        hostId: '',
+        memoryBytes: g.memoryBytes,
+        cpuRate: 0,
+        deadline: g.deadline,
+        expectMs: g.workMs,
+        cpuMs: 0,
+      };
+      const to =
+        name === 'random'
+          ? randomHost(g, hostsNow, lowSince)
+          : (placeGuest(snap, round, policy)?.host.id ?? fastest(hostsNow, null));
+      if (to) g.host = to;
+    }
+  }
+
+  for (const g of guests) if (g.finishedAt === null || g.finishedAt > g.deadline) result.missed++;
+  result.wallMs = performance.now() - wall;
+  return result;
+}
+
+export interface Accuracy {
+  /** fitAvailability's own held-out figure (newest 30% of sessions, P(stay horizon from join)). */
+  fitted: { kind: string; accuracy: number | null; heldOut: number };
+  /** Queries on the held-out window: every host up, every `everyMs`, P(stays horizon | age) >= 0.5 vs truth. */
+  queries: number;
+  accuracy: number;
+  /** Saying "stays" every time, for comparison. */
+  alwaysStays: number;
+  /** Accuracy on the queries where the truth was "leaves". */
+  leavesCaught: number;
+  byClass: Record<string, { queries: number; accuracy: number }>;
+}
+
+/** Trains on the history before `evalStart` and scores the model on the (held-out) evaluation window. */
+export function predictionAccuracy(trace: Trace, horizonMs: number, everyMs: number): Accuracy {
+  const model = availability.fitAvailability(historyAt(trace, trace.evalStart), trace.evalStart, horizonMs);
+  let queries = 0;
+  let right = 0;
+  let stays = 0;
+  let leaves = 0;
+  let caught = 0;
+  const byClass: Record<string, { queries: number; right: number }> = {};
+  for (const h of trace.hosts) {
+    const c = (byClass[h.kind] ??= { queries: 0, right: 0 });
+    for (const s of h.sessions) {
+      if (s.endedAt <= trace.evalStart || s.joinedAt >= trace.end - horizonMs) continue;
+      const first = Math.max(s.joinedAt, trace.evalStart);
+      const from = trace.evalStart + Math.ceil((first - trace.evalStart) / everyMs) * everyMs;
+      for (let t = from; t < s.endedAt && t <= trace.end - horizonMs; t += everyMs) {
+        const truth = s.endedAt - t >= horizonMs;
+        const said = model.pStay(h.id, t - s.joinedAt, horizonMs) >= 0.5;
+        queries++;
+        c.queries++;
+        if (truth) stays++;
+        else leaves++;
+        if (said === truth) {
+          right++;
+          c.right++;
+          if (!truth) caught++;
+        }
+      }
+    }
+  }
+  return {
+    fitted: { kind: model.kind, accuracy: model.accuracy, heldOut: model.heldOut },
+    queries,
+    accuracy: right / Math.max(1, queries),
+    alwaysStays: stays / Math.max(1, queries),
+    leavesCaught: caught / Math.max(1, leaves),
+    byClass: Object.fromEntries(
+      Object.entries(byClass).map(([k, v]) => [k, { queries: v.queries, accuracy: v.right / Math.max(1, v.queries) }]),
+    ),
+  };
+}

@@ -1,0 +1,386 @@
+/**
+ * The policy's pure functions (src/policy), no sockets: utility, the monitor, the survival model,
+ * candidate ranking, decisions and the policy file's validation.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Survival, fitAvailability, type Session } from '../src/policy/availability.js';
+import { DEFAULT_POLICY, parsePolicy, type Policy } from '../src/policy/config.js';
+import { RECOVERY_BAND, UtilityMonitor, decide, rankCandidates, type Round } from '../src/policy/decide.js';
+import type { GuestSnapshot, HostSnapshot } from '../src/policy/model.js';
+import { speed, utility } from '../src/policy/utility.js';
+import { RoamError } from '../src/errors.js';
+
+const GiB = 2 ** 30;
+const NOW = Date.UTC(2026, 10, 26, 12);
+
+function host(
+  id: string,
+  o: { usage?: number; capacity?: number; freeGiB?: number; score?: number; rtt?: number; net?: number | null } = {},
+): HostSnapshot {
+  return {
+    id,
+    name: id,
+    up: true,
+    canReceive: true,
+    score: o.score ?? 1,
+    rttMs: o.rtt ?? 0,
+    metrics: {
+      cpu: { usage: o.usage ?? 0, capacity: o.capacity ?? 1 },
+      memory: { totalBytes: 8 * GiB, freeBytes: (o.freeGiB ?? 6) * GiB, limitBytes: null },
+      network: { utilisation: o.net === undefined ? null : o.net },
+    },
+    joinedAt: NOW - 3_600_000,
+  };
+}
+
+function guest(id: string, hostId: string, o: Partial<GuestSnapshot> = {}): GuestSnapshot {
+  return {
+    id,
+    name: id,
+    hostId,
+    memoryBytes: 100 * 2 ** 20,
+    cpuRate: 0,
+    deadline: null,
+    expectMs: null,
+    cpuMs: 0,
+    ...o,
+  };
+}
+
+function round(hosts: HostSnapshot[], guests: GuestSnapshot[], o: Partial<Round> = {}): Round {
+  return {
+    now: NOW,
+    hosts,
+    guests,
+    lowSince: new Map(),
+    lastMoved: new Map(),
+    moving: new Set(),
+    pStay: () => 1,
+    ...o,
+  };
+}
+
+const policy = (p: Partial<Policy> = {}): Policy => ({ ...DEFAULT_POLICY, ...p });
+
+describe('utility', () => {
+  it('is the weighted mean of headroom, and leaves an unknown network out of the mean', () => {
+    const m = host('a', { usage: 0.5, freeGiB: 2 }).metrics;
+    assert.ok(m);
+    // cpu headroom 0.5, memory headroom 2/8 = 0.25; network unknown: (0.7*0.5 + 0.2*0.25) / 0.9.
+    assert.ok(Math.abs(utility(m, DEFAULT_POLICY.weights) - 0.4 / 0.9) < 1e-12);
+    const known = host('b', { usage: 0.5, freeGiB: 2, net: 1 }).metrics;
+    assert.ok(known);
+    // A saturated link counts once it is known: (0.35 + 0.05 + 0.1*0) / 1.
+    assert.ok(Math.abs(utility(known, DEFAULT_POLICY.weights) - 0.4) < 1e-12);
+  });
+
+  it('follows the weights', () => {
+    const m = host('a', { usage: 1, freeGiB: 8 }).metrics;
+    assert.ok(m);
+    assert.equal(utility(m, { cpu: 1, memory: 0, network: 0 }), 0);
+    assert.equal(utility(m, { cpu: 0, memory: 1, network: 0 }), 1);
+    assert.ok(Math.abs(utility(m, { cpu: 1, memory: 1, network: 5 }) - 0.5) < 1e-12);
+  });
+
+  it('speed: score times free cores (at most one), halved at rttHalfMs', () => {
+    assert.equal(speed(host('a', { score: 2, usage: 0.5, capacity: 4 }), DEFAULT_POLICY), 2);
+    assert.equal(speed(host('a', { score: 2, usage: 0.75, capacity: 1 }), DEFAULT_POLICY), 0.5);
+    assert.equal(speed(host('a', { score: 2, rtt: 50 }), DEFAULT_POLICY), 1);
+  });
+});
+
+describe('UtilityMonitor', () => {
+  const p = policy({ threshold: 0.4, windowSeconds: 10 });
+  const busy = (id: string): HostSnapshot => host(id, { usage: 1, freeGiB: 1 }); // utility (0 + 0.2/8)/0.9
+  const idle = (id: string): HostSnapshot => host(id, { usage: 0 });
+
+  it('says a host is degraded only once a whole window of samples is low', () => {
+    const m = new UtilityMonitor();
+    for (let s = 0; s < 10; s++) {
+      assert.equal(m.observe([busy('a')], p, NOW + s * 1000).has('a'), false, `not yet degraded after ${s} s`);
+    }
+    const low = m.observe([busy('a')], p, NOW + 10_000);
+    assert.equal(low.get('a'), NOW, 'degraded since the start of the window');
+  });
+
+  it('averages over the window: one idle sample does not end a low spell', () => {
+    const m = new UtilityMonitor();
+    for (let s = 0; s <= 10; s++) m.observe([busy('a')], p, NOW + s * 1000);
+    const low = m.observe([idle('a')], p, NOW + 11_000);
+    assert.equal(low.get('a'), NOW);
+  });
+
+  it('keeps a host degraded inside the recovery band and lets it go above it', () => {
+    const m = new UtilityMonitor();
+    const withUtility = (u: number): HostSnapshot => host('a', { usage: 1 - u, freeGiB: 8 * u });
+    for (let s = 0; s <= 10; s++) m.observe([withUtility(0.2)], p, NOW + s * 1000);
+    // A whole window just above the threshold, but inside the band: still degraded, same start.
+    let low = new Map<string, number>();
+    for (let s = 11; s <= 22; s++) low = m.observe([withUtility(p.threshold + RECOVERY_BAND / 2)], p, NOW + s * 1000);
+    assert.equal(low.get('a'), NOW);
+    assert.ok(Math.abs((m.mean('a') ?? 0) - (p.threshold + RECOVERY_BAND / 2)) < 1e-9);
+    for (let s = 23; s <= 34; s++) low = m.observe([withUtility(p.threshold + 2 * RECOVERY_BAND)], p, NOW + s * 1000);
+    assert.equal(low.has('a'), false);
+  });
+
+  it('forgets a host that goes down', () => {
+    const m = new UtilityMonitor();
+    for (let s = 0; s <= 10; s++) m.observe([busy('a')], p, NOW + s * 1000);
+    const low = m.observe([{ ...busy('a'), up: false }], p, NOW + 11_000);
+    assert.equal(low.has('a'), false);
+  });
+});
+
+describe('Survival (Kaplan-Meier)', () => {
+  it('matches a hand-computed curve with ties and censoring', () => {
+    // Durations 1, 2, 2+ (censored), 3, 4+, 5.
+    // t=1: 6 at risk, 1 leaves: S = 5/6. t=2: 5 at risk, 1 leaves (the censored 2 still at risk): S = 5/6 * 4/5 = 2/3.
+    // t=3: 3 at risk, 1 leaves: S = 2/3 * 2/3 = 4/9. t=4: censored. t=5: 1 at risk, 1 leaves: S = 0.
+    const s = Survival.fit([
+      { duration: 1, event: true },
+      { duration: 2, event: true },
+      { duration: 2, event: false },
+      { duration: 3, event: true },
+      { duration: 4, event: false },
+      { duration: 5, event: true },
+    ]);
+    const close = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);
+    close(s.at(0.5), 1);
+    close(s.at(1), 5 / 6);
+    close(s.at(1.99), 5 / 6);
+    close(s.at(2), 2 / 3);
+    close(s.at(3), 4 / 9);
+    close(s.at(4.5), 4 / 9);
+    close(s.at(5), 0);
+    assert.equal(s.sessions, 6);
+  });
+
+  it('stays at 1 when nothing ended', () => {
+    const s = Survival.fit([{ duration: 10, event: false }]);
+    assert.equal(s.at(100), 1);
+  });
+});
+
+describe('fitAvailability', () => {
+  const MIN = 60_000;
+  const sessions = (hostId: string, n: number, lengthMs: number, start: number): Session[] =>
+    Array.from({ length: n }, (_, i) => ({
+      hostId,
+      joinedAt: start + i * 2 * lengthMs,
+      endedAt: start + i * 2 * lengthMs + lengthMs,
+      endReason: 'left',
+    }));
+
+  it('gives a host whose sessions all ended early an exponential tail, not certainty', () => {
+    // Five 1-minute sessions for "flaky", five 10-hour ones for "steady": too few for a held-out split.
+    const history = [
+      ...sessions('flaky', 5, MIN, NOW - 86_400_000),
+      ...sessions('steady', 5, 600 * MIN, NOW - 20 * 86_400_000),
+    ];
+    const model = fitAvailability(history, NOW, 10 * MIN);
+    assert.equal(model.kind, 'kaplan-meier');
+    assert.equal(model.accuracy, null);
+    // Inside its history the curve is empty: a fresh flaky host is gone within 10 minutes.
+    assert.equal(model.pStay('flaky', 0, 10 * MIN), 0);
+    // Past its longest session, the tail: the fleet's rate is 10 departures over 5 min + 50 h up; the
+    // host's rate adds one pseudo-session of the fleet's mean length (5 h 0.5 min) to its own 5 departures in 5 min.
+    const exposure = 5 * MIN + 5 * 600 * MIN;
+    const fleetRate = 10 / exposure;
+    const prior = exposure / 10;
+    const rate = (5 + fleetRate * prior) / (5 * MIN + prior);
+    const p = model.pStay('flaky', 2 * MIN, 10 * MIN);
+    assert.ok(Math.abs(p - Math.exp(-rate * 10 * MIN)) < 1e-12, `${p}`);
+    assert.ok(p < 1);
+    // The steady host, well inside its history, is very likely to stay.
+    assert.equal(model.pStay('steady', 60 * MIN, 10 * MIN), 1);
+    // A host never seen answers with the fleet's curve.
+    assert.ok(model.pStay('new', 0, 10 * MIN) > 0 && model.pStay('new', 0, 10 * MIN) < 1);
+  });
+
+  it('reports held-out accuracy once there is enough history', () => {
+    const history = [
+      ...sessions('flaky', 20, MIN, NOW - 86_400_000),
+      ...sessions('steady', 20, 600 * MIN, NOW - 40 * 86_400_000),
+    ];
+    const model = fitAvailability(history, NOW, 10 * MIN);
+    assert.notEqual(model.accuracy, null);
+    assert.ok(model.heldOut >= 5);
+    assert.equal(model.accuracy, 1, 'each host behaves as it always did');
+  });
+});
+
+describe('rankCandidates', () => {
+  it('rejects hosts where the guest does not fit, degraded hosts and hosts likely to leave', () => {
+    const g = guest('g', 'src', { memoryBytes: 2 * GiB });
+    const hosts = [
+      host('src', { usage: 1 }),
+      host('small', { freeGiB: 2 }), // needs 2 GiB * 1.2
+      host('busy'),
+      host('leaving'),
+      host('down'),
+      host('ok', { score: 0.5 }),
+    ];
+    hosts[4] = { ...host('down'), up: false };
+    const ranked = rankCandidates(
+      g,
+      round(hosts, [g], {
+        lowSince: new Map([['busy', NOW - 60_000]]),
+        pStay: (id) => (id === 'leaving' ? 0.3 : 0.9),
+      }),
+      DEFAULT_POLICY,
+    );
+    const why = Object.fromEntries(ranked.map((c) => [c.host.id, c.rejected ?? 'ok']));
+    assert.equal(why['src'], undefined, 'the guest’s own host is not a candidate');
+    assert.equal(why['small'], 'memory does not fit');
+    assert.equal(why['busy'], 'degraded itself');
+    assert.match(why['leaving'] ?? '', /P\(stays 10 min\) = 0\.30 < 0\.5/);
+    assert.equal(why['down'], 'not connected');
+    assert.equal(why['ok'], 'ok');
+    assert.equal(ranked[0]?.host.id, 'ok', 'usable candidates first');
+  });
+
+  it('orders other guests by speed', () => {
+    const g = guest('g', 'src');
+    const ranked = rankCandidates(
+      g,
+      round([host('src'), host('slow', { score: 1 }), host('fast', { score: 2 })], [g]),
+      DEFAULT_POLICY,
+    );
+    assert.deepEqual(
+      ranked.map((c) => c.host.id),
+      ['fast', 'slow'],
+    );
+  });
+
+  it('orders deadline guests by their chance to finish, not by speed', () => {
+    const g = guest('g', 'src', { deadline: NOW + 3_600_000, expectMs: 1_800_000, cpuMs: 0 });
+    const r = round(
+      [host('src'), host('fast', { score: 2 }), host('steady', { score: 1 }), host('late', { score: 0.4 })],
+      [g],
+      {
+        pStay: (id, _age, horizon) => (id === 'fast' ? 0.2 : id === 'steady' ? Math.exp(-horizon / 36_000_000) : 1),
+      },
+    );
+    const ranked = rankCandidates(g, r, DEFAULT_POLICY);
+    assert.equal(ranked[0]?.host.id, 'steady');
+    assert.ok((ranked[0]?.pFinish ?? 0) > 0.9);
+    // 30 min of work at speed 0.4 takes 75 min: past the deadline.
+    const late = ranked.find((c) => c.host.id === 'late');
+    assert.equal(late?.pFinish, 0);
+    assert.equal(late?.rejected, 'cannot finish before the deadline there');
+    // A deadline guest is not held to minStayProbability: the fast host is ranked, below the steady one.
+    const fast = ranked.find((c) => c.host.id === 'fast');
+    assert.equal(fast?.rejected, undefined);
+    assert.ok(ranked.indexOf(fast as (typeof ranked)[number]) > 0);
+  });
+});
+
+describe('decide', () => {
+  const degraded = (ids: string[]): Map<string, number> => new Map(ids.map((id) => [id, NOW - 30_000]));
+
+  it('moves the heaviest guest of a degraded host to the best candidate and names a backup', () => {
+    const hosts = [host('src', { usage: 0.9, score: 1 }), host('b', { score: 2 }), host('c', { score: 1.5 })];
+    const light = guest('light', 'src', { cpuRate: 10 });
+    const heavy = guest('heavy', 'src', { cpuRate: 50 });
+    const decisions = decide(round(hosts, [light, heavy], { lowSince: degraded(['src']) }), DEFAULT_POLICY);
+    assert.equal(decisions.length, 1, 'one move per degraded host per round');
+    const d = decisions[0];
+    assert.equal(d?.kind, 'move');
+    if (d?.kind !== 'move') return;
+    assert.equal(d.guestId, 'heavy');
+    assert.equal(d.to, 'b');
+    assert.equal(d.backup, 'c');
+    assert.match(d.message, /backup c/);
+  });
+
+  it('does nothing before the window has passed, or when disabled', () => {
+    const hosts = [host('src', { usage: 0.9 }), host('b', { score: 2 })];
+    const g = guest('g', 'src');
+    assert.equal(decide(round(hosts, [g], { lowSince: new Map([['src', NOW - 5_000]]) }), DEFAULT_POLICY).length, 0);
+    assert.equal(decide(round(hosts, [g], { lowSince: degraded(['src']) }), policy({ enabled: false })).length, 0);
+  });
+
+  it('declines a move without the margin (hysteresis)', () => {
+    // Here: score 1 with 0.3 of a core free; there: score 0.35 with a whole core: 1.17x < 1.3x.
+    const hosts = [host('src', { usage: 0.7 }), host('b', { score: 0.35 })];
+    const g = guest('g', 'src');
+    const [d] = decide(round(hosts, [g], { lowSince: degraded(['src']) }), DEFAULT_POLICY);
+    assert.equal(d?.kind, 'declined');
+    assert.equal(d?.data['reason'], 'margin');
+    const [moved] = decide(round(hosts, [g], { lowSince: degraded(['src']) }), policy({ margin: 1.1 }));
+    assert.equal(moved?.kind, 'move');
+  });
+
+  it('counts the guest’s own CPU as its own: a busy guest alone on a small host does not hop to an equal host', () => {
+    // The guest uses the host's one core (usage 1): without its own share, here would look 20x slower.
+    const hosts = [host('src', { usage: 1 }), host('b', { score: 1.2 })];
+    const g = guest('g', 'src', { cpuRate: 1000 });
+    const [d] = decide(round(hosts, [g], { lowSince: degraded(['src']) }), DEFAULT_POLICY);
+    assert.equal(d?.kind, 'declined');
+    assert.equal(d?.data['reason'], 'margin');
+  });
+
+  it('keeps a guest that moved within its cooldown where it is', () => {
+    const hosts = [host('src', { usage: 0.9 }), host('b', { score: 2 })];
+    const g = guest('g', 'src');
+    const r = round(hosts, [g], { lowSince: degraded(['src']), lastMoved: new Map([['g', NOW - 10_000]]) });
+    const [d] = decide(r, DEFAULT_POLICY);
+    assert.equal(d?.kind, 'declined');
+    assert.equal(d?.data['reason'], 'cooldown');
+    const later = decide({ ...r, lastMoved: new Map([['g', NOW - 61_000]]) }, DEFAULT_POLICY);
+    assert.equal(later[0]?.kind, 'move');
+  });
+
+  it('moves one guest per degraded host per round, within maxConcurrentMoves', () => {
+    const hosts = [
+      host('s1', { usage: 0.9 }),
+      host('s2', { usage: 0.9 }),
+      host('s3', { usage: 0.9 }),
+      host('b', { score: 2, capacity: 4 }),
+    ];
+    const guests = [guest('a1', 's1'), guest('a2', 's1'), guest('b1', 's2'), guest('c1', 's3')];
+    const r = round(hosts, guests, { lowSince: degraded(['s1', 's2', 's3']) });
+    const moves = decide(r, DEFAULT_POLICY).filter((d) => d.kind === 'move');
+    assert.equal(moves.length, 2, 'maxConcurrentMoves is 2');
+    assert.deepEqual(new Set(moves.map((m) => m.from)).size, 2);
+    const more = decide(r, policy({ maxConcurrentMoves: 10 })).filter((d) => d.kind === 'move');
+    assert.deepEqual(more.map((m) => m.guestId).sort(), ['a1', 'b1', 'c1']);
+    // Moves already under way use up the budget.
+    assert.equal(decide({ ...r, moving: new Set(['x', 'y']) }, DEFAULT_POLICY).length, 0);
+  });
+
+  it('says why when no host can take the guest', () => {
+    const hosts = [host('src', { usage: 0.9 }), host('b', { freeGiB: 0 })];
+    const [d] = decide(round(hosts, [guest('g', 'src')], { lowSince: degraded(['src']) }), DEFAULT_POLICY);
+    assert.equal(d?.kind, 'declined');
+    assert.equal(d?.data['reason'], 'no-candidate');
+    assert.match(d?.message ?? '', /b \(memory does not fit\)/);
+  });
+});
+
+describe('parsePolicy', () => {
+  const fails = (text: string, file: string, re: RegExp): void => {
+    assert.throws(
+      () => parsePolicy(text, file),
+      (err: unknown) => err instanceof RoamError && err.code === 'ROAM_ERR_USAGE' && re.test(err.message),
+    );
+  };
+
+  it('takes the defaults for what is left out', () => {
+    assert.deepEqual(parsePolicy('', 'p.yaml'), DEFAULT_POLICY);
+    assert.equal(parsePolicy('threshold: 0.25\n', 'p.yaml').threshold, 0.25);
+    assert.equal(parsePolicy('{"weights": {"cpu": 1}}', 'p.json').weights.memory, 0.2);
+  });
+
+  it('names the file and the field in its errors', () => {
+    fails('threshold: 2\n', 'p.yaml', /^p\.yaml: threshold: /);
+    fails('weights:\n  cpu: -1\n', 'p.yaml', /weights\.cpu: /);
+    fails('{"margin": 0.5}', 'p.json', /p\.json: margin: /);
+    fails('maxConcurrentMoves: 1.5\n', 'p.yaml', /maxConcurrentMoves: /);
+    fails('thresold: 0.3\n', 'p.yaml', /thresold/);
+    fails('weights: {cpu: 0, memory: 0, network: 0}\n', 'p.yaml', /weights: at least one weight/);
+    fails('{"threshold": ', 'p.json', /p\.json is not valid JSON/);
+    fails('a: [\n', 'p.yaml', /p\.yaml is not valid YAML/);
+  });
+});
