@@ -17,11 +17,10 @@
  * answer checked: the next number, the data's FNV-1a hash, the guest's running count. Anything lost,
  * repeated, reordered, damaged, or the connection closing, is a failure, reported with every answer.
  */
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
-import { fnv1a } from '../test/helpers/records.js';
+import { RecordsLedger } from '../src/cli/records-ledger.js';
 
 const [proxy = '', api = '', tokenFile = ''] = process.argv.slice(2);
 const token = readFileSync(tokenFile, 'utf8').trim();
@@ -41,14 +40,10 @@ async function call<T>(method: string, path: string, body?: unknown, timeoutMs =
 /** Records at a steady rate on one connection, every answer checked. */
 class PacedRecords {
   readonly socket: net.Socket;
-  private readonly sent = new Map<number, string>();
-  private nextSeq = 1;
-  private nextAnswer = 1;
-  private firstTotal: number | undefined;
-  private buffered = '';
+  private readonly ledger = new RecordsLedger();
   private stopping = false;
   closed = false;
-  readonly failures: string[] = [];
+  readonly failures = this.ledger.failures;
   /** Longest time between two answers (or since the last one), in ms, since `resetGap()`. */
   maxGapMs = 0;
   private lastAnswerAt = performance.now();
@@ -73,11 +68,8 @@ class PacedRecords {
       if (this.stopping || this.closed) return;
       owed = Math.min(owed + perTick, 64);
       let batch = '';
-      while (owed > 0 && this.nextSeq - this.nextAnswer < 64) {
-        const data = randomBytes(50).toString('hex');
-        const seq = this.nextSeq++;
-        this.sent.set(seq, data);
-        batch += `${seq} ${data}\n`;
+      while (owed > 0 && this.ledger.outstanding < 64) {
+        batch += this.ledger.next(100);
         owed--;
       }
       if (batch) this.socket.write(batch);
@@ -85,7 +77,7 @@ class PacedRecords {
   }
 
   get answered(): number {
-    return this.nextAnswer - 1;
+    return this.ledger.answered;
   }
 
   resetGap(): void {
@@ -113,12 +105,12 @@ class PacedRecords {
     this.stopping = true;
     clearInterval(this.timer);
     const deadline = performance.now() + timeoutMs;
-    while (this.answered < this.nextSeq - 1 && !this.closed && performance.now() < deadline) {
+    while (this.ledger.outstanding > 0 && !this.closed && performance.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    if (this.answered < this.nextSeq - 1) this.failures.push(`${this.nextSeq - 1 - this.answered} never answered`);
+    if (this.ledger.outstanding > 0) this.ledger.fail(`${this.ledger.outstanding} never answered`);
     this.socket.destroy();
-    return { sent: this.nextSeq - 1, answered: this.answered, failures: [...this.failures], closed: this.closed };
+    return { sent: this.ledger.sent, answered: this.answered, failures: [...this.failures], closed: this.closed };
   }
 
   private wake(): void {
@@ -130,26 +122,7 @@ class PacedRecords {
     const now = performance.now();
     this.maxGapMs = Math.max(this.maxGapMs, now - this.lastAnswerAt);
     this.lastAnswerAt = now;
-    this.buffered += chunk;
-    let end: number;
-    while ((end = this.buffered.indexOf('\n')) >= 0) {
-      const line = this.buffered.slice(0, end);
-      this.buffered = this.buffered.slice(end + 1);
-      const [seqText, hash, totalText] = line.split(' ');
-      const seq = Number(seqText);
-      const total = Number(totalText);
-      if (seq !== this.nextAnswer) {
-        this.failures.push(`answer ${seq} came where ${this.nextAnswer} was due`);
-        continue;
-      }
-      if (hash !== fnv1a(this.sent.get(seq) ?? '')) this.failures.push(`answer ${seq}: the data arrived damaged`);
-      this.firstTotal ??= total - seq;
-      if (total !== this.firstTotal + seq) {
-        this.failures.push(`answer ${seq}: the guest's count is ${total}, expected ${this.firstTotal + seq}`);
-      }
-      this.sent.delete(seq);
-      this.nextAnswer++;
-    }
+    this.ledger.take(chunk);
     this.wake();
   }
 }

@@ -6,18 +6,9 @@
  * the guest's JSON every 200 ms and checks that its counters never go back. Anything lost, repeated,
  * reordered or damaged, or a connection closing, is a failure.
  */
-import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
-
-export function fnv1a(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16);
-}
+import { RecordsLedger } from './records-ledger.js';
 
 export interface ClientStats {
   sent: number;
@@ -38,11 +29,8 @@ const PACE_MS = 20;
 
 export class DemoClient {
   private readonly socket: net.Socket;
-  private readonly pending = new Map<number, string>();
-  private nextSeq = 1;
-  private nextAnswer = 1;
-  private lastTotal: number | undefined;
-  private buffered = '';
+  private readonly ledger = new RecordsLedger();
+  private failuresSeen = 0;
   private stopping = false;
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   private httpTimer: NodeJS.Timeout | undefined;
@@ -96,11 +84,8 @@ export class DemoClient {
 
   private pump(): void {
     if (this.stopping || !this.stats.open) return;
-    while (this.pending.size < IN_FLIGHT) {
-      const seq = this.nextSeq++;
-      const data = randomBytes(RECORD_BYTES / 2).toString('hex');
-      this.pending.set(seq, data);
-      const line = `${seq} ${data}\n`;
+    while (this.ledger.outstanding < IN_FLIGHT) {
+      const line = this.ledger.next(RECORD_BYTES);
       this.socket.write(line);
       this.stats.sent++;
       this.stats.bytesSent += line.length;
@@ -109,25 +94,10 @@ export class DemoClient {
 
   private onData(chunk: string): void {
     this.stats.bytesReceived += chunk.length;
-    this.buffered += chunk;
-    let end: number;
-    while ((end = this.buffered.indexOf('\n')) >= 0) {
-      const line = this.buffered.slice(0, end);
-      this.buffered = this.buffered.slice(end + 1);
-      const [seqText, hash, totalText] = line.split(' ');
-      const seq = Number(seqText);
-      const total = Number(totalText);
-      const data = this.pending.get(seq);
-      if (seq !== this.nextAnswer) this.fail(`tcp: answer ${seq} came where ${this.nextAnswer} was due`);
-      else if (data === undefined || hash !== fnv1a(data)) this.fail(`tcp: answer ${seq} is damaged`);
-      else if (this.lastTotal !== undefined && total !== this.lastTotal + 1)
-        this.fail(`tcp: the guest's count went from ${this.lastTotal} to ${total}`);
-      this.pending.delete(seq);
-      this.nextAnswer = seq + 1;
-      this.lastTotal = total;
-      this.stats.answered++;
-    }
-    if (this.pending.size <= IN_FLIGHT / 2) {
+    this.stats.answered += this.ledger.take(chunk);
+    for (const failure of this.ledger.failures.slice(this.failuresSeen)) this.fail(`tcp: ${failure}`);
+    this.failuresSeen = this.ledger.failures.length;
+    if (this.ledger.outstanding <= IN_FLIGHT / 2) {
       clearTimeout(this.pumpTimer);
       this.pumpTimer = setTimeout(() => this.pump(), PACE_MS);
     }
@@ -169,7 +139,7 @@ export class DemoClient {
     clearTimeout(this.pumpTimer);
     clearTimeout(this.httpTimer);
     const deadline = Date.now() + timeoutMs;
-    while (this.pending.size > 0 && this.stats.open && Date.now() < deadline) {
+    while (this.ledger.outstanding > 0 && this.stats.open && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         const done = (): void => {
           clearTimeout(timer);
@@ -180,7 +150,8 @@ export class DemoClient {
         this.socket.once('data', done).once('close', done);
       });
     }
-    if (this.pending.size > 0 && this.stats.open) this.fail(`tcp: ${this.pending.size} answer(s) never came`);
+    if (this.ledger.outstanding > 0 && this.stats.open)
+      this.fail(`tcp: ${this.ledger.outstanding} answer(s) never came`);
     this.socket.end();
     this.agent.destroy();
     return this.stats;

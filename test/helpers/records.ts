@@ -4,17 +4,10 @@
  * answer: the next number, the data's FNV-1a hash, and the guest's own running count. Anything
  * lost, repeated, reordered or damaged, or the connection closing, is recorded as a failure.
  */
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { RecordsLedger } from '../../src/cli/records-ledger.js';
 
-export function fnv1a(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16);
-}
+export { fnv1a } from '../../src/cli/records-ledger.js';
 
 export interface RecordsResult {
   sent: number;
@@ -25,14 +18,9 @@ export interface RecordsResult {
 
 export class RecordsClient {
   private readonly socket: net.Socket;
-  private readonly sentData = new Map<number, string>();
-  private nextSeq = 1;
-  private nextAnswer = 1;
-  private firstTotal: number | undefined;
-  private buffered = '';
+  private readonly ledger = new RecordsLedger();
   private stopping = false;
   private closed = false;
-  private readonly failures: string[] = [];
   private settle: (() => void) | undefined;
   readonly connected: Promise<void>;
 
@@ -49,17 +37,17 @@ export class RecordsClient {
       this.socket.once('error', reject);
     });
     this.socket.on('data', (chunk: string) => this.onData(chunk));
-    this.socket.on('error', (err) => this.failures.push(`socket error: ${err.message}`));
+    this.socket.on('error', (err) => this.ledger.fail(`socket error: ${err.message}`));
     this.socket.on('close', () => {
       this.closed = true;
-      if (!this.stopping) this.failures.push('the connection closed');
+      if (!this.stopping) this.ledger.fail('the connection closed');
       this.settle?.();
     });
     void this.connected.then(() => this.pump());
   }
 
   get answered(): number {
-    return this.nextAnswer - 1;
+    return this.ledger.answered;
   }
 
   /** Resolves once `n` more answers have come (or the connection failed). */
@@ -79,52 +67,33 @@ export class RecordsClient {
   async finish(timeoutMs = 30_000): Promise<RecordsResult> {
     this.stopping = true;
     const deadline = Date.now() + timeoutMs;
-    while (this.answered < this.nextSeq - 1 && !this.closed && Date.now() < deadline) {
+    while (this.ledger.outstanding > 0 && !this.closed && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         this.settle = resolve;
         setTimeout(resolve, 100).unref();
       });
     }
-    if (this.answered < this.nextSeq - 1)
-      this.failures.push(`${this.nextSeq - 1 - this.answered} records never answered`);
+    if (this.ledger.outstanding > 0) this.ledger.fail(`${this.ledger.outstanding} records never answered`);
     this.socket.destroy();
-    return { sent: this.nextSeq - 1, answered: this.answered, failures: [...this.failures], closed: this.closed };
+    return {
+      sent: this.ledger.sent,
+      answered: this.answered,
+      failures: [...this.ledger.failures],
+      closed: this.closed,
+    };
   }
 
   private pump(): void {
     if (this.stopping || this.closed) return;
     let batch = '';
-    while (this.nextSeq - this.nextAnswer < this.inFlight) {
-      const data = randomBytes(this.size / 2).toString('hex');
-      const seq = this.nextSeq++;
-      this.sentData.set(seq, data);
-      batch += `${seq} ${data}\n`;
-    }
+    while (this.ledger.outstanding < this.inFlight) batch += this.ledger.next(this.size);
     if (batch) this.socket.write(batch);
   }
 
   private onData(chunk: string): void {
-    this.buffered += chunk;
-    let end: number;
-    while ((end = this.buffered.indexOf('\n')) >= 0) {
-      const line = this.buffered.slice(0, end);
-      this.buffered = this.buffered.slice(end + 1);
-      const [seqText, hash, totalText] = line.split(' ');
-      const seq = Number(seqText);
-      const total = Number(totalText);
-      if (seq !== this.nextAnswer) {
-        this.failures.push(`answer ${seq} came where ${this.nextAnswer} was due`);
-        if (this.failures.length > 20) this.socket.destroy();
-        continue;
-      }
-      const data = this.sentData.get(seq) ?? '';
-      if (hash !== fnv1a(data)) this.failures.push(`answer ${seq}: the data arrived damaged`);
-      this.firstTotal ??= total - seq;
-      if (total !== this.firstTotal + seq)
-        this.failures.push(`answer ${seq}: the guest's count is ${total}, expected ${this.firstTotal + seq}`);
-      this.sentData.delete(seq);
-      this.nextAnswer++;
-    }
+    this.ledger.take(chunk);
+    // Far gone: stop reading on rather than pile up a thousand failures.
+    if (this.ledger.failures.length > 20) this.socket.destroy();
     this.settle?.();
     this.pump();
   }
