@@ -129,9 +129,23 @@ net.createServer((socket) => {
 `;
 }
 
-/** `key=1.2 key=3.4` after `ms: ` in the last line matching `re`. */
+/** A host's log line's message (hosts log JSON when their output is not a terminal). */
+function logMessage(line: string): string {
+  if (!line.startsWith('{')) return line;
+  try {
+    const record = JSON.parse(line) as { msg?: unknown };
+    return typeof record.msg === 'string' ? record.msg : '';
+  } catch {
+    return line;
+  }
+}
+
+/** `key=1.2 key=3.4` after `ms: ` in the last log message matching `re`. */
 function parseTimings(text: string, re: RegExp): Record<string, number> {
-  const lines = text.split('\n').filter((l) => re.test(l));
+  const lines = text
+    .split('\n')
+    .map(logMessage)
+    .filter((l) => re.test(l));
   const last = lines[lines.length - 1] ?? '';
   const out: Record<string, number> = {};
   for (const m of (/ms: (.*)$/.exec(last)?.[1] ?? '').matchAll(/(\w+)=([\d.]+)/g)) {

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CodecChooser, applyPackedPages, packPages } from '../src/migration/pages.js';
+import { CodecChooser, PageWriter, applyPackedPages, packPages } from '../src/migration/pages.js';
 import { PeerDecoder, encodePeer } from '../src/migration/peer-wire.js';
 
 const MIB = 1 << 20;
@@ -51,7 +51,7 @@ describe('page messages in parts', () => {
         codec,
         rawBytes: data.length,
       } as const;
-      const parts = encodePeer(header, packPages(indices, data, codec));
+      const parts = encodePeer(header, packPages({ indices, parts: [data], rawBytes: data.length }, codec));
       const decoder = new PeerDecoder();
       const messages = parts.flatMap((part) => decoder.push(part));
       assert.equal(messages.length, 1);
@@ -61,11 +61,58 @@ describe('page messages in parts', () => {
       assert.ok(Buffer.from(memory.subarray(3 * 65536)).equals(data.subarray(65536)));
       assert.equal(memory[0], 0);
 
-      const damaged = encodePeer(header, packPages(indices, data, codec));
+      const damaged = encodePeer(header, packPages({ indices, parts: [data], rawBytes: data.length }, codec));
       const last = damaged[damaged.length - 1]!;
       last[last.length >> 1] = (last[last.length >> 1] ?? 0) ^ 0xff;
       const whole = Buffer.concat(damaged);
       assert.throws(() => new PeerDecoder().push(whole), /checksum mismatch/);
     });
   }
+});
+
+describe('page messages streamed into memory', () => {
+  const indices = new Uint8Array(8);
+  new DataView(indices.buffer).setUint32(0, 0, true);
+  new DataView(indices.buffer).setUint32(4, 2, true);
+  const data = Buffer.alloc(2 * 65536);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 13) & 0xff;
+  const header = {
+    type: 'pages',
+    round: 0,
+    final: false,
+    byteLength: 3 * 65536,
+    count: 2,
+    codec: 'none',
+    rawBytes: data.length,
+  } as const;
+  const streamInto = (memory: Uint8Array): PeerDecoder =>
+    new PeerDecoder((h) => (h.type === 'pages' ? new PageWriter(h.count, h.rawBytes, memory) : undefined));
+
+  it('writes the pages where they belong as chunks arrive, then hands on the header alone', () => {
+    const memory = new Uint8Array(3 * 65536);
+    const decoder = streamInto(memory);
+    const whole = Buffer.concat([
+      ...encodePeer(header, packPages({ indices, parts: [data], rawBytes: data.length }, 'none')),
+      ...encodePeer({ type: 'resumed', restoreMs: 1 }),
+    ]);
+    const messages = [];
+    for (let at = 0; at < whole.length; at += 4093) messages.push(...decoder.push(whole.subarray(at, at + 4093)));
+    assert.deepEqual(
+      messages.map((m) => [m.header.type, m.streamed === true, m.body.length]),
+      [
+        ['pages', true, 0],
+        ['resumed', false, 0],
+      ],
+    );
+    assert.ok(Buffer.from(memory.subarray(0, 65536)).equals(data.subarray(0, 65536)));
+    assert.equal(memory[65536 + 7], 0);
+    assert.ok(Buffer.from(memory.subarray(2 * 65536)).equals(data.subarray(65536)));
+  });
+
+  it('still refuses a damaged body (its checksum is checked at its last byte)', () => {
+    const parts = encodePeer(header, packPages({ indices, parts: [Buffer.from(data)], rawBytes: data.length }, 'none'));
+    const last = parts[parts.length - 1]!;
+    last[100] = (last[100] ?? 0) ^ 1;
+    assert.throws(() => streamInto(new Uint8Array(3 * 65536)).push(Buffer.concat(parts)), /checksum mismatch/);
+  });
 });

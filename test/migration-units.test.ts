@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { PAGE_SIZE } from '../src/guest/image/format.js';
 import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
-import { PageShadow, applyPackedPages, packPages } from '../src/migration/pages.js';
+import { PageShadow, PageWriter, applyPackedPages, packPages } from '../src/migration/pages.js';
 import { MAX_HEADER_BYTES, PeerDecoder, encodePeer, type PeerHeader } from '../src/migration/peer-wire.js';
 import { Migrations, type MigrationPorts } from '../src/proxy/migrations.js';
 import type { ControlMessage } from '../src/wire/index.js';
@@ -75,12 +75,23 @@ describe('pre-copy page tracking', () => {
     // What the target rebuilds from the packed pages equals the source's memory.
     const target = new Uint8Array(6 * PAGE_SIZE);
     target.set(base);
-    const { indices, data } = shadow.take(memory, dirty);
+    const batch = shadow.take(memory, dirty);
     for (const codec of ['snappy', 'none'] as const) {
       const copy = target.slice();
-      applyPackedPages(Buffer.concat(packPages(indices, data, codec)), dirty.length, codec, data.length, copy);
+      applyPackedPages(Buffer.concat(packPages(batch, codec)), dirty.length, codec, batch.rawBytes, copy);
       assert.ok(Buffer.from(copy).equals(Buffer.from(memory)), codec);
     }
+    // The batch is a view of the shadow, not of the guest's memory: later changes do not leak in.
+    memory[3 * PAGE_SIZE] = 10;
+    const streamed = target.slice();
+    const writer = new PageWriter(dirty.length, batch.rawBytes, streamed);
+    for (const part of packPages(batch, 'none')) {
+      for (let at = 0; at < part.length; at += 1000) writer.write(part.subarray(at, at + 1000));
+    }
+    writer.end();
+    assert.equal(streamed[3 * PAGE_SIZE], 9);
+    memory[3 * PAGE_SIZE] = 9;
+    assert.ok(Buffer.from(streamed).equals(Buffer.from(memory)), 'written chunk by chunk');
     assert.deepEqual([...shadow.dirty(memory)], [], 'nothing left once sent');
   });
 
@@ -89,7 +100,8 @@ describe('pre-copy page tracking', () => {
     const pack = (pages: number[]): Buffer => {
       const indices = Buffer.alloc(pages.length * 4);
       pages.forEach((p, i) => indices.writeUInt32LE(p, i * 4));
-      return Buffer.concat(packPages(indices, Buffer.alloc(pages.length * PAGE_SIZE), 'none'));
+      const parts = [Buffer.alloc(pages.length * PAGE_SIZE)];
+      return Buffer.concat(packPages({ indices, parts, rawBytes: pages.length * PAGE_SIZE }, 'none'));
     };
     assert.throws(() => applyPackedPages(pack([5]), 1, 'none', PAGE_SIZE, memory), /beyond the memory/);
     assert.throws(() => applyPackedPages(pack([1, 0]), 2, 'none', 2 * PAGE_SIZE, memory), /not ascending/);

@@ -11,6 +11,7 @@ import { acceptMove, type Expectation } from '../migration/target.js';
 import type { ControlMessage, MigrateInMessage, MigrateMessage, MigrationStep } from '../wire/index.js';
 import type { TunnelNetwork } from './tunnel-network.js';
 import { CodecChooser, formatTimings } from '../migration/pages.js';
+import { SpareSandbox } from '../migration/spare.js';
 
 /** A move the proxy announced is good for this long without an offer. */
 const EXPECTATION_TTL_MS = 60_000;
@@ -47,6 +48,9 @@ export class Moves {
   /** Per target (address and peer port): what moves there measured of the link, for the page codec. */
   private readonly codecs = new Map<string, CodecChooser>();
 
+  /** A sandbox ready for the next guest that moves here. */
+  private readonly spare = new SpareSandbox();
+
   constructor(private readonly host: MoveHost) {}
 
   /** Listens on the peer port; resolves with the port (0 picks a free one). */
@@ -59,6 +63,7 @@ export class Moves {
         network: (guestId) => this.host.network(guestId),
         commit: (migrationId, streams) => this.decide(migrationId, { type: 'migrateCommit', migrationId, streams }),
         adopt: (guest, network) => this.host.adopt(guest, network),
+        sandbox: (limits, expectedBytes) => this.spare.take(limits, expectedBytes),
         failed: (migrationId, step, err) =>
           this.host.control({
             type: 'migrateFailed',
@@ -110,6 +115,7 @@ export class Moves {
   }
 
   close(): void {
+    this.spare.close();
     this.server?.close();
     for (const socket of this.sockets) socket.destroy();
     for (const { timer } of this.expected.values()) clearTimeout(timer);

@@ -9,17 +9,31 @@
  */
 import snappy from 'snappy';
 import { PAGE_SIZE } from '../guest/image/format.js';
-import { copyToPages } from '../guest/image/memory.js';
 import { RoamError } from '../errors.js';
 
 /** Pages per peer message: 8 MiB raw, so compression, sending and applying overlap. */
 export const PAGES_PER_MESSAGE = 128;
 
+/**
+ * A batch of pages for one message: the indices (u32 LE), then the pages' bytes in that order as
+ * views (one per run of consecutive pages), never copied again on the way to the socket.
+ */
+export interface PageBatch {
+  indices: Uint8Array;
+  parts: Uint8Array[];
+  rawBytes: number;
+}
+
 export class PageShadow {
   private shadow: Buffer;
 
-  constructor(base: Uint8Array) {
-    this.shadow = Buffer.from(base); // a copy: the target's memory as it starts
+  /**
+   * `base` is what the target's memory starts as; `sizeHint` the guest's memory size now, so the
+   * shadow is allocated once at its full size (growing it later means a copy and page faults).
+   */
+  constructor(base: Uint8Array, sizeHint = 0) {
+    this.shadow = Buffer.alloc(Math.max(base.byteLength, sizeHint));
+    this.shadow.set(base);
   }
 
   /** Indices of the pages of `memory` that differ from what the target holds. */
@@ -38,24 +52,44 @@ export class PageShadow {
     return found.slice(0, count);
   }
 
-  /** Copies `pages` of `memory` into the shadow and returns them packed: indices, then bytes. */
-  take(memory: Uint8Array, pages: Uint32Array): { indices: Uint8Array; data: Buffer } {
+  /**
+   * Copies `pages` of the running guest's `memory` into the shadow and returns them as views of the
+   * shadow: the one copy a page needs while the guest can still change it. The views are valid
+   * until the shadow changes again, so the sender waits until the socket has taken them (see
+   * `PeerChannel.flushed`) before the next round's `take`.
+   */
+  take(memory: Uint8Array, pages: Uint32Array): PageBatch {
     if (this.shadow.length < memory.byteLength) {
       const grown = Buffer.alloc(memory.byteLength);
       grown.set(this.shadow);
       this.shadow = grown;
     }
-    const data = Buffer.allocUnsafe(pages.length * PAGE_SIZE);
-    for (let i = 0; i < pages.length; i++) {
-      const at = (pages[i] ?? 0) * PAGE_SIZE;
-      const page = memory.subarray(at, at + PAGE_SIZE);
-      data.set(page, i * PAGE_SIZE);
-      this.shadow.set(page, at);
-    }
-    const indices = new Uint8Array(pages.length * 4);
-    const view = new DataView(indices.buffer);
-    for (let i = 0; i < pages.length; i++) view.setUint32(i * 4, pages[i] ?? 0, true);
-    return { indices, data };
+    forRuns(pages, (at, length) => this.shadow.set(memory.subarray(at, at + length), at));
+    return viewPages(this.shadow, pages);
+  }
+}
+
+/**
+ * `pages` of `memory` as views, not copies: for a frozen guest's last round (its memory does not
+ * change until the move is decided, and the peer connection is gone before it runs again).
+ */
+export function viewPages(memory: Uint8Array, pages: Uint32Array): PageBatch {
+  const parts: Uint8Array[] = [];
+  forRuns(pages, (at, length) => parts.push(memory.subarray(at, at + length)));
+  const indices = new Uint8Array(pages.length * 4);
+  const view = new DataView(indices.buffer);
+  for (let i = 0; i < pages.length; i++) view.setUint32(i * 4, pages[i] ?? 0, true);
+  return { indices, parts, rawBytes: pages.length * PAGE_SIZE };
+}
+
+/** Calls `each(byteOffset, byteLength)` once per run of consecutive pages. */
+function forRuns(pages: Uint32Array, each: (at: number, length: number) => void): void {
+  for (let i = 0; i < pages.length;) {
+    const first = pages[i] ?? 0;
+    let j = i + 1;
+    while (j < pages.length && pages[j] === first + (j - i)) j++;
+    each(first * PAGE_SIZE, (j - i) * PAGE_SIZE);
+    i = j;
   }
 }
 
@@ -107,14 +141,81 @@ export class CodecChooser {
  * One message's body, as the parts to write one after the other (not copied into one buffer): the
  * page indices (u32 LE), then the pages, compressed with `codec`.
  */
-export function packPages(indices: Uint8Array, data: Buffer, codec: PageCodec): Uint8Array[] {
-  return [indices, codec === 'snappy' ? snappy.compressSync(data) : data];
+export function packPages(batch: PageBatch, codec: PageCodec): Uint8Array[] {
+  if (codec === 'none') return [batch.indices, ...batch.parts];
+  const raw = batch.parts.length === 1 ? (batch.parts[0] as Uint8Array) : Buffer.concat(batch.parts);
+  return [batch.indices, snappy.compressSync(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength))];
+}
+
+function malformed(message: string): never {
+  throw new RoamError('ROAM_ERR_IMAGE_MALFORMED', `a memory message of the move is malformed: ${message}`);
 }
 
 /**
- * Writes a message's pages into `memory` (the target's sandbox memory, grown to the guest's size).
- * Every index and length is checked first: a body that passed its CRC can still be hostile.
+ * Writes a plain page message's body into `memory` (the target's sandbox memory, grown to the
+ * guest's size) as its bytes arrive: the indices first, all checked before a page is written (a
+ * body can be hostile), then each page in its place. No buffer holds the message on the way.
  */
+export class PageWriter {
+  private readonly indexBytes: Uint8Array;
+  private indexFill = 0;
+  private pages: Uint32Array | undefined;
+  private written = 0;
+
+  constructor(
+    private readonly count: number,
+    private readonly rawBytes: number,
+    private readonly memory: Uint8Array,
+  ) {
+    if (rawBytes !== count * PAGE_SIZE) malformed(`${rawBytes} raw bytes for ${count} pages`);
+    this.indexBytes = new Uint8Array(count * 4);
+    if (count === 0) this.pages = new Uint32Array(0);
+  }
+
+  write(chunk: Uint8Array): void {
+    let at = 0;
+    if (!this.pages) {
+      const n = Math.min(this.indexBytes.length - this.indexFill, chunk.length);
+      this.indexBytes.set(chunk.subarray(0, n), this.indexFill);
+      this.indexFill += n;
+      at = n;
+      if (this.indexFill < this.indexBytes.length) return;
+      this.pages = this.checkIndices();
+    }
+    const pages = this.pages;
+    while (at < chunk.length) {
+      if (this.written >= this.rawBytes) malformed(`more than the ${this.rawBytes} bytes of its ${this.count} pages`);
+      const within = this.written % PAGE_SIZE;
+      const page = pages[Math.floor(this.written / PAGE_SIZE)] ?? 0;
+      const n = Math.min(PAGE_SIZE - within, chunk.length - at);
+      this.memory.set(chunk.subarray(at, at + n), page * PAGE_SIZE + within);
+      this.written += n;
+      at += n;
+    }
+  }
+
+  /** The body is over: it must have held every page. */
+  end(): void {
+    if (!this.pages || this.written !== this.rawBytes) {
+      malformed(`${this.indexFill + this.written} bytes of pages, expected ${this.count * 4 + this.rawBytes}`);
+    }
+  }
+
+  private checkIndices(): Uint32Array {
+    const view = new DataView(this.indexBytes.buffer);
+    const pages = new Uint32Array(this.count);
+    const total = Math.floor(this.memory.byteLength / PAGE_SIZE);
+    for (let i = 0; i < this.count; i++) {
+      const page = view.getUint32(i * 4, true);
+      if (page >= total) malformed(`page ${page} is beyond the memory's ${total} pages`);
+      if (i > 0 && page <= (pages[i - 1] ?? 0)) malformed('page indices are not ascending');
+      pages[i] = page;
+    }
+    return pages;
+  }
+}
+
+/** Writes a whole (buffered) page message's body into `memory`: see `PageWriter`. */
 export function applyPackedPages(
   body: Uint8Array,
   count: number,
@@ -122,33 +223,24 @@ export function applyPackedPages(
   rawBytes: number,
   memory: Uint8Array,
 ): void {
-  const fail = (message: string): never => {
-    throw new RoamError('ROAM_ERR_IMAGE_MALFORMED', `a memory message of the move is malformed: ${message}`);
-  };
-  if (body.length < count * 4) fail(`${count} page indices do not fit in ${body.length} bytes`);
-  if (rawBytes !== count * PAGE_SIZE) fail(`${rawBytes} raw bytes for ${count} pages`);
-  const view = new DataView(body.buffer, body.byteOffset, count * 4);
-  const pages = new Uint32Array(count);
-  const total = Math.floor(memory.byteLength / PAGE_SIZE);
-  for (let i = 0; i < count; i++) {
-    const page = view.getUint32(i * 4, true);
-    if (page >= total) fail(`page ${page} is beyond the memory's ${total} pages`);
-    if (i > 0 && page <= (pages[i - 1] ?? 0)) fail('page indices are not ascending');
-    pages[i] = page;
-  }
-  const stored = body.subarray(count * 4);
-  let data: Uint8Array;
-  if (codec === 'snappy') {
+  const writer = new PageWriter(count, rawBytes, memory);
+  if (body.length < count * 4) malformed(`${count} page indices do not fit in ${body.length} bytes`);
+  if (codec === 'none') writer.write(body);
+  else {
+    writer.write(body.subarray(0, count * 4));
+    const stored = body.subarray(count * 4);
+    let data: Buffer;
     try {
       data = snappy.uncompressSync(Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength), {
         asBuffer: true,
       }) as Buffer;
     } catch (err) {
-      return fail(`its pages do not decompress: ${(err as Error).message}`);
+      return malformed(`its pages do not decompress: ${(err as Error).message}`);
     }
-  } else data = stored;
-  if (data.length !== rawBytes) fail(`${data.length} bytes of pages, expected ${rawBytes}`);
-  copyToPages(data, 0, pages, memory);
+    if (data.length !== rawBytes) malformed(`${data.length} bytes of pages, expected ${rawBytes}`);
+    writer.write(data);
+  }
+  writer.end();
 }
 
 /** `key=1.2 key=3.4`: a move's step timings for a log line. */

@@ -4,7 +4,7 @@
  */
 import type net from 'node:net';
 import { RoamError } from '../errors.js';
-import { PeerDecoder, encodePeer, type PeerHeader, type PeerMessage } from './peer-wire.js';
+import { PeerDecoder, encodePeer, type PeerHeader, type PeerMessage, type SinkChooser } from './peer-wire.js';
 
 export class PeerChannel {
   private readonly decoder = new PeerDecoder();
@@ -60,11 +60,32 @@ export class PeerChannel {
       parts[last] = copy;
     }
     let ok = true;
+    // Corked, the parts go to the kernel in one writev instead of one write each.
+    this.socket.cork();
     for (const part of parts) {
       this.bytesSent += part.length;
       if (part.length > 0) ok = this.socket.write(part);
     }
+    this.socket.uncork();
     if (!ok) await this.drained();
+  }
+
+  /**
+   * Resolves once the socket has handed everything written so far to the kernel: after that, the
+   * buffers given to `send` may change (the source sends views of its page shadow, not copies).
+   */
+  flushed(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.socket.writableLength === 0) return Promise.resolve();
+    // Writes complete in order: an empty write's callback comes after every earlier one's.
+    return new Promise((resolve, reject) =>
+      this.socket.write(new Uint8Array(0), (err) => (err ? reject(this.failure ?? err) : resolve())),
+    );
+  }
+
+  /** From now on, bodies `sinkFor` takes go to their sink as they arrive (see `PeerDecoder`). */
+  streamBodies(sinkFor: SinkChooser): void {
+    this.decoder.sinkFor = sinkFor;
   }
 
   /** The next message, or an error if none comes within `timeoutMs` or the connection fails. */

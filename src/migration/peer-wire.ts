@@ -93,8 +93,22 @@ export type StateMessage = z.infer<typeof stateSchema>;
 
 export interface PeerMessage {
   header: PeerHeader;
+  /** The body; empty when a sink took it as it arrived (`streamed`). */
   body: Uint8Array;
+  streamed?: boolean;
 }
+
+/**
+ * Takes a message's body as it arrives instead of a buffer holding all of it (the target writes
+ * memory pages straight into the sandbox this way). `write` and `end` may throw to refuse it.
+ */
+export interface BodySink {
+  write(chunk: Uint8Array): void;
+  end(): void;
+}
+
+/** Chooses a sink for a message, by its header (already validated); undefined buffers the body. */
+export type SinkChooser = (header: PeerHeader, bodyBytes: number) => BodySink | undefined;
 
 function protocolError(message: string): RoamError {
   return new RoamError('ROAM_ERR_PEER_PROTOCOL', message);
@@ -126,65 +140,83 @@ export function encodePeer(
 }
 
 /**
- * Streaming decoder. Gathers one message at a time into a buffer of exactly its declared size
- * (checked against the limits first); a damaged or hostile stream is a RoamError.
+ * Streaming decoder. Reads the prefix and the header (checked against the limits, then parsed and
+ * validated), then the body: into a buffer of exactly its declared size, or, when `sinkFor` gives a
+ * sink for that header, into the sink chunk by chunk. Either way the body's CRC is checked when
+ * its last byte arrives, before the message is handed on; a sink has then seen damaged bytes, so
+ * its owner must drop what it wrote when the decoder throws. A damaged or hostile stream is a
+ * RoamError.
  */
 export class PeerDecoder {
   private prefix = Buffer.alloc(PREFIX_BYTES);
   private prefixFill = 0;
-  private frame: Buffer | undefined;
-  private frameFill = 0;
-  private headerLength = 0;
+  /** The header's bytes while they arrive. */
+  private headerBuf: Buffer | undefined;
+  private headerFill = 0;
+  /** The message whose body is arriving. */
+  private current: { header: PeerHeader; body: Buffer | undefined; sink: BodySink | undefined } | undefined;
+  private bodyLength = 0;
+  private bodyFill = 0;
   private crc = 0;
+  private running = 0;
+
+  constructor(public sinkFor?: SinkChooser) {}
 
   push(chunk: Uint8Array): PeerMessage[] {
     const out: PeerMessage[] = [];
     let at = 0;
     while (at < chunk.length) {
-      if (!this.frame) {
+      if (this.current) {
+        const n = Math.min(this.bodyLength - this.bodyFill, chunk.length - at);
+        const part = chunk.subarray(at, at + n);
+        this.running = zlib.crc32(part, this.running);
+        if (this.current.sink) this.current.sink.write(part);
+        else this.current.body?.set(part, this.bodyFill);
+        this.bodyFill += n;
+        at += n;
+        if (this.bodyFill === this.bodyLength) out.push(this.finishBody());
+      } else if (this.headerBuf) {
+        const n = Math.min(this.headerBuf.length - this.headerFill, chunk.length - at);
+        this.headerBuf.set(chunk.subarray(at, at + n), this.headerFill);
+        this.headerFill += n;
+        at += n;
+        if (this.headerFill === this.headerBuf.length) {
+          this.startBody();
+          if (this.bodyLength === 0) out.push(this.finishBody());
+        }
+      } else {
         const n = Math.min(PREFIX_BYTES - this.prefixFill, chunk.length - at);
         this.prefix.set(chunk.subarray(at, at + n), this.prefixFill);
         this.prefixFill += n;
         at += n;
-        if (this.prefixFill < PREFIX_BYTES) break;
-        this.startFrame();
-        continue;
+        if (this.prefixFill === PREFIX_BYTES) this.startFrame();
       }
-      const n = Math.min(this.frame.length - this.frameFill, chunk.length - at);
-      this.frame.set(chunk.subarray(at, at + n), this.frameFill);
-      this.frameFill += n;
-      at += n;
-      if (this.frameFill === this.frame.length) out.push(this.finishFrame());
     }
     return out;
   }
 
   private startFrame(): void {
     if (this.prefix.readUInt32BE(0) !== PEER_MAGIC) throw protocolError('not a Roam peer connection (bad magic)');
-    this.headerLength = this.prefix.readUInt32BE(4);
-    const bodyLength = this.prefix.readUInt32BE(8);
+    const headerLength = this.prefix.readUInt32BE(4);
+    this.bodyLength = this.prefix.readUInt32BE(8);
     this.crc = this.prefix.readUInt32BE(12);
-    if (this.headerLength === 0 || this.headerLength > MAX_HEADER_BYTES) {
-      throw protocolError(`a peer message header of ${this.headerLength} bytes is outside 1..${MAX_HEADER_BYTES}`);
+    if (headerLength === 0 || headerLength > MAX_HEADER_BYTES) {
+      throw protocolError(`a peer message header of ${headerLength} bytes is outside 1..${MAX_HEADER_BYTES}`);
     }
-    if (bodyLength > MAX_BODY_BYTES) {
-      throw protocolError(`a peer message body of ${bodyLength} bytes is larger than ${MAX_BODY_BYTES}`);
+    if (this.bodyLength > MAX_BODY_BYTES) {
+      throw protocolError(`a peer message body of ${this.bodyLength} bytes is larger than ${MAX_BODY_BYTES}`);
     }
-    this.frame = Buffer.allocUnsafe(this.headerLength + bodyLength);
-    this.frameFill = 0;
+    this.headerBuf = Buffer.allocUnsafe(headerLength);
+    this.headerFill = 0;
     this.prefixFill = 0;
   }
 
-  private finishFrame(): PeerMessage {
-    const frame = this.frame as Buffer;
-    this.frame = undefined;
-    const body = frame.subarray(this.headerLength);
-    if (zlib.crc32(body) !== this.crc) {
-      throw protocolError('checksum mismatch: a peer message was damaged in transit');
-    }
+  private startBody(): void {
+    const text = (this.headerBuf as Buffer).toString('utf8');
+    this.headerBuf = undefined;
     let json: unknown;
     try {
-      json = JSON.parse(frame.toString('utf8', 0, this.headerLength));
+      json = JSON.parse(text);
     } catch {
       throw protocolError('a peer message header is not JSON');
     }
@@ -195,6 +227,24 @@ export class PeerDecoder {
         `a peer message header is malformed at ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`,
       );
     }
-    return { header: parsed.data, body };
+    const sink = this.sinkFor?.(parsed.data, this.bodyLength);
+    this.current = {
+      header: parsed.data,
+      sink,
+      body: sink ? undefined : Buffer.allocUnsafe(this.bodyLength),
+    };
+    this.bodyFill = 0;
+    this.running = 0;
+  }
+
+  private finishBody(): PeerMessage {
+    const { header, body, sink } = this.current as NonNullable<PeerDecoder['current']>;
+    this.current = undefined;
+    if (this.running !== this.crc) throw protocolError('checksum mismatch: a peer message was damaged in transit');
+    if (sink) {
+      sink.end();
+      return { header, body: new Uint8Array(0), streamed: true };
+    }
+    return { header, body: body ?? new Uint8Array(0) };
   }
 }

@@ -11,7 +11,7 @@ import type { Guest } from '../guest/guest.js';
 import { PAGE_SIZE } from '../guest/image/format.js';
 import type { MigrateMessage, MigrateProgressMessage, MigrationStep } from '../wire/index.js';
 import { ROAM_VERSION } from '../version.js';
-import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, packPages } from './pages.js';
+import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, packPages, viewPages } from './pages.js';
 import { PeerChannel } from './peer-channel.js';
 import type { PeerHeader } from './peer-wire.js';
 
@@ -108,13 +108,18 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
   const sendPages = async (pages: Uint32Array, round: number, final: boolean): Promise<number> => {
     const memory = guest.memoryView();
     let sent = 0;
+    // The shadow's pages may change only once the socket holds none of them: the last round's
+    // views are still being sent when the next round starts.
+    if (!final) await (channel as PeerChannel).flushed();
     for (let i = 0; i < pages.length || (final && i === 0); i += PAGES_PER_MESSAGE) {
       const part = pages.subarray(i, i + PAGES_PER_MESSAGE);
       let t = performance.now();
-      const { indices, data } = shadow.take(memory, part);
+      // Before the freeze a page is copied once, into the shadow, and sent from there; after it the
+      // guest's memory no longer changes and is sent as it is (nothing needs the shadow any more).
+      const batch = final ? viewPages(memory, part) : shadow.take(memory, part);
       t = add(final ? 'copy' : 'precopyCopy', t);
       const codec = codecs.choose();
-      const body = packPages(indices, data, codec);
+      const body = packPages(batch, codec);
       const compressMs = performance.now() - t;
       t = add(final ? 'compress' : 'precopyCompress', t);
       const header: PeerHeader = {
@@ -124,7 +129,7 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
         byteLength: memory.byteLength,
         count: part.length,
         codec,
-        rawBytes: data.length,
+        rawBytes: batch.rawBytes,
       };
       const before = channel?.bytesSent ?? 0;
       await (channel as PeerChannel).send(header, body, damage);
@@ -132,12 +137,13 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
       add(final ? 'send' : 'precopySend', t);
       sent += (channel?.bytesSent ?? 0) - before;
       const wireBytes = body.reduce((sum, b) => sum + b.length, 0);
-      codecs.record(codec, data.length, wireBytes, codec === 'none' ? 0 : compressMs, sendMs);
+      codecs.record(codec, batch.rawBytes, wireBytes, codec === 'none' ? 0 : compressMs, sendMs);
       if (failpoint('migrate.source.cutPeer') && final) (channel as PeerChannel).destroy();
     }
     return sent;
   };
-  const shadow = new PageShadow(guest.runtimeBase.full);
+  // With pre-copy the shadow will hold all of memory: allocate it once, at the size memory is now.
+  const shadow = new PageShadow(guest.runtimeBase.full, message.precopy ? guest.memoryView().byteLength : 0);
   // The proxy may abort before the freeze (an ack came too late, the target gave up): stop then.
   let abortedEarly = false;
   void ctx.decided.then((d) => (abortedEarly = d === 'aborted'));

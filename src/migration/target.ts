@@ -9,12 +9,12 @@ import type net from 'node:net';
 import { RoamError, isRoamError } from '../errors.js';
 import { reach } from '../common/failpoints.js';
 import { Guest } from '../guest/guest.js';
-import type { Sandbox } from '../guest/sandbox/sandbox.js';
+import type { Sandbox, SandboxLimits } from '../guest/sandbox/sandbox.js';
 import { runtimeTemplate } from '../guest/template.js';
 import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import type { MigrationStep } from '../wire/index.js';
 import { ROAM_VERSION } from '../version.js';
-import { applyPackedPages, formatTimings } from './pages.js';
+import { PageWriter, applyPackedPages, formatTimings } from './pages.js';
 import { PeerChannel } from './peer-channel.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
 import type { Decision } from './source.js';
@@ -37,6 +37,8 @@ export interface TargetContext {
   commit(migrationId: string, streams: number[]): Promise<Decision>;
   /** The guest is ours (committed): run it here and carry its streams on. */
   adopt(guest: Guest, network: TunnelNetwork): void;
+  /** A sandbox for the guest (a spare prepared ahead of time when there is one): see `SpareSandbox`. */
+  sandbox(limits: SandboxLimits, expectedBytes?: number): Promise<Sandbox>;
   /** Tells the proxy this side gave up. */
   failed(migrationId: string, step: MigrationStep, err: Error): void;
   log(line: string): void;
@@ -112,8 +114,16 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     // runs on the source (and the source builds its next message meanwhile): faulting it all in
     // here first would only keep the source waiting for the accept.
     t = performance.now();
-    sandbox = await Guest.prepareSandbox(offer.limits, offer.precopy === true ? undefined : offer.memoryBytes);
+    sandbox = await ctx.sandbox(offer.limits, offer.precopy === true ? undefined : offer.memoryBytes);
     await reach('migrate.target.beforeAccept');
+    // Plain page messages go straight from the socket into the sandbox's memory (no buffer holds
+    // them); if one turns out damaged, the move fails and this sandbox is dropped with what it got.
+    const ready = sandbox;
+    channel.streamBodies((h) =>
+      h.type === 'pages' && h.codec === 'none'
+        ? new PageWriter(h.count, h.rawBytes, ready.prepareRestore(h.byteLength))
+        : undefined,
+    );
     await channel.send({ type: 'accept', migrationId, prepareMs: performance.now() - t });
     lap('prepare');
 
@@ -128,8 +138,9 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
           lap('precopy');
         }
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
-        const memory = sandbox.prepareRestore(h.byteLength);
-        applyPackedPages(message.body, h.count, h.codec, h.rawBytes, memory);
+        if (!message.streamed) {
+          applyPackedPages(message.body, h.count, h.codec, h.rawBytes, sandbox.prepareRestore(h.byteLength));
+        }
       } else if (h.type === 'state') {
         state = message;
         lap('apply');
