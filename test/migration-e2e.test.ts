@@ -4,9 +4,12 @@
  * (The soak among three hosts in network namespaces is test/migration-netns.test.ts.)
  */
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { runRoam } from './helpers/roam.js';
-import { eventually } from './helpers/cluster.js';
+import { runRoam, tempDir } from './helpers/roam.js';
+import { deploy, eventually } from './helpers/cluster.js';
 import { startRecordsPair } from './helpers/records-pair.js';
 
 interface MigrationRow {
@@ -88,5 +91,55 @@ test('`roam migrate` shows the progress and the pause; `roam host drain` and SIG
   assert.deepEqual(
     tail.filter((k) => k.startsWith('host.') || k === 'migration.completed'),
     ['host.draining', 'migration.completed', 'host.drained', 'host.left'],
+  );
+});
+
+/** Sends `seq N got M` to a remote every 20 ms (M: answers it has had), at most 1500 times. */
+const UDP_PINGER = `
+const s = require('dgram').createSocket('udp4');
+let seq = 0;
+let got = 0;
+s.on('message', () => got++);
+const timer = setInterval(() => {
+  s.send('seq ' + seq++ + ' got ' + got, Number(process.env.REMOTE_PORT), '127.0.0.1');
+  if (seq >= 1500) clearInterval(timer);
+}, 20);
+`;
+
+test("a guest's outbound UDP keeps its public address across a move: the remote sees one port, answers keep coming", async (t) => {
+  const { proxy } = await startRecordsPair(t);
+  const remote = dgram.createSocket('udp4');
+  t.after(() => remote.close());
+  const seen: Array<{ port: number; seq: number; got: number }> = [];
+  remote.on('message', (msg, rinfo) => {
+    const m = /^seq (\d+) got (\d+)$/.exec(msg.toString());
+    if (!m) return;
+    seen.push({ port: rinfo.port, seq: Number(m[1]), got: Number(m[2]) });
+    remote.send('ack', rinfo.port, rinfo.address);
+  });
+  await new Promise<void>((resolve) => remote.bind(0, '127.0.0.1', resolve));
+  const file = join(tempDir(t), 'pinger.js');
+  writeFileSync(file, UDP_PINGER);
+  const made = await deploy(proxy, file, {
+    name: 'pinger',
+    on: 'host-a',
+    env: { REMOTE_PORT: String(remote.address().port) },
+  });
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+  const answered = (more: number, after: number) =>
+    eventually(async () => (seen.some((d) => d.got >= after + more) ? true : undefined), `${more} more answers`);
+  await answered(10, 0);
+
+  const r = await proxy.api<{ outcome: string | null }>('POST', '/api/guests/pinger/migrate', { to: 'host-b' });
+  assert.equal(r.body.outcome, 'moved', JSON.stringify(r.body));
+  const before = Math.max(...seen.map((d) => d.got));
+  await answered(10, before);
+
+  const ports = new Set(seen.map((d) => d.port));
+  assert.equal(ports.size, 1, `datagrams came from ports ${[...ports].join(', ')}`);
+  const seqs = seen.map((d) => d.seq);
+  assert.ok(
+    seqs.every((n, i) => i === 0 || n > (seqs[i - 1] ?? -1)),
+    'the guest kept counting where it was',
   );
 });
