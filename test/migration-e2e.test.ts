@@ -127,7 +127,10 @@ test("a guest's outbound UDP keeps its public address across a move: the remote 
   });
   assert.equal(made.status, 201, JSON.stringify(made.body));
   const answered = (more: number, after: number) =>
-    eventually(async () => (seen.some((d) => d.got >= after + more) ? true : undefined), `${more} more answers`);
+    eventually(
+      () => Promise.resolve(seen.some((d) => d.got >= after + more) ? true : undefined),
+      `${more} more answers`,
+    );
   await answered(10, 0);
 
   const r = await proxy.api<{ outcome: string | null }>('POST', '/api/guests/pinger/migrate', { to: 'host-b' });
