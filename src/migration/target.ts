@@ -8,12 +8,11 @@ import { timingSafeEqual } from 'node:crypto';
 import type net from 'node:net';
 import { RoamError, isRoamError } from '../errors.js';
 import { reach } from '../common/failpoints.js';
-import { Guest } from '../guest/guest.js';
-import type { Sandbox } from '../guest/sandbox/sandbox.js';
-import { runtimeTemplate } from '../guest/template.js';
+import type { Guest } from '../guest/guest.js';
+import type { WasmGuest } from '../wasm/guest.js';
 import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import type { MigrationStep } from '../wire/index.js';
-import { ROAM_VERSION } from '../version.js';
+import { prepareLanding, type Landing } from './movable.js';
 import { applyPackedPages, formatTimings } from './pages.js';
 import { PeerChannel } from './peer-channel.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
@@ -36,7 +35,7 @@ export interface TargetContext {
   /** Asks the proxy to commit; resolves with its decision. */
   commit(migrationId: string, streams: number[]): Promise<Decision>;
   /** The guest is ours (committed): run it here and carry its streams on. */
-  adopt(guest: Guest, network: TunnelNetwork): void;
+  adopt(guest: Guest | WasmGuest, network: TunnelNetwork): void;
   /** Tells the proxy this side gave up. */
   failed(migrationId: string, step: MigrationStep, err: Error): void;
   log(line: string): void;
@@ -64,11 +63,13 @@ function sameToken(a: string, b: string): boolean {
 export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promise<void> {
   const channel = new PeerChannel(socket);
   let offer: OfferMessage;
+  let offerBody: Uint8Array;
   let expected: Expectation | undefined;
   try {
     const first = await channel.next(OFFER_TIMEOUT_MS, 'offer');
     if (first.header.type !== 'offer') throw new Error(`expected an offer, got ${first.header.type}`);
     offer = first.header;
+    offerBody = first.body;
     expected = ctx.expectation(offer.migrationId);
     if (!expected || !sameToken(expected.token, offer.token) || expected.guestId !== offer.guestId) {
       throw new Error('no such move was announced by the proxy, or the token is wrong');
@@ -83,8 +84,8 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
   }
   const { migrationId } = offer;
   const timeout = expected.stepTimeoutMs;
-  let sandbox: Sandbox | undefined;
-  let guest: Guest | undefined;
+  let landing: Landing | undefined;
+  let guest: Guest | WasmGuest | undefined;
   let step: MigrationStep = 'offer';
   // Milliseconds per step on this side: prepare (the sandbox, before the accept), precopy (until
   // the first final page message has arrived whole), apply (from there until the state message
@@ -99,20 +100,10 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     t = now;
   };
   try {
-    const base = await runtimeTemplate();
-    if (offer.roamVersion !== ROAM_VERSION || offer.base !== base.id) {
-      throw new TargetError(
-        'offer',
-        'ROAM_ERR_IMAGE_VERSION',
-        `unsupported version: the source runs Roam ${offer.roamVersion} (runtime ${offer.base}), this host Roam ${ROAM_VERSION} (runtime ${base.id})`,
-      );
-    }
-    // Prepared before the source freezes: compiled module, instance, runtime, memory faulted in.
-    // With pre-copy, the first round faults the memory in as it writes it, while the guest still
-    // runs on the source (and the source builds its next message meanwhile): faulting it all in
-    // here first would only keep the source waiting for the accept.
+    // Prepared before the source freezes (movable.ts): a JavaScript guest's sandbox holding the
+    // runtime template, or a WebAssembly guest's compiled module.
     t = performance.now();
-    sandbox = await Guest.prepareSandbox(offer.limits, offer.precopy === true ? undefined : offer.memoryBytes);
+    landing = await prepareLanding(offer, offerBody);
     await reach('migrate.target.beforeAccept');
     await channel.send({ type: 'accept', migrationId, prepareMs: performance.now() - t });
     lap('prepare');
@@ -128,7 +119,7 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
           lap('precopy');
         }
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
-        const memory = sandbox.prepareRestore(h.byteLength);
+        const memory = landing.memory(h.byteLength);
         applyPackedPages(message.body, h.count, h.codec, h.rawBytes, memory);
       } else if (h.type === 'state') {
         state = message;
@@ -150,16 +141,11 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     }
     lap('state');
     const network = ctx.network(offer.guestId);
-    guest = await Guest.assembleMoved(
-      sandbox,
-      {
-        meta: { kind: 'js', ...h.meta },
-        state: stateJson,
-        files: state.body.subarray(h.stateBytes),
-      },
-      { network, frozen: true },
+    guest = await landing.assemble(
+      { meta: h.meta, state: stateJson, files: state.body.subarray(h.stateBytes) },
+      network,
     );
-    sandbox = undefined; // the guest owns it now
+    landing = undefined; // the guest owns what it prepared
     lap('assemble');
     const t0 = performance.now();
 
@@ -187,7 +173,7 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     const failedStep = err instanceof TargetError ? err.step : step;
     const message = (err as Error).message;
     guest?.stop('killed', 0);
-    sandbox?.dispose();
+    landing?.dispose();
     ctx.log(`move ${migrationId} of ${offer.name} failed here at ${failedStep}: ${message}`);
     ctx.failed(migrationId, failedStep, new RoamError('ROAM_ERR_MIGRATION', `${code}: ${message}`));
     await channel.send({ type: 'fail', step: failedStep, code, message: message.slice(0, 16_000) }).catch(() => {});
