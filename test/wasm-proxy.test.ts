@@ -97,6 +97,18 @@ class LineClient {
     this.socket.on('close', () => (this.closed = true));
   }
 
+  /** Resolves when the connection has closed (rejects after `timeoutMs`: the test fails). */
+  closing(what: string, timeoutMs = 20_000): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+      this.socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   private deliver(): void {
     const at = this.buffer.indexOf('\n');
     if (at < 0 || !this.waiting) return;
@@ -128,7 +140,7 @@ test('roam run prog.wasm --publish: a compiled echo server answers on the proxy 
     ['run', join(built, 'echo-server.wasm'), '--name', 'echo', '--publish', `${port}:7000`, ...api],
     { timeoutMs: 60_000 },
   );
-  assert.equal(run.code, 0, run.stderr);
+  assert.equal(run.code, 0, `${run.stderr}\nhost-a:\n${hosts[0]?.output()}`);
   assert.match(run.stdout, new RegExp(`^echo running on host-a \\([0-9a-f]{8}\\), published tcp ${port} -> 7000\\n$`));
 
   const client = new LineClient(port);
@@ -154,7 +166,7 @@ test('roam run prog.wasm --publish: a compiled echo server answers on the proxy 
 
   const stopped = await runRoam(['stop', 'echo', ...api]);
   assert.equal(stopped.code, 0, stopped.stderr);
-  await eventually(async () => (client.closed ? true : undefined), 'the connection closed by the stop');
+  await client.closing('the connection closed by the stop');
   assert.equal(stopped.stdout, 'echo stopped (was on host-a)\n');
   assert.equal(await guest(proxy, 'echo'), undefined, 'a stopped guest leaves the table');
 });
@@ -251,7 +263,9 @@ test('a connection to a WebAssembly echo server stays open across moves and keep
   await second.connected;
   second.socket.end(); // the server serves one connection at a time: this one waits its turn
   client.socket.end();
-  await eventually(async () => (second.closed ? true : undefined), 'the second client served and closed');
+  // The client's end reaches the guest, which closes; a moved connection ends like any other.
+  await client.closing('the first client closed by the server');
+  await second.closing('the second client served and closed');
   assert.match(await logText(proxy, 'echo'), new RegExp(`served ${n}\\n`));
 });
 

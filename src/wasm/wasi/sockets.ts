@@ -160,6 +160,12 @@ export class NetTable {
   readable(id: number): boolean {
     const s = this.streams.get(id);
     if (!s) return this.acceptable(id);
+    if (s.pending === undefined && !s.ended && s.stream && !s.stream.destroyed) {
+      // Take what is there: at the end of the stream, only a read() makes it emit 'end' (which
+      // sets `ended` and wakes the guest); 'readable' alone says nothing we could check.
+      const chunk = s.stream.read() as Buffer | string | null;
+      if (chunk !== null) s.pending = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    }
     return s.reset || s.ended || s.pending !== undefined || (s.stream?.readableLength ?? 0) > 0;
   }
 
