@@ -198,6 +198,7 @@ test(
       `${moved.stdout}${moved.stderr}\nhost-a:\n${hosts[0]?.output()}\nhost-b:\n${hosts[1]?.output()}`,
     );
     assert.match(moved.stdout, /moved journey from host-a to host-b\n {2}pause \d+\.\d ms/);
+    t.diagnostic(moved.stdout.split('\n').slice(-2).join(' ').trim());
     const during = await logText(proxy, 'journey');
     assert.doesNotMatch(during, /result/, 'moved before the loop ended (else the test proves nothing)');
 
@@ -255,6 +256,12 @@ test('a connection to a WebAssembly echo server stays open across moves and keep
     where = to;
     await exchange(20);
   }
+  // `roam host drain` moves it too, the same way.
+  const drained = await runRoam(['host', 'drain', where, ...api], { timeoutMs: 60_000 });
+  assert.equal(drained.code, 0, drained.stdout + drained.stderr);
+  assert.match(drained.stdout, new RegExp(`drained ${where}: 1 guest\\(s\\) moved, 0 not`));
+  where = where === 'host-a' ? 'host-b' : 'host-a';
+  await exchange(10);
   assert.equal(client.closed, false, 'the connection never closed');
   assert.equal((await guest(proxy, 'echo'))?.hostName, where);
   // A new client reaches the guest where it is now.
