@@ -42,6 +42,18 @@ await Promise.all([
     sourcemap: true,
     logLevel: 'warning',
   }),
+  // The WebAssembly instrumenter's worker thread (src/wasm/instrument-thread.ts).
+  build({
+    entryPoints: [join(root, 'src/wasm/instrument-worker.ts')],
+    outfile: join(root, 'dist/wasm-instrument.js'),
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    packages: 'external',
+    sourcemap: true,
+    logLevel: 'warning',
+  }),
   // The dashboard the proxy serves at / (src/proxy/pages.ts): one script and one style sheet, uPlot
   // included, nothing loaded from elsewhere.
   build({

@@ -7,7 +7,17 @@ import { describe, it } from 'node:test';
 import { PAGE_SIZE } from '../src/guest/image/format.js';
 import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
 import { PageShadow, PageWriter, applyPackedPages, packPages } from '../src/migration/pages.js';
-import { MAX_HEADER_BYTES, PeerDecoder, encodePeer, type PeerHeader } from '../src/migration/peer-wire.js';
+import {
+  MAX_HEADER_BYTES,
+  PeerDecoder,
+  encodePeer,
+  type OfferMessage,
+  type PeerHeader,
+} from '../src/migration/peer-wire.js';
+import { WASM_BASE, prepareLanding } from '../src/migration/movable.js';
+import type { RoamError } from '../src/errors.js';
+import { ROAM_VERSION } from '../src/version.js';
+import { createHash } from 'node:crypto';
 import { Migrations, type MigrationPorts } from '../src/proxy/migrations.js';
 import type { ControlMessage } from '../src/wire/index.js';
 
@@ -55,6 +65,78 @@ describe('peer protocol codec', () => {
     assert.throws(() => new PeerDecoder().push(huge.subarray(0, 16)), /body of \d+ bytes is larger/);
     const wrong = concat(encodePeer({ type: 'resumed', restoreMs: -1 } as unknown as PeerHeader));
     assert.throws(() => new PeerDecoder().push(wrong), /malformed at restoreMs/);
+  });
+
+  it("an offer names its guest's kind: limits for JavaScript, the module for WebAssembly, never both", () => {
+    const common = {
+      type: 'offer' as const,
+      migrationId: 'm1',
+      token: 't'.repeat(32),
+      guestId: 'g1',
+      name: 'job',
+      roamVersion: '0.1.0',
+      memoryBytes: 2 * PAGE_SIZE,
+    };
+    const limits = { memoryBytes: 1 << 28, cpuBudgetMs: 5000, stackBytes: 1 << 20 };
+    const wasm = { moduleBytes: 8, sha256: 'a'.repeat(64), memoryLimit: 1 << 30, sliceMs: 20 };
+    const module = Buffer.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
+    const decode = (header: unknown, body: Uint8Array = new Uint8Array(0)) =>
+      new PeerDecoder().push(concat(encodePeer(header as PeerHeader, body)));
+    assert.deepEqual(decode({ ...common, base: 'runtime', limits })[0]?.header, { ...common, base: 'runtime', limits });
+    const offer = decode({ ...common, kind: 'wasm', base: 'zero', wasm }, module)[0];
+    assert.deepEqual(offer?.header, { ...common, kind: 'wasm', base: 'zero', wasm });
+    assert.ok(Buffer.from(offer?.body ?? []).equals(module), 'the module travels as the body');
+    assert.throws(() => decode({ ...common, base: 'runtime' }), /malformed at kind/);
+    assert.throws(() => decode({ ...common, kind: 'wasm', base: 'zero' }), /malformed at kind/);
+    assert.throws(() => decode({ ...common, kind: 'wasm', base: 'zero', wasm, limits }), /malformed at kind/);
+    assert.throws(() => decode({ ...common, base: 'runtime', limits, wasm }), /malformed at kind/);
+    assert.throws(
+      () => decode({ ...common, kind: 'wasm', base: 'zero', wasm: { ...wasm, sha256: 'x' } }),
+      /wasm\.sha256/,
+    );
+    assert.throws(
+      () => decode({ ...common, kind: 'wasm', base: 'zero', wasm: { ...wasm, moduleBytes: 2 ** 40 } }),
+      /wasm\.moduleBytes/,
+    );
+  });
+});
+
+describe('a WebAssembly guest landing on a target', () => {
+  const module = Buffer.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]); // the empty module
+  const offer = (wasm: { moduleBytes: number; sha256: string }): OfferMessage => ({
+    type: 'offer',
+    migrationId: 'm1',
+    token: 't'.repeat(32),
+    guestId: 'g1',
+    name: 'job',
+    roamVersion: ROAM_VERSION,
+    kind: 'wasm',
+    base: WASM_BASE,
+    wasm: { ...wasm, memoryLimit: 4 * PAGE_SIZE, sliceMs: 20 },
+    memoryBytes: PAGE_SIZE,
+  });
+  const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+  it('refuses a module that is not the one the offer names, and memory beyond its limit', async () => {
+    await assert.rejects(
+      prepareLanding(offer({ moduleBytes: module.length, sha256: 'b'.repeat(64) }), module),
+      (err: RoamError) => err.code === 'ROAM_ERR_IMAGE_MALFORMED' && /does not match/.test(err.message),
+    );
+    const landing = await prepareLanding(offer({ moduleBytes: module.length, sha256: sha256(module) }), module);
+    const memory = landing.memory(2 * PAGE_SIZE);
+    assert.equal(memory.length, 2 * PAGE_SIZE);
+    assert.ok(
+      memory.every((b) => b === 0),
+      'pages land on zeros',
+    );
+    assert.throws(() => landing.memory(8 * PAGE_SIZE), /limit/);
+    assert.throws(() => landing.memory(PAGE_SIZE + 1), /whole pages/);
+    landing.dispose();
+  });
+
+  it('refuses an offer from another Roam version', async () => {
+    const m = { ...offer({ moduleBytes: module.length, sha256: sha256(module) }), roamVersion: '0.0.0-other' };
+    await assert.rejects(prepareLanding(m, module), (err: RoamError) => err.code === 'ROAM_ERR_IMAGE_VERSION');
   });
 });
 

@@ -123,8 +123,9 @@ test('run bundles the program, deploys it and says where it runs; ps lists it', 
   assert.equal(r.stdout, 'web running on host-a (3f2a1b9c), published tcp 8080 -> 80, udp 5353 -> 53, tcp 9000\n');
   const sent = ops.deployed[0];
   assert.ok(sent);
-  assert.match(sent.bundle, /hello from web/);
-  assert.doesNotMatch(sent.bundle, /: string/, 'TypeScript was compiled');
+  assert.match(sent.bundle ?? '', /hello from web/);
+  assert.doesNotMatch(sent.bundle ?? '', /: string/, 'TypeScript was compiled');
+  assert.equal(sent.wasm, undefined);
   assert.deepEqual(sent.publish, [
     { public: 8080, guest: 80, protocol: 'tcp' },
     { public: 5353, guest: 53, protocol: 'udp' },
@@ -141,14 +142,14 @@ test('run bundles the program, deploys it and says where it runs; ps lists it', 
 
   const ps = await roam('ps');
   assert.equal(ps.code, 0, ps.stderr);
-  const columns = ['NAME', 'STATE', 'HOST', 'PUBLISHED', 'MEMORY', 'CPU', 'STREAMS', 'SINCE', 'ID'];
+  const columns = ['NAME', 'KIND', 'STATE', 'HOST', 'PUBLISHED', 'MEMORY', 'CPU', 'STREAMS', 'SINCE', 'ID'];
   assert.match(ps.stdout, new RegExp(`^${columns.join(' +')}\\n`));
   assertAligned(ps.stdout, columns, ['MEMORY', 'CPU', 'STREAMS']);
   assert.match(
     ps.stdout,
-    /\nweb +running +host-a +tcp 8080->80, udp 5353->53, tcp 9000 +21\.0 MiB +1\.2 s +0 +3m ago +9d1e0000\n/,
+    /\nweb +js +running +host-a +tcp 8080->80, udp 5353->53, tcp 9000 +21\.0 MiB +1\.2 s +0 +3m ago +9d1e0000\n/,
   );
-  assert.match(ps.stdout, /\nweb2 +running +host-b /);
+  assert.match(ps.stdout, /\nweb2 +js +running +host-b /);
   const json = await roam('ps', '--json');
   assert.deepEqual(
     (JSON.parse(json.stdout) as GuestView[]).map((g) => g.name),

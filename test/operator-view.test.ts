@@ -131,6 +131,7 @@ class Table implements MetricsSource {
     {
       id: 'g1',
       name: 'web',
+      kind: 'js',
       state: 'running',
       hostId: 'h1',
       hostName: 'host-a',

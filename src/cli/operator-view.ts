@@ -77,6 +77,7 @@ export function guestsTable(guests: GuestView[], now = Date.now()): string {
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((g) => [
       g.name,
+      g.kind,
       guestState(g),
       g.hostName ?? shortId(g.hostId),
       publishText(g.publish) || '-',
@@ -89,6 +90,7 @@ export function guestsTable(guests: GuestView[], now = Date.now()): string {
   return renderTable(
     [
       { header: 'NAME' },
+      { header: 'KIND' },
       { header: 'STATE' },
       { header: 'HOST' },
       { header: 'PUBLISHED' },

@@ -10,6 +10,7 @@ import { Command } from 'commander';
 import { RoamError, isRoamError } from '../errors.js';
 import { bundleGuest } from '../guest/bundle.js';
 import { EXIT } from '../guest/exit-codes.js';
+import { MESSAGE_LIMITS } from '../wire/index.js';
 import type { PublishedPort } from '../proxy/store.js';
 import type {
   DeployRequest,
@@ -39,7 +40,7 @@ export const OPERATOR_EXIT = {
 
 export const EXIT_HELP = `
 Exit codes: 0 ok, 64 usage (bad flags or --publish, no admin token, a request the API refused as
-invalid), 66 not found (the FILE or the guest named), 67 bundle failed, 70 internal error (here or
+invalid), 66 not found (the FILE or the guest named), 67 bundle failed or WebAssembly module refused, 70 internal error (here or
 in the proxy), 73 conflict (a guest with that name exists), 75 unavailable (API unreachable or
 timed out, or no host can take the guest: try again later), 76 the move failed (the guest still
 runs where it was, or the message says why not), 77 admin token refused.`;
@@ -54,6 +55,8 @@ export function operatorExitCode(err: unknown): number {
       return OPERATOR_EXIT.NOT_FOUND;
     case 'ROAM_ERR_BUNDLE':
     case 'ROAM_ERR_UNSUPPORTED_BUILTIN':
+    case 'ROAM_ERR_WASM_MODULE':
+    case 'ROAM_ERR_WASM_FEATURE':
       return OPERATOR_EXIT.BUNDLE_FAILED;
     case 'ROAM_ERR_CONFLICT':
       return OPERATOR_EXIT.CONFLICT;
@@ -151,7 +154,7 @@ interface RunOptions extends ApiFlags {
 
 async function run(file: string, argv: string[], opts: RunOptions): Promise<void> {
   const api = connect(opts);
-  const request: Omit<DeployRequest, 'bundle'> = {
+  const request: Omit<DeployRequest, 'bundle' | 'wasm'> = {
     name: opts.name ?? basename(file, extname(file)),
     publish: (opts.publish ?? []).map(parsePublish),
     env: parseEnv(opts.env ?? []),
@@ -160,28 +163,68 @@ async function run(file: string, argv: string[], opts: RunOptions): Promise<void
     ...(opts.deadline ? { deadline: Date.now() + parseDuration(opts.deadline, '--deadline') } : {}),
     ...(opts.expect ? { expectMs: parseDuration(opts.expect, '--expect') } : {}),
   };
+  let source: Buffer;
   try {
-    await readFile(file);
+    source = await readFile(file);
   } catch (err) {
     throw new RoamError('ROAM_ERR_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
   // Progress on a terminal only (one line on stderr, rewritten in place); elsewhere the placement
   // line is the plain output, and stderr holds only warnings and the error, if any.
   const progress = opts.json || process.stderr.isTTY !== true ? undefined : new Progress(process.stderr);
-  progress?.step(`bundling ${file}`);
-  const { code, warnings } = await bundleGuest(file);
-  for (const w of warnings) process.stderr.write(`roam: warning: ${w}\n`);
+  let program: { bundle: string } | { wasm: string };
+  let size: number;
+  if (isWasmFile(file, source)) {
+    // A WebAssembly guest: the module goes as it is (its host instruments it).
+    checkWasmModule(file, source);
+    program = { wasm: source.toString('base64') };
+    size = source.length;
+  } else {
+    progress?.step(`bundling ${file}`);
+    const { code, warnings } = await bundleGuest(file);
+    for (const w of warnings) process.stderr.write(`roam: warning: ${w}\n`);
+    program = { bundle: code };
+    size = Buffer.byteLength(code);
+  }
   progress?.step(
-    `sending ${request.name} (${(Buffer.byteLength(code) / 1024).toFixed(0)} KiB) to the proxy, which places and starts it${request.on ? ` on ${request.on}` : ''}`,
+    `sending ${request.name} (${(size / 1024).toFixed(0)} KiB) to the proxy, which places and starts it${request.on ? ` on ${request.on}` : ''}`,
   );
   let guest: GuestView;
   try {
-    guest = await api.post<GuestView>('api/guests', { ...request, bundle: code }, 120_000);
+    guest = await api.post<GuestView>('api/guests', { ...request, ...program }, 120_000);
   } finally {
     progress?.done();
   }
   if (opts.json) printJson(guest);
   else process.stdout.write(placement(guest));
+}
+
+/** WebAssembly's binary magic, "\0asm". */
+const WASM_MAGIC = Buffer.from([0x00, 0x61, 0x73, 0x6d]);
+
+/** A `.wasm` file, or any file that starts with WebAssembly's magic. */
+function isWasmFile(file: string, source: Buffer): boolean {
+  return extname(file).toLowerCase() === '.wasm' || source.subarray(0, 4).equals(WASM_MAGIC);
+}
+
+/** Refuses what cannot be a module before it travels (the host validates it whole). */
+function checkWasmModule(file: string, source: Buffer): void {
+  if (source.length < 8 || !source.subarray(0, 4).equals(WASM_MAGIC)) {
+    throw new RoamError('ROAM_ERR_WASM_MODULE', `${file} is not a WebAssembly module (it does not start with \\0asm)`);
+  }
+  if (source.readUInt32LE(4) !== 1) {
+    throw new RoamError(
+      'ROAM_ERR_WASM_MODULE',
+      `${file} is a WebAssembly binary of version ${source.readUInt32LE(4)}; Roam runs version 1 modules`,
+    );
+  }
+  const limit = (MESSAGE_LIMITS.wasm / 4) * 3;
+  if (source.length > limit) {
+    throw new RoamError(
+      'ROAM_ERR_WASM_MODULE',
+      `${file} is ${(source.length / 2 ** 20).toFixed(1)} MiB; a WebAssembly guest's module may be at most ${limit / 2 ** 20} MiB`,
+    );
+  }
 }
 
 async function list<T>(
@@ -415,8 +458,10 @@ function withApi(cmd: Command): Command {
 /** The operator commands, to add to the `roam` program. */
 export function operatorCommands(): Command[] {
   const runCmd = new Command('run')
-    .description('bundle a program and start it as a guest on the best host (or --on HOST)')
-    .argument('<file>', 'the program (.ts, .js, .mjs)')
+    .description(
+      'bundle a program (or take a WebAssembly module) and start it as a guest on the best host (or --on HOST)',
+    )
+    .argument('<file>', 'the program (.ts, .js, .mjs, or a WASI .wasm module)')
     .argument('[args...]', 'arguments for the program (after --)')
     .option('--name <name>', 'the guest name (default: the file name)')
     .option(

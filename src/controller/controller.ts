@@ -7,10 +7,13 @@
 import net from 'node:net';
 import { RoamError } from '../errors.js';
 import { Guest, type GuestExit } from '../guest/guest.js';
+import { moveSource, type MoveSource } from '../migration/movable.js';
+import { WasmGuest } from '../wasm/guest.js';
 import { LinkSession } from '../link/session.js';
 import type { LinkStream } from '../link/stream.js';
 import { ROAM_VERSION } from '../version.js';
 import type { ConnectionFrame, ControlMessage, DeployMessage, OpenFrame, ReportMessage } from '../wire/index.js';
+import type { HostGuest } from './hosted.js';
 import { hostIdentity } from './identity.js';
 import { HostSampler, measureBenchmark } from './metrics/index.js';
 import { Moves } from './moves.js';
@@ -41,8 +44,10 @@ export interface ControllerLogFields {
   level?: 'info' | 'warn' | 'error';
 }
 
+/** A guest this host runs: either kind, behind the interface both share, and its move side. */
 interface HostedGuest {
-  guest: Guest;
+  guest: HostGuest;
+  movable: MoveSource;
   network: TunnelNetwork;
 }
 
@@ -58,7 +63,7 @@ export class Controller implements TunnelLink {
   private session: LinkSession | undefined;
   private readonly guests = new Map<string, HostedGuest>();
   /** Guests that ended, kept a while so their logs can still be read (the last EXITED_KEPT). */
-  private readonly exited = new Map<string, Guest>();
+  private readonly exited = new Map<string, HostGuest>();
   private readonly streams = new Map<number, LinkStream>();
   /** UDP flows on the current link, and the guest network each belongs to. */
   private readonly flows = new Map<number, TunnelNetwork>();
@@ -302,15 +307,8 @@ export class Controller implements TunnelLink {
     }
     const network = new TunnelNetwork(message.guestId, this);
     try {
-      const guest = await Guest.start(message.bundle, {
-        id: message.guestId,
-        name: message.name,
-        env: message.env,
-        argv: message.argv,
-        network,
-        ...(message.limits ? { limits: message.limits } : {}),
-      });
-      this.guests.set(message.guestId, { guest, network });
+      const guest = await this.startGuest(message, network);
+      this.guests.set(message.guestId, { guest, movable: moveSource(guest), network });
       void guest.exited.then((exit) => this.onExit(message.guestId, exit));
       this.log(`started guest ${message.name}`, { guest: message.guestId });
       this.control({ type: 'deployed', guestId: message.guestId });
@@ -324,6 +322,23 @@ export class Controller implements TunnelLink {
     }
   }
 
+  /** Starts a deployed program: a JavaScript bundle, or a WebAssembly module. */
+  private startGuest(message: DeployMessage, network: TunnelNetwork): Promise<Guest | WasmGuest> {
+    const common = { id: message.guestId, name: message.name, env: message.env, argv: message.argv, network };
+    if (message.wasm !== undefined) {
+      // WASI preview1 cannot listen: each published TCP port is a listener opened before the
+      // guest starts, its fd in ROAM_LISTEN_FDS (in the order the ports were first published).
+      const ports = new Set(message.publish.filter((p) => p.protocol === 'tcp').map((p) => p.guest));
+      const listen = [...ports].map((port) => ({ port, host: null }));
+      return WasmGuest.start(Buffer.from(message.wasm, 'base64'), {
+        ...common,
+        listen,
+        ...(message.limits?.memoryBytes ? { memoryBytes: message.limits.memoryBytes } : {}),
+      });
+    }
+    return Guest.start(message.bundle ?? '', { ...common, ...(message.limits ? { limits: message.limits } : {}) });
+  }
+
   /** The guest moved to another host: forget it, and let its streams go without a reset. */
   private release(guestId: string): void {
     const hosted = this.guests.get(guestId);
@@ -335,8 +350,8 @@ export class Controller implements TunnelLink {
   }
 
   /** A guest moved here (the proxy committed): run it, and carry its streams on from their offsets. */
-  private adopt(guest: Guest, network: TunnelNetwork): void {
-    this.guests.set(guest.id, { guest, network });
+  private adopt(guest: Guest | WasmGuest, network: TunnelNetwork): void {
+    this.guests.set(guest.id, { guest, movable: moveSource(guest), network });
     void guest.exited.then((exit) => this.onExit(guest.id, exit));
     for (const stream of network.takeRestored()) {
       this.track(stream);

@@ -6,6 +6,9 @@
 import net from 'node:net';
 import { failpoint, reach } from '../common/failpoints.js';
 import type { Guest } from '../guest/guest.js';
+import type { WasmGuest } from '../wasm/guest.js';
+import type { MoveSource } from '../migration/movable.js';
+import type { HostGuest } from './hosted.js';
 import { migrateOut, type Decision, type MoveResult } from '../migration/source.js';
 import { acceptMove, type Expectation } from '../migration/target.js';
 import type { ControlMessage, MigrateInMessage, MigrateMessage, MigrationStep } from '../wire/index.js';
@@ -22,11 +25,11 @@ const MAX_TARGETS_REMEMBERED = 256;
 
 export interface MoveHost {
   control(message: ControlMessage): void;
-  guest(guestId: string): { guest: Guest; network: TunnelNetwork } | undefined;
+  guest(guestId: string): { guest: HostGuest; movable: MoveSource; network: TunnelNetwork } | undefined;
   /** The guest left for another host: forget it here, and its streams without a reset. */
   release(guestId: string): void;
   /** A guest moved here: run it and carry its streams on. */
-  adopt(guest: Guest, network: TunnelNetwork): void;
+  adopt(guest: Guest | WasmGuest, network: TunnelNetwork): void;
   network(guestId: string): TunnelNetwork;
   log(line: string, fields?: { guest?: string; migration?: string; level?: 'info' | 'warn' | 'error' }): void;
 }
@@ -181,7 +184,7 @@ export class Moves {
     let result: MoveResult;
     try {
       result = await migrateOut(message, {
-        guest: hosted.guest,
+        guest: hosted.movable,
         codecs,
         progress: (update) =>
           this.host.control({ type: 'migrateProgress', migrationId: message.migrationId, ...update }),

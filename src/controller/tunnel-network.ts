@@ -36,6 +36,8 @@ interface UdpBinding {
   onMessage: (bytes: Uint8Array, remote: RemoteInfo) => void;
   /** Flow ids by remote "address:port". */
   flows: Map<string, number>;
+  /** Flows being opened, by remote "address:port". */
+  opening: Map<string, Promise<number>>;
 }
 
 interface FlowInfo {
@@ -188,7 +190,7 @@ export class TunnelNetwork implements VirtualNetwork {
         Object.assign(new Error(`bind EADDRINUSE 0.0.0.0:${port}`), { code: 'EADDRINUSE', syscall: 'bind', port }),
       );
     }
-    const binding: UdpBinding = { onMessage, flows: new Map() };
+    const binding: UdpBinding = { onMessage, flows: new Map(), opening: new Map() };
     this.udp.set(port, binding);
     const localPort = port;
     return Promise.resolve({
@@ -197,12 +199,24 @@ export class TunnelNetwork implements VirtualNetwork {
         const key = `${toAddress}:${toPort}`;
         let flow = binding.flows.get(key);
         if (flow === undefined) {
-          flow = await this.link.openFlow(this.guestId, { address: toAddress, port: toPort }, localPort, this);
-          binding.flows.set(key, flow);
-          this.flows.set(flow, {
-            port: localPort,
-            remote: { address: toAddress, port: toPort, family: isIP(toAddress) === 6 ? 'IPv6' : 'IPv4' },
-          });
+          // Datagrams sent while the flow opens wait for that one open: each opening its own would
+          // make the remote see the guest's port behind several of the proxy's.
+          let opening = binding.opening.get(key);
+          if (!opening) {
+            opening = this.link
+              .openFlow(this.guestId, { address: toAddress, port: toPort }, localPort, this)
+              .then((id) => {
+                binding.flows.set(key, id);
+                this.flows.set(id, {
+                  port: localPort,
+                  remote: { address: toAddress, port: toPort, family: isIP(toAddress) === 6 ? 'IPv6' : 'IPv4' },
+                });
+                return id;
+              })
+              .finally(() => binding.opening.delete(key));
+            binding.opening.set(key, opening);
+          }
+          flow = await opening;
         }
         this.link.sendDatagram(flow, bytes);
       },

@@ -105,6 +105,8 @@ interface Parts {
 }
 
 export class Guest {
+  /** A JavaScript guest (the controller also runs WebAssembly ones, src/wasm/guest.ts). */
+  readonly kind = 'js' as const;
   readonly id: string;
   readonly name: string;
   readonly limits: SandboxLimits;

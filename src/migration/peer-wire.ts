@@ -22,24 +22,56 @@ const id = z.string().min(1).max(128);
 const count = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
 const codec = z.enum(['snappy', 'none']);
 
-export const offerSchema = z.object({
-  type: z.literal('offer'),
-  migrationId: id,
-  token: z.string().min(32).max(128),
-  guestId: id,
-  name: z.string().min(1).max(128),
-  roamVersion: z.string().max(64),
-  /** The runtime template the pages are relative to (the target's prepared sandbox holds it). */
-  base: z.string().max(128),
-  limits: z.object({ memoryBytes: count, cpuBudgetMs: count, stackBytes: count }),
-  /** The guest's memory size now (the target grows and faults in that much ahead of time). */
-  memoryBytes: count,
-  /**
-   * Whether pre-copy rounds come before the freeze: then the target does not fault the memory in
-   * ahead of time (the rounds do, while the guest still runs). Absent: as if false.
-   */
-  precopy: z.boolean().optional(),
-});
+/** Largest WebAssembly module an offer carries (the instrumented module: larger than the user's). */
+export const MAX_OFFER_MODULE_BYTES = 64 * 1024 * 1024;
+
+export const offerSchema = z
+  .object({
+    type: z.literal('offer'),
+    /** The guest's kind; absent: 'js'. */
+    kind: z.enum(['js', 'wasm']).optional(),
+    migrationId: id,
+    token: z.string().min(32).max(128),
+    guestId: id,
+    name: z.string().min(1).max(128),
+    roamVersion: z.string().max(64),
+    /**
+     * What the pages are relative to: the runtime template's id for JavaScript (the target's prepared
+     * sandbox holds it), 'zero' for WebAssembly (memory of zeros).
+     */
+    base: z.string().max(128),
+    /** A JavaScript guest's sandbox limits. */
+    limits: z.object({ memoryBytes: count, cpuBudgetMs: count, stackBytes: count }).optional(),
+    /**
+     * A WebAssembly guest: its instrumented module is the offer's body (`moduleBytes` long, this
+     * SHA-256), compiled by the target before it accepts; and its limits.
+     */
+    wasm: z
+      .object({
+        moduleBytes: z.int().min(8).max(MAX_OFFER_MODULE_BYTES),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/),
+        memoryLimit: count,
+        sliceMs: z.number().positive().max(60_000),
+      })
+      .optional(),
+    /** The guest's memory size now (the target grows and faults in that much ahead of time). */
+    memoryBytes: count,
+    /**
+     * Whether pre-copy rounds come before the freeze: then the target does not fault the memory in
+     * ahead of time (the rounds do, while the guest still runs). Absent: as if false.
+     */
+    precopy: z.boolean().optional(),
+  })
+  .refine(
+    (o) =>
+      o.kind === 'wasm'
+        ? o.wasm !== undefined && o.limits === undefined
+        : o.limits !== undefined && o.wasm === undefined,
+    {
+      message: "a JavaScript guest's offer has limits, a WebAssembly guest's has wasm, and neither has the other's",
+      path: ['kind'],
+    },
+  );
 export const acceptSchema = z.object({ type: z.literal('accept'), migrationId: id, prepareMs: z.number().min(0) });
 /** Memory pages: `count` page indices (u32 LE) then their bytes, compressed with `codec`. */
 export const pagesSchema = z.object({

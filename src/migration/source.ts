@@ -7,11 +7,11 @@
 import net from 'node:net';
 import { RoamError } from '../errors.js';
 import { failpoint, reach } from '../common/failpoints.js';
-import type { Guest } from '../guest/guest.js';
 import { PAGE_SIZE } from '../guest/image/format.js';
 import type { MigrateMessage, MigrateProgressMessage, MigrationStep } from '../wire/index.js';
 import { ROAM_VERSION } from '../version.js';
 import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, packPages, viewPages } from './pages.js';
+import type { MoveSource } from './movable.js';
 import { PeerChannel } from './peer-channel.js';
 import type { PeerHeader } from './peer-wire.js';
 
@@ -23,7 +23,8 @@ const PRECOPY_MAX_ROUNDS = 6;
 export type Decision = 'committed' | 'aborted';
 
 export interface SourceContext {
-  guest: Guest;
+  /** The guest, of either kind (movable.ts). */
+  guest: MoveSource;
   /** Tells the proxy where the move is. */
   progress(update: Omit<MigrateProgressMessage, 'type' | 'migrationId'>): void;
   /** Asks the proxy to abort (if it has not committed) and resolves with what it decided. */
@@ -73,7 +74,8 @@ async function step<T>(name: MigrationStep, work: () => Promise<T>): Promise<T> 
 
 export async function migrateOut(message: MigrateMessage, ctx: SourceContext): Promise<MoveResult> {
   const t0 = performance.now();
-  const { guest } = ctx;
+  const source = ctx.guest;
+  const { guest } = source;
   const codecs = ctx.codecs ?? new CodecChooser();
   const timeout = message.stepTimeoutMs;
   const stats = { precopyRounds: 0, precopyBytes: 0, finalBytes: 0 };
@@ -106,12 +108,13 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
   const damage = failpoint('migrate.source.corrupt')?.kind === 'corrupt';
 
   const sendPages = async (pages: Uint32Array, round: number, final: boolean): Promise<number> => {
-    const memory = guest.memoryView();
     let sent = 0;
     // The shadow's pages may change only once the socket holds none of them: the last round's
     // views are still being sent when the next round starts.
     if (!final) await (channel as PeerChannel).flushed();
     for (let i = 0; i < pages.length || (final && i === 0); i += PAGES_PER_MESSAGE) {
+      // A view per message: the guest runs between them (pre-copy), and its memory may grow.
+      const memory = source.memoryView();
       const part = pages.subarray(i, i + PAGES_PER_MESSAGE);
       let t = performance.now();
       // Before the freeze a page is copied once, into the shadow, and sent from there; after it the
@@ -143,7 +146,8 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
     return sent;
   };
   // With pre-copy the shadow will hold all of memory: allocate it once, at the size memory is now.
-  const shadow = new PageShadow(guest.runtimeBase.full, message.precopy ? guest.memoryView().byteLength : 0);
+  const shadow = new PageShadow(source.base, message.precopy ? source.memoryView().byteLength : 0);
+  const offer = source.offer();
   // The proxy may abort before the freeze (an ack came too late, the target gave up): stop then.
   let abortedEarly = false;
   void ctx.decided.then((d) => (abortedEarly = d === 'aborted'));
@@ -157,19 +161,21 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
     let t = add('connect', t0);
     ctx.progress({ step: 'connect' });
     await step('offer', async () => {
-      const memory = guest.memoryView();
-      await (channel as PeerChannel).send({
-        type: 'offer',
-        migrationId: message.migrationId,
-        token: message.token,
-        guestId: guest.id,
-        name: guest.name,
-        roamVersion: ROAM_VERSION,
-        base: guest.runtimeBase.id,
-        limits: guest.limits,
-        memoryBytes: memory.byteLength,
-        precopy: message.precopy,
-      });
+      const memory = source.memoryView();
+      await (channel as PeerChannel).send(
+        {
+          type: 'offer',
+          migrationId: message.migrationId,
+          token: message.token,
+          guestId: guest.id,
+          name: guest.name,
+          roamVersion: ROAM_VERSION,
+          ...offer.fields,
+          memoryBytes: memory.byteLength,
+          precopy: message.precopy,
+        },
+        offer.body,
+      );
       const answer = await (channel as PeerChannel).next(timeout, 'answer to the offer');
       if (answer.header.type === 'fail')
         throw new RoamError('ROAM_ERR_MIGRATION', `the target refused: ${answer.header.message}`);
@@ -184,7 +190,7 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
         let previous = Infinity;
         for (let round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
           stillWanted();
-          const dirty = shadow.dirty(guest.memoryView());
+          const dirty = shadow.dirty(source.memoryView());
           const bytes = dirty.length * PAGE_SIZE;
           if (round > 0 && (bytes <= PRECOPY_SMALL_BYTES || dirty.length >= previous)) break;
           previous = dirty.length;
@@ -217,13 +223,13 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
       return result('rolled-back', null, { step: 'freeze', error });
     }
     frozenAt = performance.now();
-    const host = guest.freezeForMove();
+    const host = source.freezeForMove();
     let t = add('freeze', frozenAt);
     ctx.progress({ step: 'freeze' });
     await reach('migrate.source.afterFreeze');
     await step('transfer', async () => {
       t = performance.now();
-      const dirty = shadow.dirty(guest.memoryView());
+      const dirty = shadow.dirty(source.memoryView());
       add('scan', t);
       stats.finalBytes += await sendPages(dirty, stats.precopyRounds, true);
       t = performance.now();
@@ -237,7 +243,7 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
             guestId: host.meta.guestId,
             name: host.meta.name,
             roamVersion: host.meta.roamVersion,
-            base: host.meta.base ?? '',
+            base: host.meta.base ?? offer.fields.base,
             createdAt: host.meta.createdAt,
           },
           stateBytes: stateJson.length,
@@ -301,7 +307,7 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
 
 function drop(ctx: SourceContext): void {
   ctx.release();
-  ctx.guest.stop('killed', 0);
+  ctx.guest.guest.stop('killed', 0);
 }
 
 function connectPeer(host: string, port: number, timeoutMs: number): Promise<PeerChannel> {

@@ -8,12 +8,12 @@ import { timingSafeEqual } from 'node:crypto';
 import type net from 'node:net';
 import { RoamError, isRoamError } from '../errors.js';
 import { reach } from '../common/failpoints.js';
-import { Guest } from '../guest/guest.js';
-import type { Sandbox, SandboxLimits } from '../guest/sandbox/sandbox.js';
-import { runtimeTemplate } from '../guest/template.js';
+import type { Guest } from '../guest/guest.js';
+import type { WasmGuest } from '../wasm/guest.js';
 import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import type { MigrationStep } from '../wire/index.js';
-import { ROAM_VERSION } from '../version.js';
+import { prepareLanding, type Landing } from './movable.js';
+import type { Sandbox, SandboxLimits } from '../guest/sandbox/sandbox.js';
 import { PageWriter, applyPackedPages, formatTimings } from './pages.js';
 import { PeerChannel } from './peer-channel.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
@@ -36,8 +36,8 @@ export interface TargetContext {
   /** Asks the proxy to commit; resolves with its decision. */
   commit(migrationId: string, streams: number[]): Promise<Decision>;
   /** The guest is ours (committed): run it here and carry its streams on. */
-  adopt(guest: Guest, network: TunnelNetwork): void;
-  /** A sandbox for the guest (a spare prepared ahead of time when there is one): see `SpareSandbox`. */
+  adopt(guest: Guest | WasmGuest, network: TunnelNetwork): void;
+  /** A sandbox for a JavaScript guest (a spare prepared ahead of time when there is one): see `SpareSandbox`. */
   sandbox(limits: SandboxLimits, expectedBytes?: number): Promise<Sandbox>;
   /** Tells the proxy this side gave up. */
   failed(migrationId: string, step: MigrationStep, err: Error): void;
@@ -66,11 +66,13 @@ function sameToken(a: string, b: string): boolean {
 export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promise<void> {
   const channel = new PeerChannel(socket);
   let offer: OfferMessage;
+  let offerBody: Uint8Array;
   let expected: Expectation | undefined;
   try {
     const first = await channel.next(OFFER_TIMEOUT_MS, 'offer');
     if (first.header.type !== 'offer') throw new Error(`expected an offer, got ${first.header.type}`);
     offer = first.header;
+    offerBody = first.body;
     expected = ctx.expectation(offer.migrationId);
     if (!expected || !sameToken(expected.token, offer.token) || expected.guestId !== offer.guestId) {
       throw new Error('no such move was announced by the proxy, or the token is wrong');
@@ -85,8 +87,8 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
   }
   const { migrationId } = offer;
   const timeout = expected.stepTimeoutMs;
-  let sandbox: Sandbox | undefined;
-  let guest: Guest | undefined;
+  let landing: Landing | undefined;
+  let guest: Guest | WasmGuest | undefined;
   let step: MigrationStep = 'offer';
   // Milliseconds per step on this side: prepare (the sandbox, before the accept), precopy (until
   // the first final page message has arrived whole), apply (from there until the state message
@@ -101,27 +103,17 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     t = now;
   };
   try {
-    const base = await runtimeTemplate();
-    if (offer.roamVersion !== ROAM_VERSION || offer.base !== base.id) {
-      throw new TargetError(
-        'offer',
-        'ROAM_ERR_IMAGE_VERSION',
-        `unsupported version: the source runs Roam ${offer.roamVersion} (runtime ${offer.base}), this host Roam ${ROAM_VERSION} (runtime ${base.id})`,
-      );
-    }
-    // Prepared before the source freezes: compiled module, instance, runtime, memory faulted in.
-    // With pre-copy, the first round faults the memory in as it writes it, while the guest still
-    // runs on the source (and the source builds its next message meanwhile): faulting it all in
-    // here first would only keep the source waiting for the accept.
+    // Prepared before the source freezes (movable.ts): a JavaScript guest's sandbox holding the
+    // runtime template, or a WebAssembly guest's compiled module.
     t = performance.now();
-    sandbox = await ctx.sandbox(offer.limits, offer.precopy === true ? undefined : offer.memoryBytes);
+    landing = await prepareLanding(offer, offerBody, (limits, expectedBytes) => ctx.sandbox(limits, expectedBytes));
     await reach('migrate.target.beforeAccept');
-    // Plain page messages go straight from the socket into the sandbox's memory (no buffer holds
-    // them); if one turns out damaged, the move fails and this sandbox is dropped with what it got.
-    const ready = sandbox;
+    // Plain page messages go straight from the socket into the landing's memory (no buffer holds
+    // them); if one turns out damaged, the move fails and the landing is dropped with what it got.
+    const ready = landing;
     channel.streamBodies((h) =>
       h.type === 'pages' && h.codec === 'none'
-        ? new PageWriter(h.count, h.rawBytes, ready.prepareRestore(h.byteLength))
+        ? new PageWriter(h.count, h.rawBytes, ready.memory(h.byteLength))
         : undefined,
     );
     await channel.send({ type: 'accept', migrationId, prepareMs: performance.now() - t });
@@ -139,7 +131,7 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
         }
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
         if (!message.streamed) {
-          applyPackedPages(message.body, h.count, h.codec, h.rawBytes, sandbox.prepareRestore(h.byteLength));
+          applyPackedPages(message.body, h.count, h.codec, h.rawBytes, landing.memory(h.byteLength));
         }
       } else if (h.type === 'state') {
         state = message;
@@ -161,16 +153,11 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     }
     lap('state');
     const network = ctx.network(offer.guestId);
-    guest = await Guest.assembleMoved(
-      sandbox,
-      {
-        meta: { kind: 'js', ...h.meta },
-        state: stateJson,
-        files: state.body.subarray(h.stateBytes),
-      },
-      { network, frozen: true },
+    guest = await landing.assemble(
+      { meta: h.meta, state: stateJson, files: state.body.subarray(h.stateBytes) },
+      network,
     );
-    sandbox = undefined; // the guest owns it now
+    landing = undefined; // the guest owns what it prepared
     lap('assemble');
     const t0 = performance.now();
 
@@ -198,7 +185,7 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     const failedStep = err instanceof TargetError ? err.step : step;
     const message = (err as Error).message;
     guest?.stop('killed', 0);
-    sandbox?.dispose();
+    landing?.dispose();
     ctx.log(`move ${migrationId} of ${offer.name} failed here at ${failedStep}: ${message}`);
     ctx.failed(migrationId, failedStep, new RoamError('ROAM_ERR_MIGRATION', `${code}: ${message}`));
     await channel.send({ type: 'fail', step: failedStep, code, message: message.slice(0, 16_000) }).catch(() => {});

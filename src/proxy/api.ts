@@ -29,6 +29,7 @@ import type { Socket } from 'node:net';
 import { z } from 'zod';
 import { tokenMatches } from '../common/secrets.js';
 import { RoamError, isRoamError, type RoamErrorCode } from '../errors.js';
+import { MESSAGE_LIMITS } from '../wire/index.js';
 import type { DeployRequest, EventView, MigrateRequest, ProxyOperations } from './view.js';
 
 /** The logger calls the API makes (a pino logger fits). */
@@ -87,6 +88,8 @@ export function statusFor(code: RoamErrorCode): number {
     case 'ROAM_ERR_USAGE':
     case 'ROAM_ERR_BUNDLE':
     case 'ROAM_ERR_UNSUPPORTED_BUILTIN':
+    case 'ROAM_ERR_WASM_MODULE':
+    case 'ROAM_ERR_WASM_FEATURE':
       return 400;
     case 'ROAM_ERR_UNAUTHORIZED':
       return 401;
@@ -117,12 +120,26 @@ const port = z
   .min(1, { error: 'must be a port number 1-65535' })
   .max(65535, { error: 'must be a port number 1-65535' });
 
+/** Whether base64 text starts with a WebAssembly binary's magic and version 1 ("\0asm", 1). */
+function isWasmModule(base64: string): boolean {
+  const head = Buffer.from(base64.slice(0, 12), 'base64');
+  return head.length >= 8 && head.readUInt32BE(0) === 0x0061736d && head.readUInt32LE(4) === 1;
+}
+
 const deploySchema = z
   .strictObject({
     name: z.string({ error: 'is required (a string)' }).regex(GUEST_NAME, {
       error: "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
     }),
-    bundle: z.string({ error: 'is required (the bundled program)' }).min(1, { error: 'is empty' }),
+    bundle: z.string({ error: 'must be a string (the bundled program)' }).min(1, { error: 'is empty' }).optional(),
+    wasm: z
+      .base64({ error: 'must be the WebAssembly module in base64' })
+      .min(1, { error: 'is empty' })
+      .max(MESSAGE_LIMITS.wasm, {
+        error: `is larger than ${(MESSAGE_LIMITS.wasm * 3) / 4 / 1024 / 1024} MiB of module`,
+      })
+      .refine((text) => isWasmModule(text), { error: 'is not a WebAssembly module (no \\0asm header)' })
+      .optional(),
     publish: z
       .array(z.strictObject({ public: port, guest: port, protocol: z.enum(['tcp', 'udp']) }))
       .max(256)
@@ -134,6 +151,11 @@ const deploySchema = z
     expectMs: z.number().int().positive({ error: 'must be a positive number of ms' }).optional(),
   })
   .superRefine((value, ctx) => {
+    if (value.bundle === undefined && value.wasm === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['bundle'], message: 'is required (the bundled program), or wasm instead' });
+    } else if (value.bundle !== undefined && value.wasm !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['wasm'], message: 'cannot come with bundle: send one program' });
+    }
     const seen = new Set<string>();
     for (const p of value.publish) {
       const key = `${p.protocol} ${p.public}`;

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { join } from 'node:path';
 import { tokenMatches } from '../common/secrets.js';
-import { RoamError } from '../errors.js';
+import { RoamError, type RoamErrorCode } from '../errors.js';
 import { LinkSession } from '../link/session.js';
 import type { LinkStream } from '../link/stream.js';
 import { ROAM_VERSION } from '../version.js';
@@ -29,7 +29,7 @@ import { ControlPlane, type PolicyStatus } from './control-plane.js';
 import { Migrations } from './migrations.js';
 import { relay } from './relay.js';
 import { UdpFlows } from './udp.js';
-import { Store, type GuestState, type PublishedPort } from './store.js';
+import { Store, type GuestKind, type GuestState, type PublishedPort } from './store.js';
 import type {
   DeployRequest,
   DrainView,
@@ -70,9 +70,23 @@ interface HostEntry {
   session: LinkSession | undefined;
 }
 
+/** Codes a host may refuse a program with that say the program is at fault (kept, not wrapped). */
+const PROGRAM_ERRORS: ReadonlySet<string> = new Set<RoamErrorCode>([
+  'ROAM_ERR_BUNDLE',
+  'ROAM_ERR_WASM_MODULE',
+  'ROAM_ERR_WASM_FEATURE',
+]);
+
+function deployError(code: string, message: string): RoamError {
+  return PROGRAM_ERRORS.has(code)
+    ? new RoamError(code as RoamErrorCode, `the host refused the program: ${message}`)
+    : new RoamError('ROAM_ERR_API', `${code}: ${message}`);
+}
+
 interface GuestEntry {
   id: string;
   name: string;
+  kind: GuestKind;
   state: GuestState;
   hostId: string | null;
   publish: PublishedPort[];
@@ -287,9 +301,14 @@ export class Proxy implements ProxyOperations {
         : undefined;
     const host = this.place(byPolicy ?? request.on);
     const now = Date.now();
+    const program =
+      request.wasm !== undefined
+        ? { kind: 'wasm' as const, wasm: request.wasm }
+        : { kind: 'js' as const, bundle: request.bundle ?? '' };
     const guest: GuestEntry = {
       id: randomUUID(),
       name: request.name,
+      kind: program.kind,
       state: 'starting',
       hostId: host.id,
       publish: request.publish,
@@ -304,9 +323,12 @@ export class Proxy implements ProxyOperations {
     };
     await this.openListeners(guest);
     this.guestTable.set(guest.id, guest);
-    this.store.addGuest({ ...guest, createdAt: now }, request.bundle);
+    this.store.addGuest(
+      { ...guest, createdAt: now },
+      program.kind === 'wasm' ? Buffer.from(program.wasm, 'base64') : program.bundle,
+    );
     try {
-      await this.sendDeploy(host, guest, request.bundle);
+      await this.sendDeploy(host, guest, program.kind === 'wasm' ? { wasm: program.wasm } : { bundle: program.bundle });
     } catch (err) {
       this.closeListeners(guest);
       this.setGuestState(guest, 'failed');
@@ -652,7 +674,7 @@ export class Proxy implements ProxyOperations {
         this.settle(this.deploys, message.guestId, undefined);
         return;
       case 'deployFailed':
-        this.fail(this.deploys, message.guestId, new RoamError('ROAM_ERR_API', `${message.code}: ${message.message}`));
+        this.fail(this.deploys, message.guestId, deployError(message.code, message.message));
         return;
       case 'guestExited':
         this.onGuestExited(host, message.guestId, message.code, message.reason, message.message);
@@ -742,7 +764,11 @@ export class Proxy implements ProxyOperations {
     return up.sort((a, b) => score(b) - score(a) || count(a) - count(b))[0] as HostEntry;
   }
 
-  private sendDeploy(host: HostEntry, guest: GuestEntry, bundle: string): Promise<void> {
+  private sendDeploy(
+    host: HostEntry,
+    guest: GuestEntry,
+    program: { bundle: string } | { wasm: string },
+  ): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.deploys.delete(guest.id);
@@ -758,7 +784,7 @@ export class Proxy implements ProxyOperations {
         type: 'deploy',
         guestId: guest.id,
         name: guest.name,
-        bundle,
+        ...program,
         env: guest.env,
         argv: guest.argv,
         publish: guest.publish,
@@ -1059,6 +1085,7 @@ export class Proxy implements ProxyOperations {
     return {
       id: g.id,
       name: g.name,
+      kind: g.kind,
       state: g.state,
       hostId: g.hostId,
       hostName: host?.name ?? null,

@@ -1,7 +1,7 @@
 /**
  * The proxy's durable state, in SQLite in its data directory: hosts and their sessions (join, leave
- * and eviction times: the history the availability model learns from), guests (with their bundles,
- * so a guest can be placed again), and the event log. The live roaming table is built on it.
+ * and eviction times: the history the availability model learns from), guests (with their programs,
+ * a JavaScript bundle or a WebAssembly module, so a guest can be placed again), and the event log. The live roaming table is built on it.
  */
 import Database from 'better-sqlite3';
 
@@ -27,9 +27,13 @@ export interface PublishedPort {
   protocol: 'tcp' | 'udp';
 }
 
+/** What a guest's program is: a JavaScript bundle, or a WebAssembly module. */
+export type GuestKind = 'js' | 'wasm';
+
 export interface GuestRow {
   id: string;
   name: string;
+  kind: GuestKind;
   hostId: string | null;
   state: GuestState;
   publish: PublishedPort[];
@@ -122,6 +126,7 @@ interface RawGuest {
   exit_code: number | null;
   deadline: number | null;
   expect_ms: number | null;
+  kind: GuestKind;
 }
 
 interface RawEvent {
@@ -152,6 +157,8 @@ export class Store {
     );
     if (!columns.has('deadline')) this.db.exec(`ALTER TABLE guests ADD COLUMN deadline INTEGER`);
     if (!columns.has('expect_ms')) this.db.exec(`ALTER TABLE guests ADD COLUMN expect_ms INTEGER`);
+    // Guests from before WebAssembly guests were all JavaScript.
+    if (!columns.has('kind')) this.db.exec(`ALTER TABLE guests ADD COLUMN kind TEXT NOT NULL DEFAULT 'js'`);
   }
 
   close(): void {
@@ -215,11 +222,12 @@ export class Store {
     ).map((r) => ({ joinedAt: r.joined_at, endedAt: r.ended_at, endReason: r.end_reason }));
   }
 
-  addGuest(guest: Omit<GuestRow, 'exitCode'>, bundle: string): void {
+  /** `program`: the bundle's source (kind 'js') or the module's bytes (kind 'wasm'). */
+  addGuest(guest: Omit<GuestRow, 'exitCode'>, program: string | Uint8Array): void {
     this.db
       .prepare(
-        `INSERT INTO guests (id, name, host_id, state, publish, env, argv, bundle, since, created_at, deadline, expect_ms)
-         VALUES (@id, @name, @hostId, @state, @publish, @env, @argv, @bundle, @since, @createdAt, @deadline, @expectMs)`,
+        `INSERT INTO guests (id, name, kind, host_id, state, publish, env, argv, bundle, since, created_at, deadline, expect_ms)
+         VALUES (@id, @name, @kind, @hostId, @state, @publish, @env, @argv, @bundle, @since, @createdAt, @deadline, @expectMs)`,
       )
       .run({
         ...guest,
@@ -228,7 +236,7 @@ export class Store {
         publish: JSON.stringify(guest.publish),
         env: JSON.stringify(guest.env),
         argv: JSON.stringify(guest.argv),
-        bundle: Buffer.from(bundle, 'utf8'),
+        bundle: typeof program === 'string' ? Buffer.from(program, 'utf8') : Buffer.from(program),
       });
   }
 
@@ -252,6 +260,7 @@ export class Store {
     return (this.db.prepare(`SELECT * FROM guests ORDER BY name`).all() as RawGuest[]).map((r) => ({
       id: r.id,
       name: r.name,
+      kind: r.kind,
       hostId: r.host_id,
       state: r.state,
       publish: JSON.parse(r.publish) as PublishedPort[],
@@ -279,9 +288,14 @@ export class Store {
     ).map((r) => ({ hostId: r.host_id, joinedAt: r.joined_at, endedAt: r.ended_at, endReason: r.end_reason }));
   }
 
-  guestBundle(id: string): string | undefined {
-    const row = this.db.prepare(`SELECT bundle FROM guests WHERE id = ?`).get(id) as { bundle: Buffer } | undefined;
-    return row?.bundle.toString('utf8');
+  /** A guest's program: the bundle's source, or the WebAssembly module's bytes. */
+  guestProgram(id: string): { kind: 'js'; bundle: string } | { kind: 'wasm'; module: Uint8Array } | undefined {
+    const row = this.db.prepare(`SELECT kind, bundle FROM guests WHERE id = ?`).get(id) as
+      { kind: GuestKind; bundle: Buffer } | undefined;
+    if (!row) return undefined;
+    return row.kind === 'wasm'
+      ? { kind: 'wasm', module: row.bundle }
+      : { kind: 'js', bundle: row.bundle.toString('utf8') };
   }
 
   addEvent(e: Omit<EventRow, 'id'>): EventRow {

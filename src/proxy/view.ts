@@ -4,7 +4,7 @@
  * API (api.ts) and the CLI only ever see these shapes.
  */
 import type { HostReport } from '../controller/metrics/index.js';
-import type { PublishedPort } from './store.js';
+import type { GuestKind, PublishedPort } from './store.js';
 import type { PolicyStatus } from './control-plane.js';
 
 export type HostStateView = 'up' | 'left' | 'evicted' | 'disconnected';
@@ -29,6 +29,8 @@ export type GuestStateView = 'pending' | 'starting' | 'running' | 'stopped' | 'e
 export interface GuestView {
   id: string;
   name: string;
+  /** 'js': a bundled JavaScript program; 'wasm': a WebAssembly (WASI) module. */
+  kind: GuestKind;
   state: GuestStateView;
   hostId: string | null;
   hostName: string | null;
@@ -66,8 +68,10 @@ export interface EventView {
 
 export interface DeployRequest {
   name: string;
-  /** The bundled guest program (JavaScript source, as `roam run` bundles it). */
-  bundle: string;
+  /** The bundled guest program (JavaScript source, as `roam run` bundles it); or `wasm`. */
+  bundle?: string;
+  /** A WASI preview1 module in base64 (`roam run prog.wasm`); exactly one of `bundle` and `wasm`. */
+  wasm?: string;
   publish: PublishedPort[];
   env: Record<string, string>;
   argv: string[];

@@ -123,7 +123,11 @@ export function scanSections(bytes: Uint8Array): void {
     } else if (id === IMPORT_SECTION) {
       const count = s.u32();
       for (let i = 0; i < count; i++) {
-        for (let name = 0; name < 2; name++) s.at += s.u32();
+        for (let name = 0; name < 2; name++) {
+          // Not `s.at += s.u32()`: that adds the length to where the cursor was before the read.
+          const length = s.u32();
+          s.at += length;
+        }
         const kind = s.byte();
         if (kind === 0x00) s.u32();
         else if (kind === 0x01) {

@@ -22,7 +22,15 @@ import { VirtualFileSystem } from '../guest/vfs.js';
 import { ROAM_VERSION } from '../version.js';
 import { Asyncify, asyncifyExports } from './asyncify.js';
 import { instrument, readInfo, type InstrumentedInfo, type LoadOptions } from './instrument.js';
-import { decodeGlobals, decodeParts, encodeGlobals, encodeParts, parseWasmState, type WasmState } from './image.js';
+import {
+  decodeGlobals,
+  decodeParts,
+  encodeGlobals,
+  encodeParts,
+  parseWasmState,
+  type WasmParts,
+  type WasmState,
+} from './image.js';
 import { ExitSignal } from './wasi/errno.js';
 import { FdTable } from './wasi/fds.js';
 import { Wasi, type Wait } from './wasi/preview1.js';
@@ -82,6 +90,7 @@ interface Parts {
 }
 
 export class WasmGuest {
+  readonly kind = 'wasm' as const;
   readonly id: string;
   readonly name: string;
   readonly log: GuestLog;
@@ -89,6 +98,7 @@ export class WasmGuest {
   readonly exited: Promise<GuestExit>;
   readonly info: InstrumentedInfo;
   private readonly moduleBytes: Uint8Array;
+  private readonly moduleSha256: string;
   private readonly module: WebAssembly.Module;
   private readonly clock: VirtualClock;
   private readonly random: SeededRandom;
@@ -118,6 +128,7 @@ export class WasmGuest {
     this.name = options.name ?? 'guest';
     this.module = parts.module;
     this.moduleBytes = parts.moduleBytes;
+    this.moduleSha256 = sha256Hex(parts.moduleBytes);
     this.info = parts.info;
     this.clock = parts.clock;
     this.files = parts.files;
@@ -180,18 +191,7 @@ export class WasmGuest {
 
   /** Restores a guest from decoded image contents: the same module, memory, globals and stack, then a rewind. */
   static async restore(contents: ImageContents, options: WasmGuestOptions = {}): Promise<WasmGuest> {
-    if (contents.meta.kind !== 'wasm') {
-      throw new RoamError(
-        'ROAM_ERR_IMAGE_MALFORMED',
-        `this is an image of a ${contents.meta.kind} guest, not a WebAssembly one`,
-      );
-    }
-    if (contents.meta.roamVersion !== ROAM_VERSION) {
-      throw new RoamError(
-        'ROAM_ERR_IMAGE_VERSION',
-        `unsupported version: this image was made by Roam ${contents.meta.roamVersion}, and this is Roam ${ROAM_VERSION}; resume it with the same version`,
-      );
-    }
+    checkMeta(contents.meta);
     const state = parseWasmState(contents.state);
     const parts = decodeParts(contents.files);
     if (sha256Hex(parts.module) !== state.module.sha256) {
@@ -207,16 +207,67 @@ export class WasmGuest {
         `the image's ${contents.memory.byteLength} bytes of memory exceed the memory limit of ${memoryBytes}`,
       );
     }
-    let module: WebAssembly.Module;
-    try {
-      module = await WebAssembly.compile(parts.module);
-    } catch (err) {
+    const module = await compileModule(parts.module);
+    return WasmGuest.rebuild(
+      contents.meta,
+      state,
+      { ...parts, module: parts.module },
+      module,
+      (memory) => {
+        growTo(memory, contents.memory.byteLength);
+        restoreMemory(contents.memory, new Uint8Array(memory.buffer));
+      },
+      { ...options, memoryBytes },
+    );
+  }
+
+  /**
+   * The target side of a move: builds a guest from the compiled module (sent ahead, so it compiled
+   * while the guest still ran on the source), the memory the move's pages were written into
+   * (starting from all zeros), and the host state. With `frozen`, it runs only after `resume()`.
+   */
+  static async assembleMoved(
+    prepared: { module: WebAssembly.Module; moduleBytes: Uint8Array },
+    memory: Uint8Array,
+    contents: Omit<ImageContents, 'memory'>,
+    options: WasmGuestOptions & { frozen?: boolean } = {},
+  ): Promise<WasmGuest> {
+    checkMeta(contents.meta);
+    const state = parseWasmState(contents.state);
+    const parts = decodeParts(contents.files);
+    if (sha256Hex(prepared.moduleBytes) !== state.module.sha256) {
+      throw new RoamError('ROAM_ERR_IMAGE_MALFORMED', 'the moved guest state names another module than the one sent');
+    }
+    const memoryBytes = options.memoryBytes ?? state.limits.memoryBytes;
+    if (memory.byteLength > memoryBytes) {
       throw new RoamError(
-        'ROAM_ERR_IMAGE_MALFORMED',
-        `malformed WebAssembly checkpoint image: its module does not compile (${String(err)})`,
-        { cause: err },
+        'ROAM_ERR_IMAGE_TOO_LARGE',
+        `the moved guest's ${memory.byteLength} bytes of memory exceed its memory limit of ${memoryBytes}`,
       );
     }
+    return WasmGuest.rebuild(
+      contents.meta,
+      state,
+      { ...parts, module: prepared.moduleBytes },
+      prepared.module,
+      (target) => {
+        growTo(target, memory.byteLength);
+        // Every byte: the fresh instance's data segments are not what the guest's memory holds now.
+        new Uint8Array(target.buffer).set(memory);
+      },
+      { ...options, memoryBytes },
+    );
+  }
+
+  /** Rebuilds a captured guest around a compiled module; `load` fills its memory. */
+  private static async rebuild(
+    meta: ImageContents['meta'],
+    state: WasmState,
+    parts: WasmParts,
+    module: WebAssembly.Module,
+    load: (memory: WebAssembly.Memory) => void,
+    options: WasmGuestOptions & { frozen?: boolean },
+  ): Promise<WasmGuest> {
     const info = readInfo(module);
     if (state.entry.index >= info.entries.length) {
       throw new RoamError(
@@ -235,9 +286,8 @@ export class WasmGuest {
     const guest = new WasmGuest(
       {
         ...options,
-        id: contents.meta.guestId,
-        name: contents.meta.name,
-        memoryBytes,
+        id: meta.guestId,
+        name: meta.name,
         sliceMs: options.sliceMs ?? state.limits.sliceMs,
       },
       {
@@ -255,7 +305,7 @@ export class WasmGuest {
     );
     try {
       guest.instantiate();
-      guest.loadMemory(contents, globals);
+      guest.loadMemory(load, globals);
       guest.cpuMs = state.cpuMs;
       guest.entryIndex = state.entry.index;
       if (state.entry.started) {
@@ -274,7 +324,7 @@ export class WasmGuest {
       guest.net.destroy();
       throw err;
     }
-    guest.thaw();
+    if (!options.frozen) guest.thaw();
     return guest;
   }
 
@@ -298,15 +348,25 @@ export class WasmGuest {
    * captures it. It stays frozen: `resume()` lets it go on, `stop()` ends it.
    */
   checkpoint(): Capture {
+    const t0 = performance.now();
+    const host = this.freezeForMove(true);
+    const memory = snapshotMemory(new Uint8Array(this.memory.buffer));
+    return { contents: { ...host, memory }, pauseMs: performance.now() - t0 };
+  }
+
+  /**
+   * Freezes the guest and captures everything but its memory (a move sends the memory as pages).
+   * The module is left out of the files unless `withModule`: a move sends it ahead, in its offer.
+   * The guest stays frozen.
+   */
+  freezeForMove(withModule = false): Omit<ImageContents, 'memory'> {
     if (this.phase === 'exited' || this.phase === 'running') {
       throw new RoamError(
         'ROAM_ERR_GUEST_STATE',
         `cannot checkpoint guest ${this.name}: it is ${this.phase === 'running' ? 'inside a host call' : 'exited'}`,
       );
     }
-    const t0 = performance.now();
     this.frozen = true;
-    const memory = snapshotMemory(new Uint8Array(this.memory.buffer));
     const exports = this.instance.exports;
     const values = this.info.globals.map((g) => {
       const global = exports[g.export] as WasmGlobal;
@@ -315,7 +375,7 @@ export class WasmGuest {
     const started = this.phase === 'suspended';
     const state: WasmState = {
       format: 1,
-      module: { sha256: sha256Hex(this.moduleBytes), source: this.info.source },
+      module: { sha256: this.moduleSha256, source: this.info.source },
       args: this.args,
       env: this.env,
       entry: { index: this.entryIndex, started },
@@ -334,7 +394,7 @@ export class WasmGuest {
       limits: { memoryBytes: this.memoryLimit, sliceMs: this.sliceMs },
     };
     const files = encodeParts({
-      module: this.moduleBytes,
+      module: withModule ? this.moduleBytes : new Uint8Array(0),
       files: this.files.serialize(),
       globals: encodeGlobals(
         this.info.globals.map((g) => g.type),
@@ -342,7 +402,7 @@ export class WasmGuest {
       ),
       stack: started ? (this.asyncify.stack ?? new Uint8Array(0)) : new Uint8Array(0),
     });
-    const contents: ImageContents = {
+    return {
       meta: {
         kind: 'wasm',
         guestId: this.id,
@@ -350,11 +410,24 @@ export class WasmGuest {
         roamVersion: ROAM_VERSION,
         createdAt: new Date(state.clock.wall).toISOString(),
       },
-      memory,
       state,
       files,
     };
-    return { contents, pauseMs: performance.now() - t0 };
+  }
+
+  /** The guest's linear memory (live: a move reads its pages while the guest runs; a new view after a grow). */
+  memoryView(): Uint8Array {
+    return new Uint8Array(this.memory.buffer);
+  }
+
+  /** What a move's target needs to prepare before the memory comes: the instrumented module and the limits. */
+  get moveInfo(): { moduleBytes: Uint8Array; sha256: string; memoryLimit: number; sliceMs: number } {
+    return {
+      moduleBytes: this.moduleBytes,
+      sha256: this.moduleSha256,
+      memoryLimit: this.memoryLimit,
+      sliceMs: this.sliceMs,
+    };
   }
 
   resume(): void {
@@ -434,23 +507,8 @@ export class WasmGuest {
     }
   }
 
-  private loadMemory(contents: ImageContents, globals: Array<number | bigint>): void {
-    const want = contents.memory.byteLength;
-    const have = this.memory.buffer.byteLength;
-    if (want < have) {
-      throw new RoamError(
-        'ROAM_ERR_IMAGE_MALFORMED',
-        `malformed WebAssembly checkpoint image: ${want} bytes of memory, less than the module's initial ${have}`,
-      );
-    }
-    try {
-      if (want > have) this.memory.grow((want - have) / 65536);
-    } catch (err) {
-      throw new RoamError('ROAM_ERR_IMAGE_TOO_LARGE', `the module's memory cannot grow to the image's ${want} bytes`, {
-        cause: err,
-      });
-    }
-    restoreMemory(contents.memory, new Uint8Array(this.memory.buffer));
+  private loadMemory(load: (memory: WebAssembly.Memory) => void, globals: Array<number | bigint>): void {
+    load(this.memory);
     const exports = this.instance.exports;
     this.info.globals.forEach((g, i) => {
       (exports[g.export] as WasmGlobal).value = globals[i] ?? 0;
@@ -575,6 +633,49 @@ export class WasmGuest {
 }
 
 class MemoryLimit extends Error {}
+
+function checkMeta(meta: ImageContents['meta']): void {
+  if (meta.kind !== 'wasm') {
+    throw new RoamError('ROAM_ERR_IMAGE_MALFORMED', `this is an image of a ${meta.kind} guest, not a WebAssembly one`);
+  }
+  if (meta.roamVersion !== ROAM_VERSION) {
+    throw new RoamError(
+      'ROAM_ERR_IMAGE_VERSION',
+      `unsupported version: this image was made by Roam ${meta.roamVersion}, and this is Roam ${ROAM_VERSION}; resume it with the same version`,
+    );
+  }
+}
+
+/** Compiles a module that came with an image or a move (it was instrumented where it came from). */
+export async function compileModule(bytes: Uint8Array): Promise<WebAssembly.Module> {
+  try {
+    return await WebAssembly.compile(bytes);
+  } catch (err) {
+    throw new RoamError(
+      'ROAM_ERR_IMAGE_MALFORMED',
+      `malformed WebAssembly checkpoint image: its module does not compile (${String(err)})`,
+      { cause: err },
+    );
+  }
+}
+
+/** Grows a fresh instance's memory to a captured size (never less than the module's initial). */
+function growTo(memory: WebAssembly.Memory, want: number): void {
+  const have = memory.buffer.byteLength;
+  if (want < have || want % 65536 !== 0) {
+    throw new RoamError(
+      'ROAM_ERR_IMAGE_MALFORMED',
+      `malformed WebAssembly checkpoint image: ${want} bytes of memory, not a whole number of pages at least the module's initial ${have}`,
+    );
+  }
+  try {
+    if (want > have) memory.grow((want - have) / 65536);
+  } catch (err) {
+    throw new RoamError('ROAM_ERR_IMAGE_TOO_LARGE', `the module's memory cannot grow to the image's ${want} bytes`, {
+      cause: err,
+    });
+  }
+}
 
 /** Restores a guest from image bytes already decoded elsewhere; re-exported for the CLI. */
 export { decodeImage };

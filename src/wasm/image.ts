@@ -170,7 +170,33 @@ export const wasmStateSchema = z.strictObject({
       )
       .max(1 << 16),
     streams: z
-      .array(z.strictObject({ id: int, endpoints: endpoints.nullable(), bytesIn: int, bytesOut: int }))
+      .array(
+        z.strictObject({
+          id: int,
+          endpoints: endpoints.nullable(),
+          bytesIn: int,
+          bytesOut: int,
+          /** The connection itself, when the guest's network carries connections (the proxy tunnel). */
+          link: z
+            .strictObject({
+              streamId: z.number().int().min(0).max(0xffff_ffff),
+              received: int,
+              sent: int,
+              acked: int,
+              unacked: z.base64().max(64 * 1024 * 1024),
+              ended: z.boolean(),
+            })
+            .optional(),
+          /** Bytes taken from the connection that the guest has not read yet (base64). */
+          pending: z
+            .base64()
+            .max(16 * 1024 * 1024)
+            .optional(),
+          /** The peer ended its direction and the guest saw it; the guest shut its own. */
+          ended: z.boolean().optional(),
+          writeShut: z.boolean().optional(),
+        }),
+      )
       .max(1 << 16),
   }),
   clock: z.strictObject({ wall: z.number(), mono: z.number() }),

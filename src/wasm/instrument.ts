@@ -31,6 +31,7 @@ import {
   type ExpressionRef,
 } from './binaryen.js';
 import { featureOfExpression, malformedModule, refuse, scanSections } from './features.js';
+import { instrumentOffThread } from './instrument-thread.js';
 
 /** Bump when the instrumentation changes its output: it is part of every cache key. */
 export const INSTRUMENTER_VERSION = 1;
@@ -433,7 +434,8 @@ export async function instrument(source: Uint8Array, options: LoadOptions = {}):
       // Absent or damaged: make it again.
     }
   }
-  const bytes = await instrumentModule(source, options);
+  // On a worker thread when one can be started (the caller keeps running meanwhile), else here.
+  const bytes = await (instrumentOffThread(source, options) ?? instrumentModule(source, options));
   const info = readInfo(new WebAssembly.Module(bytes));
   if (file && dir !== false) {
     try {

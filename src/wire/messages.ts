@@ -32,6 +32,8 @@ export const MESSAGE_LIMITS = {
   text: 16 * 1024,
   /** A deploy's bundle, in characters (the CONTROL frame limit also applies to its encoding). */
   bundle: 32 * 1024 * 1024,
+  /** A deploy's WebAssembly module, in base64 characters (24 MiB of module). */
+  wasm: 32 * 1024 * 1024,
   /** Entries in a deploy's env, and items in its argv. */
   envEntries: 1024,
   argvItems: 1024,
@@ -209,34 +211,41 @@ const envSchema = z
   )
   .pipe(z.record(z.string().min(1).max(MESSAGE_LIMITS.envKey), z.string().max(MESSAGE_LIMITS.envValue)));
 
-/** Proxy -> controller: start a guest from a bundle. */
-export const deploySchema = z.object({
-  type: z.literal('deploy'),
-  guestId: id,
-  name,
-  /** The guest program: bundled JavaScript source. */
-  bundle: z.string().max(MESSAGE_LIMITS.bundle),
-  env: envSchema,
-  argv: z.array(z.string().max(MESSAGE_LIMITS.argvItem)).max(MESSAGE_LIMITS.argvItems),
-  publish: z
-    .array(z.object({ public: publicPort, guest: publicPort, protocol: transport }))
-    .max(MESSAGE_LIMITS.publish),
-  /** Sandbox limits; the controller's defaults apply to what is left out. */
-  limits: z
-    .object({
-      memoryBytes: z
-        .int()
-        .min(1024 * 1024)
-        .max(4 * 1024 * 1024 * 1024),
-      cpuBudgetMs: z.int().min(1).max(3_600_000),
-      stackBytes: z
-        .int()
-        .min(64 * 1024)
-        .max(256 * 1024 * 1024),
-    })
-    .partial()
-    .optional(),
-});
+/** Proxy -> controller: start a guest from a bundle or a WebAssembly module (exactly one). */
+export const deploySchema = z
+  .object({
+    type: z.literal('deploy'),
+    guestId: id,
+    name,
+    /** The guest program: bundled JavaScript source. */
+    bundle: z.string().max(MESSAGE_LIMITS.bundle).optional(),
+    /** Or a WASI preview1 module, in base64 (a WebAssembly guest). */
+    wasm: z.base64().max(MESSAGE_LIMITS.wasm).optional(),
+    env: envSchema,
+    argv: z.array(z.string().max(MESSAGE_LIMITS.argvItem)).max(MESSAGE_LIMITS.argvItems),
+    publish: z
+      .array(z.object({ public: publicPort, guest: publicPort, protocol: transport }))
+      .max(MESSAGE_LIMITS.publish),
+    /** Sandbox limits; the controller's defaults apply to what is left out. */
+    limits: z
+      .object({
+        memoryBytes: z
+          .int()
+          .min(1024 * 1024)
+          .max(4 * 1024 * 1024 * 1024),
+        cpuBudgetMs: z.int().min(1).max(3_600_000),
+        stackBytes: z
+          .int()
+          .min(64 * 1024)
+          .max(256 * 1024 * 1024),
+      })
+      .partial()
+      .optional(),
+  })
+  .refine((m) => (m.bundle === undefined) !== (m.wasm === undefined), {
+    message: 'must have exactly one of bundle and wasm',
+    path: ['bundle'],
+  });
 export type DeployMessage = z.infer<typeof deploySchema>;
 
 export const deployedSchema = z.object({

@@ -121,6 +121,7 @@ export class FakeOps implements ProxyOperations {
     const guest: GuestView = {
       id: `9d1e${String(this.guestMap.size).padStart(4, '0')}-0000-4000-8000-000000000000`,
       name: request.name,
+      kind: request.wasm !== undefined ? 'wasm' : 'js',
       state: 'running',
       hostId: target.id,
       hostName: target.name,

@@ -277,7 +277,13 @@ function renderGuests(): void {
       return h(
         'tr',
         { 'data-guest': g.name, class: moving.has(g.name) ? 'moving' : '' },
-        h('td', {}, h('strong', {}, g.name)),
+        // A WebAssembly guest says so beside its name (JavaScript is the usual kind).
+        h(
+          'td',
+          {},
+          h('strong', {}, g.name),
+          g.kind === 'wasm' ? h('span', { class: 'kind', title: 'WebAssembly guest' }, ' wasm') : '',
+        ),
         h('td', {}, h('span', { class: `badge ${g.state}` }, moving.has(g.name) ? 'moving' : g.state)),
         h('td', { 'data-field': 'host' }, g.hostName ?? '-'),
         h('td', {}, formatAgo(g.since)),

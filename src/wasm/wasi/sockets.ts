@@ -11,6 +11,7 @@
 import type { Duplex } from 'node:stream';
 import type {
   AddressInfo,
+  CarriedConnection,
   Endpoints,
   VirtualConnection,
   VirtualListener,
@@ -29,6 +30,15 @@ export interface StreamState {
   endpoints: Endpoints | null;
   bytesIn: number;
   bytesOut: number;
+  /** The connection as the network carries it across a restore (the proxy tunnel does). */
+  link?: CarriedConnection;
+  /**
+   * Bytes already taken from the connection that the guest has not read (base64): the stream
+   * counts them as consumed, so they travel here, not in the replay.
+   */
+  pending?: string;
+  ended?: boolean;
+  writeShut?: boolean;
 }
 
 export interface NetState {
@@ -52,6 +62,11 @@ interface Stream {
   reset: boolean;
   needDrain: boolean;
   writeShut: boolean;
+}
+
+/** Endpoints for a connection recorded without them (captureConnection reads only the stream). */
+function emptyEndpoints(e: Endpoints | null): Endpoints {
+  return e ?? { localAddress: '', localPort: 0, remoteAddress: '', remotePort: 0, remoteFamily: 'IPv4' };
 }
 
 /** Connections accepted but not yet taken by the guest, per listener: beyond it, new ones are refused. */
@@ -103,7 +118,7 @@ export class NetTable {
     const conn = entry.backlog.shift();
     if (!conn) return undefined;
     const sid = this.nextId++;
-    const s: Stream = {
+    this.adopt({
       state: { id: sid, endpoints: conn.endpoints, bytesIn: 0, bytesOut: 0 },
       stream: conn.stream,
       pending: undefined,
@@ -111,23 +126,29 @@ export class NetTable {
       reset: false,
       needDrain: false,
       writeShut: false,
-    };
-    this.streams.set(sid, s);
-    conn.stream.on('readable', this.onChange);
-    conn.stream.on('end', () => {
+    });
+    return sid;
+  }
+
+  /** Tracks a stream's connection: every change of its readiness wakes the guest. */
+  private adopt(s: Stream): void {
+    this.streams.set(s.state.id, s);
+    const conn = s.stream;
+    if (!conn) return;
+    conn.on('readable', this.onChange);
+    conn.on('end', () => {
       s.ended = true;
       this.onChange();
     });
-    conn.stream.on('error', () => {
+    conn.on('error', () => {
       s.reset = true;
       this.onChange();
     });
-    conn.stream.on('close', this.onChange);
-    conn.stream.on('drain', () => {
+    conn.on('close', this.onChange);
+    conn.on('drain', () => {
       s.needDrain = false;
       this.onChange();
     });
-    return sid;
   }
 
   private stream(id: number): Stream {
@@ -139,6 +160,12 @@ export class NetTable {
   readable(id: number): boolean {
     const s = this.streams.get(id);
     if (!s) return this.acceptable(id);
+    if (s.pending === undefined && !s.ended && s.stream && !s.stream.destroyed) {
+      // Take what is there: at the end of the stream, only a read() makes it emit 'end' (which
+      // sets `ended` and wakes the guest); 'readable' alone says nothing we could check.
+      const chunk = s.stream.read() as Buffer | string | null;
+      if (chunk !== null) s.pending = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    }
     return s.reset || s.ended || s.pending !== undefined || (s.stream?.readableLength ?? 0) > 0;
   }
 
@@ -210,18 +237,32 @@ export class NetTable {
     }
   }
 
+  /** The table's state; call it only while the guest is frozen (nothing reads or writes then). */
   capture(): NetState {
     return {
       nextId: this.nextId,
       listeners: [...this.listeners.values()].map((l) => ({ ...l.state })),
-      streams: [...this.streams.values()].map((s) => ({ ...s.state })),
+      streams: [...this.streams.values()].map((s) => {
+        const link =
+          s.stream && !s.reset && !s.stream.destroyed
+            ? this.network.captureConnection?.({ endpoints: emptyEndpoints(s.state.endpoints), stream: s.stream })
+            : undefined;
+        return {
+          ...s.state,
+          ...(link ? { link } : {}),
+          ...(link && s.pending?.length ? { pending: s.pending.toString('base64') } : {}),
+          ...(s.ended ? { ended: true } : {}),
+          ...(s.writeShut ? { writeShut: true } : {}),
+        };
+      }),
     };
   }
 
   /**
    * Rebuilds the table from an image: listeners listen again on the port they had (so clients
-   * find the guest where it was), and streams the network cannot carry across a restore come back
-   * reset (the guest sees ECONNRESET, as after a peer's reset).
+   * find the guest where it was); connections the network carries across a restore (the proxy
+   * tunnel) carry on from their offsets, the bytes the guest had not read yet first; the others
+   * come back reset (the guest sees ECONNRESET, as after a peer's reset).
    */
   async restore(state: NetState): Promise<void> {
     this.nextId = state.nextId;
@@ -232,14 +273,20 @@ export class NetTable {
       if (entry) entry.state.request = l.request;
     }
     for (const st of state.streams) {
-      this.streams.set(st.id, {
-        state: { ...st },
-        stream: undefined,
-        pending: undefined,
-        ended: false,
-        reset: !this.network.carriesConnectionsAcrossRestore,
+      const { link, pending, ended, writeShut, ...rest } = st;
+      const carried =
+        link && st.endpoints && this.network.restoreConnection
+          ? this.network.restoreConnection(link, st.endpoints)
+          : undefined;
+      this.adopt({
+        state: { ...rest },
+        stream: carried?.stream,
+        pending: carried && pending ? Buffer.from(pending, 'base64') : undefined,
+        ended: ended === true,
+        // A connection nobody carried is gone: the guest sees a reset.
+        reset: !carried,
         needDrain: false,
-        writeShut: false,
+        writeShut: writeShut === true,
       });
     }
   }
