@@ -44,11 +44,17 @@ interface Stage {
 }
 
 /** A proxy whose control plane stays still (these tests move guests by hand), and hosts. */
-async function stage(t: { after(fn: () => void | Promise<void>): void }, names: string[]): Promise<Stage> {
+async function stage(
+  t: { after(fn: () => void | Promise<void>): void },
+  names: string[],
+  env: Record<string, Record<string, string>> = {},
+): Promise<Stage> {
   const policy = join(tempDir(t), 'policy.json');
   writeFileSync(policy, JSON.stringify({ enabled: false }));
   const proxy = await startProxy(t, ['--report-interval', '500', '--policy', policy]);
-  const hosts = names.map((name) => startHost(t, proxy, name, { env: { ROAM_CACHE_DIR: cacheDir } }));
+  const hosts = names.map((name) =>
+    startHost(t, proxy, name, { env: { ROAM_CACHE_DIR: cacheDir, ...(env[name] ?? {}) } }),
+  );
   await Promise.all(hosts.map((h) => h.waitFor(/joined the proxy/)));
   return { proxy, hosts, api: ['--api', `http://127.0.0.1:${proxy.apiPort}`, '--data-dir', proxy.dataDir] };
 }
@@ -275,6 +281,63 @@ test('a connection to a WebAssembly echo server stays open across moves and keep
   await second.closing('the second client served and closed');
   assert.match(await logText(proxy, 'echo'), new RegExp(`served ${n}\\n`));
 });
+
+/** Failures injected into a WebAssembly guest's move (src/common/failpoints.ts), as for JavaScript guests. */
+const faults: Array<{ name: string; env: Record<string, Record<string, string>>; says: RegExp }> = [
+  {
+    name: 'the target dies during pre-copy',
+    env: { 'host-b': { ROAM_FAILPOINTS: 'migrate.target.precopyPages=exit' } },
+    says: /host-b/,
+  },
+  {
+    name: 'the image is damaged in transit',
+    env: { 'host-a': { ROAM_FAILPOINTS: 'migrate.source.corrupt=corrupt' } },
+    says: /checksum/,
+  },
+];
+
+for (const fault of faults) {
+  test(
+    `a WebAssembly move fails (${fault.name}): it rolls back, the server runs on with its connection`,
+    { skip },
+    async (t) => {
+      const { proxy, api } = await stage(t, ['host-a', 'host-b'], fault.env);
+      const port = await freePort();
+      const run = await runRoam(
+        [
+          'run',
+          join(built, 'echo-server.wasm'),
+          '--name',
+          'echo',
+          '--publish',
+          `${port}:7000`,
+          '--on',
+          'host-a',
+          ...api,
+        ],
+        { timeoutMs: 60_000 },
+      );
+      assert.equal(run.code, 0, run.stderr);
+      const client = new LineClient(port);
+      t.after(() => client.socket.destroy());
+      await client.connected;
+      assert.equal(await client.ask('before'), '#1 before');
+
+      const moved = await proxy.api<{ outcome: string; error: string | null }>('POST', '/api/guests/echo/migrate', {
+        to: 'host-b',
+      });
+      assert.equal(moved.body.outcome, 'rolled-back', JSON.stringify(moved.body));
+      const events = (await proxy.api<Array<{ kind: string; message: string }>>('GET', '/api/events?limit=1000')).body;
+      const said = events.filter((e) => e.kind.startsWith('migration.')).map((e) => e.message);
+      assert.match(said.join('\n'), fault.says);
+
+      // It runs exactly once, on host-a, and the same connection carries on where it was.
+      assert.equal(await client.ask('after'), '#2 after');
+      assert.equal((await guest(proxy, 'echo'))?.hostName, 'host-a');
+      assert.equal(client.closed, false);
+    },
+  );
+}
 
 test('roam run refuses a damaged or foreign .wasm with a clear error', { skip }, async (t) => {
   const { proxy, api } = await stage(t, ['host-a']);
