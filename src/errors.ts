@@ -34,6 +34,8 @@ export type RoamErrorCode =
   // live migration
   | 'ROAM_ERR_MIGRATION'
   | 'ROAM_ERR_PEER_PROTOCOL'
+  // work given up because its owner is closing (a host shutting down, say)
+  | 'ROAM_ERR_ABORTED'
   // command line and configuration
   | 'ROAM_ERR_USAGE'
   | 'ROAM_ERR_IO';

@@ -73,6 +73,8 @@ export class Controller implements TunnelLink {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private backoff = BACKOFF_MIN_MS;
   private closing = false;
+  /** Aborted when the controller closes: work in progress for a guest (instrumenting a module) stops. */
+  private readonly closed = new AbortController();
   private nextOutbound = 2 * (1 + Math.floor(Math.random() * 0x3fff_0000));
   private readonly moves: Moves;
   private peerPort = 0;
@@ -149,6 +151,7 @@ export class Controller implements TunnelLink {
     await this.drain(reason);
     if (this.closing) return;
     this.closing = true;
+    this.closed.abort();
     clearTimeout(this.reconnectTimer);
     clearInterval(this.reportTimer);
     this.moves.close();
@@ -333,6 +336,7 @@ export class Controller implements TunnelLink {
       return WasmGuest.start(Buffer.from(message.wasm, 'base64'), {
         ...common,
         listen,
+        signal: this.closed.signal,
         ...(message.limits?.memoryBytes ? { memoryBytes: message.limits.memoryBytes } : {}),
       });
     }

@@ -45,6 +45,12 @@ import type {
 
 const HANDSHAKE_TIMEOUT_MS = 5000;
 const DEPLOY_TIMEOUT_MS = 30_000;
+/**
+ * A WebAssembly module is instrumented by the host before it starts (binaryen: seconds of CPU for
+ * a large module, more on a busy host), unless the host has it cached: it gets longer, still less
+ * than `roam run`'s 120 s wait for the API.
+ */
+const WASM_DEPLOY_TIMEOUT_MS = 100_000;
 const LOGS_TIMEOUT_MS = 5000;
 /** Control frames before a host authenticated are small (a HELLO is a few hundred bytes). */
 const UNAUTHENTICATED_CONTROL_LIMIT = 16 * 1024;
@@ -769,16 +775,14 @@ export class Proxy implements ProxyOperations {
     guest: GuestEntry,
     program: { bundle: string } | { wasm: string },
   ): Promise<void> {
+    const timeoutMs = 'wasm' in program ? WASM_DEPLOY_TIMEOUT_MS : DEPLOY_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.deploys.delete(guest.id);
         reject(
-          new RoamError(
-            'ROAM_ERR_TIMEOUT',
-            `${host.name} did not start ${guest.name} within ${DEPLOY_TIMEOUT_MS / 1000} s`,
-          ),
+          new RoamError('ROAM_ERR_TIMEOUT', `${host.name} did not start ${guest.name} within ${timeoutMs / 1000} s`),
         );
-      }, DEPLOY_TIMEOUT_MS);
+      }, timeoutMs);
       this.deploys.set(guest.id, { resolve, reject, timer });
       this.control(host, {
         type: 'deploy',

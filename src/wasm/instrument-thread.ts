@@ -25,11 +25,22 @@ function workerScript(): { script: URL | string; eval: boolean } | undefined {
   };
 }
 
-/** The instrumented module, made on a worker thread; undefined when no worker script is at hand. */
-export function instrumentOffThread(source: Uint8Array, options: InstrumentOptions): Promise<Uint8Array> | undefined {
+/**
+ * The instrumented module, made on a worker thread; undefined when no worker script is at hand.
+ * `signal` ends the worker at once (a host that shuts down does not wait for binaryen).
+ */
+export function instrumentOffThread(
+  source: Uint8Array,
+  options: InstrumentOptions,
+  signal?: AbortSignal,
+): Promise<Uint8Array> | undefined {
   const script = workerScript();
   if (!script) return undefined;
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new RoamError('ROAM_ERR_ABORTED', 'instrumenting the module was called off'));
+      return;
+    }
     const worker = new Worker(script.script, {
       eval: script.eval,
       // Only the instrumenter's own options: callers pass larger objects (with functions) as these.
@@ -42,6 +53,14 @@ export function instrumentOffThread(source: Uint8Array, options: InstrumentOptio
       },
     });
     let settled = false;
+    const onAbort = (): void => {
+      if (settled) return;
+      settled = true;
+      void worker.terminate();
+      reject(new RoamError('ROAM_ERR_ABORTED', 'instrumenting the module was called off'));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    worker.once('exit', () => signal?.removeEventListener('abort', onAbort));
     worker.once('message', (reply: InstrumentReply) => {
       settled = true;
       void worker.terminate();

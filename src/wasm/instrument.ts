@@ -412,6 +412,8 @@ export function defaultCacheDir(): string {
 export interface LoadOptions extends InstrumentOptions {
   /** Cache folder; `false` turns the cache off. Default `defaultCacheDir()`. */
   cacheDir?: string | false;
+  /** Calls the instrumentation off (its worker thread ends at once). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -435,7 +437,7 @@ export async function instrument(source: Uint8Array, options: LoadOptions = {}):
     }
   }
   // On a worker thread when one can be started (the caller keeps running meanwhile), else here.
-  const bytes = await (instrumentOffThread(source, options) ?? instrumentModule(source, options));
+  const bytes = await (instrumentOffThread(source, options, options.signal) ?? instrumentModule(source, options));
   const info = readInfo(new WebAssembly.Module(bytes));
   if (file && dir !== false) {
     try {
