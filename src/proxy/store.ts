@@ -188,7 +188,10 @@ export class Store {
     this.db.close();
   }
 
-  /** A statement, prepared on first use and kept. Every statement but a report's goes through here. */
+  /**
+   * The statement for `source`, prepared on first use and kept. The queued reports are written first, so
+   * statements run in the order they were asked for. Every statement but a report's goes through here.
+   */
   private prepare(source: string): Database.Statement {
     this.flush();
     return this.sql(source);
@@ -203,11 +206,15 @@ export class Store {
     return statement;
   }
 
-  /** Writes the queued reports, in the order they came, in one transaction. */
+  /** Writes the queued reports, in the order they came, in one transaction (none once closed). */
   flush(): void {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (this.pending.length === 0) return;
+    if (!this.db.open) {
+      this.pending = [];
+      return;
+    }
     const reports = this.pending;
     this.pending = [];
     this.writeReports(reports);
