@@ -3,21 +3,23 @@
  *
  * 1. The simulator (bench/policy-sim.ts over traces from bench/policy-trace.ts): Roam's policy
  *    against never-migrate, threshold-only (no risk model), random candidate and an oracle, on the
- *    same traces, plus Roam's policy as it was at ROAM_BENCH_BEFORE (default ab048cb, before this
+ *    same traces, plus Roam's policy as it was at ROAM_BENCH_BEFORE (default 4720082, before this
  *    branch) for a before/after in the same run; and the availability model's prediction accuracy
  *    on the held-out part of each trace. Targets: deadline misses >= 25% fewer than threshold-only
  *    and within 15% of the oracle; prediction accuracy >= 90%.
  * 2. Cost: one decision round (monitor + decide, which ranks candidates) over 10,000 hosts and
  *    10,000 guests <= 50 ms (median); a real `roam proxy` holding 2,000 controllers that report
  *    every second (bench/policy-load.ts, the real protocol) under 25% of one core (CPU time from
- *    /proc/PID/stat over a window after all have joined).
+ *    /proc/PID/stat over a window after all have joined). Both with a "before" row: the round with
+ *    src/policy at ROAM_BENCH_BEFORE, the proxy built from the whole tree at that commit (git archive
+ *    into a temp folder, this tree's node_modules, its own build), under the same load generator.
  *
  * Knobs: BENCH_SEEDS=1,2 (one trace per seed), BENCH_HOSTS=160, BENCH_CONTROLLERS=2000,
  * BENCH_GENERATORS=2, BENCH_WINDOW_S=20, ROAM_BENCH_BEFORE=<commit> (empty: no before row),
  * BENCH_SKIP=sim,round,proxy (parts to leave out), BENCH_NO_WRITE=1 leaves BENCHMARKS.md alone.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -45,7 +47,7 @@ const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 160);
 const CONTROLLERS = Number(process.env['BENCH_CONTROLLERS'] ?? 2000);
 const GENERATORS = Number(process.env['BENCH_GENERATORS'] ?? 2);
 const WINDOW_S = Number(process.env['BENCH_WINDOW_S'] ?? 20);
-const BEFORE = process.env['ROAM_BENCH_BEFORE'] ?? 'ab048cb';
+const BEFORE = process.env['ROAM_BENCH_BEFORE'] ?? '4720082';
 const SKIP = new Set((process.env['BENCH_SKIP'] ?? '').split(',').filter(Boolean));
 const STEP_MS = 10_000;
 const REFIT_MS = 30 * MINUTE;
@@ -64,10 +66,13 @@ const f1 = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
 /** The policy code at an older commit, copied out of git into a temp folder and imported. */
 async function codeAt(commit: string): Promise<{ code: PolicyCode; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'roam-bench-policy-'));
-  for (const file of ['availability', 'decide', 'utility', 'model', 'config']) {
-    const text = execFileSync('git', ['show', `${commit}:src/policy/${file}.ts`], { cwd: ROOT, encoding: 'utf8' });
+  const files = execFileSync('git', ['ls-tree', '--name-only', `${commit}:src/policy`], { cwd: ROOT, encoding: 'utf8' })
+    .split('\n')
+    .filter((f) => f.endsWith('.ts'));
+  for (const file of files) {
+    const text = execFileSync('git', ['show', `${commit}:src/policy/${file}`], { cwd: ROOT, encoding: 'utf8' });
     // config.ts is only imported for its types by the others; keep it out of the module graph.
-    writeFileSync(join(dir, `${file}.ts`), file === 'config' ? 'export type Policy = never;\n' : text);
+    writeFileSync(join(dir, file), file === 'config.ts' ? 'export type Policy = never;\n' : text);
   }
   const a = (await import(pathToFileURL(join(dir, 'availability.ts')).href)) as typeof Availability;
   const d = (await import(pathToFileURL(join(dir, 'decide.ts')).href)) as typeof Decide;
@@ -248,7 +253,17 @@ function waitForLine(child: ChildProcess, re: RegExp, timeoutMs: number, what: s
   });
 }
 
-async function runProxy(): Promise<ProxyPart> {
+/** The whole tree at `commit`, built, in a temp folder (this tree's node_modules): the proxy as it was. */
+function treeAt(commit: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'roam-bench-tree-'));
+  execFileSync('sh', ['-c', `git archive "$0" | tar -x -C "$1"`, commit, dir], { cwd: ROOT });
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  execFileSync(process.execPath, [join(dir, 'scripts', 'build.mjs')], { cwd: dir, stdio: 'ignore' });
+  return dir;
+}
+
+/** `roam proxy` from the tree at `root` (this tree, or treeAt's) under the load generator of this tree. */
+async function runProxy(root: string): Promise<ProxyPart> {
   const dir = mkdtempSync(join(tmpdir(), 'roam-bench-proxy-'));
   const token = 'bench-policy-join-token-0123456789abcdef';
   writeFileSync(join(dir, 'join-token-copy'), token);
@@ -261,7 +276,7 @@ async function runProxy(): Promise<ProxyPart> {
         '-c',
         `ulimit -n 65536 2>/dev/null || ulimit -n 8192; exec "$0" "$@"`,
         process.execPath,
-        join(ROOT, 'bin', 'roam'),
+        join(root, 'bin', 'roam'),
         'proxy',
         '--bind',
         '127.0.0.1',
@@ -278,7 +293,7 @@ async function runProxy(): Promise<ProxyPart> {
         '--name',
         'bench-proxy',
       ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+      { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
     );
     children.push(proxy);
     const port = Number((await waitForLine(proxy, /control port (\d+)/, 30_000, 'the proxy'))[1]);
@@ -568,12 +583,27 @@ async function report(
   }
 
   if (!SKIP.has('proxy')) {
-    const p = await runProxy();
+    // The proxy as it was at BEFORE first, then this tree's, one after the other on the same machine.
+    const runs: Array<ProxyPart & { label: string }> = [];
+    if (BEFORE) {
+      let tree: string | undefined;
+      try {
+        tree = treeAt(BEFORE);
+        runs.push({ ...(await runProxy(tree)), label: `before (${BEFORE})` });
+      } catch (err) {
+        console.error(`no proxy before row: cannot build the tree at ${BEFORE}: ${(err as Error).message}`);
+      } finally {
+        if (tree) rmSync(tree, { recursive: true, force: true });
+      }
+    }
+    const p = { ...(await runProxy(ROOT)), label: 'this tree' };
+    runs.unshift(p);
     lines.push(
       `### The proxy under ${p.controllers} controllers reporting every second`,
       '',
       markdownTable(
         [
+          'code',
           'controllers',
           'generator processes',
           'joined in s',
@@ -587,28 +617,30 @@ async function report(
           'proxy RSS MiB',
           'proxy fd limit',
         ],
-        [
-          [
-            String(p.controllers),
-            String(p.generators),
-            f1(p.joinS),
-            `3 x ${f1(p.windowS / 3)}`,
-            p.cpuS.toFixed(2),
-            pct(p.coreShare),
-            p.shares.map(pct).join(', '),
-            String(p.reports),
-            String(p.pings),
-            String(p.errors),
-            f1(p.rssMiB),
-            p.fdLimit,
-          ],
-        ],
+        runs.map((r) => [
+          r.label,
+          String(r.controllers),
+          String(r.generators),
+          f1(r.joinS),
+          `3 x ${f1(r.windowS / 3)}`,
+          r.cpuS.toFixed(2),
+          pct(r.coreShare),
+          r.shares.map(pct).join(', '),
+          String(r.reports),
+          String(r.pings),
+          String(r.errors),
+          f1(r.rssMiB),
+          r.fdLimit,
+        ]),
       ),
       '',
     );
+    const old = runs[1];
     verdicts.push({
       what: `proxy CPU with ${p.controllers} controllers reporting every second`,
-      value: `${pct(p.coreShare)} of one core (median of ${p.shares.map(pct).join(', ')})`,
+      value:
+        `${pct(p.coreShare)} of one core (median of ${p.shares.map(pct).join(', ')})` +
+        (old ? ` (before: ${pct(old.coreShare)})` : ''),
       target: '< 25%',
       pass: p.coreShare < 0.25 && p.errors === 0,
     });
@@ -629,7 +661,9 @@ async function report(
     `${GENERATORS} generator processes (bench/policy-load.ts) each holding their share of the connections: HELLO`,
     'with the join token, then a CONTROL report per second per connection (encodeFrame from src/wire), PONG for every',
     'PING; CPU time (utime + stime from /proc/PID/stat) over three back-to-back windows once all have joined and',
-    'settled 5 s; the file-descriptor limit is raised in the shell that starts each process (ulimit -n).',
+    'settled 5 s; the file-descriptor limit is raised in the shell that starts each process (ulimit -n). The proxy',
+    '"before" row runs the whole tree at the named commit (git archive, built in a temp folder), just before this',
+    "tree's run, under the same load generator.",
   ].join('\n');
   const report = [
     '## Control plane: policy simulator, decision cost, proxy under many controllers',

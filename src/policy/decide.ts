@@ -5,6 +5,7 @@
  */
 import type { Policy } from './config.js';
 import type { GuestSnapshot, HostSnapshot } from './model.js';
+import { sortByKeyDescending } from './order.js';
 import { speed, utility } from './utility.js';
 
 export interface Round {
@@ -61,43 +62,63 @@ const fmt = (x: number, digits = 2): string => x.toFixed(digits);
  */
 export const RECOVERY_BAND = 0.05;
 
+/** One host's samples in the monitor's window (oldest first), and their mean as of the last observation. */
+interface HostWindow {
+  t: number[];
+  u: number[];
+  mean: number;
+}
+
 /**
  * The monitor: a host is degraded when its utility, averaged over the policy's window, is below
  * the threshold. Averaging (rather than asking every sample to be low) keeps a host whose busy
  * work gets a little less CPU now and then from restarting its window at every sample.
  */
 export class UtilityMonitor {
-  private readonly samples = new Map<string, Array<{ t: number; u: number }>>();
+  /** Per host: its window of samples (times and utilities in two arrays: no object per sample). */
+  private readonly windows = new Map<string, HostWindow>();
   private low = new Map<string, number>();
-  private readonly means = new Map<string, number>();
 
   /** Takes this round's reports; returns since when each degraded host has been degraded. */
   observe(hosts: HostSnapshot[], policy: Policy, now: number): Map<string, number> {
     const windowMs = policy.windowSeconds * 1000;
+    const from = now - windowMs;
     const next = new Map<string, number>();
     for (const h of hosts) {
+      let w = this.windows.get(h.id);
       if (!h.up || !h.metrics) {
-        this.samples.delete(h.id);
+        // Its samples go (the mean it had stays readable).
+        if (w) {
+          w.t.length = 0;
+          w.u.length = 0;
+        }
         continue;
       }
-      const list = this.samples.get(h.id) ?? [];
-      list.push({ t: now, u: utility(h.metrics, policy.weights) });
+      if (!w) {
+        w = { t: [], u: [], mean: 0 };
+        this.windows.set(h.id, w);
+      }
+      const { t, u } = w;
+      t.push(now);
+      u.push(utility(h.metrics, policy.weights));
       // Keep the window, plus the sample just before it (it shows the window is covered).
-      while (list.length > 1 && (list[1]?.t ?? now) <= now - windowMs) list.shift();
-      this.samples.set(h.id, list);
-      const covered = (list[0]?.t ?? now) <= now - windowMs;
+      while (t.length > 1 && (t[1] ?? now) <= from) {
+        t.shift();
+        u.shift();
+      }
+      const covered = (t[0] ?? now) <= from;
       let sum = 0;
       let count = 0;
-      for (const x of list) {
-        if (x.t > now - windowMs || windowMs === 0) {
-          sum += x.u;
+      for (let i = 0; i < t.length; i++) {
+        if ((t[i] ?? now) > from || windowMs === 0) {
+          sum += u[i] ?? 0;
           count++;
         }
       }
       const mean = sum / Math.max(1, count);
-      this.means.set(h.id, mean);
+      w.mean = mean;
       const since = this.low.get(h.id);
-      if (covered && mean < policy.threshold) next.set(h.id, since ?? now - windowMs);
+      if (covered && mean < policy.threshold) next.set(h.id, since ?? from);
       else if (since !== undefined && mean < policy.threshold + RECOVERY_BAND) next.set(h.id, since);
     }
     this.low = next;
@@ -106,7 +127,7 @@ export class UtilityMonitor {
 
   /** A host's utility averaged over the window (as of the last observation). */
   mean(hostId: string): number | undefined {
-    return this.means.get(hostId);
+    return this.windows.get(hostId)?.mean;
   }
 }
 
@@ -119,35 +140,198 @@ export function chanceToFinish(guest: GuestSnapshot, host: HostSnapshot, s: numb
   return round.pStay(host.id, host.joinedAt === null ? 0 : round.now - host.joinedAt, needMs);
 }
 
+// Why a host cannot take a guest, as a code per host (the text is in REASONS, or per host for P(stay)).
+const USABLE = 0;
+const NOT_CONNECTED = 1;
+const NO_REPORT = 2;
+const NO_MEMORY = 3;
+const DEGRADED = 4;
+const LIKELY_TO_LEAVE = 5;
+const TOO_LATE = 6;
+/** The guest's own host, or the one excluded: not a candidate at all. */
+const SKIPPED = 7;
+const REASONS: ReadonlyArray<string | undefined> = [
+  undefined,
+  'not connected',
+  'no report yet',
+  'memory does not fit',
+  'degraded itself',
+  undefined, // per host: its P(stay)
+  'cannot finish before the deadline there',
+];
+
+/**
+ * What a round knows about each host whatever the guest: its speed, its age, whether it can take
+ * guests at all, and P(stays the horizon), asked of the model once per host and round (on first use)
+ * however many guests are ranked. Hosts are numbered by their place in `round.hosts`.
+ */
+class RoundHosts {
+  readonly speed: Float64Array;
+  readonly age: Float64Array;
+  /** NOT_CONNECTED, NO_REPORT, DEGRADED or USABLE: the reasons that do not depend on the guest. */
+  readonly base: Uint8Array;
+  private readonly stay: Float64Array;
+  private readonly asked: Uint8Array;
+  private readonly stayText: Array<string | undefined>;
+  private readonly horizonMs: number;
+  private fastest: Int32Array | undefined;
+
+  constructor(
+    readonly round: Round,
+    readonly policy: Policy,
+  ) {
+    const n = round.hosts.length;
+    this.speed = new Float64Array(n);
+    this.age = new Float64Array(n);
+    this.base = new Uint8Array(n);
+    this.stay = new Float64Array(n);
+    this.asked = new Uint8Array(n);
+    this.stayText = new Array<string | undefined>(n);
+    this.horizonMs = policy.horizonMinutes * 60_000;
+    for (let i = 0; i < n; i++) {
+      const host = round.hosts[i] as HostSnapshot;
+      this.speed[i] = speed(host, policy);
+      this.age[i] = host.joinedAt === null ? 0 : round.now - host.joinedAt;
+      this.base[i] =
+        !host.up || !host.canReceive
+          ? NOT_CONNECTED
+          : !host.metrics
+            ? NO_REPORT
+            : round.lowSince.has(host.id)
+              ? DEGRADED
+              : USABLE;
+    }
+  }
+
+  /** P(host i stays the policy's horizon), from the round's model, asked once per round. */
+  pStay(i: number): number {
+    if (this.asked[i] === 0) {
+      this.stay[i] = this.round.pStay((this.round.hosts[i] as HostSnapshot).id, this.age[i] ?? 0, this.horizonMs);
+      this.asked[i] = 1;
+    }
+    return this.stay[i] ?? 0;
+  }
+
+  /** Why host i is refused for a guest held to minStayProbability. */
+  stayReason(i: number): string {
+    let text = this.stayText[i];
+    if (text === undefined) {
+      text = `P(stays ${this.policy.horizonMinutes} min) = ${fmt(this.pStay(i))} < ${this.policy.minStayProbability}`;
+      this.stayText[i] = text;
+    }
+    return text;
+  }
+
+  /** Every host, fastest first (ties in table order). */
+  bySpeed(): Int32Array {
+    if (!this.fastest) {
+      const n = this.speed.length;
+      this.fastest = new Int32Array(n);
+      for (let i = 0; i < n; i++) this.fastest[i] = i;
+      sortByKeyDescending(this.fastest, this.speed);
+    }
+    return this.fastest;
+  }
+}
+
+/** One guest's view of the hosts: per host, why it cannot take the guest, and its chance to finish there. */
+interface Assessment {
+  hosts: RoundHosts;
+  guest: GuestSnapshot;
+  reason: Uint8Array;
+  /** Per host (deadline guests only; null: the guest has no deadline). */
+  pFinish: Float64Array | null;
+}
+
+function assess(guest: GuestSnapshot, hosts: RoundHosts, exclude: string | undefined): Assessment {
+  const { round, policy } = hosts;
+  const n = round.hosts.length;
+  const reason = new Uint8Array(n);
+  const pFinish = guest.deadline !== null && guest.expectMs !== null ? new Float64Array(n) : null;
+  const needs = guest.memoryBytes * 1.2;
+  for (let i = 0; i < n; i++) {
+    const host = round.hosts[i] as HostSnapshot;
+    if (host.id === exclude || host.id === guest.hostId) {
+      reason[i] = SKIPPED;
+      continue;
+    }
+    const pStay = hosts.pStay(i);
+    const finish = pFinish ? (chanceToFinish(guest, host, hosts.speed[i] ?? 0, round) ?? 0) : null;
+    if (pFinish) pFinish[i] = finish ?? 0;
+    const base = hosts.base[i] ?? USABLE;
+    reason[i] =
+      base === NOT_CONNECTED || base === NO_REPORT
+        ? base
+        : (host.metrics?.memory.freeBytes ?? 0) < needs
+          ? NO_MEMORY
+          : base === DEGRADED
+            ? DEGRADED
+            : finish === null && pStay < policy.minStayProbability
+              ? LIKELY_TO_LEAVE
+              : finish === 0
+                ? TOO_LATE
+                : USABLE;
+  }
+  return { hosts, guest, reason, pFinish };
+}
+
+function rejection(a: Assessment, i: number): string | undefined {
+  const code = a.reason[i] ?? USABLE;
+  return code === LIKELY_TO_LEAVE ? a.hosts.stayReason(i) : REASONS[code];
+}
+
+/**
+ * The candidates of an assessment, best first: usable hosts ahead of the others; within each,
+ * deadline guests by their chance to finish (speed breaks ties), other guests by speed; ties in table
+ * order. The hosts are sorted by speed once per round; a guest without a deadline only splits that
+ * order in two, a guest with one sorts each part by its chance to finish.
+ */
+function ranking(a: Assessment): Int32Array {
+  const fastest = a.hosts.bySpeed();
+  const reason = a.reason;
+  let usable = 0;
+  let listed = 0;
+  for (let k = 0; k < fastest.length; k++) {
+    const code = reason[fastest[k] ?? 0];
+    if (code === USABLE) usable++;
+    if (code !== SKIPPED) listed++;
+  }
+  const out = new Int32Array(listed);
+  let u = 0;
+  let r = usable;
+  for (let k = 0; k < fastest.length; k++) {
+    const i = fastest[k] ?? 0;
+    const code = reason[i];
+    if (code === USABLE) out[u++] = i;
+    else if (code !== SKIPPED) out[r++] = i;
+  }
+  // Both parts are in speed order: a stable sort by the chance to finish keeps it for ties.
+  if (a.pFinish) {
+    sortByKeyDescending(out.subarray(0, usable), a.pFinish);
+    sortByKeyDescending(out.subarray(usable), a.pFinish);
+  }
+  return out;
+}
+
+function candidate(a: Assessment, i: number): Candidate {
+  const c: Candidate = {
+    host: a.hosts.round.hosts[i] as HostSnapshot,
+    speed: a.hosts.speed[i] ?? 0,
+    pStay: a.hosts.pStay(i),
+    pFinish: a.pFinish ? (a.pFinish[i] ?? 0) : null,
+  };
+  const rejected = rejection(a, i);
+  if (rejected) c.rejected = rejected;
+  return c;
+}
+
 /**
  * Every other host as a candidate for `guest`, best first: those that can take it (up, memory
  * fits, likely to stay) ahead of those that cannot, each with its numbers.
  */
 export function rankCandidates(guest: GuestSnapshot, round: Round, policy: Policy, exclude?: string): Candidate[] {
-  const horizonMs = policy.horizonMinutes * 60_000;
-  const candidates = round.hosts
-    .filter((h) => h.id !== exclude && h.id !== guest.hostId)
-    .map((host): Candidate => {
-      const s = speed(host, policy);
-      const age = host.joinedAt === null ? 0 : round.now - host.joinedAt;
-      const pStay = round.pStay(host.id, age, horizonMs);
-      const pFinish = chanceToFinish(guest, host, s, round);
-      let rejected: string | undefined;
-      if (!host.up || !host.canReceive) rejected = 'not connected';
-      else if (!host.metrics) rejected = 'no report yet';
-      else if (host.metrics.memory.freeBytes < guest.memoryBytes * 1.2) rejected = 'memory does not fit';
-      else if (round.lowSince.has(host.id)) rejected = 'degraded itself';
-      else if (pFinish === null && pStay < policy.minStayProbability)
-        rejected = `P(stays ${policy.horizonMinutes} min) = ${fmt(pStay)} < ${policy.minStayProbability}`;
-      else if (pFinish === 0) rejected = 'cannot finish before the deadline there';
-      const candidate: Candidate = { host, speed: s, pStay, pFinish };
-      if (rejected) candidate.rejected = rejected;
-      return candidate;
-    });
-  // Deadline guests: the chance to finish first (speed only breaks ties); others: speed.
-  return candidates.sort(
-    (a, b) => Number(!!a.rejected) - Number(!!b.rejected) || (b.pFinish ?? 0) - (a.pFinish ?? 0) || b.speed - a.speed,
-  );
+  const a = assess(guest, new RoundHosts(round, policy), exclude);
+  return Array.from(ranking(a), (i) => candidate(a, i));
 }
 
 /** One decision round: for each degraded host, its guests heaviest first. */
@@ -156,13 +340,10 @@ export function decide(round: Round, policy: Policy): Decision[] {
   if (!policy.enabled) return decisions;
   let budget = policy.maxConcurrentMoves - round.moving.size;
   const windowMs = policy.windowSeconds * 1000;
-  // Each host's guests, found once (not by a scan of every guest for each degraded host).
-  const byHost = new Map<string, GuestSnapshot[]>();
-  for (const g of round.guests) {
-    const list = byHost.get(g.hostId);
-    if (list) list.push(g);
-    else byHost.set(g.hostId, [g]);
-  }
+  // The guests of degraded hosts, by host, found once (not by a scan of every guest for each).
+  let byHost: Map<string, GuestSnapshot[]> | undefined;
+  // What the round knows of every host, worked out once, when the first guest is ranked.
+  let hosts: RoundHosts | undefined;
   for (const source of round.hosts) {
     // Without budget no host can decide anything more (not even a declined move): stop here.
     if (budget <= 0) break;
@@ -170,6 +351,15 @@ export function decide(round: Round, policy: Policy): Decision[] {
     if (since === undefined || round.now - since < windowMs || !source.metrics) continue;
     const u = round.meanUtility?.get(source.id) ?? utility(source.metrics, policy.weights);
     const trigger = `utility of ${source.name} ${fmt(u)} < ${policy.threshold} for ${Math.round((round.now - since) / 1000)} s`;
+    if (!byHost) {
+      byHost = new Map();
+      for (const g of round.guests) {
+        if (!round.lowSince.has(g.hostId)) continue;
+        const list = byHost.get(g.hostId);
+        if (list) list.push(g);
+        else byHost.set(g.hostId, [g]);
+      }
+    }
     const guests = [...(byHost.get(source.id) ?? [])].sort(
       (a, b) => b.cpuRate - a.cpuRate || b.memoryBytes - a.memoryBytes,
     );
@@ -193,9 +383,14 @@ export function decide(round: Round, policy: Policy): Decision[] {
       // The guest's own CPU use is part of its host's load: counted against the host, a busy guest
       // alone on a small host would look starved and move at every cooldown (ping-pong).
       const here = speed(source, policy, -guest.cpuRate / 1000);
-      const ranked = rankCandidates(guest, round, policy);
-      const usable = ranked.filter((c) => !c.rejected);
-      const best = usable[0];
+      hosts ??= new RoundHosts(round, policy);
+      const a = assess(guest, hosts, undefined);
+      const ranked = ranking(a);
+      // Usable candidates come first: the best, and the backup, are the first two if usable.
+      const first = ranked[0];
+      const second = ranked[1];
+      const best = first !== undefined && a.reason[first] === USABLE ? candidate(a, first) : undefined;
+      const backupHost = second !== undefined && a.reason[second] === USABLE ? round.hosts[second] : undefined;
       const hereFinish = chanceToFinish(guest, source, here, round);
       const better =
         best &&
@@ -205,17 +400,17 @@ export function decide(round: Round, policy: Policy): Decision[] {
       if (!best || !better) {
         const why = best
           ? `the best candidate ${best.host.name} is only ${fmt(best.speed / Math.max(here, 1e-9))}× as fast (needs ${policy.margin}×)`
-          : `no candidate: ${ranked.map((c) => `${c.host.name} (${c.rejected ?? '?'})`).join(', ') || 'no other host'}`;
+          : `no candidate: ${Array.from(ranked, (i) => `${(round.hosts[i] as HostSnapshot).name} (${rejection(a, i) ?? '?'})`).join(', ') || 'no other host'}`;
         decisions.push(
           declined(source, guest, `${trigger}; ${guest.name} stays: ${why}`, {
             utility: u,
             reason: best ? 'margin' : 'no-candidate',
-            candidates: ranked.map(summary),
+            candidates: summaries(a, ranked),
           }),
         );
         continue;
       }
-      const backup = usable[1]?.host.name ?? null;
+      const backup = backupHost?.name ?? null;
       const risk =
         best.pFinish !== null
           ? `P(finishing in time on ${best.host.name}) = ${fmt(best.pFinish)}`
@@ -235,7 +430,7 @@ export function decide(round: Round, policy: Policy): Decision[] {
           pStay: best.pStay,
           pFinish: best.pFinish,
           backup,
-          candidates: ranked.map(summary),
+          candidates: summaries(a, ranked),
         },
       });
       budget--;
@@ -246,9 +441,25 @@ export function decide(round: Round, policy: Policy): Decision[] {
   return decisions;
 }
 
-/** Where to place a new guest: the best candidate by the same model (deadline guests by P(finish)). */
+/**
+ * Where to place a new guest: the best candidate by the same model (deadline guests by P(finish)).
+ * Only the best is wanted, so one pass finds it (the order is rankCandidates'; no sort).
+ */
 export function placeGuest(guest: GuestSnapshot, round: Round, policy: Policy): Candidate | undefined {
-  return rankCandidates(guest, round, policy).find((c) => !c.rejected);
+  const a = assess(guest, new RoundHosts(round, policy), undefined);
+  const s = a.hosts.speed;
+  const pf = a.pFinish;
+  let best = -1;
+  for (let i = 0; i < a.reason.length; i++) {
+    if (a.reason[i] !== USABLE) continue;
+    if (best < 0) {
+      best = i;
+      continue;
+    }
+    const byChance = pf ? (pf[i] ?? 0) - (pf[best] ?? 0) : 0;
+    if (byChance > 0 || (byChance === 0 && (s[i] ?? 0) - (s[best] ?? 0) > 0)) best = i;
+  }
+  return best < 0 ? undefined : candidate(a, best);
 }
 
 function declined(
@@ -260,6 +471,14 @@ function declined(
   return { kind: 'declined', hostId: host.id, guestId: guest.id, message, data };
 }
 
-function summary(c: Candidate): Record<string, unknown> {
-  return { host: c.host.name, speed: c.speed, pStay: c.pStay, pFinish: c.pFinish, rejected: c.rejected ?? null };
+/** The ranked candidates as a decision's data says them. */
+function summaries(a: Assessment, ranked: Int32Array): Array<Record<string, unknown>> {
+  const { hosts, pFinish } = a;
+  return Array.from(ranked, (i) => ({
+    host: (hosts.round.hosts[i] as HostSnapshot).name,
+    speed: hosts.speed[i] ?? 0,
+    pStay: hosts.pStay(i),
+    pFinish: pFinish ? (pFinish[i] ?? 0) : null,
+    rejected: rejection(a, i) ?? null,
+  }));
 }

@@ -15,6 +15,7 @@ import {
   streamOpenSchema,
   welcomeSchema,
 } from './messages.js';
+import { checkReport } from './report.js';
 
 function contextOf(h: FrameHeader): WireErrorOptions {
   return h.streamId === 0 ? { frameType: h.type } : { frameType: h.type, streamId: h.streamId };
@@ -79,8 +80,12 @@ function parseJsonFrame(h: FrameHeader, body: Uint8Array): Frame {
       return { type: 'hello', message: parseJoin(body, h) };
     case 'welcome':
       return { type: 'welcome', message: parseJson(body, welcomeSchema, `${what} (welcome message)`, context) };
-    case 'control':
-      return { type: 'control', message: parseJson(body, controlMessageSchema, `${what} (control message)`, context) };
+    case 'control': {
+      const value = parseJsonValue(body, `${what} (control message)`, context);
+      // Reports, every host's every interval, have a fast check; anything it does not pass, the schema judges.
+      const message = checkReport(value) ?? validate(value, controlMessageSchema, `${what} (control message)`, context);
+      return { type: 'control', message };
+    }
     case 'goaway':
       return { type: 'goaway', ...parseJson(body, errorInfoSchema, what, context) };
     case 'open':
