@@ -101,7 +101,7 @@ export function roundCost(code: PolicyCode, n: number, policy: Policy, rounds: n
       meanUtility: new Map(hosts.map((h) => [h.id, monitor.mean(h.id) ?? 1])),
       lastMoved,
       moving: new Set(),
-      pStay: (id, age, horizon) => model.pStay(id, age, horizon),
+      pStay: (id, age, horizon) => model.pStay(id, age, horizon, now),
     };
     const decisions = decide(round, policy);
     const c = performance.now();

@@ -338,7 +338,7 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
         ? () => 1
         : name === 'oracle'
           ? (id, _age, span) => truthStay(id, now, span)
-          : (id, age, span) => learned(now).pStay(id, age, span);
+          : (id, age, span) => learned(now).pStay(id, age, span, now);
     const running = active.filter((g) => g.host !== null);
     const snapshots: GuestSnapshot[] = running.map((g) => ({
       id: g.id,
@@ -461,7 +461,7 @@ export function predictionAccuracy(trace: Trace, horizonMs: number, everyMs: num
       const from = trace.evalStart + Math.ceil((first - trace.evalStart) / everyMs) * everyMs;
       for (let t = from; t < s.endedAt && t <= trace.end - horizonMs; t += everyMs) {
         const truth = s.endedAt - t >= horizonMs;
-        const said = model.pStay(h.id, t - s.joinedAt, horizonMs) >= 0.5;
+        const said = model.pStay(h.id, t - s.joinedAt, horizonMs, t) >= 0.5;
         queries++;
         c.queries++;
         if (truth) stays++;

@@ -182,20 +182,20 @@ describe('fitAvailability', () => {
     assert.equal(model.kind, 'kaplan-meier');
     assert.equal(model.accuracy, null);
     // Inside its history the curve is empty: a fresh flaky host is gone within 10 minutes.
-    assert.equal(model.pStay('flaky', 0, 10 * MIN), 0);
+    assert.equal(model.pStay('flaky', 0, 10 * MIN, NOW), 0);
     // Past its longest session, the tail: the fleet's rate is 10 departures over 5 min + 50 h up; the
     // host's rate adds one pseudo-session of the fleet's mean length (5 h 0.5 min) to its own 5 departures in 5 min.
     const exposure = 5 * MIN + 5 * 600 * MIN;
     const fleetRate = 10 / exposure;
     const prior = exposure / 10;
     const rate = (5 + fleetRate * prior) / (5 * MIN + prior);
-    const p = model.pStay('flaky', 2 * MIN, 10 * MIN);
+    const p = model.pStay('flaky', 2 * MIN, 10 * MIN, NOW);
     assert.ok(Math.abs(p - Math.exp(-rate * 10 * MIN)) < 1e-12, `${p}`);
     assert.ok(p < 1);
     // The steady host, well inside its history, is very likely to stay.
-    assert.equal(model.pStay('steady', 60 * MIN, 10 * MIN), 1);
+    assert.equal(model.pStay('steady', 60 * MIN, 10 * MIN, NOW), 1);
     // A host never seen answers with the fleet's curve.
-    assert.ok(model.pStay('new', 0, 10 * MIN) > 0 && model.pStay('new', 0, 10 * MIN) < 1);
+    assert.ok(model.pStay('new', 0, 10 * MIN, NOW) > 0 && model.pStay('new', 0, 10 * MIN, NOW) < 1);
   });
 
   it('reports held-out accuracy once there is enough history', () => {
@@ -207,6 +207,31 @@ describe('fitAvailability', () => {
     assert.notEqual(model.accuracy, null);
     assert.ok(model.heldOut >= 5);
     assert.equal(model.accuracy, 1, 'each host behaves as it always did');
+  });
+
+  it("asks the naive Bayes model about the hour the caller says, not the wall clock's", () => {
+    // Hosts that join in the small hours (UTC 00-06) leave within a minute, the rest stay 10 hours:
+    // the hour of day is what tells them apart, so the model chosen is naive Bayes.
+    const DAY = 86_400_000;
+    const start = Math.floor(NOW / DAY) * DAY - 30 * DAY;
+    const history: Session[] = [];
+    for (let d = 0; d < 25; d++) {
+      for (const [hostId, hour, length] of [
+        ['a', 2, MIN],
+        ['b', 14, 600 * MIN],
+        ['c', 3, MIN],
+        ['d', 15, 600 * MIN],
+      ] as const) {
+        const joinedAt = start + d * DAY + hour * 3_600_000;
+        history.push({ hostId: `${hostId}${d}`, joinedAt, endedAt: joinedAt + length, endReason: 'left' });
+      }
+    }
+    const model = fitAvailability(history, start + 26 * DAY, 10 * MIN);
+    assert.equal(model.kind, 'naive-bayes');
+    const night = start + 27 * DAY + 1 * 3_600_000;
+    const afternoon = start + 27 * DAY + 13 * 3_600_000;
+    assert.ok(model.pStay('new', 0, 10 * MIN, night) < 0.5, 'a host asked about at 01:00 is likely to leave');
+    assert.ok(model.pStay('new', 0, 10 * MIN, afternoon) > 0.5, 'the same host at 13:00 is likely to stay');
   });
 });
 

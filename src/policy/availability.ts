@@ -73,8 +73,11 @@ function samplesOf(sessions: Session[], now: number): Array<{ duration: number; 
 }
 
 export interface AvailabilityModel {
-  /** P(the host stays at least `horizonMs` more, having been up `ageMs`). */
-  pStay(hostId: string, ageMs: number, horizonMs: number): number;
+  /**
+   * P(the host stays at least `horizonMs` more, having been up `ageMs`), asked at time `now` (the
+   * round's clock, which a simulator runs: never the wall clock).
+   */
+  pStay(hostId: string, ageMs: number, horizonMs: number, now: number): number;
   readonly kind: 'kaplan-meier' | 'naive-bayes' | 'none';
   /** Accuracy on held-out history (null: too little history to tell). */
   readonly accuracy: number | null;
@@ -187,9 +190,9 @@ class NaiveBayesModel {
     this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
   }
 
-  pStay(hostId: string, _ageMs: number, horizonMs: number, at = Date.now()): number {
+  pStay(hostId: string, _ageMs: number, horizonMs: number, now: number): number {
     if (horizonMs !== this.horizonMs) return 0.5;
-    const features = this.features(hostId, at);
+    const features = this.features(hostId, now);
     const score = (label: boolean): number => {
       const n = this.counts.get(`y:${label}`) ?? 0;
       let p = (n + 1) / (this.total() + 2);
@@ -238,7 +241,7 @@ export function fitAvailability(sessions: Session[], now: number, horizonMs: num
   if (nbAccuracy > kmAccuracy) {
     const nb = new NaiveBayesModel(sessions, now, horizonMs);
     return {
-      pStay: (h, a, t) => (t === horizonMs ? nb.pStay(h, a, t) : km.pStay(h, a, t)),
+      pStay: (h, a, t, at) => (t === horizonMs ? nb.pStay(h, a, t, at) : km.pStay(h, a, t)),
       kind: 'naive-bayes',
       accuracy: nbAccuracy,
       heldOut: test.length,

@@ -119,7 +119,7 @@ export class ControlPlane {
       meanUtility: new Map(hosts.map((h) => [h.id, this.monitor.mean(h.id) ?? 1])),
       lastMoved: this.lastMoved,
       moving: this.moving,
-      pStay: (id, age, horizon) => model.pStay(id, age, horizon),
+      pStay: (id, age, horizon) => model.pStay(id, age, horizon, now),
     };
   }
 
