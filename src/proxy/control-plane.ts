@@ -6,7 +6,7 @@
  */
 import { fitAvailability, type AvailabilityModel, type Session } from '../policy/availability.js';
 import type { Policy } from '../policy/config.js';
-import { UtilityMonitor, decide, placeGuest, type Round } from '../policy/decide.js';
+import { UtilityMonitor, decide, placeGuest, rankCandidates, type Round } from '../policy/decide.js';
 import type { GuestSnapshot, HostSnapshot } from '../policy/model.js';
 import { utility } from '../policy/utility.js';
 import type { MigrationView } from './view.js';
@@ -75,6 +75,18 @@ export class ControlPlane {
   place(guest: Omit<GuestSnapshot, 'cpuRate' | 'hostId'>): string | undefined {
     const round = this.round(Date.now());
     return placeGuest({ ...guest, hostId: '', cpuRate: 0 }, round, this.policy)?.host.name;
+  }
+
+  /**
+   * Where a guest should go if it moved now (`roam migrate` without --to, a drain): the best other
+   * host by the same ranking the policy's own moves use (speed, room, P(stay), deadline), or
+   * undefined if the ranking rejects them all (the caller then falls back to the plain score).
+   */
+  moveTarget(guestId: string): string | undefined {
+    const round = this.round(Date.now());
+    const guest = round.guests.find((g) => g.id === guestId);
+    if (!guest) return undefined;
+    return rankCandidates(guest, round, this.policy, guest.hostId).find((c) => !c.rejected)?.host.name;
   }
 
   /** A host joined or ended a session: the availability model is fitted again on next use. */

@@ -405,7 +405,13 @@ export class Proxy implements ProxyOperations {
     if (request.to === source.name || request.to === source.id) {
       throw new RoamError('ROAM_ERR_CONFLICT', `${guest.name} already runs on ${source.name}`);
     }
-    const target = this.place(request.to, source.id);
+    // Without --to, the control plane's ranking picks (it weighs how likely each host is to stay);
+    // if it rejects every host, the plain score does.
+    const suggested = request.to === undefined ? this.controlPlane.moveTarget(guest.id) : undefined;
+    const usable = [...this.hostTable.values()].some(
+      (h) => h.name === suggested && h.id !== source.id && h.state === 'up' && h.session,
+    );
+    const target = this.place(request.to ?? (usable ? suggested : undefined), source.id);
     return this.migrations.start({
       guestId: guest.id,
       guestName: guest.name,
