@@ -22,18 +22,21 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { loadBinaryen, type Binaryen, type BinaryenModule } from './binaryen.js';
+import { malformedModule, refuse, scanSections } from './features.js';
 import {
-  accessors,
-  expressionId,
-  loadBinaryen,
-  type Binaryen,
-  type BinaryenModule,
-  type ExpressionRef,
-} from './binaryen.js';
-import { featureOfExpression, malformedModule, refuse, scanSections } from './features.js';
+  cacheAsyncifyState,
+  callGraph,
+  placePolls,
+  reachingFuel,
+  recursiveFunctions,
+  scanFunction,
+  walker,
+  type FunctionScan,
+} from './polls.js';
 
 /** Bump when the instrumentation changes its output: it is part of every cache key. */
-export const INSTRUMENTER_VERSION = 1;
+export const INSTRUMENTER_VERSION = 2;
 export const BINARYEN_VERSION = '132.0.0';
 export const INFO_SECTION = 'roam.instrumented';
 export const POLL_MODULE = 'roam';
@@ -80,6 +83,8 @@ export const instrumentedInfoSchema = z.strictObject({
   /** Exports the guest enters, in order: a former start function, then `_start`. */
   entries: z.array(z.string()).min(1).max(2),
   loops: z.number().int().nonnegative(),
+  /** Functions without loops that poll at entry because they are recursive (absent before version 2). */
+  recursive: z.number().int().nonnegative().optional(),
   sourceBytes: z.number().int().nonnegative(),
 });
 export type InstrumentedInfo = z.infer<typeof instrumentedInfoSchema>;
@@ -140,156 +145,11 @@ function checkInterface(module: WebAssembly.Module): void {
   }
 }
 
-interface WalkContext {
-  api: Binaryen;
-  children: Map<number, (e: ExpressionRef) => ExpressionRef[]>;
-  names: Map<number, string>;
-  loopId: number;
-}
-
-function childMap(api: Binaryen): Map<number, (e: ExpressionRef) => ExpressionRef[]> {
-  const a = (name: string) => accessors(api, name);
-  const list = (cls: string, count: string, at: string) => (e: ExpressionRef) => {
-    const n = a(cls)[count]?.(e) ?? 0;
-    const out: ExpressionRef[] = [];
-    for (let i = 0; i < n; i++) out.push(a(cls)[at]?.(e, i) ?? 0);
-    return out;
-  };
-  const fields =
-    (cls: string, ...getters: string[]) =>
-    (e: ExpressionRef) =>
-      getters.map((g) => a(cls)[g]?.(e) ?? 0);
-  const leaf = () => [];
-  const entries: Array<[string, (e: ExpressionRef) => ExpressionRef[]]> = [
-    ['Nop', leaf],
-    ['Unreachable', leaf],
-    ['LocalGet', leaf],
-    ['GlobalGet', leaf],
-    ['Const', leaf],
-    ['MemorySize', leaf],
-    ['DataDrop', leaf],
-    ['RefNull', leaf],
-    ['RefFunc', leaf],
-    ['TableSize', leaf],
-    ['Pop', leaf],
-    ['Block', list('Block', 'getNumChildren', 'getChildAt')],
-    ['If', fields('If', 'getCondition', 'getIfTrue', 'getIfFalse')],
-    ['Loop', fields('Loop', 'getBody')],
-    ['Break', fields('Break', 'getCondition', 'getValue')],
-    ['Switch', fields('Switch', 'getCondition', 'getValue')],
-    ['Call', list('Call', 'getNumOperands', 'getOperandAt')],
-    [
-      'CallIndirect',
-      (e) => [...list('CallIndirect', 'getNumOperands', 'getOperandAt')(e), a('CallIndirect')['getTarget']?.(e) ?? 0],
-    ],
-    ['LocalSet', fields('LocalSet', 'getValue')],
-    ['GlobalSet', fields('GlobalSet', 'getValue')],
-    ['Load', fields('Load', 'getPtr')],
-    ['Store', fields('Store', 'getPtr', 'getValue')],
-    ['Unary', fields('Unary', 'getValue')],
-    ['Binary', fields('Binary', 'getLeft', 'getRight')],
-    ['Select', fields('Select', 'getIfTrue', 'getIfFalse', 'getCondition')],
-    ['Drop', fields('Drop', 'getValue')],
-    ['Return', fields('Return', 'getValue')],
-    ['MemoryGrow', fields('MemoryGrow', 'getDelta')],
-    ['MemoryInit', fields('MemoryInit', 'getDest', 'getOffset', 'getSize')],
-    ['MemoryCopy', fields('MemoryCopy', 'getDest', 'getSource', 'getSize')],
-    ['MemoryFill', fields('MemoryFill', 'getDest', 'getValue', 'getSize')],
-    ['RefIsNull', fields('RefIsNull', 'getValue')],
-    ['RefAs', fields('RefAs', 'getValue')],
-    ['RefEq', fields('RefEq', 'getLeft', 'getRight')],
-    ['TableGet', fields('TableGet', 'getIndex')],
-    ['TupleMake', list('TupleMake', 'getNumOperands', 'getOperandAt')],
-    ['TupleExtract', fields('TupleExtract', 'getTuple')],
-  ];
-  const map = new Map<number, (e: ExpressionRef) => ExpressionRef[]>();
-  for (const [name, fn] of entries) {
-    const id = expressionId(api, name);
-    if (id >= 0) map.set(id, fn);
-  }
-  return map;
-}
-
-/** Every expression class id binaryen knows, by name (including those without a public `XId`). */
-function idNames(api: Binaryen): Map<number, string> {
-  const names = new Map<number, string>();
-  for (const key of Object.keys(api)) {
-    const m = /^_Binaryen(\w+)Id$/.exec(key);
-    const fn = api[key];
-    if (m?.[1] && typeof fn === 'function' && m[1] !== 'Expression') {
-      const id = (fn as () => unknown)();
-      if (typeof id === 'number') names.set(id, m[1]);
-    }
-  }
-  return names;
-}
-
-/**
- * Walks one function body: refuses what cannot be captured, and puts the fuel check at the head
- * of every loop body. Returns the number of loops.
- */
-function walkFunction(
-  ctx: WalkContext,
-  mod: BinaryenModule,
-  fnName: string,
-  body: ExpressionRef,
-  fuel: string,
-  interval: number,
-): number {
-  const { api } = ctx;
-  const call = accessors(api, 'Call');
-  const callIndirect = accessors(api, 'CallIndirect');
-  const load = accessors(api, 'Load');
-  const store = accessors(api, 'Store');
-  const loopAcc = accessors(api, 'Loop');
-  const callId = expressionId(api, 'Call');
-  const callIndirectId = expressionId(api, 'CallIndirect');
-  const loadId = expressionId(api, 'Load');
-  const storeId = expressionId(api, 'Store');
-  let loops = 0;
-  const stack: ExpressionRef[] = [body];
-  for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
-    if (e === 0) continue;
-    const id = api.getExpressionId(e);
-    const children = ctx.children.get(id);
-    if (!children) {
-      const name = ctx.names.get(id) ?? `#${id}`;
-      const feature = featureOfExpression(name);
-      if (feature) throw refuse(feature, `function ${fnName}`);
-      throw malformedModule(`unsupported WebAssembly instruction (binaryen ${name}) in function ${fnName}`);
-    }
-    if (api.getExpressionType(e) === api.v128) throw refuse('SIMD', `function ${fnName}`);
-    if ((id === callId && call['isReturn']?.(e)) || (id === callIndirectId && callIndirect['isReturn']?.(e))) {
-      throw refuse('tail calls', `function ${fnName}`);
-    }
-    if ((id === loadId && load['isAtomic']?.(e)) || (id === storeId && store['isAtomic']?.(e))) {
-      throw refuse('threads', `function ${fnName}`);
-    }
-    for (const child of children(e)) if (child !== 0) stack.push(child);
-    if (id === ctx.loopId) {
-      loops++;
-      const original = loopAcc['getBody']?.(e) ?? 0;
-      const check = mod.block(
-        null,
-        [
-          mod.global.set(fuel, mod.i32.sub(mod.global.get(fuel, api.i32), mod.i32.const(1))),
-          mod.if(
-            mod.i32.eqz(mod.global.get(fuel, api.i32)),
-            mod.block(null, [mod.global.set(fuel, mod.i32.const(interval)), mod.call(POLL_FN, [], api.none)]),
-          ),
-          original,
-        ],
-        api.getExpressionType(original),
-      );
-      (api['Loop'] as { setBody(loop: ExpressionRef, body: ExpressionRef): void }).setBody(e, check);
-    }
-  }
-  return loops;
-}
-
 const POLL_FN = '__roam_poll';
 const FUEL_GLOBAL = '__roam_fuel';
 const START_EXPORT = '__roam_start';
+/** The global in which asyncify's pass keeps its state (normal, unwinding, rewinding). */
+const ASYNCIFY_STATE = '__asyncify_state';
 
 function typeName(api: Binaryen, type: number): 'i32' | 'i64' | 'f32' | 'f64' | undefined {
   if (type === api.i32) return 'i32';
@@ -331,7 +191,6 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
   }
   try {
     mod.setFeatures(allowed);
-    const ctx: WalkContext = { api, children: childMap(api), names: idNames(api), loopId: expressionId(api, 'Loop') };
 
     // The program's mutable globals, exported for capture (before asyncify adds its own).
     const globals: InstrumentedInfo['globals'] = [];
@@ -352,15 +211,33 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
 
     mod.addGlobal(FUEL_GLOBAL, api.i32, true, mod.i32.const(interval));
     mod.addFunctionImport(POLL_FN, POLL_MODULE, POLL_NAME, api.none, api.none);
-    let loops = 0;
+    const w = walker(api);
+    const scans: FunctionScan[] = [];
     const functions = mod.getNumFunctions();
     for (let i = 0; i < functions; i++) {
-      const fn = api.getFunctionInfo(mod.getFunctionByIndex(i));
+      const ref = mod.getFunctionByIndex(i);
+      const fn = api.getFunctionInfo(ref);
       if (fn.module) continue;
       for (const t of [...api.expandType(fn.params), ...api.expandType(fn.results), ...fn.vars]) {
         if (t === api.v128) throw refuse('SIMD', `function ${fn.name}`);
       }
-      loops += walkFunction(ctx, mod, fn.name, fn.body, FUEL_GLOBAL, interval);
+      scans.push(scanFunction(w, ref));
+    }
+    const { graph, table } = callGraph(api, mod, scans);
+    const recursive = recursiveFunctions(graph);
+    const counting = new Set(scans.filter((s) => s.loops > 0 || recursive.has(s.name)).map((s) => s.name));
+    const reaching = reachingFuel(graph, counting);
+    const indirectReaches = [...table].some((f) => reaching.has(f));
+    let loops = 0;
+    for (const s of scans) {
+      if (!counting.has(s.name)) continue;
+      loops += placePolls(w, mod, s.ref, {
+        global: FUEL_GLOBAL,
+        poll: POLL_FN,
+        interval,
+        recursive: recursive.has(s.name),
+        syncs: (target) => (target === undefined ? indirectReaches : reaching.has(target)),
+      });
     }
 
     const entries = ['_start'];
@@ -381,6 +258,7 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
     } finally {
       api.clearPassArguments();
     }
+    for (const s of scans) cacheAsyncifyState(w, mod, s.ref, ASYNCIFY_STATE);
     const info: InstrumentedInfo = {
       format: 1,
       instrumenter: INSTRUMENTER_VERSION,
@@ -390,6 +268,7 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
       globals,
       entries,
       loops,
+      recursive: counting.size - scans.filter((s) => s.loops > 0).length,
       sourceBytes: source.length,
     };
     mod.addCustomSection(INFO_SECTION, new TextEncoder().encode(JSON.stringify(info)));
