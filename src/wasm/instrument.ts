@@ -2,9 +2,10 @@
  * Load-time instrumentation of a WebAssembly guest with binaryen.js, so that it can be captured at
  * any moment and continued elsewhere (DESIGN.md records the measured proof):
  *
- * - fuel: a counter decremented at every loop header; when it reaches zero it is refilled and the
- *   `roam.poll` import is called. Every loop polls, so even a loop that calls nothing yields within
- *   one fuel interval; polls are the points where the host may unwind the guest.
+ * - fuel: one unit is counted at every loop header and at the entry of every recursive function;
+ *   every fuel interval of units the `roam.poll` import is called. So even a loop that calls
+ *   nothing, or a recursion that never loops, yields within one fuel interval; polls are the points
+ *   where the host may unwind the guest. Where the polls go, and why there (cost), is polls.ts.
  * - asyncify, limited to the imports that may wait (`roam.poll` and the WASI calls that block:
  *   poll_oneoff, fd_read, fd_write, sock_*, sched_yield): only functions that can reach them are
  *   instrumented. The unwound stack goes into a region the host borrows from linear memory and
@@ -57,9 +58,10 @@ export const ASSEMBLYSCRIPT_IMPORTS = ['abort', 'seed', 'trace'] as const;
 
 export interface InstrumentOptions {
   /**
-   * Loop iterations between two polls. Default 10000: chosen by `npm run bench:wasm` (BENCHMARKS.md)
-   * as about the smallest interval whose cost is lost in the noise; a poll itself costs one call
-   * into the host, which reads the clock.
+   * Loop iterations (and entries of recursive functions) between two polls. Default 10000: chosen by
+   * `npm run bench:wasm` (BENCHMARKS.md) as about the smallest interval whose cost is lost in the
+   * noise (the count itself costs the same at any interval; a poll costs one call into the host,
+   * which reads the clock).
    */
   fuelInterval?: number;
   /** binaryen optimize level for asyncify's own clean-up (0-4). Default 2. */
