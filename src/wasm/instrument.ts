@@ -26,7 +26,6 @@ import { z } from 'zod';
 import { loadBinaryen, type Binaryen, type BinaryenModule } from './binaryen.js';
 import { malformedModule, refuse, scanSections } from './features.js';
 import {
-  cacheAsyncifyState,
   callGraph,
   placePolls,
   reachingFuel,
@@ -150,8 +149,6 @@ function checkInterface(module: WebAssembly.Module): void {
 const POLL_FN = '__roam_poll';
 const FUEL_GLOBAL = '__roam_fuel';
 const START_EXPORT = '__roam_start';
-/** The global in which asyncify's pass keeps its state (normal, unwinding, rewinding). */
-const ASYNCIFY_STATE = '__asyncify_state';
 
 function typeName(api: Binaryen, type: number): 'i32' | 'i64' | 'f32' | 'f64' | undefined {
   if (type === api.i32) return 'i32';
@@ -260,7 +257,6 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
     } finally {
       api.clearPassArguments();
     }
-    for (const s of scans) cacheAsyncifyState(w, mod, s.ref, ASYNCIFY_STATE);
     const info: InstrumentedInfo = {
       format: 1,
       instrumenter: INSTRUMENTER_VERSION,

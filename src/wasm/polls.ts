@@ -1,6 +1,6 @@
 /**
- * The IR walks of the instrumenter: refusing what cannot be captured, placing the fuel polls, and
- * making asyncify's state checks cheap. Issue 7 measured where instrumentation cost goes
+ * The IR walks of the instrumenter: refusing what cannot be captured, and placing the fuel polls.
+ * Issue 7 measured where instrumentation cost goes
  * (BENCHMARKS.md); the layout here follows from it:
  *
  * - A loop polls from outside itself. Its header only counts fuel and branches out when the fuel
@@ -16,10 +16,11 @@
  * - A function that is recursive (directly or through other functions; an indirect call may reach
  *   any function of its signature in the table) counts one unit of fuel at entry, so a recursion
  *   that never runs a loop still polls.
- * - After asyncify, each instrumented function keeps asyncify's state in a local, read at entry
- *   and after every call: the state only changes while a call is in progress (the host unwinds or
- *   rewinds from inside an import), so the copy is always current, and the checks that asyncify
- *   leaves in hot code read a register instead of memory.
+ *
+ * What is left is asyncify's state checks in loops that enclose a polling loop (the sieve's middle
+ * loop has three per iteration): any code on a path to a call that may unwind is skipped that way
+ * while rewinding. Keeping the state in a local refreshed after calls was tried and measured no
+ * faster (V8 already keeps the check cheap), so it is not done.
  */
 import {
   accessors,
@@ -54,7 +55,6 @@ export interface Walker {
     load: number;
     store: number;
     ret: number;
-    globalGet: number;
     refFunc: number;
   };
 }
@@ -164,7 +164,6 @@ export function walker(api: Binaryen): Walker {
       load: id('Load'),
       store: id('Store'),
       ret: id('Return'),
-      globalGet: id('GlobalGet'),
       refFunc: id('RefFunc'),
     },
   };
@@ -457,45 +456,4 @@ export function placePolls(w: Walker, mod: BinaryenModule, ref: FunctionRef, pla
     }
   }
   return loops;
-}
-
-/**
- * After asyncify: in every function that reads asyncify's state global, reads a local copy
- * instead, taken at entry and after every call. Skips a function with a call whose result is a
- * tuple (no single local holds it): it keeps reading the global.
- */
-export function cacheAsyncifyState(w: Walker, mod: BinaryenModule, ref: FunctionRef, state: string): void {
-  const { api, ids } = w;
-  const fn = api.getFunctionInfo(ref);
-  const reads: Slot[] = [];
-  const calls: Slot[] = [];
-  const globalGet = accessors(api, 'GlobalGet');
-  const stack: Slot[] = [{ expr: fn.body, set: () => undefined }];
-  for (let slot = stack.pop(); slot !== undefined; slot = stack.pop()) {
-    const e = slot.expr;
-    const id = api.getExpressionId(e);
-    if (id === ids.globalGet && String(globalGet['getName']?.(e)) === state) reads.push(slot);
-    if ((id === ids.call || id === ids.callIndirect) && api.getExpressionType(e) !== api.unreachable) {
-      if (api.expandType(api.getExpressionType(e)).length > 1) return;
-      calls.push(slot);
-    }
-    stack.push(...slotsOf(w, e));
-  }
-  if (reads.length === 0) return;
-  const copy = addVar(api, ref, api.i32);
-  const temps = new Map<Type, number>();
-  const refresh = () => mod.local.set(copy, mod.global.get(state, api.i32));
-  for (const read of reads) read.set(mod.local.get(copy, api.i32));
-  for (const call of calls) {
-    const type = api.getExpressionType(call.expr);
-    if (type === api.none) {
-      call.set(mod.block(null, [call.expr, refresh()], api.none));
-      continue;
-    }
-    let t = temps.get(type);
-    if (t === undefined) temps.set(type, (t = addVar(api, ref, type)));
-    call.set(mod.block(null, [mod.local.set(t, call.expr), refresh(), mod.local.get(t, type)], type));
-  }
-  const body = api.getFunctionInfo(ref).body;
-  setFunctionBody(api, ref, mod.block(null, [refresh(), body], api.getExpressionType(body)));
 }
