@@ -1,7 +1,6 @@
 /**
  * The IR walks of the instrumenter: refusing what cannot be captured, and placing the fuel polls.
- * Issue 7 measured where instrumentation cost goes
- * (BENCHMARKS.md); the layout here follows from it:
+ * Issue 7 measured where instrumentation cost goes (BENCHMARKS.md); the layout follows from it:
  *
  * - A loop polls from outside itself. Its header only counts fuel and branches out when the fuel
  *   runs out; the call to `roam.poll` sits in a wrapper loop around it, which re-enters the loop at
