@@ -235,6 +235,7 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
         poll: POLL_FN,
         interval,
         recursive: recursive.has(s.name),
+        loops: s.loops,
         syncs: (target) => (target === undefined ? indirectReaches : reaching.has(target)),
       });
     }

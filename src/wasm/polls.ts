@@ -331,6 +331,8 @@ export interface FuelPlan {
   poll: string;
   interval: number;
   recursive: boolean;
+  /** The function's loops (as `scanFunction` counts them). */
+  loops: number;
   /** Whether a direct call to this function (or any indirect call) needs the fuel written back around it. */
   syncs(target: string | undefined): boolean;
 }
@@ -343,6 +345,21 @@ export function placePolls(w: Walker, mod: BinaryenModule, ref: FunctionRef, pla
   const { api, ids } = w;
   const fn = api.getFunctionInfo(ref);
   const i32 = api.i32;
+  if (plan.loops === 0) {
+    // Recursive with no loop: one unit at entry, counted in the global itself. A local would cost
+    // more here (a load at entry, a store and a load around each recursive call, a store at exit).
+    const left = mod.i32.sub(mod.global.get(plan.global, i32), mod.i32.const(1));
+    const refill = mod.block(null, [
+      mod.global.set(plan.global, mod.i32.const(plan.interval)),
+      mod.call(plan.poll, [], api.none),
+    ]);
+    const entry = mod.block(null, [
+      mod.global.set(plan.global, left),
+      mod.if(mod.i32.le_s(mod.global.get(plan.global, i32), mod.i32.const(0)), refill),
+    ]);
+    setFunctionBody(api, ref, mod.block(null, [entry, fn.body], api.getExpressionType(fn.body)));
+    return 0;
+  }
   const fuel = addVar(api, ref, i32);
   const temps = new Map<Type, number>();
   const temp = (type: Type) => {
