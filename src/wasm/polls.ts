@@ -240,8 +240,14 @@ export function callGraph(
   scans: FunctionScan[],
 ): { graph: Map<string, Set<string>>; table: Set<string> } {
   const inTable = new Set<string>();
-  for (let i = 0; i < mod.getNumElementSegments(); i++) {
-    for (const name of api.getElementSegmentInfo(mod.getElementSegmentByIndex(i)).data) inTable.add(name);
+  try {
+    for (let i = 0; i < mod.getNumElementSegments(); i++) {
+      for (const name of api.getElementSegmentInfo(mod.getElementSegmentByIndex(i)).data) inTable.add(name);
+    }
+  } catch {
+    // A segment binaryen.js cannot list (entries that are not plain function references): assume
+    // any function may be in the table, which can only add polls, never miss one.
+    for (const s of scans) inTable.add(s.name);
   }
   for (const s of scans) for (const r of s.refs) inTable.add(r);
   const signature = (name: string) => {
