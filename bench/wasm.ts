@@ -240,7 +240,7 @@ for (const w of workloads) {
   const bytes = build(w.file);
   const inst = await instrument(bytes, { cacheDir });
   sizeRows.push(
-    `| ${w.name} | ${bytes.length} | ${inst.bytes.length} | ${f2(inst.bytes.length / bytes.length)}x | ${inst.info.loops} |`,
+    `| ${w.name} | ${bytes.length} | ${inst.bytes.length} | ${f2(inst.bytes.length / bytes.length)}x | ${inst.info.loops} | ${inst.info.recursive ?? 0} |`,
   );
   const plain: number[] = [];
   const guest: number[] = [];
@@ -339,8 +339,8 @@ ${speedRows.join('\n')}
 
 Code size (bytes):
 
-| workload | original | instrumented | ratio | loops polled |
-| --- | --- | --- | --- | --- |
+| workload | original | instrumented | ratio | loops polled | recursive functions polled at entry |
+| --- | --- | --- | --- | --- | --- |
 ${sizeRows.join('\n')}
 
 Fuel interval (loop iterations between polls) on the sieve, guest run time; the default is 10000:

@@ -1,6 +1,7 @@
 /**
  * WebAssembly guests in real processes: a tight loop that calls nothing, checkpointed mid-loop and
- * resumed through a chain of processes, ends with the same result as an uninterrupted run; its
+ * resumed through a chain of processes, ends with the same result as an uninterrupted run (and so
+ * does a deep recursion that runs no loop at all); its
  * file and clocks travel with it; a compiled server answers a real client before and after a
  * restore; damaged images and modules using features Roam cannot capture are refused.
  *
@@ -87,6 +88,34 @@ test(
     assert.match(last.stdout, new RegExp(`^file written before the loop, n=${N}$`, 'm'), 'the file travelled');
     assert.match(last.stdout, /^clocks forward 1 1$/m, 'monotonic and real-time clocks never went backwards');
     assert.doesNotMatch(last.stdout, /started/);
+  },
+);
+
+test(
+  'a deep recursion with no loop in it is checkpointed mid-way and finishes in another process with the same answer',
+  { skip },
+  async (t) => {
+    const dir = tempDir(t);
+    const wasm = join(built, 'recursion.wasm');
+    // tree(38): about 10^8 calls, seconds of work; none of the functions on the stack has a loop.
+    const n = '38';
+    const whole = await runRoam(['guest', 'run', wasm, '--', n], { timeoutMs: 120_000 });
+    assert.equal(whole.code, 0, whole.stderr);
+    const expected = /^result ([0-9a-f]{16})$/m.exec(whole.stdout)?.[1];
+    assert.ok(expected, whole.stdout);
+
+    const image = join(dir, 'r.img');
+    const first = await runRoam(['guest', 'run', wasm, '--checkpoint-after', '300ms', '--out', image, '--', n]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stdout, `started n=${n}\n`, 'stopped inside the recursion, before the result');
+    const info = await runRoam(['guest', 'inspect', image, '--json']);
+    assert.equal(info.code, 0, info.stderr);
+    const summary = JSON.parse(info.stdout) as { suspended: { kind: string } };
+    assert.equal(summary.suspended.kind, 'yield', 'captured at a poll at the entry of a recursive function');
+
+    const last = await runRoam(['guest', 'resume', image], { timeoutMs: 120_000 });
+    assert.equal(last.code, 0, last.stderr);
+    assert.equal(last.stdout, `result ${expected}\n`, 'same answer as the uninterrupted run, nothing printed twice');
   },
 );
 

@@ -5,6 +5,6 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here/build}"
 mkdir -p "$out"
-for src in journey echo-server; do
+for src in journey echo-server recursion; do
   clang --target=wasm32-wasi -O2 -o "$out/$src.wasm" "$here/$src.c"
 done

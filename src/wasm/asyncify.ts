@@ -43,7 +43,10 @@ export function asyncifyExports(exports: Record<string, unknown>): AsyncifyExpor
 }
 
 export class Asyncify {
+  /** The borrowed bytes' own contents while asyncify uses them (reused: a yield allocates nothing). */
   private saved: Uint8Array | undefined;
+  /** How many bytes from the start of memory are borrowed now (0: none). */
+  private borrowed = 0;
   /** The unwound stack while the guest is suspended (undefined while it runs, or before it started). */
   stack: Uint8Array | undefined;
 
@@ -53,22 +56,31 @@ export class Asyncify {
     private readonly capacity = REGION_BYTES,
   ) {}
 
-  private borrow(): DataView {
+  /** Saves the first `bytes` of memory (at most the capacity, or the memory); returns how many. */
+  private borrow(bytes: number): number {
     const mem = new Uint8Array(this.memory.buffer);
-    this.saved = mem.slice(0, Math.min(this.capacity, mem.length));
-    return new DataView(this.memory.buffer);
+    const n = Math.min(bytes, this.capacity, mem.length);
+    if (!this.saved || this.saved.length < n) this.saved = new Uint8Array(Math.min(this.capacity, mem.length));
+    this.saved.set(mem.subarray(0, n));
+    this.borrowed = n;
+    return n;
   }
 
-  private giveBack(): void {
-    if (this.saved) new Uint8Array(this.memory.buffer).set(this.saved, 0);
-    this.saved = undefined;
+  /** Puts back the first `used` borrowed bytes: asyncify wrote nothing beyond them. */
+  private giveBack(used = this.borrowed): void {
+    if (this.saved && this.borrowed > 0) {
+      new Uint8Array(this.memory.buffer).set(this.saved.subarray(0, Math.min(used, this.borrowed)), 0);
+    }
+    this.borrowed = 0;
   }
 
   /** In an import: starts unwinding; the import then returns, and so does every frame up to the export. */
   startUnwind(): void {
-    const view = this.borrow();
+    // How deep the stack is cannot be known before it unwinds: the whole area is borrowed.
+    const room = this.borrow(this.capacity);
+    const view = new DataView(this.memory.buffer);
     view.setUint32(0, HEADER_BYTES, true);
-    view.setUint32(4, this.saved?.length ?? 0, true);
+    view.setUint32(4, room, true);
     this.ex.asyncify_start_unwind(0);
   }
 
@@ -78,7 +90,8 @@ export class Asyncify {
     this.ex.asyncify_stop_unwind();
     const end = new DataView(this.memory.buffer).getUint32(0, true);
     this.stack = new Uint8Array(this.memory.buffer).slice(HEADER_BYTES, end);
-    this.giveBack();
+    // Asyncify wrote the header and the stack, up to `end`, and nothing beyond (it traps first).
+    this.giveBack(Math.max(end, HEADER_BYTES));
     return true;
   }
 
@@ -86,18 +99,20 @@ export class Asyncify {
   startRewind(): void {
     const stack = this.stack;
     if (!stack) throw new RoamError('ROAM_ERR_GUEST_STATE', 'there is no unwound stack to rewind');
-    const view = this.borrow();
-    const room = this.saved?.length ?? 0;
-    if (HEADER_BYTES + stack.length > room) {
-      this.giveBack();
+    const need = HEADER_BYTES + stack.length;
+    const room = Math.min(this.capacity, this.memory.buffer.byteLength);
+    if (need > room) {
       throw new RoamError(
         'ROAM_ERR_IMAGE_MALFORMED',
         `the unwound stack of ${stack.length} bytes does not fit the ${room}-byte area it is rewound from`,
       );
     }
+    // Rewinding only reads the stack back: the area it needs is all that is borrowed.
+    this.borrow(need);
     new Uint8Array(this.memory.buffer).set(stack, HEADER_BYTES);
-    view.setUint32(0, HEADER_BYTES + stack.length, true);
-    view.setUint32(4, room, true);
+    const view = new DataView(this.memory.buffer);
+    view.setUint32(0, need, true);
+    view.setUint32(4, need, true);
     this.stack = undefined;
     this.ex.asyncify_start_rewind(0);
   }

@@ -12,10 +12,11 @@ import { RoamError } from '../errors.js';
 export type ExpressionRef = number;
 export type FunctionRef = number;
 export type GlobalRef = number;
+export type ElementSegmentRef = number;
 export type Type = number;
 
 interface Accessors {
-  [name: string]: (expr: ExpressionRef, index?: number) => number;
+  [name: string]: (expr: ExpressionRef, indexOrValue?: number, value?: ExpressionRef) => number;
 }
 
 export interface BinaryenModule {
@@ -41,10 +42,22 @@ export interface BinaryenModule {
   block(label: string | null, children: ExpressionRef[], type?: Type): ExpressionRef;
   if(condition: ExpressionRef, ifTrue: ExpressionRef, ifFalse?: ExpressionRef): ExpressionRef;
   call(name: string, operands: ExpressionRef[], type: Type): ExpressionRef;
+  loop(label: string | null, body: ExpressionRef): ExpressionRef;
+  /** `br` (with `condition`: `br_if`); 0 stands for no condition or no value. */
+  br(label: string, condition?: ExpressionRef, value?: ExpressionRef): ExpressionRef;
+  getFunction(name: string): FunctionRef;
+  getNumElementSegments(): number;
+  getElementSegmentByIndex(index: number): ElementSegmentRef;
   i32: {
     const(value: number): ExpressionRef;
     sub(left: ExpressionRef, right: ExpressionRef): ExpressionRef;
     eqz(value: ExpressionRef): ExpressionRef;
+    le_s(left: ExpressionRef, right: ExpressionRef): ExpressionRef;
+  };
+  local: {
+    get(index: number, type: Type): ExpressionRef;
+    set(index: number, value: ExpressionRef): ExpressionRef;
+    tee(index: number, value: ExpressionRef, type: Type): ExpressionRef;
   };
   global: {
     get(name: string, type: Type): ExpressionRef;
@@ -70,6 +83,7 @@ export interface Binaryen {
     vars: Type[];
     body: ExpressionRef;
   };
+  getElementSegmentInfo(segment: ElementSegmentRef): { name: string; table: string; data: string[] };
   getGlobalInfo(global: GlobalRef): {
     name: string;
     module: string | null;
@@ -78,6 +92,7 @@ export interface Binaryen {
     mutable: boolean;
   };
   none: Type;
+  unreachable: Type;
   i32: Type;
   i64: Type;
   f32: Type;
@@ -97,7 +112,7 @@ export function loadBinaryen(): Promise<Binaryen> {
   const specifier = 'binaryen';
   loading ??= (import(specifier) as Promise<{ default: unknown }>).then((mod) => {
     const api = mod.default as Binaryen;
-    for (const name of ['Block', 'Loop', 'If', 'Call', 'CallIndirect']) {
+    for (const name of ['Block', 'Loop', 'If', 'Call', 'CallIndirect', 'Function']) {
       const acc = api[name] as
         { getNumChildren?: unknown; getBody?: unknown; getCondition?: unknown; getTarget?: unknown } | undefined;
       if ((typeof acc !== 'object' && typeof acc !== 'function') || acc === null) {
@@ -110,6 +125,16 @@ export function loadBinaryen(): Promise<Binaryen> {
     return api;
   });
   return loading;
+}
+
+/** Adds a local of `type` to a function; returns its index. */
+export function addVar(api: Binaryen, fn: FunctionRef, type: Type): number {
+  return (api['_BinaryenFunctionAddVar'] as (fn: FunctionRef, type: Type) => number)(fn, type);
+}
+
+/** Replaces a function's body. */
+export function setFunctionBody(api: Binaryen, fn: FunctionRef, body: ExpressionRef): void {
+  (api['Function'] as { setBody(fn: FunctionRef, body: ExpressionRef): void }).setBody(fn, body);
 }
 
 /** The accessor namespace for one expression class, e.g. `accessors(b, 'Loop').getBody(expr)`. */

@@ -2,9 +2,10 @@
  * Load-time instrumentation of a WebAssembly guest with binaryen.js, so that it can be captured at
  * any moment and continued elsewhere (DESIGN.md records the measured proof):
  *
- * - fuel: a counter decremented at every loop header; when it reaches zero it is refilled and the
- *   `roam.poll` import is called. Every loop polls, so even a loop that calls nothing yields within
- *   one fuel interval; polls are the points where the host may unwind the guest.
+ * - fuel: one unit is counted at every loop header and at the entry of every recursive function;
+ *   every fuel interval of units the `roam.poll` import is called. So even a loop that calls
+ *   nothing, or a recursion that never loops, yields within one fuel interval; polls are the points
+ *   where the host may unwind the guest. Where the polls go, and why there (cost), is polls.ts.
  * - asyncify, limited to the imports that may wait (`roam.poll` and the WASI calls that block:
  *   poll_oneoff, fd_read, fd_write, sock_*, sched_yield): only functions that can reach them are
  *   instrumented. The unwound stack goes into a region the host borrows from linear memory and
@@ -22,19 +23,21 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { loadBinaryen, type Binaryen, type BinaryenModule } from './binaryen.js';
+import { malformedModule, refuse, scanSections } from './features.js';
 import {
-  accessors,
-  expressionId,
-  loadBinaryen,
-  type Binaryen,
-  type BinaryenModule,
-  type ExpressionRef,
-} from './binaryen.js';
-import { featureOfExpression, malformedModule, refuse, scanSections } from './features.js';
+  callGraph,
+  placePolls,
+  reachingFuel,
+  recursiveFunctions,
+  scanFunction,
+  walker,
+  type FunctionScan,
+} from './polls.js';
 import { instrumentOffThread } from './instrument-thread.js';
 
 /** Bump when the instrumentation changes its output: it is part of every cache key. */
-export const INSTRUMENTER_VERSION = 1;
+export const INSTRUMENTER_VERSION = 2;
 export const BINARYEN_VERSION = '132.0.0';
 export const INFO_SECTION = 'roam.instrumented';
 export const POLL_MODULE = 'roam';
@@ -55,9 +58,10 @@ export const ASSEMBLYSCRIPT_IMPORTS = ['abort', 'seed', 'trace'] as const;
 
 export interface InstrumentOptions {
   /**
-   * Loop iterations between two polls. Default 10000: chosen by `npm run bench:wasm` (BENCHMARKS.md)
-   * as about the smallest interval whose cost is lost in the noise; a poll itself costs one call
-   * into the host, which reads the clock.
+   * Loop iterations (and entries of recursive functions) between two polls. Default 10000: chosen by
+   * `npm run bench:wasm` (BENCHMARKS.md) as about the smallest interval whose cost is lost in the
+   * noise (the count itself costs the same at any interval; a poll costs one call into the host,
+   * which reads the clock).
    */
   fuelInterval?: number;
   /** binaryen optimize level for asyncify's own clean-up (0-4). Default 2. */
@@ -81,6 +85,8 @@ export const instrumentedInfoSchema = z.strictObject({
   /** Exports the guest enters, in order: a former start function, then `_start`. */
   entries: z.array(z.string()).min(1).max(2),
   loops: z.number().int().nonnegative(),
+  /** Functions without loops that poll at entry because they are recursive (absent before version 2). */
+  recursive: z.number().int().nonnegative().optional(),
   sourceBytes: z.number().int().nonnegative(),
 });
 export type InstrumentedInfo = z.infer<typeof instrumentedInfoSchema>;
@@ -141,153 +147,6 @@ function checkInterface(module: WebAssembly.Module): void {
   }
 }
 
-interface WalkContext {
-  api: Binaryen;
-  children: Map<number, (e: ExpressionRef) => ExpressionRef[]>;
-  names: Map<number, string>;
-  loopId: number;
-}
-
-function childMap(api: Binaryen): Map<number, (e: ExpressionRef) => ExpressionRef[]> {
-  const a = (name: string) => accessors(api, name);
-  const list = (cls: string, count: string, at: string) => (e: ExpressionRef) => {
-    const n = a(cls)[count]?.(e) ?? 0;
-    const out: ExpressionRef[] = [];
-    for (let i = 0; i < n; i++) out.push(a(cls)[at]?.(e, i) ?? 0);
-    return out;
-  };
-  const fields =
-    (cls: string, ...getters: string[]) =>
-    (e: ExpressionRef) =>
-      getters.map((g) => a(cls)[g]?.(e) ?? 0);
-  const leaf = () => [];
-  const entries: Array<[string, (e: ExpressionRef) => ExpressionRef[]]> = [
-    ['Nop', leaf],
-    ['Unreachable', leaf],
-    ['LocalGet', leaf],
-    ['GlobalGet', leaf],
-    ['Const', leaf],
-    ['MemorySize', leaf],
-    ['DataDrop', leaf],
-    ['RefNull', leaf],
-    ['RefFunc', leaf],
-    ['TableSize', leaf],
-    ['Pop', leaf],
-    ['Block', list('Block', 'getNumChildren', 'getChildAt')],
-    ['If', fields('If', 'getCondition', 'getIfTrue', 'getIfFalse')],
-    ['Loop', fields('Loop', 'getBody')],
-    ['Break', fields('Break', 'getCondition', 'getValue')],
-    ['Switch', fields('Switch', 'getCondition', 'getValue')],
-    ['Call', list('Call', 'getNumOperands', 'getOperandAt')],
-    [
-      'CallIndirect',
-      (e) => [...list('CallIndirect', 'getNumOperands', 'getOperandAt')(e), a('CallIndirect')['getTarget']?.(e) ?? 0],
-    ],
-    ['LocalSet', fields('LocalSet', 'getValue')],
-    ['GlobalSet', fields('GlobalSet', 'getValue')],
-    ['Load', fields('Load', 'getPtr')],
-    ['Store', fields('Store', 'getPtr', 'getValue')],
-    ['Unary', fields('Unary', 'getValue')],
-    ['Binary', fields('Binary', 'getLeft', 'getRight')],
-    ['Select', fields('Select', 'getIfTrue', 'getIfFalse', 'getCondition')],
-    ['Drop', fields('Drop', 'getValue')],
-    ['Return', fields('Return', 'getValue')],
-    ['MemoryGrow', fields('MemoryGrow', 'getDelta')],
-    ['MemoryInit', fields('MemoryInit', 'getDest', 'getOffset', 'getSize')],
-    ['MemoryCopy', fields('MemoryCopy', 'getDest', 'getSource', 'getSize')],
-    ['MemoryFill', fields('MemoryFill', 'getDest', 'getValue', 'getSize')],
-    ['RefIsNull', fields('RefIsNull', 'getValue')],
-    ['RefAs', fields('RefAs', 'getValue')],
-    ['RefEq', fields('RefEq', 'getLeft', 'getRight')],
-    ['TableGet', fields('TableGet', 'getIndex')],
-    ['TupleMake', list('TupleMake', 'getNumOperands', 'getOperandAt')],
-    ['TupleExtract', fields('TupleExtract', 'getTuple')],
-  ];
-  const map = new Map<number, (e: ExpressionRef) => ExpressionRef[]>();
-  for (const [name, fn] of entries) {
-    const id = expressionId(api, name);
-    if (id >= 0) map.set(id, fn);
-  }
-  return map;
-}
-
-/** Every expression class id binaryen knows, by name (including those without a public `XId`). */
-function idNames(api: Binaryen): Map<number, string> {
-  const names = new Map<number, string>();
-  for (const key of Object.keys(api)) {
-    const m = /^_Binaryen(\w+)Id$/.exec(key);
-    const fn = api[key];
-    if (m?.[1] && typeof fn === 'function' && m[1] !== 'Expression') {
-      const id = (fn as () => unknown)();
-      if (typeof id === 'number') names.set(id, m[1]);
-    }
-  }
-  return names;
-}
-
-/**
- * Walks one function body: refuses what cannot be captured, and puts the fuel check at the head
- * of every loop body. Returns the number of loops.
- */
-function walkFunction(
-  ctx: WalkContext,
-  mod: BinaryenModule,
-  fnName: string,
-  body: ExpressionRef,
-  fuel: string,
-  interval: number,
-): number {
-  const { api } = ctx;
-  const call = accessors(api, 'Call');
-  const callIndirect = accessors(api, 'CallIndirect');
-  const load = accessors(api, 'Load');
-  const store = accessors(api, 'Store');
-  const loopAcc = accessors(api, 'Loop');
-  const callId = expressionId(api, 'Call');
-  const callIndirectId = expressionId(api, 'CallIndirect');
-  const loadId = expressionId(api, 'Load');
-  const storeId = expressionId(api, 'Store');
-  let loops = 0;
-  const stack: ExpressionRef[] = [body];
-  for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
-    if (e === 0) continue;
-    const id = api.getExpressionId(e);
-    const children = ctx.children.get(id);
-    if (!children) {
-      const name = ctx.names.get(id) ?? `#${id}`;
-      const feature = featureOfExpression(name);
-      if (feature) throw refuse(feature, `function ${fnName}`);
-      throw malformedModule(`unsupported WebAssembly instruction (binaryen ${name}) in function ${fnName}`);
-    }
-    if (api.getExpressionType(e) === api.v128) throw refuse('SIMD', `function ${fnName}`);
-    if ((id === callId && call['isReturn']?.(e)) || (id === callIndirectId && callIndirect['isReturn']?.(e))) {
-      throw refuse('tail calls', `function ${fnName}`);
-    }
-    if ((id === loadId && load['isAtomic']?.(e)) || (id === storeId && store['isAtomic']?.(e))) {
-      throw refuse('threads', `function ${fnName}`);
-    }
-    for (const child of children(e)) if (child !== 0) stack.push(child);
-    if (id === ctx.loopId) {
-      loops++;
-      const original = loopAcc['getBody']?.(e) ?? 0;
-      const check = mod.block(
-        null,
-        [
-          mod.global.set(fuel, mod.i32.sub(mod.global.get(fuel, api.i32), mod.i32.const(1))),
-          mod.if(
-            mod.i32.eqz(mod.global.get(fuel, api.i32)),
-            mod.block(null, [mod.global.set(fuel, mod.i32.const(interval)), mod.call(POLL_FN, [], api.none)]),
-          ),
-          original,
-        ],
-        api.getExpressionType(original),
-      );
-      (api['Loop'] as { setBody(loop: ExpressionRef, body: ExpressionRef): void }).setBody(e, check);
-    }
-  }
-  return loops;
-}
-
 const POLL_FN = '__roam_poll';
 const FUEL_GLOBAL = '__roam_fuel';
 const START_EXPORT = '__roam_start';
@@ -332,7 +191,6 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
   }
   try {
     mod.setFeatures(allowed);
-    const ctx: WalkContext = { api, children: childMap(api), names: idNames(api), loopId: expressionId(api, 'Loop') };
 
     // The program's mutable globals, exported for capture (before asyncify adds its own).
     const globals: InstrumentedInfo['globals'] = [];
@@ -353,15 +211,34 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
 
     mod.addGlobal(FUEL_GLOBAL, api.i32, true, mod.i32.const(interval));
     mod.addFunctionImport(POLL_FN, POLL_MODULE, POLL_NAME, api.none, api.none);
-    let loops = 0;
+    const w = walker(api);
+    const scans: FunctionScan[] = [];
     const functions = mod.getNumFunctions();
     for (let i = 0; i < functions; i++) {
-      const fn = api.getFunctionInfo(mod.getFunctionByIndex(i));
+      const ref = mod.getFunctionByIndex(i);
+      const fn = api.getFunctionInfo(ref);
       if (fn.module) continue;
       for (const t of [...api.expandType(fn.params), ...api.expandType(fn.results), ...fn.vars]) {
         if (t === api.v128) throw refuse('SIMD', `function ${fn.name}`);
       }
-      loops += walkFunction(ctx, mod, fn.name, fn.body, FUEL_GLOBAL, interval);
+      scans.push(scanFunction(w, ref));
+    }
+    const { graph, table } = callGraph(api, mod, scans);
+    const recursive = recursiveFunctions(graph);
+    const counting = new Set(scans.filter((s) => s.loops > 0 || recursive.has(s.name)).map((s) => s.name));
+    const reaching = reachingFuel(graph, counting);
+    const indirectReaches = [...table].some((f) => reaching.has(f));
+    let loops = 0;
+    for (const s of scans) {
+      if (!counting.has(s.name)) continue;
+      loops += placePolls(w, mod, s.ref, {
+        global: FUEL_GLOBAL,
+        poll: POLL_FN,
+        interval,
+        recursive: recursive.has(s.name),
+        loops: s.loops,
+        syncs: (target) => (target === undefined ? indirectReaches : reaching.has(target)),
+      });
     }
 
     const entries = ['_start'];
@@ -391,6 +268,7 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
       globals,
       entries,
       loops,
+      recursive: counting.size - scans.filter((s) => s.loops > 0).length,
       sourceBytes: source.length,
     };
     mod.addCustomSection(INFO_SECTION, new TextEncoder().encode(JSON.stringify(info)));
