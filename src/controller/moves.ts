@@ -76,13 +76,14 @@ export class Moves {
             message: err.message,
           }),
         log: (line) => this.host.log(line),
-      });
+      }).finally(() => this.spare.refillSoon()); // the move that may have taken it is over
     });
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, bind, () => {
         server.off('error', reject);
+        this.spare.refillSoon(); // ready for moves: the first spare
         resolve((server.address() as net.AddressInfo).port);
       });
     });

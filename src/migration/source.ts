@@ -145,9 +145,22 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
     }
     return sent;
   };
-  // With pre-copy the shadow will hold all of memory: allocate it once, at the size memory is now.
-  const shadow = new PageShadow(source.base, message.precopy ? source.memoryView().byteLength : 0);
-  const offer = source.offer();
+  // The connection is on its way while the shadow is made (a copy of the base, milliseconds).
+  const connecting = connectPeer(message.target.address, message.target.peerPort, timeout);
+  connecting.catch(() => {}); // awaited below; a failure there is the connect step's
+  let shadow: PageShadow;
+  let offer: ReturnType<MoveSource['offer']>;
+  try {
+    // With pre-copy the shadow will hold all of memory: allocate it once, at the size memory is now.
+    shadow = new PageShadow(source.base, message.precopy ? source.memoryView().byteLength : 0);
+    offer = source.offer();
+  } catch (err) {
+    void connecting.then(
+      (c) => c.destroy(),
+      () => {},
+    );
+    throw err;
+  }
   // The proxy may abort before the freeze (an ack came too late, the target gave up): stop then.
   let abortedEarly = false;
   void ctx.decided.then((d) => (abortedEarly = d === 'aborted'));
@@ -157,7 +170,7 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
 
   try {
     // Steps 2-3: the direct connection, and the target's ack (its sandbox is ready when it says so).
-    channel = await step('connect', () => connectPeer(message.target.address, message.target.peerPort, timeout));
+    channel = await step('connect', () => connecting);
     let t = add('connect', t0);
     ctx.progress({ step: 'connect' });
     await step('offer', async () => {

@@ -2,22 +2,21 @@
  * One sandbox a target host prepares before any move asks for it (module compiled, instance made,
  * the runtime template loaded: about 20 ms of CPU here), so that accepting an offer waits only for
  * what depends on the offer. It costs one idle sandbox's memory (the template, about 5 MiB). It is
- * made a moment after the host starts and again a moment after each move takes it, not at once: a
- * move in progress should not share the CPU with it.
+ * made when the host is ready for moves and again when a move that took it is over, not during
+ * the move: a move in progress should not share the CPU with it.
  */
 import { Guest } from '../guest/guest.js';
 import { DEFAULT_LIMITS, type Sandbox, type SandboxLimits } from '../guest/sandbox/sandbox.js';
 
-const REFILL_DELAY_MS = 1000;
+/** After the move that took the spare: the moved guest's first turns come first. */
+const REFILL_DELAY_MS = 50;
 
 export class SpareSandbox {
   private spare: Promise<Sandbox | undefined> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
-  constructor(private readonly limits: SandboxLimits = DEFAULT_LIMITS) {
-    this.refillSoon();
-  }
+  constructor(private readonly limits: SandboxLimits = DEFAULT_LIMITS) {}
 
   /**
    * A sandbox for a move whose guest has `limits`, with its memory grown to `expectedBytes` and
@@ -49,11 +48,12 @@ export class SpareSandbox {
   private async claim(): Promise<Sandbox | undefined> {
     const spare = this.spare;
     this.spare = undefined;
-    this.refillSoon();
     return spare;
   }
 
-  private refillSoon(): void {
+  /** Makes a spare shortly, if there is none (call when the host is ready, and after each move here). */
+  refillSoon(): void {
+    if (this.closed || this.spare) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       if (this.closed || this.spare) return;
