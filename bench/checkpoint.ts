@@ -13,7 +13,7 @@
  * that; BENCH_SIZES=1,16 picks the heap sizes in MiB).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,11 +36,11 @@ import {
   timed,
   timedAsync,
 } from './checkpoint-lib.js';
+import { writeBenchSection } from './report.js';
 import type { ChildReport } from './restore-child.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CHILD = join(ROOT, 'bench', 'restore-child.ts');
-const BENCHMARKS = join(ROOT, 'BENCHMARKS.md');
 const COMMAND = 'npm run bench:checkpoint';
 
 const SIZES_MIB = (process.env['BENCH_SIZES'] ?? '1,16,64').split(',').map(Number);
@@ -365,19 +365,6 @@ function method(): string {
   ].join('\n');
 }
 
-function writeBenchmarks(results: Result[], report: string): void {
-  const start = '<!-- bench:checkpoint:start -->';
-  const end = '<!-- bench:checkpoint:end -->';
-  const section = `${start}\n${report}\n${end}`;
-  let text = existsSync(BENCHMARKS) ? readFileSync(BENCHMARKS, 'utf8') : '# Benchmarks\n';
-  const from = text.indexOf(start);
-  const to = text.indexOf(end);
-  if (from >= 0 && to > from) text = text.slice(0, from) + section + text.slice(to + end.length);
-  else text = `${text.trimEnd()}\n\n${section}\n`;
-  writeFileSync(BENCHMARKS, text);
-  console.error(`wrote ${results.length} rows to ${BENCHMARKS}`);
-}
-
 async function main(): Promise<void> {
   const machine = machineInfo();
   const loadBefore = loadavg()[0] ?? NaN;
@@ -413,7 +400,7 @@ async function main(): Promise<void> {
       method(),
     ].join('\n');
     console.log(report);
-    if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchmarks(results, report);
+    if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchSection('checkpoint', report);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -16,16 +16,17 @@
  * ROAM_BENCH_RATE=records per second (default 200), BENCH_NO_WRITE=1 leaves BENCHMARKS.md alone.
  * Exits non-zero if a move fails or the client sees a failure (and says which).
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { netnsAvailable, type NetProcess } from '../test/helpers/netns.js';
 import { startNetnsCluster, type NetnsCluster } from '../test/helpers/netns-cluster.js';
 import { BYTES_PER_UNIT, machineInfo, markdownTable, median, ms, percentile, ratio } from './checkpoint-lib.js';
+import { writeBenchSection } from './report.js';
+import type { MigrationView } from '../src/proxy/view.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const BENCHMARKS = join(ROOT, 'BENCHMARKS.md');
 const COMMAND = 'npm run bench:migrate';
 
 const SIZES_MIB = (process.env['BENCH_SIZES'] ?? '1,16,64').split(',').map(Number);
@@ -38,18 +39,20 @@ const FLOOR_PORT = 7600;
 const HOSTS = ['host-a', 'host-b', 'host-c'];
 const PAUSE_TARGETS: Record<number, number> = { 16: 20, 64: 40 };
 
-interface View {
-  outcome: string | null;
-  to: string;
-  step: string | null;
-  error: string | null;
-  pauseMs: number | null;
-  totalMs: number | null;
-  bytesSent: number | null;
-  precopyRounds: number | null;
-  precopyBytes: number | null;
-  finalBytes: number | null;
-}
+/** What the proxy's API answers for a move (the fields the bench reads). */
+type View = Pick<
+  MigrationView,
+  | 'outcome'
+  | 'to'
+  | 'step'
+  | 'error'
+  | 'pauseMs'
+  | 'totalMs'
+  | 'bytesSent'
+  | 'precopyRounds'
+  | 'precopyBytes'
+  | 'finalBytes'
+>;
 interface MoveRow {
   view: View;
   clientGapMs: number;
@@ -428,23 +431,6 @@ function method(): string {
   ].join('\n');
 }
 
-function writeBenchmarks(report: string): void {
-  const start = '<!-- bench:migrate:start -->';
-  const end = '<!-- bench:migrate:end -->';
-  const section = `${start}\n${report}\n${end}`;
-  let text = existsSync(BENCHMARKS) ? readFileSync(BENCHMARKS, 'utf8') : '# Benchmarks\n';
-  const from = text.indexOf(start);
-  const to = text.indexOf(end);
-  if (from >= 0 && to > from) text = text.slice(0, from) + section + text.slice(to + end.length);
-  else {
-    text =
-      `${text.trimEnd()}\n\n${section}\n\n` +
-      '### Migration findings (kept by the benchmark, which only rewrites the section above)\n\n- (none yet)\n';
-  }
-  writeFileSync(BENCHMARKS, text);
-  console.error(`wrote the migrate section of ${BENCHMARKS}`);
-}
-
 async function main(): Promise<number> {
   const availability = netnsAvailable();
   if (!availability.ok) {
@@ -508,7 +494,7 @@ async function main(): Promise<number> {
     ].join('\n');
     console.log(report);
     for (const c of checks) console.log(`${c.pass ? 'PASS' : 'FAIL'} ${c.what}: ${c.value}; target ${c.target}`);
-    if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchmarks(report);
+    if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchSection('migrate', report, 'Migration findings');
     return 0;
   } catch (err) {
     console.error(`bench:migrate aborted: ${(err as Error).message}`);

@@ -19,7 +19,7 @@
  * BENCH_SKIP=sim,round,proxy (parts to leave out), BENCH_NO_WRITE=1 leaves BENCHMARKS.md alone.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -27,6 +27,7 @@ import type * as Availability from '../src/policy/availability.js';
 import { DEFAULT_POLICY } from '../src/policy/config.js';
 import type * as Decide from '../src/policy/decide.js';
 import { machineInfo, markdownTable, median } from './checkpoint-lib.js';
+import { writeBenchSection } from './report.js';
 import { roundCost, type RoundCost } from './policy-round.js';
 import {
   CURRENT_CODE,
@@ -40,7 +41,6 @@ import {
 import { MINUTE, makeTrace, type TraceOptions } from './policy-trace.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const BENCHMARKS = join(ROOT, 'BENCHMARKS.md');
 const COMMAND = 'npm run bench:policy';
 const SEEDS = (process.env['BENCH_SEEDS'] ?? '1,2').split(',').map(Number);
 const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 160);
@@ -392,23 +392,6 @@ interface Verdict {
   pass: boolean;
 }
 
-function writeBenchmarks(report: string): void {
-  const start = '<!-- bench:policy:start -->';
-  const end = '<!-- bench:policy:end -->';
-  const section = `${start}\n${report}\n${end}`;
-  let text = existsSync(BENCHMARKS) ? readFileSync(BENCHMARKS, 'utf8') : '# Benchmarks\n';
-  const from = text.indexOf(start);
-  const to = text.indexOf(end);
-  if (from >= 0 && to > from) text = text.slice(0, from) + section + text.slice(to + end.length);
-  else {
-    text =
-      `${text.trimEnd()}\n\n${section}\n\n` +
-      '### Policy findings (kept by the benchmark, which only rewrites the section above)\n\n- (none yet)\n';
-  }
-  writeFileSync(BENCHMARKS, text);
-  console.error(`wrote the policy section of ${BENCHMARKS}`);
-}
-
 async function main(): Promise<number> {
   const machine = machineInfo();
   const loadBefore = loadavg()[0] ?? NaN;
@@ -685,7 +668,7 @@ async function report(
   ].join('\n');
   console.log(report);
   for (const v of verdicts) console.log(`${v.pass ? 'PASS' : 'FAIL'} ${v.what}: ${v.value}; target ${v.target}`);
-  if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchmarks(report);
+  if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchSection('policy', report, 'Policy findings');
   return 0;
 }
 

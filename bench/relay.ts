@@ -22,7 +22,7 @@
  * in the same rounds (a change against the code before it, on the same machine at the same time).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -30,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { bundleGuest } from '../src/guest/bundle.js';
 import { machineInfo, markdownTable, median, percentile, sleep } from './checkpoint-lib.js';
+import { writeBenchSection } from './report.js';
 import {
   CHUNK,
   SERVICES,
@@ -42,7 +43,6 @@ import {
 } from './relay-lib.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const BENCHMARKS = join(ROOT, 'BENCHMARKS.md');
 const ROAM_BIN = join(ROOT, 'bin', 'roam');
 const ECHO_GUEST = join(ROOT, 'examples', 'echo-server.js');
 const COMMAND = 'npm run bench:relay';
@@ -1270,19 +1270,6 @@ function method(fileLimit: number): string {
   ].join('\n');
 }
 
-function writeBenchmarks(report: string): void {
-  const start = '<!-- bench:relay:start -->';
-  const end = '<!-- bench:relay:end -->';
-  const section = `${start}\n${report}\n${end}`;
-  let text = existsSync(BENCHMARKS) ? readFileSync(BENCHMARKS, 'utf8') : '# Benchmarks\n';
-  const from = text.indexOf(start);
-  const to = text.indexOf(end);
-  if (from >= 0 && to > from) text = text.slice(0, from) + section + text.slice(to + end.length);
-  else text = `${text.trimEnd()}\n\n${section}\n`;
-  writeFileSync(BENCHMARKS, text);
-  console.error(`wrote the relay section of ${BENCHMARKS}`);
-}
-
 async function main(): Promise<void> {
   const fileLimit = ensureFileLimit();
   // The client (this process) runs like the children: without tsx's source-mapped stack traces.
@@ -1391,7 +1378,7 @@ async function main(): Promise<void> {
       method(fileLimit),
     ].join('\n');
     console.log(report);
-    if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchmarks(report);
+    if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchSection('relay', report);
   } finally {
     await cleanup();
   }

@@ -11,13 +11,14 @@
  * Refreshes the wasm section of BENCHMARKS.md (BENCH_NO_WRITE=1 skips that).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encodeImage } from '../src/guest/image/index.js';
 import { WasmGuest } from '../src/wasm/guest.js';
 import { instrument } from '../src/wasm/instrument.js';
+import { writeBenchSection } from './report.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
@@ -320,8 +321,7 @@ const captureRows = [await capture(16), await capture(128)];
 for (const row of captureRows) console.error(row);
 
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
-const section = `<!-- bench:wasm:start -->
-## WebAssembly guests: instrumentation cost, checkpoint and restore
+const section = `## WebAssembly guests: instrumentation cost, checkpoint and restore
 
 - Date: ${new Date().toUTCString()}
 - Machine: ${cpus().length} CPUs, ${cpu}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM; Node ${process.version}; clang for wasm32-wasi -O2; binaryen.js 132
@@ -355,17 +355,7 @@ capture (compile, instantiate, copy, set globals) and from the encoded image (de
 
 | guest data | non-zero MiB | pause ms | copy ms | pause/copy | <= 3x | image bytes | encode ms | restore ms | restore from image ms |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-${captureRows.join('\n')}
-<!-- bench:wasm:end -->`;
+${captureRows.join('\n')}`;
 console.log(section);
-if (process.env['BENCH_NO_WRITE'] !== '1') {
-  const file = join(ROOT, 'BENCHMARKS.md');
-  let text = readFileSync(file, 'utf8');
-  const start = text.indexOf('<!-- bench:wasm:start -->');
-  const end = text.indexOf('<!-- bench:wasm:end -->');
-  if (start >= 0 && end > start)
-    text = text.slice(0, start) + section + text.slice(end + '<!-- bench:wasm:end -->'.length);
-  else text = `${text.trimEnd()}\n\n${section}\n`;
-  writeFileSync(file, text);
-}
+if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchSection('wasm', section);
 rmSync(work, { recursive: true, force: true });
