@@ -23,7 +23,9 @@ export class SpareSandbox {
    * faulted in when given: the spare if it is ready and fits, else a new one.
    */
   async take(limits: SandboxLimits, expectedBytes?: number): Promise<Sandbox> {
-    const ready = this.fits(limits) ? await this.claim() : undefined;
+    const spare = this.fits(limits) ? this.spare : undefined;
+    if (spare) this.spare = undefined;
+    const ready = await spare;
     if (!ready) return Guest.prepareSandbox(limits, expectedBytes);
     if (expectedBytes !== undefined) ready.prefault(expectedBytes);
     return ready;
@@ -43,12 +45,6 @@ export class SpareSandbox {
       limits.cpuBudgetMs === this.limits.cpuBudgetMs &&
       limits.stackBytes === this.limits.stackBytes
     );
-  }
-
-  private async claim(): Promise<Sandbox | undefined> {
-    const spare = this.spare;
-    this.spare = undefined;
-    return spare;
   }
 
   /** Makes a spare shortly, if there is none (call when the host is ready, and after each move here). */
