@@ -12,6 +12,17 @@ rmSync(join(root, 'dist'), { recursive: true, force: true });
 /** Options every guest-side bundle shares: see src/guest/runtime/promise.ts for the lowering. */
 export const guestSupported = { 'async-await': false, 'async-generator': false, 'for-await': false };
 
+/** The Node-side bundles (the CLI, the instrumenter's worker): ESM for Node 20, dependencies left to node_modules. */
+const nodeBundle = {
+  bundle: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  packages: 'external',
+  sourcemap: true,
+  logLevel: 'warning',
+};
+
 await Promise.all([
   build({
     entryPoints: [join(root, 'src/guest/runtime/index.ts')],
@@ -34,25 +45,13 @@ await Promise.all([
   build({
     entryPoints: [join(root, 'src/cli/main.ts')],
     outfile: join(root, 'dist/cli.js'),
-    bundle: true,
-    format: 'esm',
-    platform: 'node',
-    target: 'node20',
-    packages: 'external',
-    sourcemap: true,
-    logLevel: 'warning',
+    ...nodeBundle,
   }),
   // The WebAssembly instrumenter's worker thread (src/wasm/instrument-thread.ts).
   build({
     entryPoints: [join(root, 'src/wasm/instrument-worker.ts')],
     outfile: join(root, 'dist/wasm-instrument.js'),
-    bundle: true,
-    format: 'esm',
-    platform: 'node',
-    target: 'node20',
-    packages: 'external',
-    sourcemap: true,
-    logLevel: 'warning',
+    ...nodeBundle,
   }),
   // The dashboard the proxy serves at / (src/proxy/pages.ts): one script and one style sheet, uPlot
   // included, nothing loaded from elsewhere.
