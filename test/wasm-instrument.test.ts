@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { instrumentModule, readInfo } from '../src/wasm/instrument.js';
 import { reachingFuel, recursiveFunctions } from '../src/wasm/polls.js';
+import { WasmGuest } from '../src/wasm/guest.js';
 import { tempDir } from './helpers/roam.js';
 
 const hasClang = spawnSync('clang', ['--version']).status === 0;
@@ -161,3 +162,67 @@ test('recursion with no loop polls, also through a function pointer, and answers
   // fib-shaped: about 240000 calls, one unit of fuel each.
   assert.ok(polled.polls >= 200, `${polled.polls} polls`);
 });
+
+test(
+  'inner loops that poll through their parent resume where they were, whatever the shape around them',
+  { skip },
+  async (t) => {
+    const dir = tempDir(t);
+    const bytes = build(
+      dir,
+      'nests',
+      `#include <stdio.h>
+     #include <stdlib.h>
+     __attribute__((noinline)) static unsigned mix(unsigned x) { return x * 2654435761u ^ (x >> 13); }
+     int main(int argc, char **argv) {
+       int n = atoi(argv[1]);
+       unsigned h = 1;
+       /* continue in the parent, break in the inner loop */
+       for (int i = 0; i < n; i++) {
+         if (i % 3 == 0) continue;
+         for (int j = 0; j < i; j++) {
+           h = h * 31 + j;
+           if ((h & 1023) == 7) break;
+         }
+         h ^= i;
+       }
+       /* inner loops one after another, in if and else arms, a call inside one, a switch after */
+       for (int i = 0; i < n; i++) {
+         for (volatile int j = 0; j < i % 17; j++) h += j * i;
+         if (i & 1) {
+           for (int j = 0; j < i % 5; j++) h = mix(h);
+         } else {
+           for (int j = i; j > 0; j /= 2) h ^= j;
+         }
+         switch (h % 4) {
+           case 0: h += 3; break;
+           case 1: h *= 5; break;
+           case 2: h -= i; break;
+           default: h ^= 0x55;
+         }
+       }
+       /* three deep */
+       for (int a = 0; a < n / 8; a++)
+         for (int b = 0; b < 20; b++)
+           for (volatile int c = 0; c < b; c++) h = h * 7 + a + b + c;
+       printf("%u\\n", h);
+       return 0;
+     }`,
+    );
+    const plain = await run(bytes, ['600']);
+    // Unwound and rewound at every poll, every 13 loop iterations: every resume path is taken.
+    let out = '';
+    const guest = await WasmGuest.start(bytes, {
+      argv: ['600'],
+      fuelInterval: 13,
+      sliceMs: 0,
+      cacheDir: false,
+      onLog: (r) => void (out += r.text),
+    });
+    const exit = await guest.exited;
+    assert.equal(exit.code, 0, out);
+    assert.equal(out, plain.out);
+    assert.ok((guest.info.hoisted ?? 0) >= 4, `${guest.info.hoisted} inner loops poll through their parent`);
+    assert.ok(guest.info.loops > (guest.info.hoisted ?? 0), 'the parents keep their own polls');
+  },
+);

@@ -46,12 +46,16 @@ export interface BinaryenModule {
   /** `br` (with `condition`: `br_if`); 0 stands for no condition or no value. */
   br(label: string, condition?: ExpressionRef, value?: ExpressionRef): ExpressionRef;
   getFunction(name: string): FunctionRef;
+  /** A deep copy (label names included: rename them before the copy goes in the same function). */
+  copyExpression(expr: ExpressionRef): ExpressionRef;
+  unreachable(): ExpressionRef;
   getNumElementSegments(): number;
   getElementSegmentByIndex(index: number): ElementSegmentRef;
   i32: {
     const(value: number): ExpressionRef;
     sub(left: ExpressionRef, right: ExpressionRef): ExpressionRef;
     eqz(value: ExpressionRef): ExpressionRef;
+    eq(left: ExpressionRef, right: ExpressionRef): ExpressionRef;
     le_s(left: ExpressionRef, right: ExpressionRef): ExpressionRef;
   };
   local: {

@@ -37,7 +37,7 @@ import {
 import { instrumentOffThread } from './instrument-thread.js';
 
 /** Bump when the instrumentation changes its output: it is part of every cache key. */
-export const INSTRUMENTER_VERSION = 2;
+export const INSTRUMENTER_VERSION = 3;
 export const BINARYEN_VERSION = '132.0.0';
 export const INFO_SECTION = 'roam.instrumented';
 export const POLL_MODULE = 'roam';
@@ -87,6 +87,8 @@ export const instrumentedInfoSchema = z.strictObject({
   loops: z.number().int().nonnegative(),
   /** Functions without loops that poll at entry because they are recursive (absent before version 2). */
   recursive: z.number().int().nonnegative().optional(),
+  /** Of the loops, the inner ones that poll through their parent loop (hoist.ts; absent before version 3). */
+  hoisted: z.number().int().nonnegative().optional(),
   sourceBytes: z.number().int().nonnegative(),
 });
 export type InstrumentedInfo = z.infer<typeof instrumentedInfoSchema>;
@@ -229,9 +231,10 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
     const reaching = reachingFuel(graph, counting);
     const indirectReaches = [...table].some((f) => reaching.has(f));
     let loops = 0;
+    let hoisted = 0;
     for (const s of scans) {
       if (!counting.has(s.name)) continue;
-      loops += placePolls(w, mod, s.ref, {
+      const placed = placePolls(w, mod, s.ref, {
         global: FUEL_GLOBAL,
         poll: POLL_FN,
         interval,
@@ -239,6 +242,8 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
         loops: s.loops,
         syncs: (target) => (target === undefined ? indirectReaches : reaching.has(target)),
       });
+      loops += placed.loops;
+      hoisted += placed.hoisted;
     }
 
     const entries = ['_start'];
@@ -268,6 +273,7 @@ export async function instrumentModule(source: Uint8Array, options: InstrumentOp
       globals,
       entries,
       loops,
+      hoisted,
       recursive: counting.size - scans.filter((s) => s.loops > 0).length,
       sourceBytes: source.length,
     };

@@ -16,10 +16,10 @@
  *   any function of its signature in the table) counts one unit of fuel at entry, so a recursion
  *   that never runs a loop still polls.
  *
- * What is left is asyncify's state checks in loops that enclose a polling loop (the sieve's middle
- * loop has three per iteration): any code on a path to a call that may unwind is skipped that way
- * while rewinding. Keeping the state in a local refreshed after calls was tried and measured no
- * faster (V8 already keeps the check cheap), so it is not done.
+ * - An innermost loop inside another loop polls through its parent's site (hoist.ts): otherwise its
+ *   poll, inside the parent's body, would give every statement of that body one of asyncify's
+ *   state checks per iteration (the sieve's middle loop: three). What is left is those checks in
+ *   loops two levels out, which iterate far less often.
  */
 import {
   accessors,
@@ -33,6 +33,7 @@ import {
   type Type,
 } from './binaryen.js';
 import { featureOfExpression, malformedModule, refuse } from './features.js';
+import { hoistIds, hoistableLoops, resumeBlock, type ResumeSite } from './hoist.js';
 
 /** One child of an expression, and how to put another expression in its place. */
 interface Slot {
@@ -345,9 +346,15 @@ export interface FuelPlan {
 
 /**
  * Rewrites one function that counts fuel (it has loops, or it is recursive): fuel in a local,
- * a poll outside every loop, a poll at entry if recursive. Returns the number of loops polled.
+ * a poll outside every loop, a poll at entry if recursive. Returns the number of loops polled, and
+ * of those the inner loops that poll through their parent's site.
  */
-export function placePolls(w: Walker, mod: BinaryenModule, ref: FunctionRef, plan: FuelPlan): number {
+export function placePolls(
+  w: Walker,
+  mod: BinaryenModule,
+  ref: FunctionRef,
+  plan: FuelPlan,
+): { loops: number; hoisted: number } {
   const { api, ids } = w;
   const fn = api.getFunctionInfo(ref);
   const i32 = api.i32;
@@ -364,7 +371,7 @@ export function placePolls(w: Walker, mod: BinaryenModule, ref: FunctionRef, pla
       mod.if(mod.i32.le_s(mod.global.get(plan.global, i32), mod.i32.const(0)), refill),
     ]);
     setFunctionBody(api, ref, mod.block(null, [entry, fn.body], api.getExpressionType(fn.body)));
-    return 0;
+    return { loops: 0, hoisted: 0 };
   }
   const fuel = addVar(api, ref, i32);
   const temps = new Map<Type, number>();
@@ -417,11 +424,34 @@ export function placePolls(w: Walker, mod: BinaryenModule, ref: FunctionRef, pla
     setBody(e: ExpressionRef, body: ExpressionRef): void;
     setName(e: ExpressionRef, name: string): void;
   };
+  const blockAcc = accessors(api, 'Block');
+  const children = (e: ExpressionRef) => slotsOf(w, e).map((s) => s.expr);
+  const hids = hoistIds(api);
+  const hoisted = hoistableLoops(api, hids, fn.body, children, (l) => loopName(api, l) !== null);
+  const parents = new Set(hoisted.values());
+  const at = parents.size > 0 ? addVar(api, ref, i32) : -1;
+  /** The poll sites of parent loops whose inner loops poll through them (hoist.ts). */
+  const sites = new Map<ExpressionRef, ResumeSite & { pollBlock: ExpressionRef; pollLabel: string }>();
+  const counting = () => mod.i32.le_s(mod.local.tee(fuel, mod.i32.sub(get(), mod.i32.const(1)), i32), mod.i32.const(0));
   const stack: Slot[] = [bodySlot];
   for (let slot = stack.pop(); slot !== undefined; slot = stack.pop()) {
     const e = slot.expr;
     const id = api.getExpressionId(e);
     const label = id === ids.loop ? loopName(api, e) : null;
+    const parent = label ? sites.get(hoisted.get(e) ?? 0) : undefined;
+    if (label && parent) {
+      // An inner loop that polls through its parent's site:
+      // loop $label B  =>  loop $label (if (fuel-- <= 0) (at = k; br $parentPoll)) B
+      loops++;
+      const k = parent.inner.length + 1;
+      parent.inner.push({ loop: e, k });
+      const original = loopAcc.getBody(e);
+      const exit = mod.block(null, [mod.local.set(at, mod.i32.const(k)), mod.br(parent.pollLabel)], api.none);
+      const body = mod.block(null, [mod.if(counting(), exit), original], api.getExpressionType(original));
+      loopAcc.setBody(e, body);
+      stack.push({ expr: original, set: (v) => void blockAcc['setChildAt']?.(body, 1, v) });
+      continue;
+    }
     if (label) {
       // loop $label B  =>  loop $retry (block $value (block $poll (br $value (loop $label
       //   (br_if $poll (fuel-- <= 0)) B))) poll (br $retry))
@@ -430,31 +460,32 @@ export function placePolls(w: Walker, mod: BinaryenModule, ref: FunctionRef, pla
       const [retry, value, pollLabel] = [`__roam_retry${n}`, `__roam_value${n}`, `__roam_poll${n}`];
       const original = loopAcc.getBody(e);
       const type = api.getExpressionType(e);
-      const inner = mod.block(
-        null,
-        [
-          mod.br(
-            pollLabel,
-            mod.i32.le_s(mod.local.tee(fuel, mod.i32.sub(get(), mod.i32.const(1)), i32), mod.i32.const(0)),
-          ),
-          original,
-        ],
-        api.getExpressionType(original),
-      );
+      const inner = mod.block(null, [mod.br(pollLabel, counting()), original], api.getExpressionType(original));
       const loop = mod.loop(label, inner);
       const site = [...poll(), mod.br(retry)];
       loopAcc.setName(e, retry);
       if (type === api.unreachable) {
         loopAcc.setBody(e, mod.block(null, [mod.block(pollLabel, [loop], api.none), ...site], api.unreachable));
       } else if (type === api.none) {
-        loopAcc.setBody(
-          e,
-          mod.block(value, [mod.block(pollLabel, [loop, mod.br(value)], api.none), ...site], api.none),
-        );
+        const pollBlock = mod.block(pollLabel, [loop, mod.br(value)], api.none);
+        loopAcc.setBody(e, mod.block(value, [pollBlock, ...site], api.none));
+        if (parents.has(e)) {
+          const enterLabel = `__roam_enter${n}`;
+          sites.set(e, {
+            parentLabel: label,
+            enterLabel,
+            doneLabel: value,
+            at,
+            body: 0,
+            inner: [],
+            pollBlock,
+            pollLabel,
+          });
+        }
       } else {
         loopAcc.setBody(e, mod.block(value, [mod.block(pollLabel, [mod.br(value, 0, loop)], api.none), ...site], type));
       }
-      stack.push({ expr: original, set: (v) => void accessors(api, 'Block')['setChildAt']?.(inner, 1, v) });
+      stack.push({ expr: original, set: (v) => void blockAcc['setChildAt']?.(inner, 1, v) });
       continue;
     }
     const children = slotsOf(w, e);
@@ -477,5 +508,16 @@ export function placePolls(w: Walker, mod: BinaryenModule, ref: FunctionRef, pla
       if (plan.syncs(target)) slot.set(around(e, [store()], [reload()])[0]);
     }
   }
-  return loops;
+  // The parents' resume paths, copied from their bodies now that these are instrumented.
+  let copies = 0;
+  let hoistedLoops = 0;
+  for (const site of sites.values()) {
+    if (site.inner.length === 0) continue;
+    hoistedLoops += site.inner.length;
+    const loop = blockAcc['getChildAt']?.(site.pollBlock, 0) ?? 0;
+    site.body = blockAcc['getChildAt']?.(loopAcc.getBody(loop), 1) ?? 0;
+    const resume = resumeBlock(api, mod, hids, site, children, (base) => `${base}__roam_copy${copies++}`);
+    blockAcc['insertChildAt']?.(site.pollBlock, 0, resume);
+  }
+  return { loops, hoisted: hoistedLoops };
 }
