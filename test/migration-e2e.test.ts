@@ -6,10 +6,11 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runRoam, tempDir } from './helpers/roam.js';
-import { deploy, eventually } from './helpers/cluster.js';
+import { deploy, eventually, startHost, startProxy } from './helpers/cluster.js';
 import { startRecordsPair } from './helpers/records-pair.js';
 
 interface MigrationRow {
@@ -145,4 +146,61 @@ test("a guest's outbound UDP keeps its public address across a move: the remote 
     seqs.every((n, i) => i === 0 || n > (seqs[i - 1] ?? -1)),
     'the guest kept counting where it was',
   );
+});
+
+const CONNECTOR = `
+const net = require('node:net');
+console.log('connecting');
+const socket = net.connect(Number(process.env.REMOTE_PORT), '127.0.0.1', () => {
+  console.log('connected');
+  socket.write('hello\\n');
+});
+socket.setEncoding('utf8');
+socket.on('data', (text) => console.log('got ' + text.trim()));
+socket.on('error', (err) => console.log('error ' + err.code));
+socket.on('close', () => console.log('closed'));
+`;
+
+test('an outbound connection still opening when the guest freezes moves as an open connection', async (t) => {
+  const remote = net.createServer();
+  t.after(() => remote.close());
+  const lines: string[] = [];
+  let accepted: net.Socket | undefined;
+  remote.once('connection', (socket) => {
+    accepted = socket;
+    socket.setEncoding('utf8').on('data', (d: string) => lines.push(...d.trim().split('\n')));
+  });
+  await new Promise<void>((resolve) => remote.listen(0, '127.0.0.1', resolve));
+  const proxy = await startProxy(t);
+  // host-a's connects wait 1.5 s before they open: the move's freeze comes while this one is opening.
+  const a = startHost(t, proxy, 'host-a', { env: { ROAM_FAILPOINTS: 'tunnel.connect.beforeOpen=delay(1500)' } });
+  const b = startHost(t, proxy, 'host-b');
+  await Promise.all([a.waitFor(/joined the proxy/), b.waitFor(/joined the proxy/)]);
+  const file = join(tempDir(t), 'connector.js');
+  writeFileSync(file, CONNECTOR);
+  const port = (remote.address() as net.AddressInfo).port;
+  const made = await deploy(proxy, file, { name: 'connector', on: 'host-a', env: { REMOTE_PORT: String(port) } });
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+
+  const r = await proxy.api<MigrationRow>('POST', '/api/guests/connector/migrate', { to: 'host-b' });
+  assert.equal(r.body.outcome, 'moved', `${JSON.stringify(r.body)}\nhost-a:\n${a.output()}`);
+  await a.waitFor(/waited \d+ ms after the freeze for 1 outbound connection\(s\) of connector still opening/);
+
+  const socket = await eventually(
+    () => Promise.resolve(lines.includes('hello') ? accepted : undefined),
+    'the guest connects and says hello',
+  );
+  socket.write('welcome\n');
+  const logs = () => proxy.api<Array<{ text: string }>>('GET', '/api/guests/connector/logs');
+  const text = await eventually(async () => {
+    const all = (await logs()).body.map((l) => l.text).join('');
+    return all.includes('got welcome') ? all : undefined;
+  }, 'the answer reaches the guest on host-b');
+  assert.deepEqual(
+    text.trim().split('\n'),
+    ['connecting', 'connected', 'got welcome'],
+    'one connect event, no error, nothing twice',
+  );
+  const guests = await proxy.api<Array<{ name: string; hostName: string }>>('GET', '/api/guests');
+  assert.equal(guests.body.find((g) => g.name === 'connector')?.hostName, 'host-b');
 });

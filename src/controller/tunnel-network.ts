@@ -15,6 +15,7 @@ import type {
   VirtualListener,
   VirtualNetwork,
 } from '../guest/network/types.js';
+import { reach } from '../common/failpoints.js';
 import { LinkStream } from '../link/stream.js';
 import type { OpenFrame } from '../wire/index.js';
 
@@ -107,6 +108,7 @@ export class TunnelNetwork implements VirtualNetwork {
   }
 
   async connect(request: { host: string; port: number }): Promise<VirtualConnection> {
+    await reach('tunnel.connect.beforeOpen');
     const stream = await this.link.openOutbound(this.guestId, { address: request.host, port: request.port });
     this.own(stream);
     return {

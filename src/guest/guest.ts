@@ -30,9 +30,16 @@ import { VirtualFileSystem } from './vfs.js';
 import { FsHost } from './host/fs.js';
 import { DgramHost } from './host/dgram.js';
 import { ROAM_VERSION } from '../version.js';
-import { parseGuestState, type GuestState } from './state-schema.js';
+import { decodeHeld, encodeHeld, parseGuestState, type GuestState } from './state-schema.js';
 
 export type { GuestState };
+
+/**
+ * Longest a move waits, after the freeze, for the guest's outbound connects that are still
+ * opening (a round trip to the proxy and the proxy's connect to the peer). A connect slower than
+ * that ends with an error on the target, as it would if the network failed it.
+ */
+export const CONNECT_SETTLE_MS = 2000;
 
 export interface GuestOptions {
   id?: string;
@@ -305,6 +312,8 @@ export class Guest {
     guest.base = base;
     guest.attach(sandbox);
     sandbox.finishRestore();
+    // Before anything the restore itself says: these happened first.
+    guest.held.push(...decodeHeld(state.held));
     guest.timers.restore(state.timers);
     guest.net.restore(state.net);
     guest.dgram.restore(state.dgram);
@@ -337,11 +346,21 @@ export class Guest {
 
   /**
    * Freezes the guest and captures everything but its memory (a move sends the memory as pages
-   * against what the target already holds). The guest stays frozen.
+   * against what the target already holds). The guest stays frozen. Outbound connects still
+   * opening get up to `settleMs` to finish first, so that they move as open connections.
    */
-  freezeForMove(): Omit<ImageContents, 'memory'> {
+  async freezeForMove(settleMs = CONNECT_SETTLE_MS): Promise<Omit<ImageContents, 'memory'>> {
     this.freezeForCapture();
+    if (this.net.connectsInFlight > 0) await this.net.settle(settleMs);
+    if (this.status !== 'frozen') {
+      throw new RoamError('ROAM_ERR_GUEST_STATE', `cannot move guest ${this.name}: it is ${this.status}`);
+    }
     return this.captureHost();
+  }
+
+  /** Outbound connections still opening. */
+  get connectsInFlight(): number {
+    return this.net.connectsInFlight;
   }
 
   /** The guest's linear memory (live: a move reads its pages while the guest runs). */
@@ -372,6 +391,7 @@ export class Guest {
       dgram: this.dgram.capture(),
       log: this.log.capture(),
       cpuMs: this.cpuMs,
+      ...(this.held.length > 0 ? { held: encodeHeld(this.held) } : {}),
     };
     return {
       meta: {

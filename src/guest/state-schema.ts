@@ -3,7 +3,9 @@
  * (it may come from another machine), and its checksum only proves it was not damaged on the way.
  */
 import { z } from 'zod';
+import { Buffer } from 'node:buffer';
 import { RoamError } from '../errors.js';
+import type { HostValue } from './sandbox/sandbox.js';
 
 const finite = z.number().finite();
 const nonNegative = finite.nonnegative();
@@ -84,6 +86,31 @@ export const guestStateSchema = z.object({
     written: nonNegative,
   }),
   cpuMs: nonNegative,
+  /**
+   * Events that reached the guest while it was frozen for the capture (for example a connect that
+   * completed while a move waited for it), in order; the guest gets them where it resumes. Values
+   * as `HostValue`, with bytes as `{ b64 }` and undefined as `{ undefined: true }`. Absent: none.
+   */
+  held: z
+    .array(
+      z.tuple([
+        z.string().max(64),
+        z
+          .array(
+            z.union([
+              z.string(),
+              finite,
+              z.boolean(),
+              z.null(),
+              z.strictObject({ b64: z.base64().max(64 * 1024 * 1024) }),
+              z.strictObject({ undefined: z.literal(true) }),
+            ]),
+          )
+          .max(16),
+      ]),
+    )
+    .max(100_000)
+    .optional(),
 });
 
 export type GuestState = z.infer<typeof guestStateSchema>;
@@ -99,4 +126,29 @@ export function parseGuestState(value: unknown): GuestState {
     );
   }
   return result.data;
+}
+
+type HeldEvent = [string, HostValue[]];
+
+/** Held events as the state carries them (JSON: bytes in base64, undefined kept apart from null). */
+export function encodeHeld(held: readonly HeldEvent[]): NonNullable<GuestState['held']> {
+  return held.map(([kind, args]) => [
+    kind,
+    args.map((a) =>
+      a instanceof Uint8Array
+        ? { b64: Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64') }
+        : a === undefined
+          ? { undefined: true as const }
+          : a,
+    ),
+  ]);
+}
+
+export function decodeHeld(held: GuestState['held']): HeldEvent[] {
+  return (held ?? []).map(([kind, args]) => [
+    kind,
+    args.map((a) =>
+      a !== null && typeof a === 'object' ? ('b64' in a ? new Uint8Array(Buffer.from(a.b64, 'base64')) : undefined) : a,
+    ),
+  ]);
 }

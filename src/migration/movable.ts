@@ -40,7 +40,9 @@ export interface MoveSource {
   /** The live memory (a new view each call: a WebAssembly memory's buffer changes when it grows). */
   memoryView(): Uint8Array;
   /** Freezes the guest and captures its host state (everything but memory); it stays frozen. */
-  freezeForMove(): Omit<ImageContents, 'memory'>;
+  freezeForMove(): Promise<Omit<ImageContents, 'memory'>>;
+  /** Outbound connections still opening (the freeze waits for them). */
+  connectsInFlight(): number;
 }
 
 export function moveSource(guest: Guest | WasmGuest): MoveSource {
@@ -63,7 +65,8 @@ export function moveSource(guest: Guest | WasmGuest): MoveSource {
         body: info.moduleBytes,
       }),
       memoryView: () => guest.memoryView(),
-      freezeForMove: () => guest.freezeForMove(),
+      freezeForMove: () => Promise.resolve(guest.freezeForMove()),
+      connectsInFlight: () => 0, // WASI has no outbound connect
     };
   }
   return {
@@ -72,6 +75,7 @@ export function moveSource(guest: Guest | WasmGuest): MoveSource {
     offer: () => ({ fields: { base: guest.runtimeBase.id, limits: guest.limits }, body: new Uint8Array(0) }),
     memoryView: () => guest.memoryView(),
     freezeForMove: () => guest.freezeForMove(),
+    connectsInFlight: () => guest.connectsInFlight,
   };
 }
 

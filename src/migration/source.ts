@@ -236,8 +236,14 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
       return result('rolled-back', null, { step: 'freeze', error });
     }
     frozenAt = performance.now();
-    const host = source.freezeForMove();
+    const opening = source.connectsInFlight();
+    const host = await source.freezeForMove();
     let t = add('freeze', frozenAt);
+    if (opening > 0) {
+      ctx.log(
+        `waited ${Math.round(t - frozenAt)} ms after the freeze for ${opening} outbound connection(s) of ${guest.name} still opening`,
+      );
+    }
     ctx.progress({ step: 'freeze' });
     await reach('migrate.source.afterFreeze');
     await step('transfer', async () => {

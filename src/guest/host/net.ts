@@ -78,6 +78,9 @@ export class IdAllocator {
 export class NetHost implements HostBinding {
   private readonly entries = new Map<number, SocketEntry | ServerEntry>();
   private pendingOps = 0;
+  /** Outbound connects still opening: a move waits for them after the freeze (see `settle`). */
+  private readonly connecting = new Set<Promise<void>>();
+  private frozen = false;
 
   constructor(
     private readonly network: VirtualNetwork,
@@ -119,11 +122,38 @@ export class NetHost implements HostBinding {
 
   /** Stops reading from every connection (the guest is about to be captured or stopped). */
   freeze(): void {
+    this.frozen = true;
     for (const e of this.entries.values()) if (e.kind === 'socket') e.conn?.stream.pause();
   }
 
   thaw(): void {
+    this.frozen = false;
     for (const e of this.entries.values()) if (e.kind === 'socket' && !e.paused) e.conn?.stream.resume();
+  }
+
+  /** Outbound connects still opening. */
+  get connectsInFlight(): number {
+    return this.connecting.size;
+  }
+
+  /**
+   * Waits (at most `limitMs`) until no outbound connect is still opening; true if none is. A frozen
+   * guest starts no new ones, and one that completes now is captured as an open connection whose
+   * 'connect' event the guest gets where it resumes: a capture in the middle of a connect would
+   * lose it. Resolves false when the limit comes first (those connects then end with an error).
+   */
+  async settle(limitMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), limitMs)));
+    try {
+      while (this.connecting.size > 0) {
+        const all = Promise.allSettled([...this.connecting]).then(() => true);
+        if (!(await Promise.race([all, limit]))) return false;
+      }
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   capture(): NetState {
@@ -275,7 +305,7 @@ export class NetHost implements HostBinding {
     };
     this.entries.set(id, entry);
     this.pendingOps++;
-    this.network
+    const opening = this.network
       .connect(request)
       .then(
         (conn) => {
@@ -292,7 +322,11 @@ export class NetHost implements HostBinding {
           this.deliver('net.error', id, JSON.stringify(networkErrorInfo(err, 'ECONNREFUSED')));
         },
       )
-      .finally(() => this.pendingOps--);
+      .finally(() => {
+        this.pendingOps--;
+        this.connecting.delete(opening);
+      });
+    this.connecting.add(opening);
   }
 
   private track(id: number, conn: VirtualConnection, existing?: SocketEntry): void {
@@ -316,6 +350,8 @@ export class NetHost implements HostBinding {
       entry.bytesIn += chunk.length;
       this.deliver('net.data', id, chunk);
     });
+    // Opened while the guest is frozen (a move settling its connects): it reads nothing until thawed.
+    if (this.frozen) stream.pause();
     stream.on('end', () => {
       if (entry.ended) return; // told before a move; the peer's end came again after it
       entry.ended = true;
