@@ -201,6 +201,13 @@ test(
            default: h ^= 0x55;
          }
        }
+       /* a parent whose inner loops poll through it, beside a loop whose own inner loop polls through that one */
+       for (int i = 0; i < n; i++) {
+         for (volatile int j = 0; j < i % 23; j++) h = h * 3 + j;
+         for (int k = 0; k < i % 7; k++)
+           for (volatile int l = 0; l < k * 5; l++) h ^= h << 3 ^ l;
+         h += i;
+       }
        /* three deep */
        for (int a = 0; a < n / 8; a++)
          for (int b = 0; b < 20; b++)

@@ -16,8 +16,8 @@
  * Locals carry the state across, as they do across any unwind. Fuel counts stay exactly as before.
  *
  * Only where that is simple: the inner loop contains no loop, and between it and its parent there
- * are only blocks and `if` arms of no value; the parent has no value and a body of bounded size
- * (each inner loop copies the rest of the body once).
+ * are only blocks and `if` arms of no value; the parent has no value, a body of bounded size (each
+ * inner loop copies the rest of the body once) and no other such parent inside it.
  */
 import { accessors, type Binaryen, type BinaryenModule, type ExpressionRef } from './binaryen.js';
 
@@ -80,24 +80,39 @@ export function hoistableLoops(
     if (err instanceof RangeError) return new Map();
     throw err;
   }
-  // Parents with a value, or with bodies too large to copy, keep their inner loops' polls in place.
-  const small = new Map<ExpressionRef, boolean>();
+  // Parents with a value, with bodies too large to copy, or with another parent inside them keep
+  // their inner loops' polls in place. The last rule keeps copies free of resume paths (no copy
+  // inside a copy, and the inner parent, whose body runs more often, keeps its hoisting).
+  const parents = new Set(found.values());
+  const eligible = new Map<ExpressionRef, boolean>();
   for (const [inner, parent] of found) {
-    if (!small.has(parent)) small.set(parent, api.getExpressionType(parent) === api.none && fewer(parent, children));
-    if (!small.get(parent)) found.delete(inner);
+    if (!eligible.has(parent)) {
+      const scan = api.getExpressionType(parent) === api.none ? scanBody(parent, children, parents) : null;
+      eligible.set(parent, scan !== null && !scan.holdsParent);
+    }
+    if (!eligible.get(parent)) found.delete(inner);
   }
   return found;
 }
 
-/** Whether `root` has at most HOIST_MAX_BODY expressions. */
-function fewer(root: ExpressionRef, children: (e: ExpressionRef) => ExpressionRef[]): boolean {
-  const stack = [root];
+/**
+ * Whether the body of `loop` holds another of `parents` (null: more than HOIST_MAX_BODY
+ * expressions, too large to copy).
+ */
+function scanBody(
+  loop: ExpressionRef,
+  children: (e: ExpressionRef) => ExpressionRef[],
+  parents: Set<ExpressionRef>,
+): { holdsParent: boolean } | null {
+  const stack = [...children(loop)];
   let n = 0;
+  let holdsParent = false;
   for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
-    if (++n > HOIST_MAX_BODY) return false;
+    if (++n > HOIST_MAX_BODY) return null;
+    if (parents.has(e)) holdsParent = true;
     stack.push(...children(e));
   }
-  return true;
+  return { holdsParent };
 }
 
 /** The chain of expressions from `root` down to `target` through blocks and if arms, or null. */

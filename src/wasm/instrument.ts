@@ -37,7 +37,7 @@ import {
 import { instrumentOffThread } from './instrument-thread.js';
 
 /** Bump when the instrumentation changes its output: it is part of every cache key. */
-export const INSTRUMENTER_VERSION = 3;
+export const INSTRUMENTER_VERSION = 4;
 export const BINARYEN_VERSION = '132.0.0';
 export const INFO_SECTION = 'roam.instrumented';
 export const POLL_MODULE = 'roam';
@@ -87,7 +87,7 @@ export const instrumentedInfoSchema = z.strictObject({
   loops: z.number().int().nonnegative(),
   /** Functions without loops that poll at entry because they are recursive (absent before version 2). */
   recursive: z.number().int().nonnegative().optional(),
-  /** Of the loops, the inner ones that poll through their parent loop (hoist.ts; absent before version 3). */
+  /** Of the loops, the inner ones that poll through their parent loop (hoist.ts; absent before version 3; version 3 could loop forever in a nest with resume paths inside resume paths). */
   hoisted: z.number().int().nonnegative().optional(),
   sourceBytes: z.number().int().nonnegative(),
 });
