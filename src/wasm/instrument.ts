@@ -87,7 +87,7 @@ export const instrumentedInfoSchema = z.strictObject({
   loops: z.number().int().nonnegative(),
   /** Functions without loops that poll at entry because they are recursive (absent before version 2). */
   recursive: z.number().int().nonnegative().optional(),
-  /** Of the loops, the inner ones that poll through their parent loop (hoist.ts; absent before version 3; version 3 could loop forever in a nest with resume paths inside resume paths). */
+  /** Of the loops, the inner ones that poll through their parent loop (hoist.ts; absent before version 3). */
   hoisted: z.number().int().nonnegative().optional(),
   sourceBytes: z.number().int().nonnegative(),
 });
