@@ -5,7 +5,8 @@
  * fitAvailability) decides what moves where. The loop mirrors src/proxy/control-plane.ts: a round
  * every report interval (here every step), moves started as decided with a backup named, a failed
  * move retried on the backup, and a drained host's guests sent to their backup or, without one, to
- * the fastest host (what Proxy.evacuate does).
+ * the best host by the policy's ranking, or, if it rejects them all, the fastest (what Proxy.evacuate
+ * does since 6bb7be3).
  *
  * The model of the world:
  *  - time steps of `stepMs` (10 s); a guest needs one core and progresses at its host's score times
@@ -46,12 +47,14 @@ export interface PolicyCode {
   UtilityMonitor: typeof decisions.UtilityMonitor;
   decide: typeof decisions.decide;
   placeGuest: typeof decisions.placeGuest;
+  rankCandidates: typeof decisions.rankCandidates;
 }
 export const CURRENT_CODE: PolicyCode = {
   fitAvailability: availability.fitAvailability,
   UtilityMonitor: decisions.UtilityMonitor,
   decide: decisions.decide,
   placeGuest: decisions.placeGuest,
+  rankCandidates: decisions.rankCandidates,
 };
 
 export interface SimOptions {
@@ -61,7 +64,39 @@ export interface SimOptions {
   policy: Policy;
   /** A label for a variant of the policy code (before/after a change). */
   label?: string;
+  /** Debugging (bench/policy-misses.ts): told of every placement, move and kill; changes nothing. */
+  observe?: (e: SimEvent) => void;
 }
+
+/**
+ * What happened to a guest, for the observer. `pStay` is the round's model, to be asked during the
+ * call only (absent for kills and for ends of moves, which come before the round).
+ */
+export type SimEvent =
+  | {
+      kind: 'place';
+      now: number;
+      guest: string;
+      to: string;
+      via: 'policy' | 'fallback' | 'random';
+      pStay?: Round['pStay'];
+    }
+  | {
+      kind: 'move';
+      now: number;
+      guest: string;
+      from: string | null;
+      to: string;
+      backup: string | null;
+      cause: 'decide' | 'drain' | 'oracle' | 'backup';
+      doneMs: number;
+      message?: string;
+      pStay?: Round['pStay'];
+    }
+  | { kind: 'moved'; now: number; guest: string; to: string }
+  | { kind: 'move-failed'; now: number; guest: string; to: string }
+  | { kind: 'killed'; now: number; guest: string; host: string; graceful: boolean; lostMs: number }
+  | { kind: 'finished'; now: number; guest: string; host: string; at: number };
 
 export interface SimResult {
   name: string;
@@ -134,7 +169,7 @@ export function historyAt(trace: Trace, t: number): Session[] {
 export function simulate(trace: Trace, name: PolicyName, options: SimOptions): SimResult {
   const wall = performance.now();
   const { policy, stepMs } = options;
-  const { fitAvailability, UtilityMonitor, decide, placeGuest } = options.code;
+  const { fitAvailability, UtilityMonitor, decide, placeGuest, rankCandidates } = options.code;
   const horizonMs = policy.horizonMinutes * MINUTE;
   const pick = rng(trace.seed * 7 + 11);
   const hosts = new Map<string, HostState>(
@@ -170,7 +205,7 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
   let modelAt = -Infinity;
   const learned = (now: number): AvailabilityModel => {
     if (!model || now - modelAt >= options.refitMs) {
-      model = fitAvailability(historyAt(trace, now), now, horizonMs);
+      model = fitAvailability(historyAt(trace, now), now, horizonMs, policy.survivalPriorSessions);
       modelAt = now;
     }
     return model;
@@ -225,7 +260,8 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
     };
   };
 
-  const kill = (g: GuestState): void => {
+  const kill = (g: GuestState, now: number, graceful: boolean): void => {
+    options.observe?.({ kind: 'killed', now, guest: g.id, host: g.host ?? '', graceful, lostMs: g.doneMs });
     result.kills++;
     result.lostHours += g.doneMs / 3_600_000;
     g.host = null;
@@ -273,14 +309,25 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
         for (const g of active) {
           if (g.host === h.trace.id) {
             if (g.move) result.failedMigrations++;
-            kill(g);
+            kill(g, now, before.graceful);
           } else if (g.move?.to === h.trace.id) {
+            options.observe?.({ kind: 'move-failed', now, guest: g.id, to: h.trace.id });
             result.failedMigrations++;
             const backup = g.move.backup;
             g.move = null;
             if (backup && name !== 'never' && hosts.get(backup)?.session) {
               result.backupMoves++;
               startMove(g, backup, null, now, false);
+              options.observe?.({
+                kind: 'move',
+                now,
+                guest: g.id,
+                from: g.host,
+                to: backup,
+                backup: null,
+                cause: 'backup',
+                doneMs: g.doneMs,
+              });
             }
           }
         }
@@ -291,6 +338,7 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
     for (const g of active) {
       if (!g.move || g.move.end > now) continue;
       if (g.move.drain) result.drainSaved++;
+      options.observe?.({ kind: 'moved', now, guest: g.id, to: g.move.to });
       g.host = g.move.to;
       lastMoved.set(g.id, now);
       if (g.move.backup) backups.set(g.id, g.move.backup);
@@ -309,6 +357,7 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
         const gain = rate * stepMs;
         if (gain >= need) {
           g.finishedAt = now - stepMs + need / rate;
+          options.observe?.({ kind: 'finished', now, guest: g.id, host: h.trace.id, at: g.finishedAt });
           g.doneMs = g.workMs;
           g.move = null;
           result.completedHours += g.workMs / 3_600_000;
@@ -362,7 +411,12 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
     };
 
     if (name !== 'never') {
-      // Drains: the warned host's guests go to their backup, else to the fastest host.
+      // Drains, as Proxy.evacuate does them: the warned host's guests go to their backup, else to the
+      // best host by the policy's ranking (ControlPlane.moveTarget), else to the fastest host.
+      const moveTarget = (g: GuestState): string | undefined => {
+        const snap = snapshots.find((x) => x.id === g.id);
+        return snap && rankCandidates(snap, round, policy, g.host ?? undefined).find((c) => !c.rejected)?.host.id;
+      };
       for (const h of hosts.values()) {
         const s = h.session;
         if (!s || !s.graceful || h.warned || s.endedAt - now > DRAIN_WARNING_MS) continue;
@@ -375,8 +429,21 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
               ? randomHost(g, hostsNow, lowSince)
               : backup && hosts.get(backup)?.session
                 ? backup
-                : fastest(hostsNow, h.trace.id);
-          if (to) startMove(g, to, null, now, true);
+                : (moveTarget(g) ?? fastest(hostsNow, h.trace.id));
+          if (to) {
+            startMove(g, to, null, now, true);
+            options.observe?.({
+              kind: 'move',
+              now,
+              guest: g.id,
+              from: g.host,
+              to,
+              backup: null,
+              cause: 'drain',
+              doneMs: g.doneMs,
+              pStay,
+            });
+          }
         }
       }
       // The oracle leaves a host in time, before it goes.
@@ -392,7 +459,20 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
               hostsNow.filter((h) => truthStay(h.id, now, moveMs(g.memoryBytes) + 3 * stepMs) === 1),
               g.host,
             );
-          if (to) startMove(g, to, null, now, false);
+          if (to) {
+            startMove(g, to, null, now, false);
+            options.observe?.({
+              kind: 'move',
+              now,
+              guest: g.id,
+              from: g.host,
+              to,
+              backup: null,
+              cause: 'oracle',
+              doneMs: g.doneMs,
+              pStay,
+            });
+          }
         }
       }
       for (const d of decide(round, policy)) {
@@ -401,7 +481,20 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
         if (!g || g.move) continue;
         const to = name === 'random' ? randomHost(g, hostsNow, lowSince) : byName.get(d.to);
         const backup = d.backup === null ? null : (byName.get(d.backup) ?? null);
-        if (to) startMove(g, to, name === 'random' ? null : backup, now, false);
+        if (!to) continue;
+        startMove(g, to, name === 'random' ? null : backup, now, false);
+        options.observe?.({
+          kind: 'move',
+          now,
+          guest: g.id,
+          from: g.host,
+          to,
+          backup: name === 'random' ? null : backup,
+          cause: 'decide',
+          doneMs: g.doneMs,
+          message: d.message,
+          pStay,
+        });
       }
     }
 
@@ -418,11 +511,12 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
         expectMs: g.workMs,
         cpuMs: 0,
       };
-      const to =
-        name === 'random'
-          ? randomHost(g, hostsNow, lowSince)
-          : (placeGuest(snap, round, policy)?.host.id ?? fastest(hostsNow, null));
-      if (to) g.host = to;
+      const placed = name === 'random' ? undefined : placeGuest(snap, round, policy)?.host.id;
+      const to = name === 'random' ? randomHost(g, hostsNow, lowSince) : (placed ?? fastest(hostsNow, null));
+      if (!to) continue;
+      g.host = to;
+      const via = name === 'random' ? 'random' : placed ? 'policy' : 'fallback';
+      options.observe?.({ kind: 'place', now, guest: g.id, to, via, pStay });
     }
   }
 

@@ -82,6 +82,7 @@ async function codeAt(commit: string): Promise<{ code: PolicyCode; dir: string }
       UtilityMonitor: d.UtilityMonitor,
       decide: d.decide,
       placeGuest: d.placeGuest,
+      rankCandidates: d.rankCandidates,
     },
     dir,
   };
@@ -635,7 +636,8 @@ async function report(
     'Nurmi/Brevik/Wolski and Javadi/Kondo et al. report, departures three times as likely on weekday working hours,',
     'and an adversarial class of fast hosts that leave after 4-12 min); bench/policy-sim.ts runs the policies over',
     'them with the code in src/policy (monitor, decide, placeGuest, fitAvailability), a move taking 2 s + memory at',
-    '100 Mbit/s, 30% of departures drained with a 60 s warning, the rest killing the guests left (which start again',
+    "100 Mbit/s, 30% of departures drained with a 60 s warning (to the backup, else the best host by the policy's",
+    'ranking, as Proxy.evacuate does), the rest killing the guests left (which start again',
     'from scratch). "Before" rows run src/policy as it was at the named commit, copied out of git, on the same traces',
     'and machine. Prediction accuracy: the model fitted on the 7 days of history, asked every 5 min about every host',
     'up in the 48 held-out hours. Decision round: synthetic 10,000 hosts (a tenth saturated) and 10,000 guests (a',

@@ -12,6 +12,7 @@ import { DEFAULT_POLICY, type Policy } from '../src/policy/config.js';
 import {
   RECOVERY_BAND,
   UtilityMonitor,
+  chanceToBeDone,
   chanceToFinish,
   decide,
   placeGuest,
@@ -21,12 +22,19 @@ import {
 } from '../src/policy/decide.js';
 import type { GuestSnapshot, HostSnapshot } from '../src/policy/model.js';
 import { sortByKeyDescending } from '../src/policy/order.js';
-import { speed, utility } from '../src/policy/utility.js';
+import { computeRate, speed, utility } from '../src/policy/utility.js';
 
 const GiB = 2 ** 30;
 const NOW = Date.UTC(2026, 10, 26, 12);
 
-/** Every host but the guest's own (and `exclude`), best first, by the comparator the ranking is specified by. */
+const TOO_LATE = 'cannot finish before the deadline there';
+
+/**
+ * Every host but the guest's own (and `exclude`), best first, by the comparator the ranking is
+ * specified by. Times to finish come from the compute rate (no RTT discount: distance does not slow
+ * a computation); a deadline guest that no host can finish in time (or with minFinishProbability) is
+ * judged by each host's chance to stay until it is done, and ranked by speed.
+ */
 function referenceRanking(guest: GuestSnapshot, round: Round, policy: Policy, exclude?: string): Candidate[] {
   const horizonMs = policy.horizonMinutes * 60_000;
   const candidates = round.hosts
@@ -34,7 +42,7 @@ function referenceRanking(guest: GuestSnapshot, round: Round, policy: Policy, ex
     .map((host): Candidate => {
       const s = speed(host, policy);
       const pStay = round.pStay(host.id, host.joinedAt === null ? 0 : round.now - host.joinedAt, horizonMs);
-      const pFinish = chanceToFinish(guest, host, s, round);
+      const pFinish = chanceToFinish(guest, host, computeRate(host), round);
       let rejected: string | undefined;
       if (!host.up || !host.canReceive) rejected = 'not connected';
       else if (!host.metrics) rejected = 'no report yet';
@@ -42,13 +50,33 @@ function referenceRanking(guest: GuestSnapshot, round: Round, policy: Policy, ex
       else if (round.lowSince.has(host.id)) rejected = 'degraded itself';
       else if (pFinish === null && pStay < policy.minStayProbability)
         rejected = `P(stays ${policy.horizonMinutes} min) = ${pStay.toFixed(2)} < ${policy.minStayProbability}`;
-      else if (pFinish === 0) rejected = 'cannot finish before the deadline there';
+      else if (pFinish === 0) rejected = TOO_LATE;
+      else if (pFinish !== null && pFinish < policy.minFinishProbability)
+        rejected = `P(finishing in time) = ${pFinish.toFixed(3)} < ${policy.minFinishProbability}`;
       const candidate: Candidate = { host, speed: s, pStay, pFinish };
       if (rejected) candidate.rejected = rejected;
       return candidate;
     });
+  const unlikely = (c: Candidate): boolean =>
+    c.rejected === TOO_LATE || !!c.rejected?.startsWith('P(finishing in time)');
+  const late = guest.deadline !== null && !candidates.some((c) => !c.rejected) && candidates.some(unlikely);
+  if (late) {
+    for (const c of candidates) {
+      if (!unlikely(c)) continue;
+      const rate = computeRate(c.host);
+      const p = chanceToBeDone(guest, c.host, rate, round) ?? 0;
+      const needMin = Math.max(0, (guest.expectMs ?? 0) - guest.cpuMs) / rate / 60_000;
+      c.pFinish = p;
+      if (p >= policy.minStayProbability) delete c.rejected;
+      else
+        c.rejected = `too late for the deadline anywhere, and P(stays until done, ${needMin.toFixed(0)} min) = ${p.toFixed(2)} < ${policy.minStayProbability}`;
+    }
+  }
   return candidates.sort(
-    (a, b) => Number(!!a.rejected) - Number(!!b.rejected) || (b.pFinish ?? 0) - (a.pFinish ?? 0) || b.speed - a.speed,
+    (a, b) =>
+      Number(!!a.rejected) - Number(!!b.rejected) ||
+      (late ? 0 : (b.pFinish ?? 0) - (a.pFinish ?? 0)) ||
+      b.speed - a.speed,
   );
 }
 

@@ -6,7 +6,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Survival, fitAvailability, type Session } from '../src/policy/availability.js';
 import { DEFAULT_POLICY, parsePolicy, type Policy } from '../src/policy/config.js';
-import { RECOVERY_BAND, UtilityMonitor, decide, rankCandidates, type Round } from '../src/policy/decide.js';
+import {
+  RECOVERY_BAND,
+  UtilityMonitor,
+  decide,
+  placeGuest,
+  rankCandidates,
+  weighMove,
+  type Round,
+} from '../src/policy/decide.js';
 import type { GuestSnapshot, HostSnapshot } from '../src/policy/model.js';
 import { speed, utility } from '../src/policy/utility.js';
 import { RoamError } from '../src/errors.js';
@@ -181,8 +189,9 @@ describe('fitAvailability', () => {
     const model = fitAvailability(history, NOW, 10 * MIN);
     assert.equal(model.kind, 'kaplan-meier');
     assert.equal(model.accuracy, null);
-    // Inside its history the curve is empty: a fresh flaky host is gone within 10 minutes.
-    assert.equal(model.pStay('flaky', 0, 10 * MIN, NOW), 0);
+    // Inside its history its own curve says a fresh flaky host is gone within 10 minutes; shrunk
+    // towards the fleet's (half of all sessions lasted 10 min) by 5 sessions against the prior's 2.
+    assert.ok(Math.abs(model.pStay('flaky', 0, 10 * MIN, NOW) - (2 / 7) * 0.5) < 1e-12);
     // Past its longest session, the tail: the fleet's rate is 10 departures over 5 min + 50 h up; the
     // host's rate adds one pseudo-session of the fleet's mean length (5 h 0.5 min) to its own 5 departures in 5 min.
     const exposure = 5 * MIN + 5 * 600 * MIN;
@@ -196,6 +205,24 @@ describe('fitAvailability', () => {
     assert.equal(model.pStay('steady', 60 * MIN, 10 * MIN, NOW), 1);
     // A host never seen answers with the fleet's curve.
     assert.ok(model.pStay('new', 0, 10 * MIN, NOW) > 0 && model.pStay('new', 0, 10 * MIN, NOW) < 1);
+  });
+
+  it("shrinks a host's flat curve towards the fleet's by how many of its sessions reached that age", () => {
+    // "few": one session of 300 min, so its own curve says certain to stay from age 100 to 200 min.
+    // The fleet: ten sessions of 150 min, which all end in that span.
+    const history = [
+      ...sessions('few', 1, 300 * MIN, NOW - 86_400_000),
+      ...sessions('many', 10, 150 * MIN, NOW - 5 * 86_400_000),
+    ];
+    const model = fitAvailability(history, NOW, 10 * MIN);
+    // Own 1, fleet S(200)/S(100) = (1/11) / 1: 1 session at risk against a prior of 2.
+    const p = model.pStay('few', 100 * MIN, 100 * MIN, NOW);
+    assert.ok(Math.abs(p - ((1 / 3) * 1 + (2 / 3) * (1 / 11))) < 1e-12, `${p}`);
+    assert.equal(
+      fitAvailability(history, NOW, 10 * MIN, 0).pStay('few', 100 * MIN, 100 * MIN, NOW),
+      1,
+      'no prior: its own curve',
+    );
   });
 
   it('reports held-out accuracy once there is enough history', () => {
@@ -299,6 +326,80 @@ describe('rankCandidates', () => {
     assert.equal(fast?.rejected, undefined);
     assert.ok(ranked.indexOf(fast as (typeof ranked)[number]) > 0);
   });
+
+  it('works out times to finish from score and free cores: distance from the proxy does not slow a computation', () => {
+    // 50 min of work, 55 min left: a score 1 host far from the proxy (speed halved) still makes it.
+    const g = guest('g', '', { deadline: NOW + 55 * 60_000, expectMs: 50 * 60_000 });
+    const [c] = rankCandidates(g, round([host('far', { rtt: 50 })], [g]), DEFAULT_POLICY);
+    assert.equal(c?.speed, 0.5);
+    assert.equal(c?.pFinish, 1);
+    assert.equal(c?.rejected, undefined);
+  });
+
+  it('places a guest too late for its deadline everywhere on a host likely to stay until it is done, not on the fastest', () => {
+    // 60 min of work, 20 min to the deadline: no host can make it. The fast one leaves within minutes.
+    const g = guest('g', '', { deadline: NOW + 20 * 60_000, expectMs: 3_600_000 });
+    const r = round([host('flapper', { score: 3 }), host('steady', { score: 1.5 }), host('slow', { score: 1 })], [g], {
+      pStay: (id, _age, span) => (id === 'flapper' ? (span < 600_000 ? 0.8 : 0) : 0.95),
+    });
+    const ranked = rankCandidates(g, r, DEFAULT_POLICY);
+    assert.deepEqual(
+      ranked.map((c) => [c.host.id, c.rejected ?? 'ok']),
+      [
+        ['steady', 'ok'],
+        ['slow', 'ok'],
+        ['flapper', 'too late for the deadline anywhere, and P(stays until done, 20 min) = 0.00 < 0.5'],
+      ],
+    );
+    assert.equal(ranked[0]?.pFinish, 0.95, 'the chance to finish at all');
+    assert.equal(placeGuest(g, r, DEFAULT_POLICY)?.host.id, 'steady');
+  });
+});
+
+describe('weighMove', () => {
+  const p = policy();
+  const base = { speedRatio: 2, pFinish: 0.9, hereFinish: 0.9, hereDone: 0.9, hereTight: false, late: false };
+
+  it('moves a guest without a deadline for speed, by the margin', () => {
+    assert.equal(weighMove({ ...base, pFinish: null, hereFinish: null, hereDone: null }, p).move, true);
+    assert.equal(
+      weighMove({ ...base, pFinish: null, hereFinish: null, hereDone: null, speedRatio: 1.2 }, p).move,
+      false,
+    );
+  });
+
+  it('keeps a deadline guest that can finish in time here, however much faster the candidate', () => {
+    const w = weighMove({ ...base, speedRatio: 5, pFinish: 0.93 }, p);
+    assert.equal(w.move, false);
+    assert.equal(w.reason, 'finish');
+    assert.match(w.why, /0\.93 there vs 0\.90 here \(a move needs \+0\.05/);
+  });
+
+  it('moves a deadline guest for a chance to finish in time higher by finishMargin, even to a slower host', () => {
+    assert.equal(weighMove({ ...base, speedRatio: 0.8, pFinish: 0.96 }, p).move, true);
+    assert.equal(weighMove({ ...base, speedRatio: 0.8, pFinish: 0.96 }, policy({ finishMargin: 0.1 })).move, false);
+  });
+
+  it('moves a deadline guest with little time to spare here for speed, to a host no less likely to finish it', () => {
+    const w = weighMove({ ...base, hereTight: true }, p);
+    assert.equal(w.move, true);
+    assert.match(w.why, /less than 25% of its run time to spare; 2\.00× as fast/);
+    assert.equal(weighMove({ ...base, hereTight: true, pFinish: 0.85 }, p).move, false);
+    assert.equal(weighMove({ ...base, hereTight: true, speedRatio: 1.1 }, p).move, false);
+  });
+
+  it('moves a deadline guest that cannot finish in time here to a candidate that can', () => {
+    assert.equal(weighMove({ ...base, speedRatio: 1, pFinish: 0.6, hereFinish: 0 }, p).move, true);
+  });
+
+  it('moves a guest late everywhere for speed only to a host no less likely to stay until it is done', () => {
+    const late = { ...base, late: true, hereFinish: 0, pFinish: 0.8, hereDone: 0.7 };
+    assert.equal(weighMove(late, p).move, true);
+    assert.equal(weighMove({ ...late, speedRatio: 1.1 }, p).move, false);
+    assert.equal(weighMove({ ...late, pFinish: 0.6 }, p).move, false);
+    // Late on every candidate but still in time here: it stays.
+    assert.equal(weighMove({ ...late, hereFinish: 0.8 }, p).move, false);
+  });
 });
 
 describe('decide', () => {
@@ -373,6 +474,28 @@ describe('decide', () => {
     assert.deepEqual(more.map((m) => m.guestId).sort(), ['a1', 'b1', 'c1']);
     // Moves already under way use up the budget.
     assert.equal(decide({ ...r, moving: new Set(['x', 'y']) }, DEFAULT_POLICY).length, 0);
+  });
+
+  it('keeps a deadline guest where it can finish in time rather than moving it to a faster host no more likely to stay', () => {
+    // Here: score 1, 0.4 of a core free plus its own 0.3; 20 min of work left (29 min here), 60 min to the deadline.
+    const hosts = [host('src', { usage: 0.6 }), host('fast', { score: 2 })];
+    const g = guest('g', 'src', { cpuRate: 300, deadline: NOW + 3_600_000, expectMs: 3_000_000, cpuMs: 1_800_000 });
+    const [d] = decide(round(hosts, [g], { lowSince: degraded(['src']) }), DEFAULT_POLICY);
+    assert.equal(d?.kind, 'declined');
+    assert.equal(d?.data['reason'], 'finish');
+    assert.match(
+      d?.message ?? '',
+      /g stays: the best candidate fast: P\(finishing in time\) 1\.00 there vs 1\.00 here/,
+    );
+    // Once it cannot finish in time there (0.11 of a core: 182 min), it goes.
+    const busy = [host('src', { usage: 0.9 }), host('fast', { score: 2 })];
+    const starved = { ...g, cpuRate: 10 };
+    const [m] = decide(round(busy, [starved], { lowSince: degraded(['src']) }), DEFAULT_POLICY);
+    assert.equal(m?.kind, 'move');
+    assert.match(
+      m?.message ?? '',
+      /it cannot finish in time here; P\(finishing in time on fast\) = 1\.00 \(here 0\.00\)/,
+    );
   });
 
   it('says why when no host can take the guest', () => {

@@ -1,10 +1,10 @@
 /**
  * How likely a host is to stay: learned from its history of sessions (join to leave, eviction or
- * disconnect) in the proxy's database. A Kaplan-Meier estimate per host, shrunk towards the
- * fleet's own estimate (a host with few sessions borrows the fleet's experience), gives
- * P(stays at least T more | up for a) = S(a + T) / S(a). A naive Bayes classifier over simple host
- * features competes with it on held-out history; the better one answers, and its held-out accuracy
- * is reported.
+ * disconnect) in the proxy's database. A Kaplan-Meier estimate per host gives
+ * P(stays at least T more | up for a) = S(a + T) / S(a), shrunk towards the fleet's own estimate by
+ * how many of the host's sessions reached age a (a host with few sessions borrows the fleet's
+ * experience). A naive Bayes classifier over simple host features competes with it on held-out
+ * history for the policy's horizon; the better one answers, and its held-out accuracy is reported.
  */
 
 export interface Session {
@@ -22,6 +22,8 @@ export class Survival {
     private readonly times: number[],
     private readonly values: number[],
     readonly sessions: number,
+    /** Every duration, sorted: who was still at risk at an age. */
+    private readonly durations: Float64Array,
   ) {}
 
   /** Kaplan-Meier from durations; `event` false marks a censored one (still running). */
@@ -47,7 +49,24 @@ export class Survival {
       }
       atRisk -= leaving;
     }
-    return new Survival(times, values, samples.length);
+    return new Survival(
+      times,
+      values,
+      samples.length,
+      Float64Array.from(sorted, (x) => x.duration),
+    );
+  }
+
+  /** How many of the sessions lasted beyond t (ended or still running): the evidence S(.)/S(t) rests on. */
+  atRisk(t: number): number {
+    let lo = 0;
+    let hi = this.durations.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((this.durations[mid] ?? 0) <= t) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.durations.length - lo;
   }
 
   /** S(t): the probability of lasting beyond t. */
@@ -64,6 +83,12 @@ export class Survival {
 }
 
 const DEPARTURES = new Set(['left', 'evicted', 'disconnected']);
+
+/**
+ * How many of the fleet's sessions a host's own survival curve is worth at first: its answer at an
+ * age is shrunk towards the fleet's by n / (n + this), n its sessions that reached that age.
+ */
+export const SURVIVAL_PRIOR_SESSIONS = 2;
 
 function samplesOf(sessions: Session[], now: number): Array<{ duration: number; event: boolean }> {
   return sessions.map((s) => ({
@@ -94,7 +119,11 @@ class KaplanMeierModel {
   private readonly perHost = new Map<string, { curve: Survival; last: number; rate: number }>();
   private readonly fleet: { curve: Survival; last: number; rate: number };
 
-  constructor(sessions: Session[], now: number) {
+  constructor(
+    sessions: Session[],
+    now: number,
+    private readonly priorSessions: number,
+  ) {
     const all = samplesOf(sessions, now);
     const fleetRate = rateOf(all, 0, 0);
     const priorExposure = all.length > 0 ? all.reduce((sum, s) => sum + s.duration, 0) / all.length : 0;
@@ -115,11 +144,27 @@ class KaplanMeierModel {
     }
   }
 
+  /**
+   * The host's own answer, shrunk towards the fleet's by how many of its sessions reached this age:
+   * from a handful of sessions its curve is flat between their ends and would say "certain to stay".
+   * Beyond its longest session, its tail (whose rate is shrunk already).
+   */
   pStay(hostId: string, ageMs: number, horizonMs: number): number {
-    const model = this.perHost.get(hostId) ?? this.fleet;
-    const now = survival(model, ageMs);
-    return now > 0 ? survival(model, ageMs + horizonMs) / now : Math.exp(-model.rate * horizonMs);
+    const host = this.perHost.get(hostId);
+    const fleet = conditional(this.fleet, ageMs, horizonMs);
+    if (!host) return fleet;
+    const own = conditional(host, ageMs, horizonMs);
+    if (ageMs > host.last) return own;
+    const n = host.curve.atRisk(ageMs);
+    const w = n / (n + this.priorSessions);
+    return w * own + (1 - w) * fleet;
   }
+}
+
+/** P(lasts `horizonMs` more | lasted `ageMs`) from one curve. */
+function conditional(model: { curve: Survival; last: number; rate: number }, ageMs: number, horizonMs: number): number {
+  const now = survival(model, ageMs);
+  return now > 0 ? survival(model, ageMs + horizonMs) / now : Math.exp(-model.rate * horizonMs);
 }
 
 /** S(t) from the curve, and beyond the longest session from the exponential tail. */
@@ -213,7 +258,12 @@ class NaiveBayesModel {
  * Fits both models on the older 70% of sessions, scores them on the newer 30% (did the host stay
  * the horizon from its join?), and answers with the better one, refitted on everything.
  */
-export function fitAvailability(sessions: Session[], now: number, horizonMs: number): AvailabilityModel {
+export function fitAvailability(
+  sessions: Session[],
+  now: number,
+  horizonMs: number,
+  priorSessions = SURVIVAL_PRIOR_SESSIONS,
+): AvailabilityModel {
   const sorted = [...sessions].sort((a, b) => a.joinedAt - b.joinedAt);
   const cut = Math.floor(sorted.length * 0.7);
   const train = sorted.slice(0, cut);
@@ -223,7 +273,7 @@ export function fitAvailability(sessions: Session[], now: number, horizonMs: num
     const stayed = sample.duration >= horizonMs ? true : sample.event ? false : undefined;
     return stayed === undefined ? [] : [{ s, stayed }];
   });
-  const km = new KaplanMeierModel(sessions, now);
+  const km = new KaplanMeierModel(sessions, now, priorSessions);
   if (test.length < 5 || train.length < 5) {
     return {
       pStay: (h, a, t) => km.pStay(h, a, t),
@@ -232,7 +282,7 @@ export function fitAvailability(sessions: Session[], now: number, horizonMs: num
       heldOut: test.length,
     };
   }
-  const kmTrain = new KaplanMeierModel(train, train.at(-1)?.joinedAt ?? now);
+  const kmTrain = new KaplanMeierModel(train, train.at(-1)?.joinedAt ?? now, priorSessions);
   const nbTrain = new NaiveBayesModel(train, train.at(-1)?.joinedAt ?? now, horizonMs);
   const score = (p: (x: { s: Session }) => number): number =>
     test.filter((x) => p(x) >= 0.5 === x.stayed).length / test.length;

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { RoamError } from '../errors.js';
+import { SURVIVAL_PRIOR_SESSIONS } from './availability.js';
 
 const fraction = z.number().min(0).max(1);
 
@@ -28,9 +29,33 @@ export const policySchema = z.strictObject({
   margin: z.number().min(1).max(100).default(1.3),
   /** After a move, a guest stays put at least this long. */
   cooldownSeconds: z.number().min(0).max(86_400).default(60),
+  /**
+   * A guest with a deadline that can still finish in time where it is moves only for a chance to
+   * finish in time at least this much higher (if the new host leaves, its work so far is lost);
+   * being faster is no reason by itself.
+   */
+  /**
+   * A deadline guest is not held to `minStayProbability`, but a host where its chance to finish in
+   * time is below this counts as one where it cannot (a near-certain restart is no chance); if no
+   * host is left, the guest is too late everywhere and goes where it is likely to finish at all.
+   */
+  minFinishProbability: fraction.default(0.1),
+  finishMargin: fraction.default(0.05),
+  /**
+   * ...unless it would finish there with less than this share of its work's time to spare (at the
+   * rate it gets now, which on a degraded host may fall further): then a candidate faster by the
+   * margin and no less likely to finish it in time takes it.
+   */
+  deadlineBuffer: z.number().min(0).max(10).default(0.25),
   /** Candidates must stay this long with at least `minStayProbability`. */
   horizonMinutes: z.number().min(0).max(10_080).default(10),
   minStayProbability: fraction.default(0.5),
+  /**
+   * How many sessions of the whole fleet's history a host's own history is weighed against: its
+   * P(stay) at an age is shrunk towards the fleet's by n / (n + this), n its sessions that lasted
+   * that long (a handful of sessions would otherwise say "certain to stay" between their ends).
+   */
+  survivalPriorSessions: z.number().min(0).max(1000).default(SURVIVAL_PRIOR_SESSIONS),
   /** Round-trip time to the proxy that halves a candidate's worth. */
   rttHalfMs: z.number().positive().max(60_000).default(50),
   /** Moves under way at once, fleet-wide. */

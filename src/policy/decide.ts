@@ -6,7 +6,7 @@
 import type { Policy } from './config.js';
 import type { GuestSnapshot, HostSnapshot } from './model.js';
 import { sortByKeyDescending } from './order.js';
-import { speed, utility } from './utility.js';
+import { computeRate, speed, utility } from './utility.js';
 
 export interface Round {
   now: number;
@@ -27,7 +27,10 @@ export interface Candidate {
   host: HostSnapshot;
   speed: number;
   pStay: number;
-  /** For a guest with a deadline: the chance to finish in time there. */
+  /**
+   * For a guest with a deadline: the chance to finish in time there; for one too late for its
+   * deadline on every candidate, the chance to finish there at all (the host stays until it is done).
+   */
   pFinish: number | null;
   /** Why it cannot take the guest (undefined: it can). */
   rejected?: string;
@@ -131,13 +134,31 @@ export class UtilityMonitor {
   }
 }
 
-/** The chance a guest with a deadline finishes in time on `host` (work left at that host's speed). */
-export function chanceToFinish(guest: GuestSnapshot, host: HostSnapshot, s: number, round: Round): number | null {
-  if (guest.deadline === null || guest.expectMs === null) return null;
+/** How long a guest with an expected run time needs on a host of compute rate `rate` (null: not declared). */
+function needMs(guest: GuestSnapshot, rate: number): number | null {
+  if (guest.expectMs === null) return null;
   const left = Math.max(0, guest.expectMs - guest.cpuMs);
-  const needMs = s > 0 ? left / s : Infinity;
-  if (round.now + needMs > guest.deadline) return 0;
-  return round.pStay(host.id, host.joinedAt === null ? 0 : round.now - host.joinedAt, needMs);
+  return rate > 0 ? left / rate : Infinity;
+}
+
+/** The chance a guest with an expected run time finishes on `host` at all: the host stays until its work is done. */
+export function chanceToBeDone(guest: GuestSnapshot, host: HostSnapshot, rate: number, round: Round): number | null {
+  const need = needMs(guest, rate);
+  if (need === null) return null;
+  if (!Number.isFinite(need)) return 0;
+  return round.pStay(host.id, host.joinedAt === null ? 0 : round.now - host.joinedAt, need);
+}
+
+/**
+ * The chance a guest with a deadline finishes in time on `host`: its work left at the host's compute
+ * rate (score times free cores) must end before the deadline, and the host must stay that long.
+ */
+export function chanceToFinish(guest: GuestSnapshot, host: HostSnapshot, rate: number, round: Round): number | null {
+  if (guest.deadline === null) return null;
+  const need = needMs(guest, rate);
+  if (need === null) return null;
+  if (round.now + need > guest.deadline) return 0;
+  return chanceToBeDone(guest, host, rate, round);
 }
 
 // Why a host cannot take a guest, as a code per host (the text is in REASONS, or per host for P(stay)).
@@ -150,6 +171,10 @@ const LIKELY_TO_LEAVE = 5;
 const TOO_LATE = 6;
 /** The guest's own host, or the one excluded: not a candidate at all. */
 const SKIPPED = 7;
+/** A guest late everywhere: the host is likely to leave before its work is done. */
+const LEAVES_BEFORE_DONE = 8;
+/** In time there only if it stays, and that is less likely than minFinishProbability. */
+const UNLIKELY_IN_TIME = 9;
 const REASONS: ReadonlyArray<string | undefined> = [
   undefined,
   'not connected',
@@ -158,6 +183,9 @@ const REASONS: ReadonlyArray<string | undefined> = [
   'degraded itself',
   undefined, // per host: its P(stay)
   'cannot finish before the deadline there',
+  undefined, // skipped
+  undefined, // per guest and host: its P(stays until done)
+  undefined, // per guest and host: its P(finishing in time)
 ];
 
 /**
@@ -167,6 +195,8 @@ const REASONS: ReadonlyArray<string | undefined> = [
  */
 class RoundHosts {
   readonly speed: Float64Array;
+  /** Compute rate (score times free cores, no RTT discount): for times to finish. */
+  readonly rate: Float64Array;
   readonly age: Float64Array;
   /** NOT_CONNECTED, NO_REPORT, DEGRADED or USABLE: the reasons that do not depend on the guest. */
   readonly base: Uint8Array;
@@ -182,6 +212,7 @@ class RoundHosts {
   ) {
     const n = round.hosts.length;
     this.speed = new Float64Array(n);
+    this.rate = new Float64Array(n);
     this.age = new Float64Array(n);
     this.base = new Uint8Array(n);
     this.stay = new Float64Array(n);
@@ -191,6 +222,7 @@ class RoundHosts {
     for (let i = 0; i < n; i++) {
       const host = round.hosts[i] as HostSnapshot;
       this.speed[i] = speed(host, policy);
+      this.rate[i] = computeRate(host);
       this.age[i] = host.joinedAt === null ? 0 : round.now - host.joinedAt;
       this.base[i] =
         !host.up || !host.canReceive
@@ -241,6 +273,11 @@ interface Assessment {
   reason: Uint8Array;
   /** Per host (deadline guests only; null: the guest has no deadline). */
   pFinish: Float64Array | null;
+  /**
+   * No candidate can finish it in time: pFinish then holds the chance to finish at all, hosts
+   * likely to leave before that are refused, and the others rank by speed (the least late first).
+   */
+  late: boolean;
 }
 
 function assess(guest: GuestSnapshot, hosts: RoundHosts, exclude: string | undefined): Assessment {
@@ -249,6 +286,8 @@ function assess(guest: GuestSnapshot, hosts: RoundHosts, exclude: string | undef
   const reason = new Uint8Array(n);
   const pFinish = guest.deadline !== null && guest.expectMs !== null ? new Float64Array(n) : null;
   const needs = guest.memoryBytes * 1.2;
+  let usable = false;
+  let tooLate = false;
   for (let i = 0; i < n; i++) {
     const host = round.hosts[i] as HostSnapshot;
     if (host.id === exclude || host.id === guest.hostId) {
@@ -256,7 +295,7 @@ function assess(guest: GuestSnapshot, hosts: RoundHosts, exclude: string | undef
       continue;
     }
     const pStay = hosts.pStay(i);
-    const finish = pFinish ? (chanceToFinish(guest, host, hosts.speed[i] ?? 0, round) ?? 0) : null;
+    const finish = pFinish ? (chanceToFinish(guest, host, hosts.rate[i] ?? 0, round) ?? 0) : null;
     if (pFinish) pFinish[i] = finish ?? 0;
     const base = hosts.base[i] ?? USABLE;
     reason[i] =
@@ -270,21 +309,50 @@ function assess(guest: GuestSnapshot, hosts: RoundHosts, exclude: string | undef
               ? LIKELY_TO_LEAVE
               : finish === 0
                 ? TOO_LATE
-                : USABLE;
+                : finish !== null && finish < policy.minFinishProbability
+                  ? UNLIKELY_IN_TIME
+                  : USABLE;
+    if (reason[i] === USABLE) usable = true;
+    else if (reason[i] === TOO_LATE || reason[i] === UNLIKELY_IN_TIME) tooLate = true;
   }
-  return { hosts, guest, reason, pFinish };
+  const late = pFinish !== null && !usable && tooLate;
+  if (late) judgeLate(guest, hosts, reason, pFinish);
+  return { hosts, guest, reason, pFinish, late };
+}
+
+/**
+ * A guest that no candidate can finish in time (or with at least minFinishProbability) is still
+ * better finished late than restarted: the hosts refused only for the deadline are judged by their
+ * chance to stay until its work is done.
+ */
+function judgeLate(guest: GuestSnapshot, hosts: RoundHosts, reason: Uint8Array, pFinish: Float64Array): void {
+  const { round, policy } = hosts;
+  for (let i = 0; i < reason.length; i++) {
+    if (reason[i] !== TOO_LATE && reason[i] !== UNLIKELY_IN_TIME) continue;
+    const p = chanceToBeDone(guest, round.hosts[i] as HostSnapshot, hosts.rate[i] ?? 0, round) ?? 0;
+    pFinish[i] = p;
+    reason[i] = p >= policy.minStayProbability ? USABLE : LEAVES_BEFORE_DONE;
+  }
 }
 
 function rejection(a: Assessment, i: number): string | undefined {
   const code = a.reason[i] ?? USABLE;
+  if (code === LEAVES_BEFORE_DONE) {
+    const need = needMs(a.guest, a.hosts.rate[i] ?? 0) ?? 0;
+    return `too late for the deadline anywhere, and P(stays until done, ${fmt(need / 60_000, 0)} min) = ${fmt(a.pFinish?.[i] ?? 0)} < ${a.hosts.policy.minStayProbability}`;
+  }
+  if (code === UNLIKELY_IN_TIME) {
+    return `P(finishing in time) = ${fmt(a.pFinish?.[i] ?? 0, 3)} < ${a.hosts.policy.minFinishProbability}`;
+  }
   return code === LIKELY_TO_LEAVE ? a.hosts.stayReason(i) : REASONS[code];
 }
 
 /**
  * The candidates of an assessment, best first: usable hosts ahead of the others; within each,
- * deadline guests by their chance to finish (speed breaks ties), other guests by speed; ties in table
- * order. The hosts are sorted by speed once per round; a guest without a deadline only splits that
- * order in two, a guest with one sorts each part by its chance to finish.
+ * deadline guests by their chance to finish in time (speed breaks ties), other guests, and guests
+ * too late for their deadline everywhere, by speed; ties in table order. The hosts are sorted by
+ * speed once per round; a guest without a deadline only splits that order in two, a guest with one
+ * sorts each part by its chance to finish.
  */
 function ranking(a: Assessment): Int32Array {
   const fastest = a.hosts.bySpeed();
@@ -306,7 +374,7 @@ function ranking(a: Assessment): Int32Array {
     else if (code !== SKIPPED) out[r++] = i;
   }
   // Both parts are in speed order: a stable sort by the chance to finish keeps it for ties.
-  if (a.pFinish) {
+  if (a.pFinish && !a.late) {
     sortByKeyDescending(out.subarray(0, usable), a.pFinish);
     sortByKeyDescending(out.subarray(usable), a.pFinish);
   }
@@ -332,6 +400,66 @@ function candidate(a: Assessment, i: number): Candidate {
 export function rankCandidates(guest: GuestSnapshot, round: Round, policy: Policy, exclude?: string): Candidate[] {
   const a = assess(guest, new RoundHosts(round, policy), exclude);
   return Array.from(ranking(a), (i) => candidate(a, i));
+}
+
+/** What a move of one guest to its best candidate would change, for weighMove. */
+export interface MoveCase {
+  /** The candidate's speed over the guest's speed where it is. */
+  speedRatio: number;
+  /** The candidate's pFinish (see Candidate). */
+  pFinish: number | null;
+  /** The chance to finish in time where it is, and to finish there at all (null: no deadline). */
+  hereFinish: number | null;
+  hereDone: number | null;
+  /** In time here, but without `deadlineBuffer` to spare (at the present rate there). */
+  hereTight: boolean;
+  /** No candidate can finish it in time. */
+  late: boolean;
+}
+
+/** Whether a deadline guest would finish at `rate` with less than `deadlineBuffer` of its run time to spare. */
+function tight(guest: GuestSnapshot, rate: number, round: Round, policy: Policy): boolean {
+  const need = needMs(guest, rate);
+  return guest.deadline !== null && need !== null && round.now + need * (1 + policy.deadlineBuffer) > guest.deadline;
+}
+
+/**
+ * Whether a guest of a degraded host should move to its best candidate, and why (or why not).
+ * Without a deadline: if the candidate is faster by the margin. With one, a move is judged by the
+ * chance to finish in time, not by speed: if the new host leaves, the work done so far is lost,
+ * so a guest that can still finish in time where it is moves only for a chance higher by
+ * `finishMargin`, or, if it would finish there without `deadlineBuffer` to spare (the rate of a
+ * degraded host may fall further), for speed, to a host no less likely to finish it in time. One
+ * that cannot finish in time where it is moves to a candidate that can. One too late everywhere moves
+ * for speed, to a host no less likely to stay until it is done.
+ */
+export function weighMove(c: MoveCase, policy: Policy): { move: boolean; why: string; reason: string } {
+  const fast = c.speedRatio >= policy.margin;
+  const speedText = `${fmt(c.speedRatio)}× as fast (a move needs ${policy.margin}×)`;
+  if (c.pFinish === null || c.hereFinish === null) return { move: fast, why: speedText, reason: 'margin' };
+  if (c.late && c.hereFinish > 0) {
+    return { move: false, why: 'too late for the deadline there, in time here', reason: 'finish' };
+  }
+  if (c.late) {
+    const steady = c.pFinish >= (c.hereDone ?? 0);
+    const why = steady
+      ? speedText
+      : `P(finishing there at all) ${fmt(c.pFinish)} < ${fmt(c.hereDone ?? 0)} here, the deadline missed anyway`;
+    return { move: fast && steady, why, reason: steady ? 'margin' : 'finish' };
+  }
+  if (c.hereFinish === 0) return { move: true, why: 'it cannot finish in time here', reason: 'finish' };
+  if (c.hereTight && fast && c.pFinish >= c.hereFinish) {
+    const why = `in time here with less than ${fmt(100 * policy.deadlineBuffer, 0)}% of its run time to spare; ${speedText}`;
+    return { move: true, why, reason: 'finish' };
+  }
+  const gain = c.pFinish - c.hereFinish;
+  return gain >= policy.finishMargin
+    ? { move: true, why: `P(finishing in time) ${fmt(c.pFinish)} there vs ${fmt(c.hereFinish)} here`, reason: 'finish' }
+    : {
+        move: false,
+        why: `P(finishing in time) ${fmt(c.pFinish)} there vs ${fmt(c.hereFinish)} here (a move needs +${policy.finishMargin}; the work done is at stake, speed alone is no reason)`,
+        reason: 'finish',
+      };
 }
 
 /** One decision round: for each degraded host, its guests heaviest first. */
@@ -391,20 +519,30 @@ export function decide(round: Round, policy: Policy): Decision[] {
       const second = ranked[1];
       const best = first !== undefined && a.reason[first] === USABLE ? candidate(a, first) : undefined;
       const backupHost = second !== undefined && a.reason[second] === USABLE ? round.hosts[second] : undefined;
-      const hereFinish = chanceToFinish(guest, source, here, round);
-      const better =
-        best &&
-        (best.pFinish !== null && hereFinish !== null
-          ? best.pFinish > hereFinish || best.speed >= here * policy.margin
-          : best.speed >= here * policy.margin);
-      if (!best || !better) {
+      const hereRate = computeRate(source, -guest.cpuRate / 1000);
+      const hereFinish = chanceToFinish(guest, source, hereRate, round);
+      const weighed = best
+        ? weighMove(
+            {
+              speedRatio: best.speed / Math.max(here, 1e-9),
+              pFinish: best.pFinish,
+              hereFinish,
+              hereDone: chanceToBeDone(guest, source, hereRate, round),
+              hereTight: tight(guest, hereRate, round, policy),
+              late: a.late,
+            },
+            policy,
+          )
+        : undefined;
+      if (!best || !weighed?.move) {
         const why = best
-          ? `the best candidate ${best.host.name} is only ${fmt(best.speed / Math.max(here, 1e-9))}× as fast (needs ${policy.margin}×)`
+          ? `the best candidate ${best.host.name}: ${weighed?.why ?? ''}`
           : `no candidate: ${Array.from(ranked, (i) => `${(round.hosts[i] as HostSnapshot).name} (${rejection(a, i) ?? '?'})`).join(', ') || 'no other host'}`;
         decisions.push(
           declined(source, guest, `${trigger}; ${guest.name} stays: ${why}`, {
             utility: u,
-            reason: best ? 'margin' : 'no-candidate',
+            reason: weighed?.reason ?? 'no-candidate',
+            hereFinish,
             candidates: summaries(a, ranked),
           }),
         );
@@ -412,9 +550,13 @@ export function decide(round: Round, policy: Policy): Decision[] {
       }
       const backup = backupHost?.name ?? null;
       const risk =
-        best.pFinish !== null
-          ? `P(finishing in time on ${best.host.name}) = ${fmt(best.pFinish)}`
-          : `P(${best.host.name} stays ${policy.horizonMinutes} min) = ${fmt(best.pStay)}`;
+        best.pFinish === null
+          ? `P(${best.host.name} stays ${policy.horizonMinutes} min) = ${fmt(best.pStay)}`
+          : `${weighed.why}; ${
+              a.late
+                ? `too late for the deadline anywhere, P(finishing on ${best.host.name} at all) = ${fmt(best.pFinish)}`
+                : `P(finishing in time on ${best.host.name}) = ${fmt(best.pFinish)}${hereFinish === null ? '' : ` (here ${fmt(hereFinish)})`}`
+            }`;
       decisions.push({
         kind: 'move',
         guestId: guest.id,
@@ -429,6 +571,8 @@ export function decide(round: Round, policy: Policy): Decision[] {
           speedRatio: best.speed / Math.max(here, 1e-9),
           pStay: best.pStay,
           pFinish: best.pFinish,
+          hereFinish,
+          late: a.late,
           backup,
           candidates: summaries(a, ranked),
         },
@@ -448,7 +592,7 @@ export function decide(round: Round, policy: Policy): Decision[] {
 export function placeGuest(guest: GuestSnapshot, round: Round, policy: Policy): Candidate | undefined {
   const a = assess(guest, new RoundHosts(round, policy), undefined);
   const s = a.hosts.speed;
-  const pf = a.pFinish;
+  const pf = a.late ? null : a.pFinish;
   let best = -1;
   for (let i = 0; i < a.reason.length; i++) {
     if (a.reason[i] !== USABLE) continue;

@@ -38,13 +38,21 @@ export function utility(m: HostMetrics, weights: Policy['weights']): number {
 }
 
 /**
- * The paper's benchmark-like model of how fast a guest would run on a host: its benchmark score
- * times the cores it has free, discounted by its distance (RTT) from the proxy.
+ * How fast a guest's CPU work would progress on a host (work per ms at score 1, per ms): its
+ * benchmark score times the share of a core it has free. What a deadline guest's time to finish is
+ * worked out from: distance from the proxy does not slow a computation.
  */
-export function speed(host: HostSnapshot, policy: Pick<Policy, 'rttHalfMs'>, extraLoadCores = 0): number {
+export function computeRate(host: HostSnapshot, extraLoadCores = 0): number {
   const m = host.metrics;
   if (!m) return 0;
   const freeCores = Math.max(0.05, m.cpu.capacity * (1 - clamp(m.cpu.usage + (m.cpu.waiting ?? 0))) - extraLoadCores);
-  const rtt = host.rttMs ?? 0;
-  return ((host.score ?? 1) * Math.min(1, freeCores)) / (1 + rtt / policy.rttHalfMs);
+  return (host.score ?? 1) * Math.min(1, freeCores);
+}
+
+/**
+ * The paper's benchmark-like model of how fast a guest would run on a host: its compute rate,
+ * discounted by its distance (RTT) from the proxy.
+ */
+export function speed(host: HostSnapshot, policy: Pick<Policy, 'rttHalfMs'>, extraLoadCores = 0): number {
+  return computeRate(host, extraLoadCores) / (1 + (host.rttMs ?? 0) / policy.rttHalfMs);
 }

@@ -146,7 +146,12 @@ export class ControlPlane {
     if (!this.model || now - this.modelAt > REFIT_MS) {
       const sessions = this.ports.sessions();
       this.sessionCount = sessions.length;
-      this.model = fitAvailability(sessions, now, this.policy.horizonMinutes * 60_000);
+      this.model = fitAvailability(
+        sessions,
+        now,
+        this.policy.horizonMinutes * 60_000,
+        this.policy.survivalPriorSessions,
+      );
       this.modelAt = now;
     }
     return this.model;
