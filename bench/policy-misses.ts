@@ -8,10 +8,9 @@
  */
 import { DEFAULT_POLICY, parsePolicy } from '../src/policy/config.js';
 import { CURRENT_CODE, simulate, type PolicyName, type SimEvent, type SimResult } from './policy-sim.js';
-import { MINUTE, makeTrace, type Trace, type TraceHost } from './policy-trace.js';
+import { MINUTE, benchTrace, makeTrace, type Trace, type TraceHost } from './policy-trace.js';
 
 const SEEDS = (process.argv[2] ?? '1,2').split(',').map(Number);
-const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 160);
 /** POLICY='{"finishMargin": 0.1}' overrides fields of the default policy. */
 const POLICY = process.env['POLICY'] ? parsePolicy(process.env['POLICY'], 'POLICY.json') : DEFAULT_POLICY;
 const HORIZON_MS = POLICY.horizonMinutes * MINUTE;
@@ -78,15 +77,7 @@ function run(trace: Trace, name: PolicyName): Run {
 }
 
 for (const seed of SEEDS) {
-  const trace = makeTrace({
-    seed,
-    hosts: HOSTS,
-    historyDays: 7,
-    evalHours: 48,
-    arrivalHours: 40,
-    guestsPerHour: 40,
-    slack: [1.2, 2.5],
-  });
+  const trace = makeTrace(benchTrace(seed));
   const roam = run(trace, 'roam');
   const oracle = run(trace, 'oracle');
   const r = roam.result;

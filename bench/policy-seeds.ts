@@ -10,7 +10,7 @@ import type * as Availability from '../src/policy/availability.js';
 import { DEFAULT_POLICY, parsePolicy } from '../src/policy/config.js';
 import type * as Decide from '../src/policy/decide.js';
 import { CURRENT_CODE, POLICY_NAMES, simulate, type PolicyCode, type PolicyName } from './policy-sim.js';
-import { MINUTE, makeTrace } from './policy-trace.js';
+import { MINUTE, benchTrace, makeTrace } from './policy-trace.js';
 
 async function codeIn(dir: string | undefined): Promise<PolicyCode> {
   if (!dir) return CURRENT_CODE;
@@ -26,15 +26,7 @@ const policy = process.env['POLICY'] ? parsePolicy(process.env['POLICY'], 'POLIC
 const seeds = (process.argv[2] ?? '1,2').split(',').map(Number);
 const names = (process.argv[3]?.split(',') ?? POLICY_NAMES) as PolicyName[];
 for (const seed of seeds) {
-  const trace = makeTrace({
-    seed,
-    hosts: Number(process.env['BENCH_HOSTS'] ?? 160),
-    historyDays: 7,
-    evalHours: 48,
-    arrivalHours: 40,
-    guestsPerHour: 40,
-    slack: [1.2, 2.5],
-  });
+  const trace = makeTrace(benchTrace(seed));
   for (const name of names) {
     const r = simulate(trace, name, { code, stepMs: 10_000, refitMs: 30 * MINUTE, policy });
     console.log(

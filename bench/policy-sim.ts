@@ -72,6 +72,8 @@ export interface SimOptions {
  * What happened to a guest, for the observer. `pStay` is the round's model, to be asked during the
  * call only (absent for kills and for ends of moves, which come before the round).
  */
+type MoveEvent = Extract<SimEvent, { kind: 'move' }>;
+
 export type SimEvent =
   | {
       kind: 'place';
@@ -269,8 +271,16 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
     g.move = null;
   };
 
-  const startMove = (g: GuestState, to: string, backup: string | null, now: number, drain: boolean): void => {
-    g.move = { to, backup, end: now + moveMs(g.memoryBytes), drain };
+  const startMove = (
+    g: GuestState,
+    to: string,
+    backup: string | null,
+    now: number,
+    cause: MoveEvent['cause'],
+    told: Pick<MoveEvent, 'message' | 'pStay'> = {},
+  ): void => {
+    options.observe?.({ kind: 'move', now, guest: g.id, from: g.host, to, backup, cause, doneMs: g.doneMs, ...told });
+    g.move = { to, backup, end: now + moveMs(g.memoryBytes), drain: cause === 'drain' };
     result.migrations++;
   };
 
@@ -317,17 +327,7 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
             g.move = null;
             if (backup && name !== 'never' && hosts.get(backup)?.session) {
               result.backupMoves++;
-              startMove(g, backup, null, now, false);
-              options.observe?.({
-                kind: 'move',
-                now,
-                guest: g.id,
-                from: g.host,
-                to: backup,
-                backup: null,
-                cause: 'backup',
-                doneMs: g.doneMs,
-              });
+              startMove(g, backup, null, now, 'backup');
             }
           }
         }
@@ -430,20 +430,7 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
               : backup && hosts.get(backup)?.session
                 ? backup
                 : (moveTarget(g) ?? fastest(hostsNow, h.trace.id));
-          if (to) {
-            startMove(g, to, null, now, true);
-            options.observe?.({
-              kind: 'move',
-              now,
-              guest: g.id,
-              from: g.host,
-              to,
-              backup: null,
-              cause: 'drain',
-              doneMs: g.doneMs,
-              pStay,
-            });
-          }
+          if (to) startMove(g, to, null, now, 'drain', { pStay });
         }
       }
       // The oracle leaves a host in time, before it goes.
@@ -459,20 +446,7 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
               hostsNow.filter((h) => truthStay(h.id, now, moveMs(g.memoryBytes) + 3 * stepMs) === 1),
               g.host,
             );
-          if (to) {
-            startMove(g, to, null, now, false);
-            options.observe?.({
-              kind: 'move',
-              now,
-              guest: g.id,
-              from: g.host,
-              to,
-              backup: null,
-              cause: 'oracle',
-              doneMs: g.doneMs,
-              pStay,
-            });
-          }
+          if (to) startMove(g, to, null, now, 'oracle', { pStay });
         }
       }
       for (const d of decide(round, policy)) {
@@ -482,19 +456,7 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
         const to = name === 'random' ? randomHost(g, hostsNow, lowSince) : byName.get(d.to);
         const backup = d.backup === null ? null : (byName.get(d.backup) ?? null);
         if (!to) continue;
-        startMove(g, to, name === 'random' ? null : backup, now, false);
-        options.observe?.({
-          kind: 'move',
-          now,
-          guest: g.id,
-          from: g.host,
-          to,
-          backup: name === 'random' ? null : backup,
-          cause: 'decide',
-          doneMs: g.doneMs,
-          message: d.message,
-          pStay,
-        });
+        startMove(g, to, name === 'random' ? null : backup, now, 'decide', { message: d.message, pStay });
       }
     }
 

@@ -94,6 +94,22 @@ export interface TraceOptions {
   slack: [number, number];
 }
 
+/**
+ * The traces `npm run bench:policy` simulates (and its helper scripts, so that they see the same
+ * guests): 160 hosts unless BENCH_HOSTS says otherwise, a week of history, 48 h evaluated.
+ */
+export function benchTrace(seed: number): TraceOptions {
+  return {
+    seed,
+    hosts: Number(process.env['BENCH_HOSTS'] ?? 160),
+    historyDays: 7,
+    evalHours: 48,
+    arrivalHours: 40,
+    guestsPerHour: 40,
+    slack: [1.2, 2.5],
+  };
+}
+
 /** mulberry32: a small seeded generator (the trace must not depend on Math.random). */
 export function rng(seed: number): () => number {
   let a = seed >>> 0;

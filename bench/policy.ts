@@ -38,12 +38,11 @@ import {
   type PolicyCode,
   type SimResult,
 } from './policy-sim.js';
-import { MINUTE, makeTrace, type TraceOptions } from './policy-trace.js';
+import { MINUTE, benchTrace, makeTrace } from './policy-trace.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const COMMAND = 'npm run bench:policy';
 const SEEDS = (process.env['BENCH_SEEDS'] ?? '1,2').split(',').map(Number);
-const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 160);
 const CONTROLLERS = Number(process.env['BENCH_CONTROLLERS'] ?? 2000);
 const GENERATORS = Number(process.env['BENCH_GENERATORS'] ?? 2);
 const WINDOW_S = Number(process.env['BENCH_WINDOW_S'] ?? 20);
@@ -51,14 +50,7 @@ const BEFORE = process.env['ROAM_BENCH_BEFORE'] ?? '4720082';
 const SKIP = new Set((process.env['BENCH_SKIP'] ?? '').split(',').filter(Boolean));
 const STEP_MS = 10_000;
 const REFIT_MS = 30 * MINUTE;
-const TRACE: Omit<TraceOptions, 'seed'> = {
-  hosts: HOSTS,
-  historyDays: 7,
-  evalHours: 48,
-  arrivalHours: 40,
-  guestsPerHour: 40,
-  slack: [1.2, 2.5],
-};
+const TRACE = benchTrace(0);
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 const f1 = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
@@ -99,7 +91,7 @@ function runSim(before: { code: PolicyCode } | undefined): SimPart {
   const results: SimResult[][] = [];
   const accuracy: Accuracy[] = [];
   for (const seed of SEEDS) {
-    const trace = makeTrace({ seed, ...TRACE });
+    const trace = makeTrace(benchTrace(seed));
     const row: SimResult[] = [];
     for (const name of POLICY_NAMES) {
       const r = simulate(trace, name, {
@@ -430,7 +422,7 @@ async function report(
     lines.push(
       `### Simulator (${SEEDS.length} trace(s), seeds ${SEEDS.join(', ')}; totals over them)`,
       '',
-      `Each trace: ${HOSTS} hosts, ${TRACE.historyDays} days of history (the model's training data), then ` +
+      `Each trace: ${TRACE.hosts} hosts, ${TRACE.historyDays} days of history (the model's training data), then ` +
         `${TRACE.evalHours} h simulated in ${STEP_MS / 1000} s steps with guests arriving over the first ` +
         `${TRACE.arrivalHours} h at ${TRACE.guestsPerHour}/h (work log-normal, median 45 min at score 1; deadline = ` +
         `arrival + work x U(${TRACE.slack[0]}, ${TRACE.slack[1]})). Default policy. Model refitted every ` +
