@@ -425,9 +425,9 @@ export function placePolls(
     setName(e: ExpressionRef, name: string): void;
   };
   const blockAcc = accessors(api, 'Block');
-  const children = (e: ExpressionRef) => slotsOf(w, e).map((s) => s.expr);
+  const childExprs = (e: ExpressionRef) => slotsOf(w, e).map((s) => s.expr);
   const hids = hoistIds(api);
-  const hoisted = hoistableLoops(api, hids, fn.body, children, (l) => loopName(api, l) !== null);
+  const hoisted = hoistableLoops(api, hids, fn.body, childExprs, (l) => loopName(api, l) !== null);
   const parents = new Set(hoisted.values());
   const at = parents.size > 0 ? addVar(api, ref, i32) : -1;
   /** The poll sites of parent loops whose inner loops poll through them (hoist.ts). */
@@ -516,7 +516,7 @@ export function placePolls(
     hoistedLoops += site.inner.length;
     const loop = blockAcc['getChildAt']?.(site.pollBlock, 0) ?? 0;
     site.body = blockAcc['getChildAt']?.(loopAcc.getBody(loop), 1) ?? 0;
-    const resume = resumeBlock(api, mod, hids, site, children, (base) => `${base}__roam_copy${copies++}`);
+    const resume = resumeBlock(api, mod, hids, site, childExprs, (base) => `${base}__roam_copy${copies++}`);
     blockAcc['insertChildAt']?.(site.pollBlock, 0, resume);
   }
   return { loops, hoisted: hoistedLoops };
