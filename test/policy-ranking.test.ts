@@ -14,6 +14,7 @@ import {
   UtilityMonitor,
   chanceToBeDone,
   chanceToFinish,
+  LISTED_CANDIDATES,
   decide,
   placeGuest,
   rankCandidates,
@@ -282,7 +283,8 @@ describe('decision round against the reference', () => {
             pFinish: c.pFinish,
             rejected: c.rejected ?? null,
           }));
-          assert.deepEqual(d.data['candidates'], expected);
+          assert.deepEqual(d.data['candidates'], expected.slice(0, LISTED_CANDIDATES));
+          assert.equal(d.data['candidatesTotal'], expected.length);
           if (d.kind === 'move') {
             const usable = expected.filter((c) => c.rejected === null);
             assert.equal(d.to, usable[0]?.host);

@@ -537,13 +537,13 @@ export function decide(round: Round, policy: Policy): Decision[] {
       if (!best || !weighed?.move) {
         const why = best
           ? `the best candidate ${best.host.name}: ${weighed?.why ?? ''}`
-          : `no candidate: ${Array.from(ranked, (i) => `${(round.hosts[i] as HostSnapshot).name} (${rejection(a, i) ?? '?'})`).join(', ') || 'no other host'}`;
+          : `no candidate: ${noCandidate(a, ranked)}`;
         decisions.push(
           declined(source, guest, `${trigger}; ${guest.name} stays: ${why}`, {
             utility: u,
             reason: weighed?.reason ?? 'no-candidate',
             hereFinish,
-            candidates: summaries(a, ranked),
+            ...summaries(a, ranked),
           }),
         );
         continue;
@@ -574,7 +574,7 @@ export function decide(round: Round, policy: Policy): Decision[] {
           hereFinish,
           late: a.late,
           backup,
-          candidates: summaries(a, ranked),
+          ...summaries(a, ranked),
         },
       });
       budget--;
@@ -615,14 +615,36 @@ function declined(
   return { kind: 'declined', hostId: host.id, guestId: guest.id, message, data };
 }
 
-/** The ranked candidates as a decision's data says them. */
-function summaries(a: Assessment, ranked: Int32Array): Array<Record<string, unknown>> {
+/**
+ * How many of the ranked candidates a decision names, best first (usable ones come first). With
+ * thousands of hosts, the whole list made each event about a megabyte in the proxy's log.
+ */
+export const LISTED_CANDIDATES = 20;
+
+/** The best ranked candidates as a decision's data says them, and how many there were in all. */
+function summaries(
+  a: Assessment,
+  ranked: Int32Array,
+): { candidates: Array<Record<string, unknown>>; candidatesTotal: number } {
   const { hosts, pFinish } = a;
-  return Array.from(ranked, (i) => ({
+  const candidates = Array.from(ranked.subarray(0, LISTED_CANDIDATES), (i) => ({
     host: (hosts.round.hosts[i] as HostSnapshot).name,
     speed: hosts.speed[i] ?? 0,
     pStay: hosts.pStay(i),
     pFinish: pFinish ? (pFinish[i] ?? 0) : null,
     rejected: rejection(a, i) ?? null,
   }));
+  return { candidates, candidatesTotal: ranked.length };
+}
+
+/** Why no candidate can take the guest, for a message: the first few hosts, and how many more. */
+function noCandidate(a: Assessment, ranked: Int32Array): string {
+  const shown = Array.from(
+    ranked.subarray(0, 10),
+    (i) => `${(a.hosts.round.hosts[i] as HostSnapshot).name} (${rejection(a, i) ?? '?'})`,
+  );
+  if (shown.length === 0) return 'no other host';
+  return ranked.length > shown.length
+    ? `${shown.join(', ')} and ${ranked.length - shown.length} more`
+    : shown.join(', ');
 }
