@@ -59,27 +59,26 @@ export class Survival {
 
   /** How many of the sessions lasted beyond t (ended or still running): the evidence S(.)/S(t) rests on. */
   atRisk(t: number): number {
-    let lo = 0;
-    let hi = this.durations.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((this.durations[mid] ?? 0) <= t) lo = mid + 1;
-      else hi = mid;
-    }
-    return this.durations.length - lo;
+    return this.durations.length - countAtMost(this.durations, t);
   }
 
   /** S(t): the probability of lasting beyond t. */
   at(t: number): number {
-    let lo = 0;
-    let hi = this.times.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((this.times[mid] ?? 0) <= t) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo === 0 ? 1 : (this.values[lo - 1] ?? 1);
+    const n = countAtMost(this.times, t);
+    return n === 0 ? 1 : (this.values[n - 1] ?? 1);
   }
+}
+
+/** How many values of an ascending array are at most t (binary search). */
+function countAtMost(sorted: ArrayLike<number>, t: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((sorted[mid] ?? 0) <= t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 const DEPARTURES = new Set(['left', 'evicted', 'disconnected']);

@@ -626,14 +626,10 @@ function summaries(
   a: Assessment,
   ranked: Int32Array,
 ): { candidates: Array<Record<string, unknown>>; candidatesTotal: number } {
-  const { hosts, pFinish } = a;
-  const candidates = Array.from(ranked.subarray(0, LISTED_CANDIDATES), (i) => ({
-    host: (hosts.round.hosts[i] as HostSnapshot).name,
-    speed: hosts.speed[i] ?? 0,
-    pStay: hosts.pStay(i),
-    pFinish: pFinish ? (pFinish[i] ?? 0) : null,
-    rejected: rejection(a, i) ?? null,
-  }));
+  const candidates = Array.from(ranked.subarray(0, LISTED_CANDIDATES), (i) => {
+    const c = candidate(a, i);
+    return { host: c.host.name, speed: c.speed, pStay: c.pStay, pFinish: c.pFinish, rejected: c.rejected ?? null };
+  });
   return { candidates, candidatesTotal: ranked.length };
 }
 

@@ -24,17 +24,13 @@ import { accessors, type Binaryen, type BinaryenModule, type ExpressionRef } fro
 /** Largest parent loop body (expressions) whose continuations are copied. */
 export const HOIST_MAX_BODY = 4000;
 
+/** The expression ids the hoisting walks need (polls.ts's `walker` has them). */
 export interface HoistIds {
   block: number;
   if: number;
   loop: number;
   break: number;
   switch: number;
-}
-
-export function hoistIds(api: Binaryen): HoistIds {
-  const id = (name: string) => (api[`${name}Id`] as number | undefined) ?? -1;
-  return { block: id('Block'), if: id('If'), loop: id('Loop'), break: id('Break'), switch: id('Switch') };
 }
 
 /**

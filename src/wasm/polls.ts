@@ -33,7 +33,7 @@ import {
   type Type,
 } from './binaryen.js';
 import { featureOfExpression, malformedModule, refuse } from './features.js';
-import { hoistIds, hoistableLoops, resumeBlock, type ResumeSite } from './hoist.js';
+import { hoistableLoops, resumeBlock, type HoistIds, type ResumeSite } from './hoist.js';
 
 /** One child of an expression, and how to put another expression in its place. */
 interface Slot {
@@ -48,8 +48,7 @@ export interface Walker {
   slots: Map<number, SlotsOf>;
   /** Every expression class id binaryen knows, by name (for error messages). */
   names: Map<number, string>;
-  ids: {
-    loop: number;
+  ids: HoistIds & {
     call: number;
     callIndirect: number;
     load: number;
@@ -159,6 +158,10 @@ export function walker(api: Binaryen): Walker {
     names: idNames(api),
     ids: {
       loop: id('Loop'),
+      block: id('Block'),
+      if: id('If'),
+      break: id('Break'),
+      switch: id('Switch'),
       call: id('Call'),
       callIndirect: id('CallIndirect'),
       load: id('Load'),
@@ -426,8 +429,7 @@ export function placePolls(
   };
   const blockAcc = accessors(api, 'Block');
   const childExprs = (e: ExpressionRef) => slotsOf(w, e).map((s) => s.expr);
-  const hids = hoistIds(api);
-  const hoisted = hoistableLoops(api, hids, fn.body, childExprs, (l) => loopName(api, l) !== null);
+  const hoisted = hoistableLoops(api, ids, fn.body, childExprs, (l) => loopName(api, l) !== null);
   const parents = new Set(hoisted.values());
   const at = parents.size > 0 ? addVar(api, ref, i32) : -1;
   /** The poll sites of parent loops whose inner loops poll through them (hoist.ts). */
@@ -516,7 +518,7 @@ export function placePolls(
     hoistedLoops += site.inner.length;
     const loop = blockAcc['getChildAt']?.(site.pollBlock, 0) ?? 0;
     site.body = blockAcc['getChildAt']?.(loopAcc.getBody(loop), 1) ?? 0;
-    const resume = resumeBlock(api, mod, hids, site, childExprs, (base) => `${base}__roam_copy${copies++}`);
+    const resume = resumeBlock(api, mod, ids, site, childExprs, (base) => `${base}__roam_copy${copies++}`);
     blockAcc['insertChildAt']?.(site.pollBlock, 0, resume);
   }
   return { loops, hoisted: hoistedLoops };
