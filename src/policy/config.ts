@@ -30,16 +30,16 @@ export const policySchema = z.strictObject({
   /** After a move, a guest stays put at least this long. */
   cooldownSeconds: z.number().min(0).max(86_400).default(60),
   /**
-   * A guest with a deadline that can still finish in time where it is moves only for a chance to
-   * finish in time at least this much higher (if the new host leaves, its work so far is lost);
-   * being faster is no reason by itself.
-   */
-  /**
    * A deadline guest is not held to `minStayProbability`, but a host where its chance to finish in
    * time is below this counts as one where it cannot (a near-certain restart is no chance); if no
    * host is left, the guest is too late everywhere and goes where it is likely to finish at all.
    */
   minFinishProbability: fraction.default(0.1),
+  /**
+   * A guest with a deadline that can still finish in time where it is moves only for a chance to
+   * finish in time at least this much higher (if the new host leaves, its work so far is lost);
+   * being faster is no reason by itself.
+   */
   finishMargin: fraction.default(0.05),
   /**
    * ...unless it would finish there with less than this share of its work's time to spare (at the
@@ -61,6 +61,14 @@ export const policySchema = z.strictObject({
   /** Moves under way at once, fleet-wide. */
   maxConcurrentMoves: z.int().min(1).max(1000).default(2),
   precopy: z.boolean().default(true),
+  /**
+   * How often each running guest's image is copied to the proxy (0: never). A host that leaves
+   * without a drain (it crashed, lost power, was cut off) then costs its guests at most this much
+   * work: each resumes from its last image on its backup host, or the best host the policy finds.
+   */
+  backupEverySeconds: z.number().min(0).max(86_400).default(300),
+  /** Backup images being taken at once, fleet-wide (each is a guest's whole memory on the wire). */
+  maxConcurrentBackups: z.int().min(1).max(1000).default(2),
 });
 
 export type Policy = z.infer<typeof policySchema>;
