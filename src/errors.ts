@@ -18,6 +18,8 @@ export type RoamErrorCode =
   | 'ROAM_ERR_IMAGE_VERSION'
   | 'ROAM_ERR_IMAGE_TOO_LARGE'
   | 'ROAM_ERR_IMAGE_MALFORMED'
+  // an image carried on a link stream (a backup image) that did not arrive whole
+  | 'ROAM_ERR_IMAGE_TRANSFER'
   // virtual file system
   | 'ROAM_ERR_VFS_IMAGE'
   // WebAssembly guests: a module that is not valid, or that uses a feature Roam cannot capture

@@ -142,12 +142,12 @@ test('run bundles the program, deploys it and says where it runs; ps lists it', 
 
   const ps = await roam('ps');
   assert.equal(ps.code, 0, ps.stderr);
-  const columns = ['NAME', 'KIND', 'STATE', 'HOST', 'PUBLISHED', 'MEMORY', 'CPU', 'STREAMS', 'SINCE', 'ID'];
+  const columns = ['NAME', 'KIND', 'STATE', 'HOST', 'PUBLISHED', 'MEMORY', 'CPU', 'STREAMS', 'SINCE', 'IMAGE', 'ID'];
   assert.match(ps.stdout, new RegExp(`^${columns.join(' +')}\\n`));
   assertAligned(ps.stdout, columns, ['MEMORY', 'CPU', 'STREAMS']);
   assert.match(
     ps.stdout,
-    /\nweb +js +running +host-a +tcp 8080->80, udp 5353->53, tcp 9000 +21\.0 MiB +1\.2 s +0 +3m ago +9d1e0000\n/,
+    /\nweb +js +running +host-a +tcp 8080->80, udp 5353->53, tcp 9000 +21\.0 MiB +1\.2 s +0 +3m ago +- +9d1e0000\n/,
   );
   assert.match(ps.stdout, /\nweb2 +js +running +host-b /);
   const json = await roam('ps', '--json');

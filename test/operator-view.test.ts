@@ -141,6 +141,7 @@ class Table implements MetricsSource {
       memoryBytes: 4096,
       cpuMs: 1,
       streams: 1,
+      image: null,
     },
   ];
   streamList: StreamView[] = [

@@ -106,6 +106,9 @@ const MESSAGES: ControlMessage[] = [
   },
   { type: 'drain', reason: 'SIGTERM' },
   { type: 'drained', moved: 2, failed: 0 },
+  { type: 'backup', guestId: 'g-1' },
+  { type: 'backupFailed', guestId: 'g-1', code: 'ROAM_ERR_GUEST_STATE', message: 'the guest is moving' },
+  { type: 'restore', guestId: 'g-1', name: 'web', takenAt: 1_790_000_000_000 },
 ];
 
 function roundTrip(message: ControlMessage): ControlMessage {

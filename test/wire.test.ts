@@ -81,6 +81,7 @@ const SAMPLES: Frame[] = [
     port: 80,
     remote: { address: '2001:db8::1', port: 54321, family: 'IPv6' },
   },
+  { type: 'open', streamId: 3, window: DEFAULT_STREAM_WINDOW, guest: 'web-1', direction: 'image', bytes: 2 ** 32 + 1 },
   { type: 'openOk', streamId: 1, window: MAX_U32 },
   { type: 'openFail', streamId: 2, code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 10.0.0.9:5432' },
   { type: 'data', streamId: 1, payload: text('hello, world') },
@@ -604,6 +605,10 @@ describe('JSON payloads', () => {
       /protocol/,
     );
     assert.equal(err.streamId, 5);
+    // An image stream announces its length: none, or more than the limit, is refused.
+    for (const image of ['{"guest":"g","direction":"image"}', `{"guest":"g","direction":"image","bytes":${2 ** 40}}`]) {
+      expectWireError(() => decodeFrame(jsonFrame(FrameType.OPEN, image, 7, 1)), 'WIRE_BAD_MESSAGE', /bytes/);
+    }
     expectWireError(
       () => decodeFrame(jsonFrame(FrameType.RST, '{"code":"","message":"x"}', 5)),
       'WIRE_BAD_MESSAGE',

@@ -85,6 +85,7 @@ export function guestsTable(guests: GuestView[], now = Date.now()): string {
       formatMs(g.cpuMs),
       String(g.streams),
       formatAgo(g.since, now),
+      formatAgo(g.image?.takenAt, now),
       shortId(g.id),
     ]);
   return renderTable(
@@ -98,6 +99,7 @@ export function guestsTable(guests: GuestView[], now = Date.now()): string {
       { header: 'CPU', align: 'right' },
       { header: 'STREAMS', align: 'right' },
       { header: 'SINCE' },
+      { header: 'IMAGE' },
       { header: 'ID' },
     ],
     rows,

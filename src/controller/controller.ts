@@ -12,9 +12,19 @@ import { WasmGuest } from '../wasm/guest.js';
 import { LinkSession } from '../link/session.js';
 import type { LinkStream } from '../link/stream.js';
 import { ROAM_VERSION } from '../version.js';
-import type { ConnectionFrame, ControlMessage, DeployMessage, OpenFrame, ReportMessage } from '../wire/index.js';
+import { readImage, writeImage } from '../link/image-stream.js';
+import type {
+  ConnectionFrame,
+  ControlMessage,
+  DeployMessage,
+  ImageOpenFrame,
+  OpenFrame,
+  ReportMessage,
+  RestoreMessage,
+} from '../wire/index.js';
 import type { HostGuest } from './hosted.js';
 import { hostIdentity } from './identity.js';
+import { resumeFromImage, takeImage } from './images.js';
 import { HostSampler, measureBenchmark } from './metrics/index.js';
 import { Moves } from './moves.js';
 import { TunnelNetwork, type TunnelLink } from './tunnel-network.js';
@@ -57,6 +67,8 @@ const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 const MAX_STREAM_ID = 0xffff_fffe;
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5000;
+/** How long a restore waits for its image stream, and the image for its last byte. */
+const RESTORE_TIMEOUT_MS = 120_000;
 
 export class Controller implements TunnelLink {
   readonly hostId: string;
@@ -81,6 +93,10 @@ export class Controller implements TunnelLink {
   private drained: (() => void) | undefined;
   private joinedOnce: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private readonly log: (line: string, fields?: ControllerLogFields) => void;
+  /** Guests whose backup image is being taken or sent (one at a time per guest). */
+  private readonly imaging = new Set<string>();
+  /** Restores the proxy asked for, waiting for their image stream. */
+  private readonly restores = new Map<string, { message: RestoreMessage; timer: NodeJS.Timeout }>();
 
   private constructor(private readonly options: ControllerOptions) {
     this.hostId = hostIdentity(options.dataDir);
@@ -188,6 +204,7 @@ export class Controller implements TunnelLink {
         }
       },
       onOpen: (frame: OpenFrame) => this.onInbound(session, frame),
+      onImage: (frame: ImageOpenFrame) => void this.onImage(session, frame),
       onDatagram: (flowId: number, payload: Uint8Array) => this.flows.get(flowId)?.deliverDatagram(flowId, payload),
       onFlowReset: (flowId: number) => {
         this.flows.get(flowId)?.forgetFlow(flowId);
@@ -280,6 +297,15 @@ export class Controller implements TunnelLink {
       case 'deploy':
         void this.deploy(message);
         return;
+      case 'backup':
+        void this.backup(message.guestId);
+        return;
+      case 'restore': {
+        clearTimeout(this.restores.get(message.guestId)?.timer);
+        const timer = setTimeout(() => this.restores.delete(message.guestId), RESTORE_TIMEOUT_MS).unref();
+        this.restores.set(message.guestId, { message, timer });
+        return;
+      }
       case 'stop': {
         const hosted = this.guests.get(message.guestId);
         hosted?.guest.stop('killed', 137);
@@ -314,6 +340,77 @@ export class Controller implements TunnelLink {
       this.guests.set(message.guestId, { guest, movable: moveSource(guest), network });
       void guest.exited.then((exit) => this.onExit(message.guestId, exit));
       this.log(`started guest ${message.name}`, { guest: message.guestId });
+      this.control({ type: 'deployed', guestId: message.guestId });
+    } catch (err) {
+      this.control({
+        type: 'deployFailed',
+        guestId: message.guestId,
+        code: err instanceof RoamError ? err.code : 'ROAM_ERR_SANDBOX',
+        message: (err as Error).message.slice(0, 1000),
+      });
+    }
+  }
+
+  // --- backup images ---
+
+  /** Takes an image of a running guest (it pauses for the capture only) and sends it to the proxy. */
+  private async backup(guestId: string): Promise<void> {
+    const hosted = this.guests.get(guestId);
+    const refuse = (code: string, message: string): void =>
+      this.control({ type: 'backupFailed', guestId, code, message: message.slice(0, 1000) });
+    if (!hosted || hosted.guest.state !== 'running' || this.moves.isLeaving(guestId) || this.imaging.has(guestId)) {
+      refuse('ROAM_ERR_GUEST_STATE', `guest ${guestId} is not running here, or is moving, or is being imaged`);
+      return;
+    }
+    const session = this.session;
+    this.imaging.add(guestId);
+    try {
+      const t0 = performance.now();
+      const { bytes, pauseMs } = await takeImage(hosted.guest);
+      if (!session?.isOpen) throw new RoamError('ROAM_ERR_HOST_UNREACHABLE', 'the proxy went away');
+      const stream = await session.open(this.allocateId(), { guest: guestId, direction: 'image', bytes: bytes.length });
+      this.track(stream);
+      await writeImage(stream, bytes);
+      this.log(
+        `sent a backup image of ${hosted.guest.name}: ${(bytes.length / 1048576).toFixed(1)} MiB, ` +
+          `paused ${pauseMs.toFixed(1)} ms, ${(performance.now() - t0).toFixed(0)} ms in all`,
+        { guest: guestId },
+      );
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      refuse(e.code ?? 'ROAM_ERR_IMAGE_TRANSFER', e.message);
+    } finally {
+      this.imaging.delete(guestId);
+    }
+  }
+
+  /**
+   * The image of a guest the proxy asked this host to resume (its own host was lost): read it,
+   * resume the guest from it, and answer as a deploy is answered.
+   */
+  private async onImage(session: LinkSession, frame: ImageOpenFrame): Promise<void> {
+    const pending = this.restores.get(frame.guest);
+    if (!pending || this.guests.has(frame.guest)) {
+      session.reject(frame, 'ROAM_ERR_CONFLICT', `no restore of guest ${frame.guest} is expected here`);
+      return;
+    }
+    clearTimeout(pending.timer);
+    this.restores.delete(frame.guest);
+    const { message } = pending;
+    const stream = session.accept(frame);
+    this.track(stream);
+    try {
+      const bytes = await readImage(stream, frame.bytes, RESTORE_TIMEOUT_MS);
+      const network = new TunnelNetwork(message.guestId, this, { fromBackup: true });
+      const guest = await resumeFromImage(bytes, network, this.closed.signal);
+      if (guest.id !== message.guestId) {
+        guest.stop();
+        throw new RoamError('ROAM_ERR_IMAGE_MALFORMED', `the image is of guest ${guest.id}, not ${message.guestId}`);
+      }
+      this.guests.set(guest.id, { guest, movable: moveSource(guest), network });
+      void guest.exited.then((exit) => this.onExit(guest.id, exit));
+      const age = Math.max(0, Math.round((Date.now() - message.takenAt) / 1000));
+      this.log(`resumed ${message.name} from its backup image, taken ${age} s ago`, { guest: guest.id });
       this.control({ type: 'deployed', guestId: message.guestId });
     } catch (err) {
       this.control({

@@ -50,7 +50,9 @@ interface FlowInfo {
 const EPHEMERAL_FIRST = 49152;
 
 export class TunnelNetwork implements VirtualNetwork {
-  readonly carriesConnectionsAcrossRestore = true;
+  /** False for a guest resumed from a backup image: its connections ended with its lost host. */
+  readonly carriesConnectionsAcrossRestore: boolean;
+  readonly whyConnectionsEnd: string | undefined;
   private readonly listeners = new Map<number, (connection: VirtualConnection) => void>();
   private readonly udp = new Map<number, UdpBinding>();
   private readonly flows = new Map<number, FlowInfo>();
@@ -63,7 +65,13 @@ export class TunnelNetwork implements VirtualNetwork {
   constructor(
     private readonly guestId: string,
     private readonly link: TunnelLink,
-  ) {}
+    options: { fromBackup?: boolean } = {},
+  ) {
+    this.carriesConnectionsAcrossRestore = options.fromBackup !== true;
+    this.whyConnectionsEnd = options.fromBackup
+      ? 'the guest resumed from its backup image on another host: its host was lost, and the connection with it'
+      : undefined;
+  }
 
   listen(
     request: { port: number; host: string | null },

@@ -18,8 +18,10 @@ import {
   type AttachFrame,
   type AttachInfo,
   type ConnectionFrame,
+  type ConnectionOpenInfo,
   type Frame,
   type FrameLimits,
+  type ImageOpenFrame,
   type OpenFrame,
   type StreamOpenInfo,
 } from '../wire/index.js';
@@ -60,6 +62,8 @@ export interface SessionHandler {
   onFrame(frame: ConnectionFrame): void;
   /** The peer opens a stream: call `session.accept(frame)` or `session.reject(frame, ...)`. */
   onOpen?(frame: OpenFrame): void;
+  /** The peer opens a stream that carries a checkpoint image: accept or reject it the same way. */
+  onImage?(frame: ImageOpenFrame): void;
   /** The peer re-attaches a stream it had on an earlier session: call `session.resume(...)`. */
   onAttach?(frame: AttachFrame): void;
   /** The session ended (its streams are detached, not destroyed). */
@@ -153,7 +157,7 @@ export class LinkSession implements StreamCarrier {
   }
 
   /** Opens a UDP flow (datagrams, unreliable); resolves when the peer accepts it. */
-  openFlow(flowId: number, info: StreamOpenInfo): Promise<void> {
+  openFlow(flowId: number, info: ConnectionOpenInfo): Promise<void> {
     return new Promise((resolve, reject) => {
       this.flowsOpening.set(flowId, { resolve, reject });
       this.write(encodeFrame({ type: 'open', streamId: flowId, window: this.window, ...info }));
@@ -173,7 +177,7 @@ export class LinkSession implements StreamCarrier {
     return true;
   }
 
-  accept(frame: OpenFrame): LinkStream {
+  accept(frame: OpenFrame | ImageOpenFrame): LinkStream {
     const stream = new LinkStream(frame.streamId, { window: this.window, carrier: this });
     stream.setPeerWindow(frame.window);
     this.adopt(stream);
@@ -181,7 +185,7 @@ export class LinkSession implements StreamCarrier {
     return stream;
   }
 
-  reject(frame: OpenFrame, code: string, message: string): void {
+  reject(frame: OpenFrame | ImageOpenFrame, code: string, message: string): void {
     this.write(encodeFrame({ type: 'openFail', streamId: frame.streamId, code, message }));
   }
 
@@ -428,7 +432,10 @@ export class LinkSession implements StreamCarrier {
           this.reject(frame, 'ROAM_STREAM_EXISTS', `stream ${frame.streamId} is already open`);
           return;
         }
-        if (this.handler.onOpen) this.handler.onOpen(frame);
+        if (frame.direction === 'image') {
+          if (this.handler.onImage) this.handler.onImage(frame);
+          else this.reject(frame, 'ROAM_STREAM_REFUSED', 'this side does not take images');
+        } else if (this.handler.onOpen) this.handler.onOpen(frame);
         else this.reject(frame, 'ROAM_STREAM_REFUSED', 'this side does not accept streams');
         return;
       case 'openOk': {

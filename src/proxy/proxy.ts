@@ -12,6 +12,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { tokenMatches } from '../common/secrets.js';
 import { RoamError, type RoamErrorCode } from '../errors.js';
+import { writeImage } from '../link/image-stream.js';
 import { LinkSession } from '../link/session.js';
 import type { LinkStream } from '../link/stream.js';
 import { ROAM_VERSION } from '../version.js';
@@ -21,10 +22,12 @@ import type {
   ControlMessage,
   JoinMessage,
   LogsResultMessage,
+  ImageOpenFrame,
   OpenFrame,
   ReportMessage,
 } from '../wire/index.js';
 import type { ProxyConfig } from './config.js';
+import { BackupImages } from './backups.js';
 import { ControlPlane, type PolicyStatus } from './control-plane.js';
 import { Migrations } from './migrations.js';
 import { relay } from './relay.js';
@@ -167,6 +170,9 @@ export class Proxy implements ProxyOperations {
     },
     event: (kind, message, ids, data) => this.event(kind, message, ids, data),
   });
+  private readonly backups: BackupImages;
+  /** Hosts that lost a guest which since resumed elsewhere from its image: their copy must stop. */
+  private readonly fenced = new Map<string, Set<string>>();
   private controlServer: net.Server | undefined;
   private housekeeping: NodeJS.Timeout | undefined;
   private closed = false;
@@ -213,6 +219,19 @@ export class Proxy implements ProxyOperations {
       },
       event: (kind, message, ids, data) => this.event(kind, message, ids, data),
     });
+    this.backups = new BackupImages(join(config.dataDir, 'images'), {
+      candidates: () =>
+        [...this.guestTable.values()]
+          .filter((g) => g.state === 'running' && g.hostId !== null && !this.migrations.pendingFor(g.id))
+          .map((g) => ({ id: g.id, name: g.name, hostId: g.hostId as string, since: g.since })),
+      request: (hostId, guestId) => {
+        const host = this.hostTable.get(hostId);
+        if (!host?.session?.isOpen || host.state !== 'up') return false;
+        this.control(host, { type: 'backup', guestId });
+        return true;
+      },
+      event: (kind, message, ids, data) => this.event(kind, message, ids, data),
+    });
   }
 
   static async start(config: ProxyConfig): Promise<Proxy> {
@@ -223,6 +242,8 @@ export class Proxy implements ProxyOperations {
     proxy.housekeeping = setInterval(() => {
       proxy.checkHosts();
       proxy.controlPlane.tick();
+      const { backupEverySeconds, maxConcurrentBackups } = config.policy;
+      proxy.backups.tick(Date.now(), backupEverySeconds, maxConcurrentBackups);
     }, config.reportIntervalMs).unref();
     proxy.event('proxy.started', `proxy ${config.name} started (Roam ${ROAM_VERSION})`);
     return proxy;
@@ -233,6 +254,7 @@ export class Proxy implements ProxyOperations {
     this.closed = true;
     clearInterval(this.housekeeping);
     this.migrations.close();
+    this.backups.close();
     this.udp.close();
     for (const guest of this.guestTable.values()) this.closeListeners(guest);
     for (const host of this.hostTable.values()) host.session?.destroy();
@@ -534,6 +556,10 @@ export class Proxy implements ProxyOperations {
           if (host) this.openOutbound(host, session, frame);
           else session.reject(frame, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
         },
+        onImage: (frame: ImageOpenFrame) => {
+          if (host) void this.backups.receive(host.id, session, frame);
+          else session.reject(frame, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
+        },
         onDatagram: (flowId: number, payload: Uint8Array) => {
           if (host) this.udp.fromHost(flowId, payload);
         },
@@ -651,8 +677,14 @@ export class Proxy implements ProxyOperations {
         hostId: host.id,
       },
     );
-    for (const guest of this.guestTable.values()) {
-      if (guest.hostId !== host.id || guest.state !== 'running') continue;
+    const lost = [...this.guestTable.values()].filter((g) => g.hostId === host.id && g.state === 'running');
+    for (const s of this.streamTable.values()) {
+      if (this.guestTable.get(s.guestId)?.hostId === host.id) {
+        s.socket.destroy();
+        s.link.destroy();
+      }
+    }
+    for (const guest of lost) {
       this.closeListeners(guest);
       this.setGuestState(guest, 'lost');
       this.event('guest.lost', `${guest.name} was lost with its host ${host.name}`, {
@@ -660,12 +692,83 @@ export class Proxy implements ProxyOperations {
         guestId: guest.id,
       });
     }
-    for (const s of this.streamTable.values()) {
-      if (this.guestTable.get(s.guestId)?.hostId === host.id) {
-        s.socket.destroy();
-        s.link.destroy();
+    void this.restoreLost(host, lost, `${host.name} was evicted`);
+  }
+
+  /**
+   * Guests lost with their host resume from their newest backup image elsewhere, one after another:
+   * on the backup host named at their last move if it is up, else where the policy would move them.
+   * The lost host, should it come back, is told to stop its copies.
+   */
+  private async restoreLost(lostHost: HostEntry, guests: GuestEntry[], why: string): Promise<void> {
+    for (const guest of guests) {
+      const record = this.backups.record(guest.id);
+      if (!record || guest.state !== 'lost' || this.closed) continue;
+      let fenced = this.fenced.get(lostHost.id);
+      if (!fenced) this.fenced.set(lostHost.id, (fenced = new Set()));
+      fenced.add(guest.id);
+      const backup = this.controlPlane.backupFor(guest.id);
+      let target: HostEntry;
+      try {
+        target = this.place(backup && this.isUp(backup) ? backup : this.controlPlane.moveTarget(guest.id), lostHost.id);
+      } catch (err) {
+        this.event('guest.lost', `${guest.name} cannot resume from its image: ${(err as Error).message}`, {
+          guestId: guest.id,
+        });
+        continue;
+      }
+      const age = Math.round((Date.now() - record.takenAt) / 1000);
+      try {
+        const image = await this.backups.read(guest.id);
+        guest.hostId = target.id;
+        this.setGuestState(guest, 'starting');
+        await this.sendRestore(target, guest, record.takenAt, image);
+        await this.openListeners(guest);
+        this.setGuestState(guest, 'running');
+        this.event(
+          'guest.restored',
+          `${guest.name} resumed on ${target.name} from its backup image of ${age} s ago (${why}); ` +
+            `its work since then and its open connections were lost`,
+          { hostId: target.id, guestId: guest.id },
+          { from: lostHost.name, to: target.name, imageAgeSeconds: age, imageBytes: record.bytes },
+        );
+      } catch (err) {
+        this.closeListeners(guest);
+        guest.hostId = lostHost.id;
+        this.setGuestState(guest, 'lost');
+        this.event(
+          'guest.lost',
+          `${guest.name} could not resume on ${target.name} from its backup image: ${(err as Error).message}`,
+          { hostId: target.id, guestId: guest.id },
+        );
       }
     }
+  }
+
+  private isUp(name: string): boolean {
+    return [...this.hostTable.values()].some((h) => h.name === name && h.state === 'up' && h.session?.isOpen);
+  }
+
+  /** Sends a restore and the image after it; resolves when the host answers `deployed`. */
+  private async sendRestore(host: HostEntry, guest: GuestEntry, takenAt: number, image: Uint8Array): Promise<void> {
+    const session = host.session;
+    if (!session?.isOpen) throw new RoamError('ROAM_ERR_HOST_UNREACHABLE', `${host.name} is not connected`);
+    const started = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.deploys.delete(guest.id);
+        reject(new RoamError('ROAM_ERR_TIMEOUT', `${host.name} did not resume ${guest.name} within 120 s`));
+      }, 120_000);
+      this.deploys.set(guest.id, { resolve, reject, timer });
+    });
+    started.catch(() => {}); // awaited below, after the image is sent
+    this.control(host, { type: 'restore', guestId: guest.id, name: guest.name, takenAt });
+    const stream = await session.open(this.allocateStreamId(), {
+      guest: guest.id,
+      direction: 'image',
+      bytes: image.length,
+    });
+    await writeImage(stream, image);
+    await started;
   }
 
   private onControl(host: HostEntry, message: ControlMessage): void {
@@ -688,6 +791,9 @@ export class Proxy implements ProxyOperations {
       case 'deployFailed':
         this.fail(this.deploys, message.guestId, deployError(message.code, message.message));
         return;
+      case 'backupFailed':
+        this.backups.failed(host.id, message.guestId, message.code, message.message);
+        return;
       case 'guestExited':
         this.onGuestExited(host, message.guestId, message.code, message.reason, message.message);
         return;
@@ -706,7 +812,14 @@ export class Proxy implements ProxyOperations {
     if (report.benchmarkScore !== undefined) host.benchmarkScore = report.benchmarkScore;
     this.store.hostReported(host.id, report, report.benchmarkScore ?? null, now);
     // Guests the host still runs (after a restart of the proxy, or after a reconnect).
+    const fenced = this.fenced.get(host.id);
     for (const g of report.guests) {
+      if (fenced?.has(g.id)) {
+        // It came back with a guest that resumed elsewhere from its image meanwhile: one copy only.
+        this.control(host, { type: 'stop', guestId: g.id });
+        fenced.delete(g.id);
+        continue;
+      }
       const guest = this.guestTable.get(g.id);
       if (guest && guest.state === 'lost' && guest.hostId === host.id && g.state === 'running') {
         this.setGuestState(guest, 'running');
@@ -724,20 +837,29 @@ export class Proxy implements ProxyOperations {
     host.state = 'left';
     this.store.hostEnded(host.id, 'left', Date.now());
     this.event('host.left', `${host.name} left: ${reason}`, { hostId: host.id });
+    const lost: GuestEntry[] = [];
     for (const guest of this.guestTable.values()) {
       if (guest.hostId !== host.id || guest.state !== 'running') continue;
       this.closeListeners(guest);
+      if (this.backups.record(guest.id)) {
+        // The drain could not move it: its newest image can still carry it on elsewhere.
+        this.setGuestState(guest, 'lost');
+        lost.push(guest);
+        continue;
+      }
       this.setGuestState(guest, 'stopped');
       this.event('guest.stopped', `${guest.name} stopped: its host ${host.name} left`, {
         hostId: host.id,
         guestId: guest.id,
       });
     }
+    void this.restoreLost(host, lost, `${host.name} left with it`);
   }
 
   private onGuestExited(host: HostEntry, guestId: string, code: number, reason: string, message?: string): void {
     const guest = this.guestTable.get(guestId);
-    if (!guest) return;
+    // A copy on a host the guest no longer lives on (stopped there after it resumed elsewhere).
+    if (!guest || guest.hostId !== host.id) return;
     guest.exitCode = code;
     this.closeListeners(guest);
     this.setGuestState(guest, 'exited');
@@ -1049,6 +1171,7 @@ export class Proxy implements ProxyOperations {
   private setGuestState(guest: GuestEntry, state: GuestState): void {
     guest.state = state;
     guest.since = Date.now();
+    if (state === 'stopped' || state === 'exited' || state === 'failed') this.backups.forget(guest.id);
     if (this.guestTable.has(guest.id)) {
       this.store.updateGuest(guest.id, { state, hostId: guest.hostId, exitCode: guest.exitCode }, guest.since);
     }
@@ -1092,6 +1215,7 @@ export class Proxy implements ProxyOperations {
   private guestView(g: GuestEntry): GuestView {
     const host = g.hostId ? this.hostTable.get(g.hostId) : undefined;
     const usage = host?.report?.guests.find((r) => r.id === g.id);
+    const image = this.backups.record(g.id);
     return {
       id: g.id,
       name: g.name,
@@ -1105,6 +1229,7 @@ export class Proxy implements ProxyOperations {
       memoryBytes: usage?.memoryBytes ?? null,
       cpuMs: usage?.cpuMs ?? null,
       streams: [...this.streamTable.values()].filter((s) => s.guestId === g.id).length,
+      image: image ? { takenAt: image.takenAt, bytes: image.bytes } : null,
     };
   }
 }

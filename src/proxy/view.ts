@@ -40,6 +40,8 @@ export interface GuestView {
   memoryBytes: number | null;
   cpuMs: number | null;
   streams: number;
+  /** When its newest backup image was taken (ms since the epoch), and its size; null if none yet. */
+  image: { takenAt: number; bytes: number } | null;
 }
 
 export interface StreamView {

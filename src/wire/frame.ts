@@ -34,7 +34,15 @@
  * Flow control: a side may send DATA up to (last offset the peer ACKed) + (window the peer gave in
  * OPEN, OPEN_OK or ATTACH). The codec only carries the numbers; the session enforces them.
  */
-import type { AttachInfo, ControlMessage, ErrorInfo, JoinMessage, StreamOpenInfo, WelcomeMessage } from './messages.js';
+import type {
+  AttachInfo,
+  ConnectionOpenInfo,
+  ControlMessage,
+  ErrorInfo,
+  ImageOpenInfo,
+  JoinMessage,
+  WelcomeMessage,
+} from './messages.js';
 
 /** First byte of every frame: 'R'. */
 export const WIRE_MAGIC = 0x52;
@@ -113,12 +121,16 @@ export interface GoawayFrame extends ErrorInfo {
 }
 
 /** Stream frames: streamId is 1..2^32-1. */
-export interface OpenFrame extends StreamOpenInfo {
+interface OpenHeader {
   type: 'open';
   streamId: number;
   /** Bytes the opener lets the peer send beyond the opener's last ACK (1..2^32-1). */
   window: number;
 }
+/** OPEN of a stream or flow that carries a connection. */
+export type OpenFrame = OpenHeader & ConnectionOpenInfo;
+/** OPEN of a stream that carries a checkpoint image. */
+export type ImageOpenFrame = OpenHeader & ImageOpenInfo;
 export interface OpenOkFrame {
   type: 'openOk';
   streamId: number;
@@ -176,7 +188,16 @@ export interface DatagramFrame {
 
 export type ConnectionFrame = HelloFrame | WelcomeFrame | ControlFrame | PingFrame | PongFrame | GoawayFrame;
 export type StreamFrame =
-  OpenFrame | OpenOkFrame | OpenFailFrame | DataFrame | AckFrame | FinFrame | RstFrame | AttachFrame | DatagramFrame;
+  | OpenFrame
+  | ImageOpenFrame
+  | OpenOkFrame
+  | OpenFailFrame
+  | DataFrame
+  | AckFrame
+  | FinFrame
+  | RstFrame
+  | AttachFrame
+  | DatagramFrame;
 export type Frame = ConnectionFrame | StreamFrame;
 export type FrameTypeName = Frame['type'];
 

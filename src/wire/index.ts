@@ -30,6 +30,7 @@ export {
   type HelloFrame,
   type OpenFailFrame,
   type OpenFrame,
+  type ImageOpenFrame,
   type OpenOkFrame,
   type PingFrame,
   type PongFrame,

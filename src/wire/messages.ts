@@ -50,6 +50,8 @@ export const MESSAGE_LIMITS = {
   /** Log records in a logs request's tail and in its result, and one record's text. */
   logRecords: 10_000,
   logText: 64 * 1024,
+  /** A checkpoint image on an image stream (a 4 GiB guest memory, compressed, and its state). */
+  image: 5 * 1024 * 1024 * 1024,
 } as const;
 
 const id = z
@@ -91,13 +93,27 @@ export type RemoteAddress = z.infer<typeof remoteAddressSchema>;
  * `port` is the guest's port. `outbound`: the guest connects out through the proxy; `remote` is the
  * target and `port` the guest's local port (0 when it has none).
  */
-export const streamOpenSchema = z.object({
+export const connectionOpenSchema = z.object({
   guest: id,
   protocol: transport,
   direction: z.enum(['inbound', 'outbound']),
   port,
   remote: remoteAddressSchema,
 });
+export type ConnectionOpenInfo = z.infer<typeof connectionOpenSchema>;
+
+/**
+ * Body of OPEN for a stream that carries one checkpoint image of `guest`, `bytes` long: a host
+ * sends its guest's backup image to the proxy, the proxy sends it to the host that resumes it.
+ */
+export const imageOpenSchema = z.object({
+  guest: id,
+  direction: z.literal('image'),
+  bytes: z.int().min(1).max(MESSAGE_LIMITS.image),
+});
+export type ImageOpenInfo = z.infer<typeof imageOpenSchema>;
+
+export const streamOpenSchema = z.discriminatedUnion('direction', [connectionOpenSchema, imageOpenSchema]);
 export type StreamOpenInfo = z.infer<typeof streamOpenSchema>;
 
 /** Optional JSON tail of ATTACH: which guest placement is re-attaching, and why. */
@@ -449,6 +465,34 @@ export const drainedSchema = z.object({
 });
 export type DrainedMessage = z.infer<typeof drainedSchema>;
 
+// ---- backup images ----
+
+/** Proxy -> controller: send an image of the guest now, on an image stream. */
+export const backupSchema = z.object({ type: z.literal('backup'), guestId: id });
+export type BackupMessage = z.infer<typeof backupSchema>;
+
+/** Controller -> proxy: no image of the guest this time, and why. */
+export const backupFailedSchema = z.object({
+  type: z.literal('backupFailed'),
+  guestId: id,
+  code: z.string().min(1).max(MESSAGE_LIMITS.code),
+  message: z.string().max(MESSAGE_LIMITS.text),
+});
+export type BackupFailedMessage = z.infer<typeof backupFailedSchema>;
+
+/**
+ * Proxy -> controller: resume a guest from its backup image, which follows on an image stream (its
+ * host was lost). Answered like a deploy, with `deployed` or `deployFailed`.
+ */
+export const restoreSchema = z.object({
+  type: z.literal('restore'),
+  guestId: id,
+  name,
+  /** When the image was taken (ms since the epoch), for the host's log. */
+  takenAt: count,
+});
+export type RestoreMessage = z.infer<typeof restoreSchema>;
+
 /** Everything a CONTROL frame may carry, discriminated by `type`. */
 export const controlMessageSchema = z.discriminatedUnion('type', [
   reportSchema,
@@ -472,6 +516,9 @@ export const controlMessageSchema = z.discriminatedUnion('type', [
   migrateDoneSchema,
   drainSchema,
   drainedSchema,
+  backupSchema,
+  backupFailedSchema,
+  restoreSchema,
 ]);
 export type ControlMessage = z.infer<typeof controlMessageSchema>;
 export type ControlMessageType = ControlMessage['type'];

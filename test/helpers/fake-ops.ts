@@ -131,6 +131,7 @@ export class FakeOps implements ProxyOperations {
       memoryBytes: 21 * 1024 * 1024,
       cpuMs: 1234,
       streams: 0,
+      image: null,
     };
     this.guestMap.set(guest.name, guest);
     this.logMap.set(guest.name, [

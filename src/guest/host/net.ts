@@ -198,7 +198,7 @@ export class NetHost implements HostBinding {
       this.startListening(s.id, request, s.address !== null);
     }
     for (const s of state.sockets) {
-      if (s.link && s.endpoints && this.network.restoreConnection) {
+      if (s.link && s.endpoints && this.network.carriesConnectionsAcrossRestore && this.network.restoreConnection) {
         const conn = this.network.restoreConnection(s.link, s.endpoints);
         this.track(s.id, conn, {
           kind: 'socket',
@@ -221,7 +221,7 @@ export class NetHost implements HostBinding {
           }
         : {
             code: 'ECONNRESET',
-            message: `connection lost: the guest was restored from a checkpoint, and its network (loopback) cannot carry connections across a restart`,
+            message: `connection lost: ${this.network.whyConnectionsEnd ?? 'the guest was restored from a checkpoint, and its network cannot carry connections across a restart'}`,
           };
       this.pendingOps++;
       queueMicrotask(() => {

@@ -43,6 +43,8 @@ function addressOf(a: net.AddressInfo | string | null): AddressInfo {
 
 export class LoopbackNetwork implements VirtualNetwork {
   readonly carriesConnectionsAcrossRestore = false;
+  readonly whyConnectionsEnd =
+    'the guest was restored from a checkpoint, and its network (loopback) cannot carry connections across a restart';
   private readonly bindAddress: string;
   private readonly portMap: (p: number) => number;
 

@@ -66,6 +66,8 @@ export interface VirtualNetwork {
   ): Promise<VirtualDatagramSocket>;
   /** Can connections survive a restore of the guest in another process? (Loopback: no.) */
   readonly carriesConnectionsAcrossRestore: boolean;
+  /** When it does not: why the guest's connections ended at its restore (the guest sees it). */
+  readonly whyConnectionsEnd?: string;
   /** What a checkpoint keeps of a connection, for networks that carry connections across a restore. */
   captureConnection?(connection: VirtualConnection): CarriedConnection | undefined;
   /** The connection again, from what `captureConnection` kept (on another host, maybe). */

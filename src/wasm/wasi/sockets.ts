@@ -275,7 +275,7 @@ export class NetTable {
     for (const st of state.streams) {
       const { link, pending, ended, writeShut, ...rest } = st;
       const carried =
-        link && st.endpoints && this.network.restoreConnection
+        link && st.endpoints && this.network.carriesConnectionsAcrossRestore && this.network.restoreConnection
           ? this.network.restoreConnection(link, st.endpoints)
           : undefined;
       this.adopt({

@@ -1,0 +1,35 @@
+/**
+ * Backup images on the host's side: an image of a running guest taken without stopping it (the
+ * guest pauses for the capture only), and a guest resumed from such an image after its own host
+ * was lost. Its connections ended with that host: the guest sees each of them reset.
+ */
+import { Guest } from '../guest/guest.js';
+import { encodeImage, inspectImage } from '../guest/image/index.js';
+import { WasmGuest } from '../wasm/guest.js';
+import type { HostGuest } from './hosted.js';
+import type { TunnelNetwork } from './tunnel-network.js';
+
+export interface TakenImage {
+  bytes: Uint8Array;
+  /** How long the guest was frozen for the capture. */
+  pauseMs: number;
+}
+
+/** Captures a running guest and lets it go on at once; the image is encoded afterwards. */
+export async function takeImage(guest: HostGuest): Promise<TakenImage> {
+  const capture = guest.checkpoint();
+  guest.resume();
+  return { bytes: await encodeImage(capture.contents), pauseMs: capture.pauseMs };
+}
+
+/** Resumes a guest of either kind from image bytes (refused before anything runs if damaged). */
+export function resumeFromImage(
+  bytes: Uint8Array,
+  network: TunnelNetwork,
+  signal: AbortSignal,
+): Promise<Guest | WasmGuest> {
+  const { meta } = inspectImage(bytes);
+  return meta.kind === 'wasm'
+    ? WasmGuest.restoreImage(bytes, { network, signal })
+    : Guest.restoreImage(bytes, { network });
+}

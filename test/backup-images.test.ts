@@ -1,0 +1,199 @@
+/**
+ * Backup images, piece by piece: an image crosses a real loopback link on a stream of its own and
+ * arrives whole or not at all; the proxy picks whose image is due within its budget; the proxy's
+ * store of images checks what arrives and keeps the newest whole.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { readImage, writeImage } from '../src/link/image-stream.js';
+import { LinkSession } from '../src/link/session.js';
+import type { LinkStream } from '../src/link/stream.js';
+import { BackupImages, imagesDue, type BackupCandidate } from '../src/proxy/backups.js';
+import { Guest } from '../src/guest/guest.js';
+import { encodeImage } from '../src/guest/image/index.js';
+import type { ImageOpenFrame } from '../src/wire/index.js';
+
+const GUEST = '6f1d8e52-4c3b-4a7e-9d2f-0a1b2c3d4e5f';
+const HOST = '0b0f6a3e-8a44-4f57-b7a4-4d8a7c51f001';
+
+/** Two link sessions over loopback TCP; `onImage` is the receiving side's handler. */
+async function linkPair(
+  t: TestContext,
+  onImage: (session: LinkSession, frame: ImageOpenFrame) => void,
+): Promise<LinkSession> {
+  const sessions: LinkSession[] = [];
+  const server = net.createServer((socket) => {
+    const session: LinkSession = new LinkSession(socket, {
+      onFrame: () => {},
+      onImage: (frame) => onImage(session, frame),
+    });
+    sessions.push(session);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  const client = new LinkSession(socket, { onFrame: () => {} });
+  t.after(() => {
+    client.destroy();
+    for (const s of sessions) s.destroy();
+    server.close();
+  });
+  return client;
+}
+
+describe('an image stream', () => {
+  it('carries an image larger than any window whole, and both ends finish', async (t) => {
+    const image = randomBytes(9 * 1024 * 1024 + 17);
+    let received: Promise<Uint8Array> | undefined;
+    let accepted: LinkStream | undefined;
+    const client = await linkPair(t, (session, frame) => {
+      accepted = session.accept(frame);
+      received = readImage(accepted, frame.bytes, 10_000);
+    });
+    const stream = await client.open(2, { guest: GUEST, direction: 'image', bytes: image.length });
+    await writeImage(stream, image);
+    assert.ok(received);
+    assert.ok(Buffer.from(await received).equals(image));
+    // Both directions are over: the streams close (nothing lingers in either session).
+    const closed = (s: LinkStream | undefined): Promise<void> =>
+      new Promise((resolve) => (s?.closed ? resolve() : s?.once('close', () => resolve())));
+    await Promise.all([closed(stream), closed(accepted)]);
+  });
+
+  it('is refused when it carries more than it announced, or ends short', async (t) => {
+    const outcomes: Array<Promise<string>> = [];
+    const client = await linkPair(t, (session, frame) => {
+      const read = readImage(session.accept(frame), frame.bytes, 10_000);
+      outcomes.push(
+        read.then(
+          (image) => `${image.length} bytes`,
+          (err: Error) => err.message,
+        ),
+      );
+    });
+    // The reader resets each stream it refuses: the writers see that as an error of their own.
+    const long = await client.open(2, { guest: GUEST, direction: 'image', bytes: 1000 });
+    long.on('error', () => {});
+    long.end(randomBytes(1001));
+    const short = await client.open(4, { guest: GUEST, direction: 'image', bytes: 1000 });
+    short.on('error', () => {});
+    short.end(randomBytes(999));
+    const early = await client.open(6, { guest: GUEST, direction: 'image', bytes: 1000 });
+    early.write(randomBytes(10));
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the 10 bytes arrive
+    early.destroy();
+    const [a, b, c] = await Promise.all(outcomes);
+    assert.match(a ?? '', /carried more than the 1000 bytes it announced/);
+    assert.match(b ?? '', /ended after 999 of 1000 bytes/);
+    assert.match(c ?? '', /failed: .*|closed after 10 of 1000 bytes/);
+  });
+
+  it('is refused by a side that takes no images', async (t) => {
+    const server = net.createServer((socket) => new LinkSession(socket, { onFrame: () => {} }));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => server.close());
+    const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    const client = new LinkSession(socket, { onFrame: () => {} });
+    t.after(() => client.destroy());
+    await assert.rejects(client.open(2, { guest: GUEST, direction: 'image', bytes: 10 }), /does not take images/);
+  });
+});
+
+describe('imagesDue', () => {
+  const guests: BackupCandidate[] = [
+    { id: 'a', name: 'a', hostId: 'h', since: 0 },
+    { id: 'b', name: 'b', hostId: 'h', since: 50_000 },
+    { id: 'c', name: 'c', hostId: 'h', since: 0 },
+    { id: 'd', name: 'd', hostId: 'h', since: 0 },
+  ];
+  const taken = new Map([
+    ['c', 200_000],
+    ['d', 10_000],
+  ]);
+
+  it('picks the guests whose newest image (or start) is an interval old, oldest first, within the budget', () => {
+    const due = (now: number, budget: number) =>
+      imagesDue(guests, (id) => taken.get(id), now, 60_000, budget).map((g) => g.id);
+    assert.deepEqual(due(100_000, 10), ['a', 'd']); // b started 50 s ago, c imaged in the future
+    assert.deepEqual(due(300_000, 10), ['a', 'd', 'b', 'c']);
+    assert.deepEqual(due(300_000, 2), ['a', 'd']);
+    assert.deepEqual(due(300_000, 0), []);
+    assert.deepEqual(
+      imagesDue(guests, () => undefined, 300_000, 0, 10),
+      [],
+      'an interval of 0 turns images off',
+    );
+  });
+});
+
+describe('the proxy keeps backup images', () => {
+  it('takes an image it asked for, checks whose it is, and keeps it across a restart', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'roam-images-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const guest = await Guest.start('let n = 41; n++; setInterval(() => n++, 1000);', { id: GUEST, name: 'g' });
+    t.after(() => guest.stop());
+    const capture = guest.checkpoint();
+    guest.resume();
+    const image = await encodeImage(capture.contents);
+
+    const asked: string[] = [];
+    const events: string[] = [];
+    const images = new BackupImages(dir, {
+      candidates: () => [{ id: GUEST, name: 'g', hostId: HOST, since: 0 }],
+      request: (hostId, guestId) => {
+        asked.push(`${hostId}/${guestId}`);
+        return true;
+      },
+      event: (_kind, message) => events.push(message),
+    });
+    t.after(() => images.close());
+
+    // Not asked for: refused.
+    let receiving: Promise<void> | undefined;
+    const client = await linkPair(t, (session, frame) => {
+      receiving = images.receive(HOST, session, frame);
+    });
+    await assert.rejects(
+      client.open(2, { guest: GUEST, direction: 'image', bytes: image.length }),
+      /no image of guest .* was asked of this host/,
+    );
+
+    images.tick(Date.now(), 300, 2);
+    assert.deepEqual(asked, [`${HOST}/${GUEST}`]);
+    images.tick(Date.now(), 300, 2);
+    assert.equal(asked.length, 1, 'one request at a time per guest');
+
+    const stream = await client.open(4, { guest: GUEST, direction: 'image', bytes: image.length });
+    await writeImage(stream, image);
+    await receiving;
+    const record = images.record(GUEST);
+    assert.equal(record?.bytes, image.length);
+    assert.equal(record?.hostId, HOST);
+    assert.ok(Buffer.from(await images.read(GUEST)).equals(image));
+    assert.deepEqual(events, []);
+    assert.deepEqual(readdirSync(dir).sort(), [`${GUEST}.img`, `${GUEST}.json`]);
+
+    // A restarted proxy finds it; a forgotten guest's image is gone.
+    const again = new BackupImages(dir, {
+      candidates: () => [],
+      request: () => false,
+      event: () => {},
+    });
+    assert.deepEqual(again.record(GUEST), record);
+    again.forget(GUEST);
+    await until(() => readdirSync(dir).length === 0);
+  });
+});
+
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(check());
+}
