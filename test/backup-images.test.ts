@@ -59,7 +59,7 @@ describe('an image stream', () => {
       received = readImage(accepted, frame.bytes, 10_000);
     });
     const stream = await client.open(2, { guest: GUEST, direction: 'image', bytes: image.length });
-    await writeImage(stream, image);
+    await writeImage(stream, image, 10_000);
     assert.ok(received);
     assert.ok(Buffer.from(await received).equals(image));
     // Both directions are over: the streams close (nothing lingers in either session).
@@ -94,6 +94,18 @@ describe('an image stream', () => {
     assert.match(a ?? '', /carried more than the 1000 bytes it announced/);
     assert.match(b ?? '', /ended after 999 of 1000 bytes/);
     assert.match(c ?? '', /failed: .*|closed after 10 of 1000 bytes/);
+  });
+
+  it('is given up when it stalls: the writer stops at its timeout and the stream ends', async (t) => {
+    let accepted: LinkStream | undefined;
+    const client = await linkPair(t, (session, frame) => {
+      accepted = session.accept(frame); // and never read: the window fills, the writer waits
+      accepted.on('error', () => {});
+    });
+    const image = randomBytes(9 * 1024 * 1024);
+    const stream = await client.open(2, { guest: GUEST, direction: 'image', bytes: image.length });
+    await assert.rejects(writeImage(stream, image, 300), /the image was not taken within 0.3 s/);
+    assert.ok(stream.destroyed);
   });
 
   it('is refused by a side that takes no images', async (t) => {
@@ -172,7 +184,7 @@ describe('the proxy keeps backup images', () => {
     assert.equal(asked.length, 1, 'one request at a time per guest');
 
     const stream = await client.open(4, { guest: GUEST, direction: 'image', bytes: image.length });
-    await writeImage(stream, image);
+    await writeImage(stream, image, 10_000);
     await receiving;
     const record = images.record(GUEST);
     assert.equal(record?.bytes, image.length);

@@ -12,7 +12,7 @@ import { WasmGuest } from '../wasm/guest.js';
 import { LinkSession } from '../link/session.js';
 import type { LinkStream } from '../link/stream.js';
 import { ROAM_VERSION } from '../version.js';
-import { readImage, writeImage } from '../link/image-stream.js';
+import { IMAGE_TIMEOUT_MS, readImage, writeImage } from '../link/image-stream.js';
 import type {
   ConnectionFrame,
   ControlMessage,
@@ -67,8 +67,6 @@ const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 const MAX_STREAM_ID = 0xffff_fffe;
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5000;
-/** How long a restore waits for its image stream, and the image for its last byte. */
-const RESTORE_TIMEOUT_MS = 120_000;
 
 export class Controller implements TunnelLink {
   readonly hostId: string;
@@ -171,6 +169,8 @@ export class Controller implements TunnelLink {
     clearTimeout(this.reconnectTimer);
     clearInterval(this.reportTimer);
     this.moves.close();
+    for (const { timer } of this.restores.values()) clearTimeout(timer);
+    this.restores.clear();
     if (this.session?.isOpen) {
       this.control({ type: 'leave', reason });
       await new Promise((resolve) => setImmediate(resolve));
@@ -302,7 +302,7 @@ export class Controller implements TunnelLink {
         return;
       case 'restore': {
         clearTimeout(this.restores.get(message.guestId)?.timer);
-        const timer = setTimeout(() => this.restores.delete(message.guestId), RESTORE_TIMEOUT_MS).unref();
+        const timer = setTimeout(() => this.restores.delete(message.guestId), IMAGE_TIMEOUT_MS).unref();
         this.restores.set(message.guestId, { message, timer });
         return;
       }
@@ -370,7 +370,7 @@ export class Controller implements TunnelLink {
       if (!session?.isOpen) throw new RoamError('ROAM_ERR_HOST_UNREACHABLE', 'the proxy went away');
       const stream = await session.open(this.allocateId(), { guest: guestId, direction: 'image', bytes: bytes.length });
       this.track(stream);
-      await writeImage(stream, bytes);
+      await writeImage(stream, bytes, IMAGE_TIMEOUT_MS);
       this.log(
         `sent a backup image of ${hosted.guest.name}: ${(bytes.length / 1048576).toFixed(1)} MiB, ` +
           `paused ${pauseMs.toFixed(1)} ms, ${(performance.now() - t0).toFixed(0)} ms in all`,
@@ -400,7 +400,7 @@ export class Controller implements TunnelLink {
     const stream = session.accept(frame);
     this.track(stream);
     try {
-      const bytes = await readImage(stream, frame.bytes, RESTORE_TIMEOUT_MS);
+      const bytes = await readImage(stream, frame.bytes, IMAGE_TIMEOUT_MS);
       const network = new TunnelNetwork(message.guestId, this, { fromBackup: true });
       const guest = await resumeFromImage(bytes, network, this.closed.signal);
       if (guest.id !== message.guestId) {

@@ -7,16 +7,27 @@
 import { RoamError, type RoamErrorCode } from '../errors.js';
 import type { LinkStream } from './stream.js';
 
+/** How long an image transfer may take, either end, before it is given up (and when it may be asked again). */
+export const IMAGE_TIMEOUT_MS = 120_000;
 /** Slices written at a time: the stream keeps views of them, not copies. */
 const WRITE_SLICE = 1024 * 1024;
 
-/** Writes `bytes` to the stream and ends it; resolves once the peer acknowledged all of them. */
-export async function writeImage(stream: LinkStream, bytes: Uint8Array): Promise<void> {
+/**
+ * Writes `bytes` to the stream and ends it; resolves once the peer acknowledged all of them. A
+ * stream whose link went away waits detached for a new one (streams outlive links), so the whole
+ * transfer is bounded by `timeoutMs`: then the stream is destroyed.
+ */
+export async function writeImage(stream: LinkStream, bytes: Uint8Array, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
   const ended = new Promise<void>((resolve, reject) => {
     stream.once('finish', resolve);
     stream.once('error', reject);
     stream.once('close', () => reject(new RoamError('ROAM_ERR_IMAGE_TRANSFER', 'the image stream closed early')));
-  });
+    timer = setTimeout(() => {
+      reject(new RoamError('ROAM_ERR_TIMEOUT', `the image was not taken within ${timeoutMs / 1000} s`));
+      stream.destroy();
+    }, timeoutMs);
+  }).finally(() => clearTimeout(timer));
   ended.catch(() => {}); // awaited below; an early error must not go unhandled meanwhile
   stream.resume(); // nothing comes this way, but the stream closes only once its reading side ended
   for (let at = 0; at < bytes.length; at += WRITE_SLICE) {

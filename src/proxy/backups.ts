@@ -14,12 +14,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { RoamError } from '../errors.js';
 import { inspectImage } from '../guest/image/index.js';
-import { readImage } from '../link/image-stream.js';
+import { IMAGE_TIMEOUT_MS, readImage } from '../link/image-stream.js';
 import type { LinkSession } from '../link/session.js';
 import type { ImageOpenFrame } from '../wire/index.js';
-
-/** How long a host has to send an image it was asked for. */
-const IMAGE_TIMEOUT_MS = 120_000;
 
 const recordSchema = z.strictObject({
   guestId: z.uuid(), // names the files: never a path

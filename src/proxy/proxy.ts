@@ -12,7 +12,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { tokenMatches } from '../common/secrets.js';
 import { RoamError, type RoamErrorCode } from '../errors.js';
-import { writeImage } from '../link/image-stream.js';
+import { IMAGE_TIMEOUT_MS, writeImage } from '../link/image-stream.js';
 import { LinkSession } from '../link/session.js';
 import type { LinkStream } from '../link/stream.js';
 import { ROAM_VERSION } from '../version.js';
@@ -318,14 +318,7 @@ export class Proxy implements ProxyOperations {
     }
     const byPolicy =
       request.on === undefined && request.deadline !== undefined
-        ? this.controlPlane.place({
-            id: '',
-            name: request.name,
-            memoryBytes: 0,
-            cpuMs: 0,
-            deadline: request.deadline,
-            expectMs: request.expectMs ?? null,
-          })
+        ? this.placeByPolicy({ id: '', name: request.name, deadline: request.deadline, expectMs: request.expectMs })
         : undefined;
     const host = this.place(byPolicy ?? request.on);
     const now = Date.now();
@@ -697,7 +690,7 @@ export class Proxy implements ProxyOperations {
 
   /**
    * Guests lost with their host resume from their newest backup image elsewhere, one after another:
-   * on the backup host named at their last move if it is up, else where the policy would move them.
+   * on the backup host named at their last move if it is up, else where the policy would place them.
    * The lost host, should it come back, is told to stop its copies.
    */
   private async restoreLost(lostHost: HostEntry, guests: GuestEntry[], why: string): Promise<void> {
@@ -710,7 +703,7 @@ export class Proxy implements ProxyOperations {
       const backup = this.controlPlane.backupFor(guest.id);
       let target: HostEntry;
       try {
-        target = this.place(backup && this.isUp(backup) ? backup : this.controlPlane.moveTarget(guest.id), lostHost.id);
+        target = this.place(backup && this.isUp(backup) ? backup : this.placeByPolicy(guest), lostHost.id);
       } catch (err) {
         this.event('guest.lost', `${guest.name} cannot resume from its image: ${(err as Error).message}`, {
           guestId: guest.id,
@@ -756,8 +749,13 @@ export class Proxy implements ProxyOperations {
     const started = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.deploys.delete(guest.id);
-        reject(new RoamError('ROAM_ERR_TIMEOUT', `${host.name} did not resume ${guest.name} within 120 s`));
-      }, 120_000);
+        reject(
+          new RoamError(
+            'ROAM_ERR_TIMEOUT',
+            `${host.name} did not resume ${guest.name} within ${IMAGE_TIMEOUT_MS / 1000} s`,
+          ),
+        );
+      }, IMAGE_TIMEOUT_MS);
       this.deploys.set(guest.id, { resolve, reject, timer });
     });
     started.catch(() => {}); // awaited below, after the image is sent
@@ -767,7 +765,7 @@ export class Proxy implements ProxyOperations {
       direction: 'image',
       bytes: image.length,
     });
-    await writeImage(stream, image);
+    await writeImage(stream, image, IMAGE_TIMEOUT_MS);
     await started;
   }
 
@@ -878,6 +876,23 @@ export class Proxy implements ProxyOperations {
   }
 
   // --- guests ---
+
+  /** Where the policy would put a guest that starts now (its memory not known yet). */
+  private placeByPolicy(guest: {
+    id: string;
+    name: string;
+    deadline?: number | null;
+    expectMs?: number | null;
+  }): string | undefined {
+    return this.controlPlane.place({
+      id: guest.id,
+      name: guest.name,
+      memoryBytes: 0,
+      cpuMs: 0,
+      deadline: guest.deadline ?? null,
+      expectMs: guest.expectMs ?? null,
+    });
+  }
 
   private place(on: string | undefined, exclude?: string): HostEntry {
     const up = [...this.hostTable.values()].filter((h) => h.state === 'up' && h.session && h.id !== exclude);
