@@ -13,7 +13,7 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { RoamError } from '../errors.js';
-import { inspectImage } from '../guest/image/index.js';
+import { verifyImage } from '../guest/image/index.js';
 import { IMAGE_TIMEOUT_MS, readImage } from '../link/image-stream.js';
 import type { LinkSession } from '../link/session.js';
 import type { ImageOpenFrame } from '../wire/index.js';
@@ -129,7 +129,7 @@ export class BackupImages {
     const stream = session.accept(frame);
     try {
       const bytes = await readImage(stream, frame.bytes, IMAGE_TIMEOUT_MS);
-      const { meta } = inspectImage(bytes);
+      const { meta } = await verifyImage(bytes);
       if (meta.guestId !== frame.guest) {
         throw new RoamError('ROAM_ERR_IMAGE_MALFORMED', `the image is of guest ${meta.guestId}, not ${frame.guest}`);
       }

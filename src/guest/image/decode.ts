@@ -240,6 +240,17 @@ export function inspectImage(bytes: Uint8Array, options: DecodeOptions = {}): Im
   return parseHeader(bytes, framing, limits).info;
 }
 
+/**
+ * The same checks, hashing in slices between which the event loop runs: for a process that
+ * relays traffic while it checks an image (the proxy, taking a backup image).
+ */
+export async function verifyImage(bytes: Uint8Array, options: DecodeOptions = {}): Promise<ImageInfo> {
+  const limits = limitsOf(options);
+  const framing = readFraming(bytes, limits);
+  checkDigest(bytes, framing, await checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
+  return parseHeader(bytes, framing, limits).info;
+}
+
 function allocate(size: number, what: string): Uint8Array {
   try {
     return new Uint8Array(size);

@@ -10,5 +10,5 @@ export {
   type MemorySnapshot,
 } from './format.js';
 export { encodeImage } from './encode.js';
-export { decodeImage, decodeImageInto, inspectImage, type DecodedInto } from './decode.js';
+export { decodeImage, decodeImageInto, inspectImage, verifyImage, type DecodedInto } from './decode.js';
 export { applyPages, restoreMemory, snapshotMemory } from './memory.js';
