@@ -141,7 +141,7 @@ class Table implements MetricsSource {
       memoryBytes: 4096,
       cpuMs: 1,
       streams: 1,
-      image: null,
+      image: { takenAt: Date.now() - 30_000, bytes: 5000 },
     },
   ];
   streamList: StreamView[] = [
@@ -192,6 +192,7 @@ test('metrics: the roaming table and its events in the Prometheus format', async
   has('roam_host_cpu_usage_ratio{host="host-a"} 0.5');
   has('roam_host_rtt_seconds{host="host-a"} 0.002');
   has('roam_guest_memory_bytes{guest="web",host="host-a"} 4096');
+  assert.match(text, /\nroam_guest_image_age_seconds\{guest="web",host="host-a"\} 3\d\.\d+\n/);
   has('roam_migrations_total{outcome="moved"} 1');
   has('roam_migrations_total{outcome="rolled-back"} 1');
   has('roam_migrations_failed_total{step="transfer"} 1');

@@ -11,6 +11,7 @@
  *   host_up{host}  host_cpu_usage_ratio{host}  host_cpu_capacity_cores{host}  host_memory_total_bytes{host}
  *   host_memory_free_bytes{host}  host_network_{rx,tx}_bytes_per_second{host}  host_rtt_seconds{host}
  *   host_benchmark_score{host}  host_guests{host}  guest_memory_bytes{guest,host}
+ *   guest_image_age_seconds{guest,host}   age of each running guest's newest backup image
  *   host_utility{host}  host_stay_probability{host}   the control plane's view (GET /api/policy)
  *   proxy_*   the proxy process itself (CPU, memory, event loop), prom-client's default metrics
  */
@@ -139,6 +140,18 @@ export function createProxyMetrics(source: MetricsSource): ProxyMetrics {
       if (x.memoryBytes !== null) g.set({ guest: x.name, host: x.hostName ?? '' }, x.memoryBytes);
     }
   });
+  gauge(
+    'roam_guest_image_age_seconds',
+    'Age of the newest backup image of each running guest (the work its host would take with it)',
+    ['guest', 'host'],
+    (g) => {
+      const now = Date.now();
+      for (const x of source.guests()) {
+        if (x.state === 'running' && x.image)
+          g.set({ guest: x.name, host: x.hostName ?? '' }, (now - x.image.takenAt) / 1000);
+      }
+    },
+  );
 
   const migrations = new Counter({
     name: 'roam_migrations_total',
