@@ -159,7 +159,7 @@ describe('the proxy keeps backup images', () => {
     const asked: string[] = [];
     const events: string[] = [];
     const images = new BackupImages(dir, {
-      candidates: () => [{ id: GUEST, name: 'g', hostId: HOST, since: 0 }],
+      candidates: () => [{ id: GUEST, name: 'g', hostId: HOST }],
       request: (hostId, guestId) => {
         asked.push(`${hostId}/${guestId}`);
         return true;
@@ -178,21 +178,25 @@ describe('the proxy keeps backup images', () => {
       /no image of guest .* was asked of this host/,
     );
 
-    images.tick(Date.now(), 300, 2);
+    const t0 = Date.now();
+    images.tick(t0, 300, 2);
+    assert.deepEqual(asked, [], 'first seen now: its first image is due in 300 s');
+    images.tick(t0 + 300_000, 300, 2);
     assert.deepEqual(asked, [`${HOST}/${GUEST}`]);
-    images.tick(Date.now(), 300, 2);
+    images.tick(t0 + 301_000, 300, 2);
     assert.equal(asked.length, 1, 'one request at a time per guest');
 
     // Damaged on the way: refused, said once, asked again at the next tick.
     const damaged = Buffer.from(image);
-    damaged[damaged.length >> 1] ^= 0xff;
+    const middle = damaged.length >> 1;
+    damaged.writeUInt8(damaged.readUInt8(middle) ^ 0xff, middle);
     const bad = await client.open(6, { guest: GUEST, direction: 'image', bytes: damaged.length });
     await writeImage(bad, damaged, 10_000);
     await receiving;
     assert.equal(images.record(GUEST), undefined);
     assert.equal(events.length, 1);
     assert.match(events[0] ?? '', /no backup image of this guest this time: ROAM_ERR_IMAGE_CHECKSUM/);
-    images.tick(Date.now(), 300, 2);
+    images.tick(t0 + 302_000, 300, 2);
     assert.equal(asked.length, 2);
 
     const stream = await client.open(4, { guest: GUEST, direction: 'image', bytes: image.length });

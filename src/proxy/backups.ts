@@ -31,13 +31,13 @@ export interface BackupCandidate {
   id: string;
   name: string;
   hostId: string;
-  /** When it began running where it is (its first image is due a full interval after). */
+  /** When this proxy first saw it running (its first image is due a full interval after). */
   since: number;
 }
 
 export interface BackupPorts {
-  /** Running guests, each with the host it runs on. */
-  candidates(): BackupCandidate[];
+  /** Running guests (not moving), each with the host it runs on. */
+  candidates(): Array<Omit<BackupCandidate, 'since'>>;
   /** Asks a host for an image of a guest; false if the host cannot be reached now. */
   request(hostId: string, guestId: string): boolean;
   event(kind: string, message: string, ids: { hostId?: string; guestId?: string }, data?: unknown): void;
@@ -70,6 +70,8 @@ export class BackupImages {
   private readonly asked = new Map<string, { hostId: string; timer: NodeJS.Timeout }>();
   /** Guests whose last attempt failed (said once, until one succeeds). */
   private readonly failing = new Set<string>();
+  /** When each guest was first seen running: moves do not put its first image off. */
+  private readonly firstSeen = new Map<string, number>();
 
   constructor(
     private readonly dir: string,
@@ -89,8 +91,15 @@ export class BackupImages {
 
   /** Asks for the images that are due, within the fleet-wide budget. */
   tick(now: number, everySeconds: number, maxConcurrent: number): void {
+    const candidates: BackupCandidate[] = [];
+    for (const g of this.ports.candidates()) {
+      if (this.asked.has(g.id)) continue;
+      let since = this.firstSeen.get(g.id);
+      if (since === undefined) this.firstSeen.set(g.id, (since = now));
+      candidates.push({ ...g, since });
+    }
     const due = imagesDue(
-      this.ports.candidates().filter((g) => !this.asked.has(g.id)),
+      candidates,
       (id) => this.records.get(id)?.takenAt,
       now,
       everySeconds * 1000,
@@ -163,6 +172,7 @@ export class BackupImages {
   forget(guestId: string): void {
     this.settle(guestId);
     this.failing.delete(guestId);
+    this.firstSeen.delete(guestId);
     if (!this.records.delete(guestId)) return;
     void rm(this.imagePath(guestId), { force: true });
     void rm(join(this.dir, `${guestId}.json`), { force: true });

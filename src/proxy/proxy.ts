@@ -223,7 +223,7 @@ export class Proxy implements ProxyOperations {
       candidates: () =>
         [...this.guestTable.values()]
           .filter((g) => g.state === 'running' && g.hostId !== null && !this.migrations.pendingFor(g.id))
-          .map((g) => ({ id: g.id, name: g.name, hostId: g.hostId as string, since: g.since })),
+          .map((g) => ({ id: g.id, name: g.name, hostId: g.hostId as string })),
       request: (hostId, guestId) => {
         const host = this.hostTable.get(hostId);
         if (!host?.session?.isOpen || host.state !== 'up') return false;
