@@ -20,6 +20,8 @@ export interface HostGuest {
   usage(): { memoryBytes: number; cpuMs: number };
   /** Freezes and captures the guest; it stays frozen until `resume()`. */
   checkpoint(): Capture;
+  /** Captures the guest with a shorter pause (memory copied while it runs); it runs on after. */
+  checkpointLive?(): Promise<Capture>;
   resume(): void;
   /** Ends the guest now; idempotent. */
   stop(reason?: ExitReason, code?: number): void;

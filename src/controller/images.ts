@@ -3,7 +3,7 @@
  * guest pauses for the capture only), and a guest resumed from such an image after its own host
  * was lost. Its connections ended with that host: the guest sees each of them reset.
  */
-import { Guest } from '../guest/guest.js';
+import { Guest, type Capture } from '../guest/guest.js';
 import { encodeImage, inspectImage } from '../guest/image/index.js';
 import { WasmGuest } from '../wasm/guest.js';
 import type { HostGuest } from './hosted.js';
@@ -15,10 +15,17 @@ export interface TakenImage {
   pauseMs: number;
 }
 
-/** Captures a running guest and lets it go on at once; the image is encoded afterwards. */
+/**
+ * Captures a running guest and lets it go on; the image is encoded afterwards. A guest that can
+ * be captured live (JavaScript) pauses only for what changed while its memory was copied.
+ */
 export async function takeImage(guest: HostGuest): Promise<TakenImage> {
-  const capture = guest.checkpoint();
-  guest.resume();
+  let capture: Capture;
+  if (guest.checkpointLive) capture = await guest.checkpointLive();
+  else {
+    capture = guest.checkpoint();
+    guest.resume();
+  }
   return { bytes: await encodeImage(capture.contents), pauseMs: capture.pauseMs };
 }
 
