@@ -336,19 +336,28 @@ export class Controller implements TunnelLink {
     }
     const network = new TunnelNetwork(message.guestId, this);
     try {
-      const guest = await this.startGuest(message, network);
-      this.guests.set(message.guestId, { guest, movable: moveSource(guest), network });
-      void guest.exited.then((exit) => this.onExit(message.guestId, exit));
+      this.run(await this.startGuest(message, network), network);
       this.log(`started guest ${message.name}`, { guest: message.guestId });
       this.control({ type: 'deployed', guestId: message.guestId });
     } catch (err) {
-      this.control({
-        type: 'deployFailed',
-        guestId: message.guestId,
-        code: err instanceof RoamError ? err.code : 'ROAM_ERR_SANDBOX',
-        message: (err as Error).message.slice(0, 1000),
-      });
+      this.deployFailed(message.guestId, err);
     }
+  }
+
+  /** A guest this host runs from now on (deployed, resumed from an image, or moved here). */
+  private run(guest: Guest | WasmGuest, network: TunnelNetwork): void {
+    this.guests.set(guest.id, { guest, movable: moveSource(guest), network });
+    void guest.exited.then((exit) => this.onExit(guest.id, exit));
+  }
+
+  /** The proxy's deploy or restore did not start the guest here: say why. */
+  private deployFailed(guestId: string, err: unknown): void {
+    this.control({
+      type: 'deployFailed',
+      guestId,
+      code: err instanceof RoamError ? err.code : 'ROAM_ERR_SANDBOX',
+      message: (err as Error).message.slice(0, 1000),
+    });
   }
 
   // --- backup images ---
@@ -407,18 +416,12 @@ export class Controller implements TunnelLink {
         guest.stop();
         throw new RoamError('ROAM_ERR_IMAGE_MALFORMED', `the image is of guest ${guest.id}, not ${message.guestId}`);
       }
-      this.guests.set(guest.id, { guest, movable: moveSource(guest), network });
-      void guest.exited.then((exit) => this.onExit(guest.id, exit));
+      this.run(guest, network);
       const age = Math.max(0, Math.round((Date.now() - message.takenAt) / 1000));
       this.log(`resumed ${message.name} from its backup image, taken ${age} s ago`, { guest: guest.id });
       this.control({ type: 'deployed', guestId: message.guestId });
     } catch (err) {
-      this.control({
-        type: 'deployFailed',
-        guestId: message.guestId,
-        code: err instanceof RoamError ? err.code : 'ROAM_ERR_SANDBOX',
-        message: (err as Error).message.slice(0, 1000),
-      });
+      this.deployFailed(message.guestId, err);
     }
   }
 
@@ -452,8 +455,7 @@ export class Controller implements TunnelLink {
 
   /** A guest moved here (the proxy committed): run it, and carry its streams on from their offsets. */
   private adopt(guest: Guest | WasmGuest, network: TunnelNetwork): void {
-    this.guests.set(guest.id, { guest, movable: moveSource(guest), network });
-    void guest.exited.then((exit) => this.onExit(guest.id, exit));
+    this.run(guest, network);
     for (const stream of network.takeRestored()) {
       this.track(stream);
       if (this.session?.isOpen) this.session.attach(stream, { guestId: guest.id });
