@@ -2,15 +2,18 @@
  * Why did a guest miss its deadline? Runs Roam's policy (and the oracle, for comparison) in the
  * simulator on the given seeds and prints, for every guest Roam made late, its whole history: each
  * host it was on, the model's P(stay) for that host at the time (for the policy's horizon and until
- * the guest's work would be done there), when the host really left, and why the guest left it.
+ * the guest's work would be done there), when the host really left, and why the guest left it;
+ * its backup images (when taken, with how much work) and its restores from them.
  *
- *   node --import tsx bench/policy-misses.ts [seeds, default 1,2]   (BENCH_HOSTS=160, POLICY='{...}')
+ *   node --import tsx bench/policy-misses.ts [seeds, default 1,2] [row, default roam]
+ *     (BENCH_HOSTS=160, POLICY='{...}'; row: a policy name or a variant, e.g. roam-no-images)
  */
 import { DEFAULT_POLICY, parsePolicy } from '../src/policy/config.js';
-import { CURRENT_CODE, simulate, type PolicyName, type SimEvent, type SimResult } from './policy-sim.js';
+import { CURRENT_CODE, row, simulate, type SimEvent, type SimResult } from './policy-sim.js';
 import { MINUTE, benchTrace, makeTrace, type Trace, type TraceHost } from './policy-trace.js';
 
 const SEEDS = (process.argv[2] ?? '1,2').split(',').map(Number);
+const ROW = process.argv[3] ?? 'roam';
 /** POLICY='{"finishMargin": 0.1}' overrides fields of the default policy. */
 const POLICY = process.env['POLICY'] ? parsePolicy(process.env['POLICY'], 'POLICY.json') : DEFAULT_POLICY;
 const HORIZON_MS = POLICY.horizonMinutes * MINUTE;
@@ -43,7 +46,16 @@ function describe(trace: Trace, e: SimEvent, workMs: number, byId: Map<string, T
     case 'move-failed':
       return `${at} move to ${byId.get(e.to)?.name} failed (target left)`;
     case 'killed':
-      return `${at} KILLED with ${byId.get(e.host)?.name} (${e.graceful ? 'graceful, not drained' : 'hard'}), lost ${min(e.lostMs)}`;
+      return (
+        `${at} KILLED with ${byId.get(e.host)?.name} (${e.graceful ? 'graceful, not drained' : 'hard'}), lost ${min(e.lostMs)}` +
+        (e.image ? `; restoring the image of +${min(e.image.at - trace.evalStart)} (${min(e.image.doneMs)} done)` : '')
+      );
+    case 'imaged':
+      return `${at} image of +${min(e.at - trace.evalStart)} at the proxy (${min(e.doneMs)} done, taken on ${byId.get(e.host)?.name})`;
+    case 'image-lost':
+      return `${at} image lost (${byId.get(e.host)?.name} left before it reached the proxy)`;
+    case 'restore':
+      return `${at} restoring (${e.via}) on ${hostInfo(e.to, e.doneMs)}, done ${min(e.doneMs)}`;
     case 'finished':
       return `${at} finished on ${byId.get(e.host)?.name} at +${min(e.at - trace.evalStart)}`;
   }
@@ -56,16 +68,18 @@ interface Run {
   finishedAt: Map<string, number>;
 }
 
-function run(trace: Trace, name: PolicyName): Run {
+function run(trace: Trace, rowName: string): Run {
+  const which = row(rowName, POLICY);
+  if (!which) throw new Error(`no such policy or variant: ${rowName}`);
   const lines = new Map<string, string[]>();
   const finishedAt = new Map<string, number>();
   const byId = new Map(trace.hosts.map((h) => [h.id, h]));
   const work = new Map(trace.guests.map((g) => [g.id, g.workMs]));
-  const result = simulate(trace, name, {
+  const result = simulate(trace, which.name, {
     code: CURRENT_CODE,
     stepMs: 10_000,
     refitMs: 30 * MINUTE,
-    policy: POLICY,
+    policy: which.policy,
     observe: (e) => {
       if (e.kind === 'finished') finishedAt.set(e.guest, e.at);
       const text = lines.get(e.guest) ?? [];
@@ -78,13 +92,14 @@ function run(trace: Trace, name: PolicyName): Run {
 
 for (const seed of SEEDS) {
   const trace = makeTrace(benchTrace(seed));
-  const roam = run(trace, 'roam');
+  const roam = run(trace, ROW);
   const oracle = run(trace, 'oracle');
   const r = roam.result;
   const o = oracle.result;
   console.log(
-    `seed ${seed}: roam ${r.missed} missed, ${r.kills} killed, ${r.migrations} moves, ${r.lostHours.toFixed(1)} h lost; ` +
-      `oracle ${o.missed} missed, ${o.kills} killed, ${o.migrations} moves`,
+    `seed ${seed}: ${ROW} ${r.missed} missed, ${r.kills} killed (${r.restores} restored), ${r.migrations} moves, ` +
+      `${r.lostHours.toFixed(1)} h lost; oracle ${o.missed} missed, ${o.kills} killed (${o.restores} restored), ` +
+      `${o.migrations} moves`,
   );
   for (const g of trace.guests) {
     const at = roam.finishedAt.get(g.id);

@@ -1,6 +1,7 @@
 /**
  * The simulator alone, per seed and policy, one line each (for checking a policy change on more
- * traces than bench:policy's two): `node --import tsx bench/policy-seeds.ts 1,2,3 roam,oracle`.
+ * traces than bench:policy's two): `node --import tsx bench/policy-seeds.ts 1,2,3 roam,oracle`
+ * (names: the policies, or a variant from VARIANTS in policy-sim.ts, e.g. roam-no-images).
  * POLICY_DIR=<folder> runs the policy code in that folder instead (a copy of an older src/policy,
  * its config.ts reduced to `export type Policy = never;`); POLICY='{"finishMargin": 0.1}' overrides
  * fields of the default policy.
@@ -9,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import type * as Availability from '../src/policy/availability.js';
 import { DEFAULT_POLICY, parsePolicy } from '../src/policy/config.js';
 import type * as Decide from '../src/policy/decide.js';
-import { CURRENT_CODE, POLICY_NAMES, simulate, type PolicyCode, type PolicyName } from './policy-sim.js';
+import { CURRENT_CODE, POLICY_NAMES, row, simulate, type PolicyCode } from './policy-sim.js';
 import { MINUTE, benchTrace, makeTrace } from './policy-trace.js';
 
 async function codeIn(dir: string | undefined): Promise<PolicyCode> {
@@ -24,18 +25,23 @@ const code = await codeIn(process.env['POLICY_DIR']);
 const policy = process.env['POLICY'] ? parsePolicy(process.env['POLICY'], 'POLICY.json') : DEFAULT_POLICY;
 
 const seeds = (process.argv[2] ?? '1,2').split(',').map(Number);
-const names = (process.argv[3]?.split(',') ?? POLICY_NAMES) as PolicyName[];
+const names = process.argv[3]?.split(',') ?? POLICY_NAMES;
 for (const seed of seeds) {
   const trace = makeTrace(benchTrace(seed));
   for (const name of names) {
-    const r = simulate(trace, name, { code, stepMs: 10_000, refitMs: 30 * MINUTE, policy });
+    const which = row(name, policy);
+    if (!which) throw new Error(`no such policy or variant: ${name}`);
+    const r = simulate(trace, which.name, { code, stepMs: 10_000, refitMs: 30 * MINUTE, policy: which.policy });
     console.log(
       [
         `seed ${seed}`,
         name.padEnd(14),
         `missed ${r.missed}/${r.guests}`,
         `killed ${r.kills}`,
+        `restored ${r.restores}`,
         `lost ${r.lostHours.toFixed(1)} h`,
+        `kept ${r.savedHours.toFixed(1)} h`,
+        `images ${r.images} (${r.imagesLost} lost)`,
         `moves ${r.migrations}`,
         `failed ${r.failedMigrations}`,
         `backup ${r.backupMoves}`,

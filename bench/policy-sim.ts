@@ -14,10 +14,25 @@
  *  - a move takes 2 s + memory / 12.5 MB/s (a 100 Mbit/s link); with pre-copy the guest keeps
  *    running on the source meanwhile and switches at the end. If the target leaves before the end,
  *    the move fails and the guest, still on the source, goes to the backup (the hedge). If the
- *    source leaves first (hard), the guest is lost;
+ *    source leaves first (hard), the guest dies with it (and is restored from its image, below);
  *  - a hard departure kills the guests on the host; a graceful one warns 60 s ahead (a drain) and
  *    the guests that are moved away within the warning survive;
- *  - a killed guest is submitted again from scratch (its work is lost), deadline unchanged;
+ *  - backup images (`policy.backupEverySeconds`, 0 = none): each step, running guests whose last
+ *    image (or placement, or restore) is at least that old are due, oldest first, and images are
+ *    started while fewer than `policy.maxConcurrentBackups` are in flight fleet-wide. Guests being
+ *    moved or restored are not imaged (a move already copies their memory; they are due again once
+ *    it ends). An image pauses the guest 3 ms per MiB (the "few ms per MiB" of a freeze and copy),
+ *    records the work done at that freeze, and reaches the proxy after memory / 12.5 MB/s, the
+ *    moves' link without their 2 s setup: the host already has its connection to the proxy and no
+ *    target sandbox is prepared. It counts only if its host is still up at that end; an image is
+ *    not tied to a host (a guest that moves keeps it), and a move does not reset the schedule;
+ *  - a guest that dies with its host (hard, or a drain that did not get it out) and has an image is
+ *    restored from it: at the next placement, on the backup its last move named if that host is up
+ *    and its memory fits, else where the policy's placement puts a new guest; it makes no progress
+ *    for a restore delay of one move (2 s + memory / 12.5 MB/s), and its work since the image is
+ *    lost. A restore resets the image schedule (an image taken then would hold the same work);
+ *  - a killed guest without an image is submitted again from scratch (its work is lost), deadline
+ *    unchanged;
  *  - a guest that cannot be placed (no host up with room) waits and is tried again each step.
  *
  * Policies compared on the same trace:
@@ -26,9 +41,13 @@
  *  - threshold-only: the same code with no risk model (P(stay) = 1 for every host);
  *  - random: the same triggers (decide, with the model), but the target, and every placement, is a
  *    random host that is up, fits the guest's memory and is not degraded;
- *  - never: Roam's placement, and no move ever (not even on a drain);
+ *  - never: Roam's placement, and no move ever (not even on a drain): no images, no restores;
  *  - oracle: knows every departure: P(stay) is 1 if the host truly stays that long, else 0, for
  *    placement and decide; and it moves guests off a host before it leaves (in time for the move).
+ * Images are the control plane's mechanism, not a choice of host, so every policy that moves
+ * guests takes them with the same settings: roam, threshold-only, random (restored to a random
+ * host, its placement) and the oracle. The oracle rarely needs one (it leaves in time), but it
+ * pays their pauses like the others and stays a bound on what a policy could do with them.
  */
 import * as availability from '../src/policy/availability.js';
 import type { AvailabilityModel, Session } from '../src/policy/availability.js';
@@ -40,6 +59,25 @@ import { DRAIN_WARNING_MS, MINUTE, rng, type Trace, type TraceHost, type TraceSe
 
 export type PolicyName = 'roam' | 'threshold-only' | 'random' | 'never' | 'oracle';
 export const POLICY_NAMES: PolicyName[] = ['roam', 'threshold-only', 'random', 'never', 'oracle'];
+
+/** Rows beyond the policies: a policy run with part of its configuration changed. */
+export const VARIANTS: Record<string, { name: PolicyName; label: string; policy: Partial<Policy> }> = {
+  'roam-no-images': { name: 'roam', label: 'roam without backup images', policy: { backupEverySeconds: 0 } },
+};
+/** The rows of `npm run bench:policy`, in order: what the images buy is the second row. */
+export const BENCH_ROWS: string[] = ['roam', 'roam-no-images', 'threshold-only', 'random', 'never', 'oracle'];
+
+/** A row's policy, configuration and label: a policy name, or a name in VARIANTS. */
+export function row(
+  rowName: string,
+  policy: Policy,
+): { name: PolicyName; policy: Policy; label: string | undefined } | undefined {
+  const v = VARIANTS[rowName];
+  if (v) return { name: v.name, policy: { ...policy, ...v.policy }, label: v.label };
+  return (POLICY_NAMES as string[]).includes(rowName)
+    ? { name: rowName as PolicyName, policy, label: undefined }
+    : undefined;
+}
 
 /** The policy code under test: this tree's src/policy, or an older commit's (for before/after). */
 export interface PolicyCode {
@@ -64,7 +102,7 @@ export interface SimOptions {
   policy: Policy;
   /** A label for a variant of the policy code (before/after a change). */
   label?: string;
-  /** Debugging (bench/policy-misses.ts): told of every placement, move and kill; changes nothing. */
+  /** Debugging (bench/policy-misses.ts): told of every placement, move, image and kill; changes nothing. */
   observe?: (e: SimEvent) => void;
 }
 
@@ -97,7 +135,28 @@ export type SimEvent =
     }
   | { kind: 'moved'; now: number; guest: string; to: string }
   | { kind: 'move-failed'; now: number; guest: string; to: string }
-  | { kind: 'killed'; now: number; guest: string; host: string; graceful: boolean; lostMs: number }
+  /** `image`: the work in the image it will be restored from (null: none, it starts again from scratch). */
+  | {
+      kind: 'killed';
+      now: number;
+      guest: string;
+      host: string;
+      graceful: boolean;
+      lostMs: number;
+      image: { doneMs: number; at: number } | null;
+    }
+  /** An image reached the proxy: taken (frozen) `at`, with `doneMs` of work done. */
+  | { kind: 'imaged'; now: number; guest: string; host: string; at: number; doneMs: number }
+  | { kind: 'image-lost'; now: number; guest: string; host: string }
+  | {
+      kind: 'restore';
+      now: number;
+      guest: string;
+      to: string;
+      via: 'backup' | 'policy' | 'fallback' | 'random';
+      doneMs: number;
+      pStay?: Round['pStay'];
+    }
   | { kind: 'finished'; now: number; guest: string; host: string; at: number };
 
 export interface SimResult {
@@ -109,9 +168,16 @@ export interface SimResult {
   /** Work of finished guests, and of those finished in time (CPU-hours at score 1). */
   completedHours: number;
   onTimeHours: number;
-  /** Work thrown away when a guest was killed with its host. */
+  /** Work thrown away when a guest died with its host: all of it, or what it did since its image. */
   lostHours: number;
+  /** Guests that died with their host (restored from an image or not). */
   kills: number;
+  /** Restores from an image (a guest can be restored more than once), and the work they kept. */
+  restores: number;
+  savedHours: number;
+  /** Backup images that reached the proxy, and those lost with their host on the way. */
+  images: number;
+  imagesLost: number;
   migrations: number;
   failedMigrations: number;
   backupMoves: number;
@@ -120,7 +186,13 @@ export interface SimResult {
 }
 
 const LINK_BYTES_PER_MS = 12_500; // 100 Mbit/s
-const moveMs = (memoryBytes: number): number => 2000 + memoryBytes / LINK_BYTES_PER_MS;
+/** Asking the source and the target, opening the connection, preparing the target's sandbox. */
+const MOVE_SETUP_MS = 2000;
+const moveMs = (memoryBytes: number): number => MOVE_SETUP_MS + memoryBytes / LINK_BYTES_PER_MS;
+/** An image travels to the proxy on the link moves use, over the connection the host already has. */
+const imageMs = (memoryBytes: number): number => memoryBytes / LINK_BYTES_PER_MS;
+/** The guest's pause while its image is taken (copying 16 MB took 33 ms, see DESIGN.md). */
+const IMAGE_PAUSE_MS_PER_MIB = 3;
 
 interface HostState {
   trace: TraceHost;
@@ -141,6 +213,16 @@ interface GuestState {
   doneMs: number;
   finishedAt: number | null;
   move: { to: string; backup: string | null; end: number; drain: boolean } | null;
+  /** Its last image at the proxy: the work done when it was taken (frozen), and when. */
+  image: { doneMs: number; at: number } | null;
+  /** An image on its way: taken on `host` at `at` with `doneMs` done, at the proxy at `end`. */
+  imaging: { host: string; at: number; doneMs: number; end: number } | null;
+  /** What the image schedule counts from: the last image's freeze, or the placement or restore. */
+  imageDueFrom: number;
+  /** Makes progress from this time on (before it: being restored). */
+  resumeAt: number;
+  /** Paused for images since the last step, charged to the next step's progress. */
+  pausedMs: number;
 }
 
 function sessionAt(host: TraceHost, from: number, t: number): { session: TraceSession | undefined; next: number } {
@@ -196,6 +278,10 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
     onTimeHours: 0,
     lostHours: 0,
     kills: 0,
+    restores: 0,
+    savedHours: 0,
+    images: 0,
+    imagesLost: 0,
     migrations: 0,
     failedMigrations: 0,
     backupMoves: 0,
@@ -262,13 +348,40 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
     };
   };
 
+  const imagesOn = name !== 'never' && policy.backupEverySeconds > 0;
+  const imageEveryMs = policy.backupEverySeconds * 1000;
+
+  const imaged = (g: GuestState, now: number): void => {
+    if (!g.imaging) return;
+    const { host, at, doneMs } = g.imaging;
+    options.observe?.({ kind: 'imaged', now, guest: g.id, host, at, doneMs });
+    result.images++;
+    g.image = { doneMs, at };
+    g.imaging = null;
+  };
+  const imageLost = (g: GuestState, now: number): void => {
+    if (!g.imaging) return;
+    options.observe?.({ kind: 'image-lost', now, guest: g.id, host: g.imaging.host });
+    result.imagesLost++;
+    g.imaging = null;
+  };
+
+  /** A guest dies with its host: the next placement restores it from its image, or starts it from scratch. */
   const kill = (g: GuestState, now: number, graceful: boolean): void => {
-    options.observe?.({ kind: 'killed', now, guest: g.id, host: g.host ?? '', graceful, lostMs: g.doneMs });
+    const image = g.image;
+    const lostMs = g.doneMs - (image?.doneMs ?? 0);
+    options.observe?.({ kind: 'killed', now, guest: g.id, host: g.host ?? '', graceful, lostMs, image });
     result.kills++;
-    result.lostHours += g.doneMs / 3_600_000;
+    result.lostHours += lostMs / 3_600_000;
+    if (image) {
+      result.restores++;
+      result.savedHours += image.doneMs / 3_600_000;
+    }
+    imageLost(g, now);
     g.host = null;
-    g.doneMs = 0;
+    g.doneMs = image?.doneMs ?? 0;
     g.move = null;
+    g.pausedMs = 0;
   };
 
   const startMove = (
@@ -317,6 +430,11 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
         // Left: guests still here die; moves from or to here fail.
         h.warned = false;
         for (const g of active) {
+          // An image on its way from here counts if it reached the proxy before the host went.
+          if (g.imaging?.host === h.trace.id) {
+            if (g.imaging.end <= before.endedAt) imaged(g, now);
+            else imageLost(g, now);
+          }
           if (g.host === h.trace.id) {
             if (g.move) result.failedMigrations++;
             kill(g, now, before.graceful);
@@ -345,21 +463,27 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
       else backups.delete(g.id);
       g.move = null;
     }
+    // Images that reach the proxy now (those from hosts that left went with them, above).
+    for (const g of active) if (g.imaging && g.imaging.end <= now) imaged(g, now);
 
-    // 3. Progress.
+    // 3. Progress (from the end of a restore, less the pauses for images).
     reindex();
     for (const h of hosts.values()) {
       if (!h.session) continue;
       const mine = guestsOn(h.trace.id);
       const rate = h.trace.score * share(h, mine.length);
       for (const g of mine) {
+        const from = Math.max(now - stepMs, g.resumeAt) + g.pausedMs;
+        g.pausedMs = 0;
+        if (from >= now) continue;
         const need = g.workMs - g.doneMs;
-        const gain = rate * stepMs;
+        const gain = rate * (now - from);
         if (gain >= need) {
-          g.finishedAt = now - stepMs + need / rate;
+          g.finishedAt = from + need / rate;
           options.observe?.({ kind: 'finished', now, guest: g.id, host: h.trace.id, at: g.finishedAt });
           g.doneMs = g.workMs;
           g.move = null;
+          g.imaging = null;
           result.completedHours += g.workMs / 3_600_000;
           if (g.finishedAt <= g.deadline) {
             result.onTime++;
@@ -373,7 +497,18 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
     while (arrived < pending.length && (pending[arrived]?.arrival ?? Infinity) <= now) {
       const a = pending[arrived++];
       if (!a) break;
-      const g: GuestState = { ...a, host: null, doneMs: 0, finishedAt: null, move: null };
+      const g: GuestState = {
+        ...a,
+        host: null,
+        doneMs: 0,
+        finishedAt: null,
+        move: null,
+        image: null,
+        imaging: null,
+        imageDueFrom: now,
+        resumeAt: now,
+        pausedMs: 0,
+      };
       guests.push(g);
       active.push(g);
     }
@@ -389,16 +524,19 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
           ? (id, _age, span) => truthStay(id, now, span)
           : (id, age, span) => learned(now).pStay(id, age, span, now);
     const running = active.filter((g) => g.host !== null);
-    const snapshots: GuestSnapshot[] = running.map((g) => ({
-      id: g.id,
-      name: g.id,
-      hostId: g.host ?? '',
-      memoryBytes: g.memoryBytes,
-      cpuRate: 1000 * share(hosts.get(g.host ?? '') as HostState, guestsOn(g.host ?? '').length),
-      deadline: g.deadline,
-      expectMs: g.workMs,
-      cpuMs: g.doneMs,
-    }));
+    // A guest being restored is not running yet: the round does not see it (nor move it).
+    const snapshots: GuestSnapshot[] = running
+      .filter((g) => g.resumeAt <= now)
+      .map((g) => ({
+        id: g.id,
+        name: g.id,
+        hostId: g.host ?? '',
+        memoryBytes: g.memoryBytes,
+        cpuRate: 1000 * share(hosts.get(g.host ?? '') as HostState, guestsOn(g.host ?? '').length),
+        deadline: g.deadline,
+        expectMs: g.workMs,
+        cpuMs: g.doneMs,
+      }));
     const round: Round = {
       now,
       hosts: hostsNow,
@@ -460,7 +598,14 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
       }
     }
 
-    // 6. Placement of new and restarted guests.
+    // 6. Placement of new and restarted guests, and restores from images: on the backup the last move
+    // named if it is up and the guest fits there, else where a new guest would go.
+    const placedBytes = new Map<string, number>();
+    const fits = (id: string, g: GuestState): boolean => {
+      const h = hostsNow.find((x) => x.id === id);
+      const free = (h?.up ? (h.metrics?.memory.freeBytes ?? 0) : 0) - (placedBytes.get(id) ?? 0);
+      return free >= g.memoryBytes;
+    };
     for (const g of active) {
       if (g.host !== null) continue;
       const snap: GuestSnapshot = {
@@ -471,14 +616,44 @@ export function simulate(trace: Trace, name: PolicyName, options: SimOptions): S
         cpuRate: 0,
         deadline: g.deadline,
         expectMs: g.workMs,
-        cpuMs: 0,
+        cpuMs: g.doneMs,
       };
-      const placed = name === 'random' ? undefined : placeGuest(snap, round, policy)?.host.id;
-      const to = name === 'random' ? randomHost(g, hostsNow, lowSince) : (placed ?? fastest(hostsNow, null));
+      const backup = g.image && name !== 'random' ? backups.get(g.id) : undefined;
+      const toBackup = backup !== undefined && fits(backup, g);
+      const placed = name === 'random' || toBackup ? undefined : placeGuest(snap, round, policy)?.host.id;
+      const to =
+        name === 'random' ? randomHost(g, hostsNow, lowSince) : toBackup ? backup : (placed ?? fastest(hostsNow, null));
       if (!to) continue;
       g.host = to;
+      g.imageDueFrom = now;
+      placedBytes.set(to, (placedBytes.get(to) ?? 0) + g.memoryBytes);
       const via = name === 'random' ? 'random' : placed ? 'policy' : 'fallback';
-      options.observe?.({ kind: 'place', now, guest: g.id, to, via, pStay });
+      if (g.image) {
+        // The backup is used up: the guest is on it now (a drain of this host must not send it here).
+        if (toBackup) backups.delete(g.id);
+        g.resumeAt = now + moveMs(g.memoryBytes);
+        const by = toBackup ? 'backup' : via;
+        options.observe?.({ kind: 'restore', now, guest: g.id, to, via: by, doneMs: g.doneMs, pStay });
+      } else options.observe?.({ kind: 'place', now, guest: g.id, to, via, pStay });
+    }
+
+    // 7. Backup images: the guests longest without one first, while fewer than the limit are on their way.
+    if (imagesOn) {
+      let slots = policy.maxConcurrentBackups - active.filter((g) => g.imaging).length;
+      const due =
+        slots > 0
+          ? active.filter(
+              (g) =>
+                g.host !== null && !g.move && !g.imaging && g.resumeAt <= now && now - g.imageDueFrom >= imageEveryMs,
+            )
+          : [];
+      due.sort((a, b) => a.imageDueFrom - b.imageDueFrom);
+      for (const g of due) {
+        if (slots-- <= 0) break;
+        g.imaging = { host: g.host ?? '', at: now, doneMs: g.doneMs, end: now + imageMs(g.memoryBytes) };
+        g.imageDueFrom = now;
+        g.pausedMs += (IMAGE_PAUSE_MS_PER_MIB * g.memoryBytes) / 2 ** 20;
+      }
     }
   }
 

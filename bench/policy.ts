@@ -3,7 +3,7 @@
  *
  * 1. The simulator (bench/policy-sim.ts over traces from bench/policy-trace.ts): Roam's policy
  *    against never-migrate, threshold-only (no risk model), random candidate and an oracle, on the
- *    same traces, plus Roam's policy as it was at ROAM_BENCH_BEFORE (default 4720082, before this
+ *    same traces, Roam's policy without backup images (what the images buy), plus Roam's policy as it was at ROAM_BENCH_BEFORE (default 4720082, before this
  *    branch) for a before/after in the same run; and the availability model's prediction accuracy
  *    on the held-out part of each trace. Targets: deadline misses >= 25% fewer than threshold-only
  *    and within 15% of the oracle; prediction accuracy >= 90%.
@@ -30,9 +30,10 @@ import { machineInfo, markdownTable, median } from './checkpoint-lib.js';
 import { writeBenchSection } from './report.js';
 import { roundCost, type RoundCost } from './policy-round.js';
 import {
+  BENCH_ROWS,
   CURRENT_CODE,
-  POLICY_NAMES,
   predictionAccuracy,
+  row as benchRow,
   simulate,
   type Accuracy,
   type PolicyCode,
@@ -93,12 +94,15 @@ function runSim(before: { code: PolicyCode } | undefined): SimPart {
   for (const seed of SEEDS) {
     const trace = makeTrace(benchTrace(seed));
     const row: SimResult[] = [];
-    for (const name of POLICY_NAMES) {
-      const r = simulate(trace, name, {
+    for (const rowName of BENCH_ROWS) {
+      const which = benchRow(rowName, DEFAULT_POLICY);
+      if (!which) throw new Error(`no such bench row: ${rowName}`);
+      const r = simulate(trace, which.name, {
         code: CURRENT_CODE,
         stepMs: STEP_MS,
         refitMs: REFIT_MS,
-        policy: DEFAULT_POLICY,
+        policy: which.policy,
+        ...(which.label === undefined ? {} : { label: which.label }),
       });
       console.error(
         `seed ${seed} ${r.name}: ${r.missed} missed, ${r.migrations} moves (${(r.wallMs / 1000).toFixed(1)} s)`,
@@ -129,7 +133,7 @@ function totals(results: SimResult[][]): SimResult[] {
   const first = results[0] ?? [];
   return first.map((_, i) => {
     const rows = results.map((r) => r[i]).filter((r): r is SimResult => r !== undefined);
-    const sum = (k: keyof SimResult): number => rows.reduce((s, r) => s + (r[k] as number), 0);
+    const sum = (k: Exclude<keyof SimResult, 'name'>): number => rows.reduce((s, r) => s + r[k], 0);
     return {
       name: rows[0]?.name ?? '?',
       guests: sum('guests'),
@@ -139,6 +143,10 @@ function totals(results: SimResult[][]): SimResult[] {
       onTimeHours: sum('onTimeHours'),
       lostHours: sum('lostHours'),
       kills: sum('kills'),
+      restores: sum('restores'),
+      savedHours: sum('savedHours'),
+      images: sum('images'),
+      imagesLost: sum('imagesLost'),
       migrations: sum('migrations'),
       failedMigrations: sum('failedMigrations'),
       backupMoves: sum('backupMoves'),
@@ -160,6 +168,9 @@ function simTable(rows: SimResult[]): string {
       'on-time work h',
       'work lost to departures h',
       'guests killed',
+      'of which restored from an image',
+      'work the images kept h',
+      'backup images (lost on the way)',
       'migrations',
       'failed migrations',
       'moves to backup',
@@ -176,6 +187,9 @@ function simTable(rows: SimResult[]): string {
       f1(r.onTimeHours),
       f1(r.lostHours),
       String(r.kills),
+      String(r.restores),
+      f1(r.savedHours),
+      `${r.images} (${r.imagesLost})`,
       String(r.migrations),
       String(r.failedMigrations),
       String(r.backupMoves),
@@ -629,10 +643,14 @@ async function report(
     'and an adversarial class of fast hosts that leave after 4-12 min); bench/policy-sim.ts runs the policies over',
     'them with the code in src/policy (monitor, decide, placeGuest, fitAvailability), a move taking 2 s + memory at',
     "100 Mbit/s, 30% of departures drained with a 60 s warning (to the backup, else the best host by the policy's",
-    'ranking, as Proxy.evacuate does), the rest killing the guests left (which start again',
-    'from scratch). "Before" rows run src/policy as it was at the named commit, copied out of git, on the same traces',
-    'and machine. Prediction accuracy: the model fitted on the 7 days of history, asked every 5 min about every host',
-    'up in the 48 held-out hours. Decision round: synthetic 10,000 hosts (a tenth saturated) and 10,000 guests (a',
+    'ranking, as Proxy.evacuate does), the rest killing the guests left. A guest killed with its host resumes from',
+    `its last backup image (one every ${DEFAULT_POLICY.backupEverySeconds} s per guest, at most`,
+    `${DEFAULT_POLICY.maxConcurrentBackups} on their way at once, each memory at 100 Mbit/s to the proxy) on the backup`,
+    "its last move named, else where the policy's placement puts it, after a restore as long as a move; without an",
+    'image it starts again from scratch. Every policy but "never" takes images; "roam without backup images" is',
+    'roam with backupEverySeconds 0. "Before" rows run src/policy as it was at the named commit (with images), copied',
+    'out of git, on the same traces and machine. Prediction accuracy: the model fitted on the 7 days of history,',
+    'asked every 5 min about every host up in the 48 held-out hours. Decision round: synthetic 10,000 hosts (a tenth saturated) and 10,000 guests (a',
     'quarter with deadlines), P(stay) from a model fitted on 30,000 past sessions; wall and process CPU time of',
     'monitor.observe + decide, after the window has filled. Proxy: `roam proxy` on loopback with a temp data dir,',
     `${GENERATORS} generator processes (bench/policy-load.ts) each holding their share of the connections: HELLO`,

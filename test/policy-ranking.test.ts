@@ -33,8 +33,9 @@ const TOO_LATE = 'cannot finish before the deadline there';
 /**
  * Every host but the guest's own (and `exclude`), best first, by the comparator the ranking is
  * specified by. Times to finish come from the compute rate (no RTT discount: distance does not slow
- * a computation); a deadline guest that no host can finish in time (or with minFinishProbability) is
- * judged by each host's chance to stay until it is done, and ranked by speed.
+ * a computation); a finish with less than deadlineBuffer of its run time to spare counts
+ * finishMargin less likely; a deadline guest that no host can finish in time (or with
+ * minFinishProbability) is judged by each host's chance to stay until it is done, and ranked by speed.
  */
 function referenceRanking(guest: GuestSnapshot, round: Round, policy: Policy, exclude?: string): Candidate[] {
   const horizonMs = policy.horizonMinutes * 60_000;
@@ -73,11 +74,15 @@ function referenceRanking(guest: GuestSnapshot, round: Round, policy: Policy, ex
         c.rejected = `too late for the deadline anywhere, and P(stays until done, ${needMin.toFixed(0)} min) = ${p.toFixed(2)} < ${policy.minStayProbability}`;
     }
   }
+  // A finish without deadlineBuffer of its run time to spare counts finishMargin less likely.
+  const rank = (c: Candidate): number => {
+    const rate = computeRate(c.host);
+    const need = rate > 0 ? Math.max(0, (guest.expectMs ?? 0) - guest.cpuMs) / rate : Infinity;
+    const tight = guest.deadline !== null && round.now + need * (1 + policy.deadlineBuffer) > guest.deadline;
+    return (c.pFinish ?? 0) - (tight ? policy.finishMargin : 0);
+  };
   return candidates.sort(
-    (a, b) =>
-      Number(!!a.rejected) - Number(!!b.rejected) ||
-      (late ? 0 : (b.pFinish ?? 0) - (a.pFinish ?? 0)) ||
-      b.speed - a.speed,
+    (a, b) => Number(!!a.rejected) - Number(!!b.rejected) || (late ? 0 : rank(b) - rank(a)) || b.speed - a.speed,
   );
 }
 

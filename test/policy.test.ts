@@ -354,6 +354,27 @@ describe('rankCandidates', () => {
     assert.equal(ranked[0]?.pFinish, 0.95, 'the chance to finish at all');
     assert.equal(placeGuest(g, r, DEFAULT_POLICY)?.host.id, 'steady');
   });
+
+  it('does not trade a finish with time to spare for a chance higher by less than finishMargin and seconds to spare', () => {
+    // 11 min of work, 18 min to the deadline: 17.7 min at score 0.62 (seconds to spare), 7 min at 1.6.
+    const g = guest('g', '', { deadline: NOW + 18 * 60_000, expectMs: 11 * 60_000 });
+    const hosts = [host('slow', { score: 0.62 }), host('fast', { score: 1.6 }), host('flaky', { score: 1.6 })];
+    const pStay = (id: string): number => ({ slow: 1, fast: 0.999, flaky: 0.9 })[id] ?? 0;
+    const r = round(hosts, [g], { pStay });
+    const ranked = rankCandidates(g, r, DEFAULT_POLICY);
+    assert.deepEqual(
+      ranked.map((c) => [c.host.id, c.pFinish]),
+      [
+        ['fast', 0.999],
+        ['slow', 1],
+        ['flaky', 0.9],
+      ],
+    );
+    assert.equal(placeGuest(g, r, DEFAULT_POLICY)?.host.id, 'fast');
+    // A chance higher by more than the margin still wins: the tight host against one that stays 0.9.
+    const r2 = round([hosts[0] as HostSnapshot, hosts[2] as HostSnapshot], [g], { pStay });
+    assert.equal(placeGuest(g, r2, DEFAULT_POLICY)?.host.id, 'slow');
+  });
 });
 
 describe('weighMove', () => {

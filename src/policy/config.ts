@@ -44,7 +44,9 @@ export const policySchema = z.strictObject({
   /**
    * ...unless it would finish there with less than this share of its work's time to spare (at the
    * rate it gets now, which on a degraded host may fall further): then a candidate faster by the
-   * margin and no less likely to finish it in time takes it.
+   * margin and no less likely to finish it in time takes it. Ranking hosts for a deadline guest (to
+   * place it, or as move targets), a host where it would finish with less than this to spare
+   * counts as `finishMargin` less likely to finish it in time.
    */
   deadlineBuffer: z.number().min(0).max(10).default(0.25),
   /** Candidates must stay this long with at least `minStayProbability`. */

@@ -278,6 +278,14 @@ interface Assessment {
    * likely to leave before that are refused, and the others rank by speed (the least late first).
    */
   late: boolean;
+  /**
+   * What deadline guests (not late) are ranked by: pFinish, less `finishMargin` where the guest
+   * would finish with less than `deadlineBuffer` of its run time to spare. pFinish assumes the
+   * host's rate holds until the deadline; a finish with seconds to spare is lost to any slowdown
+   * (owner load, a guest placed beside it, a backup image's pause), so a chance higher by less than
+   * the margin a move would need does not buy it. Null when pFinish is, or when late.
+   */
+  rank: Float64Array | null;
 }
 
 function assess(guest: GuestSnapshot, hosts: RoundHosts, exclude: string | undefined): Assessment {
@@ -317,7 +325,16 @@ function assess(guest: GuestSnapshot, hosts: RoundHosts, exclude: string | undef
   }
   const late = pFinish !== null && !usable && tooLate;
   if (late) judgeLate(guest, hosts, reason, pFinish);
-  return { hosts, guest, reason, pFinish, late };
+  let rank: Float64Array | null = null;
+  if (pFinish && !late) {
+    rank = new Float64Array(pFinish);
+    for (let i = 0; i < n; i++) {
+      if (reason[i] !== SKIPPED && tight(guest, hosts.rate[i] ?? 0, round, policy)) {
+        rank[i] = (pFinish[i] ?? 0) - policy.finishMargin;
+      }
+    }
+  }
+  return { hosts, guest, reason, pFinish, late, rank };
 }
 
 /**
@@ -349,7 +366,8 @@ function rejection(a: Assessment, i: number): string | undefined {
 
 /**
  * The candidates of an assessment, best first: usable hosts ahead of the others; within each,
- * deadline guests by their chance to finish in time (speed breaks ties), other guests, and guests
+ * deadline guests by their chance to finish in time, less `finishMargin` where the finish would be
+ * without `deadlineBuffer` to spare (see Assessment.rank; speed breaks ties), other guests, and guests
  * too late for their deadline everywhere, by speed; ties in table order. The hosts are sorted by
  * speed once per round; a guest without a deadline only splits that order in two, a guest with one
  * sorts each part by its chance to finish.
@@ -374,9 +392,9 @@ function ranking(a: Assessment): Int32Array {
     else if (code !== SKIPPED) out[r++] = i;
   }
   // Both parts are in speed order: a stable sort by the chance to finish keeps it for ties.
-  if (a.pFinish && !a.late) {
-    sortByKeyDescending(out.subarray(0, usable), a.pFinish);
-    sortByKeyDescending(out.subarray(usable), a.pFinish);
+  if (a.rank) {
+    sortByKeyDescending(out.subarray(0, usable), a.rank);
+    sortByKeyDescending(out.subarray(usable), a.rank);
   }
   return out;
 }
@@ -586,13 +604,14 @@ export function decide(round: Round, policy: Policy): Decision[] {
 }
 
 /**
- * Where to place a new guest: the best candidate by the same model (deadline guests by P(finish)).
+ * Where to place a new guest: the best candidate by the same model (deadline guests by P(finish),
+ * a tight finish counted `finishMargin` lower).
  * Only the best is wanted, so one pass finds it (the order is rankCandidates'; no sort).
  */
 export function placeGuest(guest: GuestSnapshot, round: Round, policy: Policy): Candidate | undefined {
   const a = assess(guest, new RoundHosts(round, policy), undefined);
   const s = a.hosts.speed;
-  const pf = a.late ? null : a.pFinish;
+  const pf = a.rank;
   let best = -1;
   for (let i = 0; i < a.reason.length; i++) {
     if (a.reason[i] !== USABLE) continue;
