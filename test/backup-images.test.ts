@@ -4,19 +4,24 @@
  * store of images checks what arrives and keeps the newest whole.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { resumeFromImage, takeImage } from '../src/controller/images.js';
+import { TunnelNetwork, type TunnelLink } from '../src/controller/tunnel-network.js';
 import { readImage, writeImage } from '../src/link/image-stream.js';
 import { LinkSession } from '../src/link/session.js';
 import type { LinkStream } from '../src/link/stream.js';
 import { BackupImages, imagesDue, type BackupCandidate } from '../src/proxy/backups.js';
 import { Guest } from '../src/guest/guest.js';
 import { encodeImage } from '../src/guest/image/index.js';
+import { WasmGuest } from '../src/wasm/guest.js';
 import type { ImageOpenFrame } from '../src/wire/index.js';
+import { ROOT } from './helpers/roam.js';
 
 const GUEST = '6f1d8e52-4c3b-4a7e-9d2f-0a1b2c3d4e5f';
 const HOST = '0b0f6a3e-8a44-4f57-b7a4-4d8a7c51f001';
@@ -286,3 +291,47 @@ async function until(check: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(check());
 }
+
+describe('a WebAssembly guest', () => {
+  const hasClang = spawnSync('clang', ['--version']).status === 0;
+  const skip = hasClang ? false : 'clang for wasm32-wasi is not installed (apt-get install clang lld wasi-libc)';
+
+  it(
+    'is imaged mid-loop while it runs on, and a guest resumed from the image ends with the same result',
+    { skip },
+    async (t) => {
+      const built = mkdtempSync(join(tmpdir(), 'roam-wasm-image-'));
+      t.after(() => rmSync(built, { recursive: true, force: true }));
+      process.env['ROAM_CACHE_DIR'] = join(built, 'cache');
+      const made = spawnSync('bash', [join(ROOT, 'examples/wasm/build.sh'), built], { encoding: 'utf8' });
+      assert.equal(made.status, 0, made.stderr);
+      const result = (lines: string[]) => lines.join('').match(/^result ([0-9a-f]{16})$/m)?.[1];
+
+      const first: string[] = [];
+      const guest = await WasmGuest.start(readFileSync(join(built, 'journey.wasm')), {
+        argv: ['300000000'],
+        onLog: (r) => first.push(r.text),
+      });
+      t.after(() => guest.stop());
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const { bytes } = await takeImage(guest);
+      assert.equal(guest.state, 'running', 'it runs on after the image');
+      assert.equal(result(first), undefined, 'imaged before the loop ended');
+
+      const stub: TunnelLink = {
+        openOutbound: () => Promise.reject(new Error('no link in this test')),
+        openFlow: () => Promise.reject(new Error('no link in this test')),
+        sendDatagram: () => false,
+      };
+      const network = new TunnelNetwork(guest.id, stub, { fromBackup: true });
+      const resumed = await resumeFromImage(bytes, network, new AbortController().signal);
+      t.after(() => resumed.stop());
+      assert.equal(resumed.kind, 'wasm');
+      assert.equal(resumed.id, guest.id);
+      const [a, b] = await Promise.all([guest.exited, resumed.exited]);
+      assert.deepEqual([a.code, b.code], [0, 0]);
+      assert.ok(result(first), first.join(''));
+      assert.equal(result(resumed.log.tail(100).map((r) => r.text)), result(first));
+    },
+  );
+});
