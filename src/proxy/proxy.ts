@@ -697,9 +697,6 @@ export class Proxy implements ProxyOperations {
     for (const guest of guests) {
       const record = this.backups.record(guest.id);
       if (!record || guest.state !== 'lost' || this.closed) continue;
-      let fenced = this.fenced.get(lostHost.id);
-      if (!fenced) this.fenced.set(lostHost.id, (fenced = new Set()));
-      fenced.add(guest.id);
       const backup = this.controlPlane.backupFor(guest.id);
       let target: HostEntry;
       try {
@@ -718,6 +715,11 @@ export class Proxy implements ProxyOperations {
         await this.sendRestore(target, guest, record.takenAt, image);
         await this.openListeners(guest);
         this.setGuestState(guest, 'running');
+        // Should the lost host come back with its copy, that copy stops (while a restore that
+        // failed leaves the guest to be found there again).
+        let fenced = this.fenced.get(lostHost.id);
+        if (!fenced) this.fenced.set(lostHost.id, (fenced = new Set()));
+        fenced.add(guest.id);
         this.event(
           'guest.restored',
           `${guest.name} resumed on ${target.name} from its backup image of ${age} s ago (${why}); ` +
