@@ -270,12 +270,14 @@ export const deployedSchema = z.object({
 });
 export type DeployedMessage = z.infer<typeof deployedSchema>;
 
-export const deployFailedSchema = z.object({
-  type: z.literal('deployFailed'),
+/** What a host says when it could not do something to a guest. */
+const guestFailure = {
   guestId: id,
   code: z.string().min(1).max(MESSAGE_LIMITS.code),
   message: z.string().max(MESSAGE_LIMITS.text),
-});
+};
+
+export const deployFailedSchema = z.object({ type: z.literal('deployFailed'), ...guestFailure });
 export type DeployFailedMessage = z.infer<typeof deployFailedSchema>;
 
 /** Proxy -> controller: stop a guest. */
@@ -472,12 +474,7 @@ export const backupSchema = z.object({ type: z.literal('backup'), guestId: id })
 export type BackupMessage = z.infer<typeof backupSchema>;
 
 /** Controller -> proxy: no image of the guest this time, and why. */
-export const backupFailedSchema = z.object({
-  type: z.literal('backupFailed'),
-  guestId: id,
-  code: z.string().min(1).max(MESSAGE_LIMITS.code),
-  message: z.string().max(MESSAGE_LIMITS.text),
-});
+export const backupFailedSchema = z.object({ type: z.literal('backupFailed'), ...guestFailure });
 export type BackupFailedMessage = z.infer<typeof backupFailedSchema>;
 
 /**
