@@ -110,13 +110,24 @@ export function startHost(
   return p;
 }
 
-/** A port nobody listens on right now (the kernel's choice; fine for a test on loopback). */
+/**
+ * A port nobody listens on right now, for a guest to publish. It is drawn below Linux's ephemeral
+ * range (32768-60999): a port the kernel handed out could be handed out again, to another test's
+ * outgoing connection, between this check and the proxy's listen (seen once in CI as EADDRINUSE).
+ */
 export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const server = net.createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (free) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      return port;
+    }
+  }
 }
 
 export async function deploy(
