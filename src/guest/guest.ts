@@ -15,9 +15,10 @@ import { GuestLog, type LogSink } from './host/log.js';
 import { IdAllocator, NetHost } from './host/net.js';
 import { TimerSchedule } from './host/timers.js';
 import { runtimeTemplate, type RuntimeBase } from './template.js';
-import { PAGE_SIZE } from './image/format.js';
 import {
   applyPages,
+  catchUp,
+  copyLive,
   decodeImageInto,
   restoreMemory,
   snapshotMemory,
@@ -82,18 +83,6 @@ async function memoryFor(sandbox: Sandbox, meta: ImageContents['meta'], byteLeng
   }
   if (sandbox.loadedBase === base.id && sandbox.memoryBytes >= byteLength) return sandbox.prepareRestore(byteLength);
   return loadBase(sandbox, base, byteLength);
-}
-
-/** What `checkpointLive` copies between two turns of the guest. */
-const LIVE_SLICE_BYTES = 8 * 1024 * 1024;
-
-/** Copies every page of `memory` that differs from `copy` into it (both the same size). */
-function copyChangedPages(memory: Uint8Array, copy: Buffer): void {
-  const live = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
-  for (let at = 0; at < live.length; at += PAGE_SIZE) {
-    const end = Math.min(at + PAGE_SIZE, live.length);
-    if (live.compare(copy, at, end, at, end) !== 0) live.copy(copy, at, at, end);
-  }
 }
 
 export interface RestoreOptions extends GuestOptions {
@@ -363,27 +352,16 @@ export class Guest {
    * copied again (found by comparing contents, as pre-copy does) with the host state; it runs on
    * at once. Pause: a compare of every page, what changed, and the host state, not a copy of all.
    */
-  async checkpointLive(sliceBytes = LIVE_SLICE_BYTES): Promise<Capture> {
-    let copy = Buffer.allocUnsafe(this.sandbox.memoryView().byteLength);
-    for (let at = 0; at < copy.length; at += sliceBytes) {
-      if (this.status !== 'running') break; // checked again below, frozen
-      const memory = this.sandbox.memoryView(); // a grown memory is a new buffer
-      copy.set(memory.subarray(at, Math.min(at + sliceBytes, copy.length)), at);
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
+  async checkpointLive(sliceBytes?: number): Promise<Capture> {
+    const view = (): Uint8Array => this.sandbox.memoryView();
+    const copy = await copyLive(view, () => this.status === 'running', sliceBytes);
     const t0 = performance.now();
-    this.freezeForCapture();
-    const memory = this.sandbox.memoryView();
-    if (memory.byteLength !== copy.length) {
-      const grown = Buffer.allocUnsafe(memory.byteLength);
-      copy.copy(grown, 0, 0, Math.min(copy.length, grown.length));
-      copy = grown;
-    }
-    copyChangedPages(memory, copy);
+    this.freezeForCapture(); // refuses a guest that exited or froze for a move meanwhile
+    const memory = catchUp(view(), copy);
     const host = this.captureHost();
     const pauseMs = performance.now() - t0;
     this.thaw();
-    return { contents: { ...host, memory: snapshotMemory(copy, this.base.full) }, pauseMs };
+    return { contents: { ...host, memory: snapshotMemory(memory, this.base.full) }, pauseMs };
   }
 
   /**

@@ -15,7 +15,14 @@ import { EXIT } from '../guest/exit-codes.js';
 import type { Capture, ExitReason, GuestExit } from '../guest/guest.js';
 import { VirtualClock } from '../guest/host/clock.js';
 import { GuestLog, type LogSink } from '../guest/host/log.js';
-import { decodeImage, restoreMemory, snapshotMemory, type ImageContents } from '../guest/image/index.js';
+import {
+  catchUp,
+  copyLive,
+  decodeImage,
+  restoreMemory,
+  snapshotMemory,
+  type ImageContents,
+} from '../guest/image/index.js';
 import { LoopbackNetwork } from '../guest/network/loopback.js';
 import type { VirtualNetwork } from '../guest/network/types.js';
 import { VirtualFileSystem } from '../guest/vfs.js';
@@ -352,6 +359,32 @@ export class WasmGuest {
     const host = this.freezeForMove(true);
     const memory = snapshotMemory(new Uint8Array(this.memory.buffer));
     return { contents: { ...host, memory }, pauseMs: performance.now() - t0 };
+  }
+
+  /**
+   * Captures the guest with a short pause, for a backup image: its memory is copied while it runs
+   * (a slice of it between two of its slices), then it is frozen and unwound, the pages that
+   * changed meanwhile are copied again, and it runs on.
+   */
+  async checkpointLive(sliceBytes?: number): Promise<Capture> {
+    const copy = await copyLive(
+      () => this.memoryView(),
+      () => !this.frozen && this.phase !== 'exited',
+      sliceBytes,
+    );
+    if (this.frozen || this.phase === 'exited') {
+      // Frozen for a move meanwhile (which resumes it or takes it away), or ended: not ours to capture.
+      throw new RoamError(
+        'ROAM_ERR_GUEST_STATE',
+        `cannot capture guest ${this.name}: it is ${this.phase === 'exited' ? 'exited' : 'frozen'}`,
+      );
+    }
+    const t0 = performance.now();
+    const host = this.freezeForMove(true);
+    const memory = catchUp(this.memoryView(), copy);
+    const pauseMs = performance.now() - t0;
+    this.resume();
+    return { contents: { ...host, memory: snapshotMemory(memory) }, pauseMs };
   }
 
   /**

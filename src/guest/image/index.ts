@@ -11,4 +11,4 @@ export {
 } from './format.js';
 export { encodeImage } from './encode.js';
 export { decodeImage, decodeImageInto, inspectImage, verifyImage, type DecodedInto } from './decode.js';
-export { applyPages, restoreMemory, snapshotMemory } from './memory.js';
+export { applyPages, catchUp, copyLive, restoreMemory, snapshotMemory } from './memory.js';

@@ -134,3 +134,44 @@ export function applyPages(snapshot: MemorySnapshot, target: Uint8Array): void {
   checkFits(snapshot, target);
   copyToPages(snapshot.data, 0, snapshot.pages, target);
 }
+
+/** What a live copy takes between two turns of the guest. */
+export const LIVE_SLICE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * A live copy, the first half of a capture with a short pause: copies a running guest's memory
+ * in slices, letting the event loop (and so the guest) run between them. `memory` gives the view
+ * now (a grown memory is a new buffer); the copy stops early once `running()` says no.
+ */
+export async function copyLive(
+  memory: () => Uint8Array,
+  running: () => boolean,
+  sliceBytes = LIVE_SLICE_BYTES,
+): Promise<Buffer> {
+  const copy = Buffer.allocUnsafe(memory().byteLength);
+  for (let at = 0; at < copy.length && running(); at += sliceBytes) {
+    copy.set(memory().subarray(at, Math.min(at + sliceBytes, copy.length)), at);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return copy;
+}
+
+/**
+ * The second half, with the guest frozen: brings a live copy up to `memory` by copying again every
+ * page whose contents differ (found by compare, as pre-copy finds them) and whatever it grew by.
+ * Returns the copy, now exactly the frozen memory.
+ */
+export function catchUp(memory: Uint8Array, copy: Buffer): Buffer {
+  let out = copy;
+  if (memory.byteLength !== copy.length) {
+    out = Buffer.allocUnsafe(memory.byteLength);
+    copy.copy(out, 0, 0, Math.min(copy.length, out.length));
+    if (out.length > copy.length) out.set(memory.subarray(copy.length), copy.length);
+  }
+  const live = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
+  for (let at = 0; at < live.length; at += PAGE_SIZE) {
+    const end = Math.min(at + PAGE_SIZE, live.length);
+    if (live.compare(out, at, end, at, end) !== 0) live.copy(out, at, at, end);
+  }
+  return out;
+}
