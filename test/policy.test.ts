@@ -225,6 +225,22 @@ describe('fitAvailability', () => {
     );
   });
 
+  it("counts a host's session still running at its current age (it has reached that age)", () => {
+    // "up": one session, still running, 7 s old; "flaky": four sessions of 1.5 s and a new one.
+    const history: Session[] = [{ hostId: 'up', joinedAt: NOW - 7000, endedAt: null, endReason: null }];
+    for (let i = 0; i < 4; i++) {
+      const joinedAt = NOW - 7000 + i * 1600;
+      history.push({ hostId: 'flaky', joinedAt, endedAt: joinedAt + 1500, endReason: 'left' });
+    }
+    history.push({ hostId: 'flaky', joinedAt: NOW - 600, endedAt: null, endReason: null });
+    const model = fitAvailability(history, NOW, 10 * MIN);
+    const up = model.pStay('up', 7000, 10 * MIN, NOW);
+    const flaky = model.pStay('flaky', 600, 10 * MIN, NOW);
+    // Counted only beyond its age, "up" had no record of its own there and answered as the fleet
+    // (within 2x of flaky, either side depending on timing; one CI run failed on it).
+    assert.ok(up > 1e30 * flaky, `${up} vs ${flaky}`);
+  });
+
   it('reports held-out accuracy once there is enough history', () => {
     const history = [
       ...sessions('flaky', 20, MIN, NOW - 86_400_000),

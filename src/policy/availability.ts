@@ -57,9 +57,14 @@ export class Survival {
     );
   }
 
-  /** How many of the sessions lasted beyond t (ended or still running): the evidence S(.)/S(t) rests on. */
-  atRisk(t: number): number {
-    return this.durations.length - countAtMost(this.durations, t);
+  /**
+   * How many of the sessions reached age t (ended at or after it, or still running): the evidence
+   * S(.)/S(t) rests on. A host's session still running has lasted exactly its age, so it counts:
+   * counted only beyond t, a host's own record was left out at its current age, and a host up for
+   * hours answered as the fleet does.
+   */
+  reached(t: number): number {
+    return this.durations.length - countBelow(this.durations, t);
   }
 
   /** S(t): the probability of lasting beyond t. */
@@ -71,11 +76,21 @@ export class Survival {
 
 /** How many values of an ascending array are at most t (binary search). */
 function countAtMost(sorted: ArrayLike<number>, t: number): number {
+  return countBefore(sorted, t, true);
+}
+
+function countBelow(sorted: ArrayLike<number>, t: number): number {
+  return countBefore(sorted, t, false);
+}
+
+/** How many of the sorted values are below t (or at most t, with `orEqual`): a binary search. */
+function countBefore(sorted: ArrayLike<number>, t: number, orEqual: boolean): number {
   let lo = 0;
   let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if ((sorted[mid] ?? 0) <= t) lo = mid + 1;
+    const v = sorted[mid] ?? 0;
+    if (v < t || (orEqual && v === t)) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -154,7 +169,7 @@ class KaplanMeierModel {
     if (!host) return fleet;
     const own = conditional(host, ageMs, horizonMs);
     if (ageMs > host.last) return own;
-    const n = host.curve.atRisk(ageMs);
+    const n = host.curve.reached(ageMs);
     const w = n / (n + this.priorSessions);
     return w * own + (1 - w) * fleet;
   }
