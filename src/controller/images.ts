@@ -4,7 +4,7 @@
  * was lost. Its connections ended with that host: the guest sees each of them reset.
  */
 import { Guest, type Capture } from '../guest/guest.js';
-import { encodeImage, inspectImage } from '../guest/image/index.js';
+import { encodeImage, readImageMeta } from '../guest/image/index.js';
 import { WasmGuest } from '../wasm/guest.js';
 import type { HostGuest } from './hosted.js';
 import type { TunnelNetwork } from './tunnel-network.js';
@@ -35,8 +35,8 @@ export function resumeFromImage(
   network: TunnelNetwork,
   signal: AbortSignal,
 ): Promise<Guest | WasmGuest> {
-  const { meta } = inspectImage(bytes);
-  return meta.kind === 'wasm'
+  // Each restore checks the whole image's checksum itself: hashing it here too would be twice.
+  return readImageMeta(bytes).kind === 'wasm'
     ? WasmGuest.restoreImage(bytes, { network, signal })
     : Guest.restoreImage(bytes, { network });
 }

@@ -64,26 +64,17 @@ export class Survival {
    * hours answered as the fleet does.
    */
   reached(t: number): number {
-    return this.durations.length - countBelow(this.durations, t);
+    return this.durations.length - countBefore(this.durations, t, false);
   }
 
   /** S(t): the probability of lasting beyond t. */
   at(t: number): number {
-    const n = countAtMost(this.times, t);
+    const n = countBefore(this.times, t, true);
     return n === 0 ? 1 : (this.values[n - 1] ?? 1);
   }
 }
 
-/** How many values of an ascending array are at most t (binary search). */
-function countAtMost(sorted: ArrayLike<number>, t: number): number {
-  return countBefore(sorted, t, true);
-}
-
-function countBelow(sorted: ArrayLike<number>, t: number): number {
-  return countBefore(sorted, t, false);
-}
-
-/** How many of the sorted values are below t (or at most t, with `orEqual`): a binary search. */
+/** How many values of an ascending array are below t (or at most t, with `orEqual`): a binary search. */
 function countBefore(sorted: ArrayLike<number>, t: number, orEqual: boolean): number {
   let lo = 0;
   let hi = sorted.length;

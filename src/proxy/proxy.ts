@@ -459,10 +459,7 @@ export class Proxy implements ProxyOperations {
       try {
         // The backup named when the guest moved here is where it goes if this host leaves.
         const backup = this.controlPlane.backupFor(guest.id);
-        const to =
-          backup && [...this.hostTable.values()].some((h) => h.name === backup && h.state === 'up' && h.session)
-            ? backup
-            : undefined;
+        const to = backup && this.isUp(backup) ? backup : undefined;
         const result = await this.migrate(guest.name, to ? { to } : {});
         view.migrations.push(result);
         if (result.outcome === 'moved') view.moved++;

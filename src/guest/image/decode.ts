@@ -251,6 +251,15 @@ export async function verifyImage(bytes: Uint8Array, options: DecodeOptions = {}
   return parseHeader(bytes, framing, limits).info;
 }
 
+/**
+ * What an image says it is (its framing and header, within the limits), without hashing it: for
+ * choosing how to restore it. The restore itself checks the checksum before anything runs.
+ */
+export function readImageMeta(bytes: Uint8Array, options: DecodeOptions = {}): ImageInfo['meta'] {
+  const limits = limitsOf(options);
+  return parseHeader(bytes, readFraming(bytes, limits), limits).info.meta;
+}
+
 function allocate(size: number, what: string): Uint8Array {
   try {
     return new Uint8Array(size);

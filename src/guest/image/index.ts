@@ -10,5 +10,5 @@ export {
   type MemorySnapshot,
 } from './format.js';
 export { encodeImage } from './encode.js';
-export { decodeImage, decodeImageInto, inspectImage, verifyImage, type DecodedInto } from './decode.js';
+export { decodeImage, decodeImageInto, inspectImage, readImageMeta, verifyImage, type DecodedInto } from './decode.js';
 export { applyPages, catchUp, copyLive, restoreMemory, snapshotMemory } from './memory.js';
