@@ -378,8 +378,22 @@ function resultsTable(results: SizeResult[]): string {
   );
 }
 
-const SOURCE_STEPS = ['connect', 'offer', 'precopy', 'freeze', 'scan', 'copy', 'compress', 'send', 'state', 'wait'];
-const TARGET_STEPS = ['prepare', 'apply', 'state', 'assemble', 'commit', 'resume'];
+const SOURCE_STEPS = [
+  'connect',
+  'offer',
+  'precopy',
+  'precopyScan',
+  'precopyCopy',
+  'precopySend',
+  'freeze',
+  'scan',
+  'copy',
+  'compress',
+  'send',
+  'state',
+  'wait',
+];
+const TARGET_STEPS = ['prepare', 'precopy', 'apply', 'state', 'assemble', 'commit', 'resume'];
 
 /** Medians of the hosts' step timings (ms) per size and mode. */
 function profileTable(results: SizeResult[]): string {
@@ -421,11 +435,14 @@ function method(): string {
     `RTT is the median of ${PINGS} 1-byte round trips on that connection. Targets: pause p50 <= 20 ms (16 MiB) and <= 40 ms`,
     `(64 MiB) with pre-copy; total p50 <= 2 x floor + 3 x RTT, for each size and mode.`,
     `Step timings (src/migration/source.ts and target.ts, logged by \`roam host\`): on the source, connect, offer (until`,
-    `the target's accept, its sandbox prepared), precopy (all rounds), then after the freeze: freeze (host state captured),`,
+    `the target's accept, its sandbox prepared), precopy (all rounds; of it, precopyScan: comparing pages, precopyCopy: into`,
+    `the shadow, precopySend: until the socket took them, waits for the last round's bytes to leave included), then after`,
+    `the freeze: freeze (host state captured),`,
     `scan (the final compare of every page against what the target holds), copy (dirty pages into the message and the`,
     `shadow), compress (per message, Snappy or plain as the codec chooser decides), send (until the socket took it),`,
     `state (JSON and its message), wait (until the target's word that the guest runs). Pause = freeze + scan + copy +`,
-    `compress + send + state + wait. On the target: prepare (sandbox; before the accept), apply (from the first final`,
+    `compress + send + state + wait. On the target: prepare (sandbox; before the accept), precopy (from the accept until`,
+    `the first final page message: pre-copied pages written into the sandbox as they come), apply (from the first final`,
     `page message until the state message: final pages decompressed and copied, the rest received), state (JSON parsed),`,
     `assemble (guest rebuilt, frozen), commit (round trip to the proxy), resume (adopt, resume, the word to the source).`,
   ].join('\n');

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { PAGE_SIZE } from '../src/guest/image/format.js';
 import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
-import { PageShadow, PageWriter, applyPackedPages, packPages } from '../src/migration/pages.js';
+import { PageShadow, PageWriter, ShadowBuffers, applyPackedPages, packPages } from '../src/migration/pages.js';
 import {
   MAX_HEADER_BYTES,
   PeerDecoder,
@@ -141,40 +141,68 @@ describe('a WebAssembly guest landing on a target', () => {
 });
 
 describe('pre-copy page tracking', () => {
-  it('finds changed pages, pages grown beyond the target, and pages that went back to zero', () => {
-    const base = new Uint8Array(4 * PAGE_SIZE);
-    base[PAGE_SIZE + 5] = 1; // page 1 non-zero in the template
-    const shadow = new PageShadow(base);
-    const memory = new Uint8Array(6 * PAGE_SIZE);
-    memory.set(base);
-    assert.deepEqual([...shadow.dirty(memory)], []);
-    memory[3 * PAGE_SIZE] = 9; // changed
-    memory[PAGE_SIZE + 5] = 0; // back to zero
-    memory[5 * PAGE_SIZE + 100] = 4; // beyond what the target has
-    const dirty = shadow.dirty(memory);
-    assert.deepEqual([...dirty], [1, 3, 5]);
+  for (const buffer of ['fresh', 'left over from an earlier move'] as const) {
+    it(`finds changed pages, pages grown beyond the target, and pages that went back to zero (${buffer} buffer)`, () => {
+      const base = new Uint8Array(4 * PAGE_SIZE);
+      base[PAGE_SIZE + 5] = 1; // page 1 non-zero in the template
+      // A used buffer holds another guest's pages: none of them may count as sent.
+      const shadow = new PageShadow(base, buffer === 'fresh' ? undefined : Buffer.alloc(8 * PAGE_SIZE, 0xab));
+      const memory = new Uint8Array(6 * PAGE_SIZE);
+      memory.set(base);
+      assert.deepEqual([...shadow.dirty(memory)], []);
+      memory[3 * PAGE_SIZE] = 9; // changed
+      memory[PAGE_SIZE + 5] = 0; // back to zero
+      memory[5 * PAGE_SIZE + 100] = 4; // beyond what the target has
+      const dirty = shadow.dirty(memory);
+      assert.deepEqual([...dirty], [1, 3, 5]);
 
-    // What the target rebuilds from the packed pages equals the source's memory.
-    const target = new Uint8Array(6 * PAGE_SIZE);
-    target.set(base);
-    const batch = shadow.take(memory, dirty);
-    for (const codec of ['snappy', 'none'] as const) {
-      const copy = target.slice();
-      applyPackedPages(Buffer.concat(packPages(batch, codec)), dirty.length, codec, batch.rawBytes, copy);
-      assert.ok(Buffer.from(copy).equals(Buffer.from(memory)), codec);
-    }
-    // The batch is a view of the shadow, not of the guest's memory: later changes do not leak in.
-    memory[3 * PAGE_SIZE] = 10;
-    const streamed = target.slice();
-    const writer = new PageWriter(dirty.length, batch.rawBytes, streamed);
-    for (const part of packPages(batch, 'none')) {
-      for (let at = 0; at < part.length; at += 1000) writer.write(part.subarray(at, at + 1000));
-    }
-    writer.end();
-    assert.equal(streamed[3 * PAGE_SIZE], 9);
-    memory[3 * PAGE_SIZE] = 9;
-    assert.ok(Buffer.from(streamed).equals(Buffer.from(memory)), 'written chunk by chunk');
-    assert.deepEqual([...shadow.dirty(memory)], [], 'nothing left once sent');
+      // What the target rebuilds from the packed pages equals the source's memory.
+      const target = new Uint8Array(6 * PAGE_SIZE);
+      target.set(base);
+      const batch = shadow.take(memory, dirty);
+      for (const codec of ['snappy', 'none'] as const) {
+        const copy = target.slice();
+        applyPackedPages(Buffer.concat(packPages(batch, codec)), dirty.length, codec, batch.rawBytes, copy);
+        assert.ok(Buffer.from(copy).equals(Buffer.from(memory)), codec);
+      }
+      // The batch is a view of the shadow, not of the guest's memory: later changes do not leak in.
+      memory[3 * PAGE_SIZE] = 10;
+      const streamed = target.slice();
+      const writer = new PageWriter(dirty.length, batch.rawBytes, streamed);
+      for (const part of packPages(batch, 'none')) {
+        for (let at = 0; at < part.length; at += 1000) writer.write(part.subarray(at, at + 1000));
+      }
+      writer.end();
+      assert.equal(streamed[3 * PAGE_SIZE], 9);
+      memory[3 * PAGE_SIZE] = 9;
+      assert.ok(Buffer.from(streamed).equals(Buffer.from(memory)), 'written chunk by chunk');
+      assert.deepEqual([...shadow.dirty(memory)], [], 'nothing left once sent');
+
+      // Memory that grows past the shadow: held pages move to the larger buffer, the new ones are compared with zero.
+      const grown = new Uint8Array(12 * PAGE_SIZE);
+      grown.set(memory);
+      grown[11 * PAGE_SIZE + 7] = 2;
+      const more = shadow.dirty(grown);
+      assert.deepEqual([...more], [11]);
+      shadow.take(grown, more);
+      assert.ok(shadow.storage.length >= grown.length);
+      assert.deepEqual([...shadow.dirty(grown)], []);
+      grown[3 * PAGE_SIZE] = 1;
+      assert.deepEqual([...shadow.dirty(grown)], [3], 'a held page is still compared with what was sent');
+    });
+  }
+
+  it('keeps the last shadow buffer for the next move, and lets go of it on close', () => {
+    const shadows = new ShadowBuffers();
+    const first = shadows.take(4 * PAGE_SIZE);
+    shadows.give(first);
+    assert.equal(shadows.take(2 * PAGE_SIZE), first, 'a kept buffer large enough is reused');
+    assert.notEqual(shadows.take(2 * PAGE_SIZE), first, 'and handed out once');
+    shadows.give(first);
+    assert.notEqual(shadows.take(8 * PAGE_SIZE), first, 'one too small is not');
+    shadows.give(first);
+    shadows.close();
+    assert.notEqual(shadows.take(PAGE_SIZE), first);
   });
 
   it('refuses hostile page messages: out of range, out of order, lengths that do not add up', () => {

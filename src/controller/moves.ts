@@ -13,7 +13,7 @@ import { migrateOut, type Decision, type MoveResult } from '../migration/source.
 import { acceptMove, type Expectation } from '../migration/target.js';
 import type { ControlMessage, MigrateInMessage, MigrateMessage, MigrationStep } from '../wire/index.js';
 import type { TunnelNetwork } from './tunnel-network.js';
-import { CodecChooser, formatTimings } from '../migration/pages.js';
+import { CodecChooser, ShadowBuffers, formatTimings } from '../migration/pages.js';
 import { SpareSandbox } from '../migration/spare.js';
 
 /** A move the proxy announced is good for this long without an offer. */
@@ -53,6 +53,8 @@ export class Moves {
 
   /** A sandbox ready for the next guest that moves here. */
   private readonly spare = new SpareSandbox();
+  /** The last move's pre-copy shadow, kept warm for the next move out (a drain makes several). */
+  private readonly shadows = new ShadowBuffers();
 
   constructor(private readonly host: MoveHost) {}
 
@@ -120,6 +122,7 @@ export class Moves {
 
   close(): void {
     this.spare.close();
+    this.shadows.close();
     this.server?.close();
     for (const socket of this.sockets) socket.destroy();
     for (const { timer } of this.expected.values()) clearTimeout(timer);
@@ -187,6 +190,7 @@ export class Moves {
       result = await migrateOut(message, {
         guest: hosted.movable,
         codecs,
+        shadows: this.shadows,
         progress: (update) =>
           this.host.control({ type: 'migrateProgress', migrationId: message.migrationId, ...update }),
         abort: (step: MigrationStep, err: Error) => {

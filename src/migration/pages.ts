@@ -2,8 +2,8 @@
  * Pre-copy bookkeeping (beyond the paper: send memory while the guest runs, then only what changed).
  *
  * The source keeps a shadow: a copy of exactly what the target's memory holds. The target starts
- * from the runtime template (its prepared sandbox loaded it), so the shadow does too; each round
- * sends the pages that differ from the shadow and copies them into it. Pages are compared by
+ * from the runtime template (its prepared sandbox loaded it), so a page not sent yet is compared
+ * with the template; each round sends the pages that differ and copies them into the shadow. Pages are compared by
  * content (native memcmp per 64-KiB page, stopping at the first difference), which finds every
  * change, including a page that went back to zero, without hooks in the guest.
  */
@@ -25,29 +25,40 @@ export interface PageBatch {
 }
 
 export class PageShadow {
-  private shadow: Buffer;
+  /** Per page: 1 once the target holds the shadow's copy of it; until then it holds the base's (or zeros). */
+  private held: Uint8Array;
+  private readonly base: Buffer;
 
   /**
-   * `base` is what the target's memory starts as; `sizeHint` the guest's memory size now, so the
-   * shadow is allocated once at its full size (growing it later means a copy and page faults).
+   * `base` is what the target's memory starts as. `buffer` becomes the shadow: its contents do not
+   * matter (a page counts only once `take` wrote it), so a buffer a past move used can serve again
+   * without being cleared, and one written before is already faulted in.
    */
-  constructor(base: Uint8Array, sizeHint = 0) {
-    this.shadow = Buffer.alloc(Math.max(base.byteLength, sizeHint));
-    this.shadow.set(base);
+  constructor(
+    base: Uint8Array,
+    private buffer: Buffer = Buffer.alloc(0),
+  ) {
+    this.base = Buffer.from(base.buffer, base.byteOffset, base.byteLength);
+    this.held = new Uint8Array(Math.ceil(buffer.length / PAGE_SIZE));
+  }
+
+  /** The shadow's buffer, for the next move (its views must no longer be on their way to a socket). */
+  get storage(): Buffer {
+    return this.buffer;
   }
 
   /** Indices of the pages of `memory` that differ from what the target holds. */
   dirty(memory: Uint8Array): Uint32Array {
     const buf = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
     const total = Math.floor(memory.byteLength / PAGE_SIZE);
-    const shadowPages = Math.floor(this.shadow.length / PAGE_SIZE);
+    const basePages = Math.floor(this.base.length / PAGE_SIZE);
     const found = new Uint32Array(total);
     let count = 0;
     for (let page = 0, at = 0; page < total; page++, at += PAGE_SIZE) {
-      if (page >= shadowPages) {
-        // Beyond what the target holds, its memory is zero once grown.
-        if (!isZero(buf, at)) found[count++] = page;
-      } else if (buf.compare(this.shadow, at, at + PAGE_SIZE, at, at + PAGE_SIZE) !== 0) found[count++] = page;
+      const against = this.held[page] === 1 ? this.buffer : page < basePages ? this.base : undefined;
+      // Beyond the base, what the target has not been sent is zero (its memory grows with zeros).
+      const differs = against ? buf.compare(against, at, at + PAGE_SIZE, at, at + PAGE_SIZE) !== 0 : !isZero(buf, at);
+      if (differs) found[count++] = page;
     }
     return found.slice(0, count);
   }
@@ -59,13 +70,64 @@ export class PageShadow {
    * `PeerChannel.flushed`) before the next round's `take`.
    */
   take(memory: Uint8Array, pages: Uint32Array): PageBatch {
-    if (this.shadow.length < memory.byteLength) {
+    if (this.buffer.length < memory.byteLength) {
+      // Only held pages matter; the rest of the new buffer stays untouched (not faulted in).
       const grown = Buffer.alloc(memory.byteLength);
-      grown.set(this.shadow);
-      this.shadow = grown;
+      forRuns(heldPages(this.held), (at, length) => grown.set(this.buffer.subarray(at, at + length), at));
+      this.buffer = grown;
+      const held = new Uint8Array(Math.ceil(grown.length / PAGE_SIZE));
+      held.set(this.held);
+      this.held = held;
     }
-    forRuns(pages, (at, length) => this.shadow.set(memory.subarray(at, at + length), at));
-    return viewPages(this.shadow, pages);
+    forRuns(pages, (at, length) => this.buffer.set(memory.subarray(at, at + length), at));
+    for (const page of pages) this.held[page] = 1;
+    return viewPages(this.buffer, pages);
+  }
+}
+
+function heldPages(held: Uint8Array): Uint32Array {
+  const pages: number[] = [];
+  held.forEach((h, page) => h === 1 && pages.push(page));
+  return Uint32Array.from(pages);
+}
+
+/** How long a move's shadow buffer is kept for the next move (a drain moves guests one after another). */
+const SHADOW_KEEP_MS = 30_000;
+
+/**
+ * Keeps the last move's shadow buffer for the next one. Written once, its memory is faulted in: a
+ * first write to fresh memory costs about 0.65 ms per MiB here, seven times a warm copy, and a
+ * fresh shadow for a 64-MiB guest is about 100 MiB of it. The guest that moved away freed at least
+ * as much as is kept, and it is let go after `SHADOW_KEEP_MS` without a move.
+ */
+export class ShadowBuffers {
+  private kept: Buffer | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  /** A buffer of at least `bytes` (the kept one if it is large enough). */
+  take(bytes: number): Buffer {
+    const kept = this.kept;
+    this.drop();
+    return kept && kept.length >= bytes ? kept : Buffer.alloc(bytes);
+  }
+
+  /** Keeps `buffer` for a while (the larger of it and the one kept, if moves ran side by side). */
+  give(buffer: Buffer): void {
+    if (this.kept && this.kept.length > buffer.length) return;
+    this.drop();
+    this.kept = buffer;
+    this.timer = setTimeout(() => this.drop(), SHADOW_KEEP_MS);
+    this.timer.unref();
+  }
+
+  close(): void {
+    this.drop();
+  }
+
+  private drop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.kept = undefined;
   }
 }
 
@@ -123,6 +185,11 @@ export class CodecChooser {
     if (this.link === undefined) return 'none';
     if (this.compress === undefined) return 'snappy';
     return this.compress + this.ratio * this.link < this.link ? 'snappy' : 'none';
+  }
+
+  /** Milliseconds the link takes for `bytes` sent plain, once a large message has measured it. */
+  linkMs(bytes: number): number | undefined {
+    return this.link === undefined ? undefined : bytes * this.link;
   }
 
   /** What sending one message cost: `compressMs` (0 when plain) and `sendMs` (until the socket took it). */

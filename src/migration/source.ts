@@ -10,13 +10,19 @@ import { failpoint, reach } from '../common/failpoints.js';
 import { PAGE_SIZE } from '../guest/image/format.js';
 import type { MigrateMessage, MigrateProgressMessage, MigrationStep } from '../wire/index.js';
 import { ROAM_VERSION } from '../version.js';
-import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, packPages, viewPages } from './pages.js';
+import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, type ShadowBuffers, packPages, viewPages } from './pages.js';
 import type { MoveSource } from './movable.js';
 import { PeerChannel } from './peer-channel.js';
 import type { PeerHeader } from './peer-wire.js';
 
 /** Pre-copy stops when a round finds at most this much changed (the rest goes after the freeze). */
 const PRECOPY_SMALL_BYTES = 512 * 1024;
+/**
+ * Pre-copy stops when what changed would take the link at most this long to send after the freeze:
+ * a guest's working set (pages its event loop and its GC write every turn) is dirty again by the
+ * next round, so sending it early only costs a round (about 1-2 MiB for the benchmark's guests).
+ */
+const PRECOPY_FINAL_MS = 4;
 /** Pre-copy stops after this many rounds, changed or not. */
 const PRECOPY_MAX_ROUNDS = 6;
 
@@ -39,6 +45,8 @@ export interface SourceContext {
    * starts a move with what earlier moves there measured; `new CodecChooser('snappy')` fixes it.
    */
   codecs?: CodecChooser;
+  /** Where the pre-copy shadow's buffer comes from and goes back to (a fresh one per move without). */
+  shadows?: ShadowBuffers;
 }
 
 export interface MoveResult {
@@ -73,6 +81,20 @@ async function step<T>(name: MigrationStep, work: () => Promise<T>): Promise<T> 
 }
 
 export async function migrateOut(message: MigrateMessage, ctx: SourceContext): Promise<MoveResult> {
+  const lease: { shadow?: PageShadow } = {};
+  try {
+    return await moveOut(message, ctx, lease);
+  } finally {
+    // Over, whichever way: the target holds every pre-copied byte, or the connection is gone.
+    if (lease.shadow && message.precopy) ctx.shadows?.give(lease.shadow.storage);
+  }
+}
+
+async function moveOut(
+  message: MigrateMessage,
+  ctx: SourceContext,
+  lease: { shadow?: PageShadow },
+): Promise<MoveResult> {
   const t0 = performance.now();
   const source = ctx.guest;
   const { guest } = source;
@@ -151,8 +173,13 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
   let shadow: PageShadow;
   let offer: ReturnType<MoveSource['offer']>;
   try {
-    // With pre-copy the shadow will hold all of memory: allocate it once, at the size memory is now.
-    shadow = new PageShadow(source.base, message.precopy ? source.memoryView().byteLength : 0);
+    // With pre-copy the shadow will hold all of memory: one buffer at the size memory is now.
+    const bytes = source.memoryView().byteLength;
+    shadow = new PageShadow(
+      source.base,
+      message.precopy ? (ctx.shadows?.take(bytes) ?? Buffer.alloc(bytes)) : undefined,
+    );
+    lease.shadow = shadow;
     offer = source.offer();
   } catch (err) {
     void connecting.then(
@@ -203,9 +230,14 @@ export async function migrateOut(message: MigrateMessage, ctx: SourceContext): P
         let previous = Infinity;
         for (let round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
           stillWanted();
+          const scanned = performance.now();
           const dirty = shadow.dirty(source.memoryView());
+          add('precopyScan', scanned);
           const bytes = dirty.length * PAGE_SIZE;
-          if (round > 0 && (bytes <= PRECOPY_SMALL_BYTES || dirty.length >= previous)) break;
+          const finalMs = codecs.linkMs(bytes) ?? Infinity;
+          if (round > 0 && (bytes <= PRECOPY_SMALL_BYTES || finalMs <= PRECOPY_FINAL_MS || dirty.length >= previous)) {
+            break;
+          }
           previous = dirty.length;
           const t = performance.now();
           stats.precopyBytes += await sendPages(dirty, round, false);
