@@ -76,7 +76,7 @@ async function runProxy(opts: ProxyCliOptions): Promise<void> {
   });
   const proxy = await Proxy.start(config);
   const stopLogging = logEvents(proxy, logger);
-  proxy.streamLog = (fields, message) => logger.debug(fields, message);
+  proxy.connections.log = (fields, message) => logger.debug(fields, message);
   const pages = proxyPages(proxy, { adminToken: config.adminToken, dataDir: config.dataDir });
   const api = await startApiServer({
     ops: proxy,

@@ -3,9 +3,10 @@
  * and the connection manager that carries remote connections to whichever host runs the guest.
  *
  * Hosts join over the control port with the join token; each joined host is one link session
- * (link/session.ts) carrying control messages and the streams of its guests' connections. A
- * remote client that connects to a published port becomes a stream; when the host's link drops,
- * the stream waits (its bytes kept, the client paused) for the host to come back and re-attach.
+ * (link/session.ts) carrying control messages and the streams of its guests' connections (the
+ * connection manager, connections.ts). Moves are coordinated in migrations.ts, backup images kept
+ * in backups.ts, and the control plane's decisions made in control-plane.ts; this class holds the
+ * roaming table they share and answers the API.
  */
 import { randomUUID } from 'node:crypto';
 import net from 'node:net';
@@ -14,7 +15,6 @@ import { tokenMatches } from '../common/secrets.js';
 import { RoamError, type RoamErrorCode } from '../errors.js';
 import { IMAGE_TIMEOUT_MS, writeImage } from '../link/image-stream.js';
 import { LinkSession } from '../link/session.js';
-import type { LinkStream } from '../link/stream.js';
 import { ROAM_VERSION } from '../version.js';
 import type {
   AttachFrame,
@@ -30,8 +30,7 @@ import type { ProxyConfig } from './config.js';
 import { BackupImages } from './backups.js';
 import { ControlPlane, type PolicyStatus } from './control-plane.js';
 import { Migrations } from './migrations.js';
-import { relay } from './relay.js';
-import { UdpFlows } from './udp.js';
+import { Connections } from './connections.js';
 import { Store, type GuestKind, type GuestState, type PublishedPort } from './store.js';
 import type {
   DeployRequest,
@@ -62,8 +61,6 @@ const AUTHENTICATED_CONTROL_LIMIT = 64 * 1024 * 1024;
 const MIGRATION_STEP_TIMEOUT_MS = 5000;
 /** A whole move, at most. */
 const MIGRATION_DEADLINE_MS = 120_000;
-/** Remote connections held per guest while it is frozen for a move; beyond this they are refused. */
-const MAX_HELD_CONNECTIONS = 1024;
 
 interface HostEntry {
   id: string;
@@ -105,24 +102,6 @@ interface GuestEntry {
   exitCode: number | null;
   deadline?: number | null;
   expectMs?: number | null;
-  listeners: net.Server[];
-  /** Remote connections that arrived while the guest was frozen for a move, in order. */
-  held: Array<{ port: PublishedPort; socket: net.Socket }>;
-}
-
-interface StreamEntry {
-  id: number;
-  guestId: string;
-  protocol: 'tcp' | 'udp';
-  direction: 'inbound' | 'outbound';
-  remote: string;
-  guestPort: number;
-  since: number;
-  link: LinkStream;
-  socket: net.Socket;
-  stats: { bytesIn: number; bytesOut: number };
-  state: 'open' | 'detached' | 'closing';
-  graceTimer: NodeJS.Timeout | undefined;
 }
 
 interface Pending<T> {
@@ -134,24 +113,15 @@ interface Pending<T> {
 export class Proxy implements ProxyOperations {
   private readonly hostTable = new Map<string, HostEntry>();
   private readonly guestTable = new Map<string, GuestEntry>();
-  private readonly streamTable = new Map<number, StreamEntry>();
   private readonly subscribers = new Set<(event: EventView) => void>();
   private readonly deploys = new Map<string, Pending<void>>();
   private readonly logRequests = new Map<number, Pending<LogRecordView[]>>();
+  /** Control connections (hosts' links, before and after they join). */
   private readonly sockets = new Set<net.Socket>();
-  private nextStreamId = 1;
-  private readonly udp = new UdpFlows({
-    sessionFor: (guestId) => {
-      const guest = this.guestTable.get(guestId);
-      if (guest?.state !== 'running' || !guest.hostId) return undefined;
-      return this.hostTable.get(guest.hostId)?.session;
-    },
-    allocateId: () => this.allocateStreamId(),
-  });
   private nextRequestId = 1;
   private readonly controlPlane: ControlPlane;
-  /** Where stream opens and closes are logged (the daemon sets it; at debug level: they are many). */
-  streamLog: ((fields: Record<string, unknown>, message: string) => void) | undefined;
+  /** Remote connections and the guests' own, as streams on their hosts' links. */
+  readonly connections: Connections;
   private readonly migrations = new Migrations({
     host: (id) => {
       const h = this.hostTable.get(id);
@@ -164,10 +134,7 @@ export class Proxy implements ProxyOperations {
       if (h) this.control(h, message);
     },
     switchHost: (guestId, targetId, streams) => this.switchHost(guestId, targetId, streams),
-    released: (guestId) => {
-      const guest = this.guestTable.get(guestId);
-      if (guest) this.releaseHeld(guest);
-    },
+    released: (guestId) => this.connections.releaseHeld(guestId),
     event: (kind, message, ids, data) => this.event(kind, message, ids, data),
   });
   private readonly backups: BackupImages;
@@ -182,6 +149,14 @@ export class Proxy implements ProxyOperations {
     readonly config: ProxyConfig,
     private readonly store: Store,
   ) {
+    this.connections = new Connections({
+      guest: (id) => this.guestTable.get(id),
+      session: (hostId) => this.hostTable.get(hostId)?.session,
+      move: (guestId) => this.migrations.pendingFor(guestId),
+      event: (kind, message, ids, data) => this.event(kind, message, ids, data),
+      bind: config.bind,
+      reattachGraceMs: config.reattachGraceMs,
+    });
     this.controlPlane = new ControlPlane(config.policy, {
       hosts: () =>
         [...this.hostTable.values()].map((h) => ({
@@ -255,13 +230,8 @@ export class Proxy implements ProxyOperations {
     clearInterval(this.housekeeping);
     this.migrations.close();
     this.backups.close();
-    this.udp.close();
-    for (const guest of this.guestTable.values()) this.closeListeners(guest);
+    this.connections.close();
     for (const host of this.hostTable.values()) host.session?.destroy();
-    for (const s of this.streamTable.values()) {
-      s.socket.destroy();
-      s.link.destroy();
-    }
     for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => (this.controlServer ? this.controlServer.close(() => resolve()) : resolve()));
     const now = Date.now();
@@ -281,19 +251,7 @@ export class Proxy implements ProxyOperations {
   }
 
   streams(): StreamView[] {
-    return [...this.streamTable.values()].map((s) => ({
-      id: s.id,
-      guestId: s.guestId,
-      guestName: this.guestTable.get(s.guestId)?.name ?? s.guestId,
-      protocol: s.protocol,
-      direction: s.direction,
-      remote: s.remote,
-      guestPort: s.guestPort,
-      bytesIn: s.stats.bytesIn,
-      bytesOut: s.stats.bytesOut,
-      since: s.since,
-      state: s.state,
-    }));
+    return this.connections.list((id) => this.guestTable.get(id)?.name ?? id);
   }
 
   events(options: { after?: number; limit?: number }): EventView[] {
@@ -339,10 +297,8 @@ export class Proxy implements ProxyOperations {
       exitCode: null,
       deadline: request.deadline ?? null,
       expectMs: request.expectMs ?? null,
-      listeners: [],
-      held: [],
     };
-    await this.openListeners(guest);
+    await this.connections.publish(guest);
     this.guestTable.set(guest.id, guest);
     this.store.addGuest(
       { ...guest, createdAt: now },
@@ -351,7 +307,7 @@ export class Proxy implements ProxyOperations {
     try {
       await this.sendDeploy(host, guest, program.kind === 'wasm' ? { wasm: program.wasm } : { bundle: program.bundle });
     } catch (err) {
-      this.closeListeners(guest);
+      this.connections.unpublish(guest.id);
       this.setGuestState(guest, 'failed');
       this.event('guest.failed', `${guest.name} failed to start on ${host.name}: ${(err as Error).message}`, {
         hostId: host.id,
@@ -367,17 +323,12 @@ export class Proxy implements ProxyOperations {
   stop(name: string): Promise<GuestView> {
     const guest = [...this.guestTable.values()].find((g) => g.name === name);
     if (!guest) return Promise.reject(new RoamError('ROAM_ERR_NOT_FOUND', `no guest named ${name}`));
-    this.closeListeners(guest);
+    this.connections.unpublish(guest.id);
     const host = guest.hostId ? this.hostTable.get(guest.hostId) : undefined;
     if (host?.session && guest.state === 'running') {
       this.control(host, { type: 'stop', guestId: guest.id });
     }
-    for (const s of this.streamTable.values()) {
-      if (s.guestId === guest.id) {
-        s.socket.destroy();
-        s.link.destroy();
-      }
-    }
+    this.connections.guestGone(guest.id);
     this.setGuestState(guest, 'stopped');
     this.guestTable.delete(guest.id);
     this.store.removeGuest(guest.id);
@@ -500,7 +451,7 @@ export class Proxy implements ProxyOperations {
     // host reconnects and reports them.
     for (const g of this.store.guests()) {
       if (g.state === 'stopped' || g.state === 'exited' || g.state === 'failed') continue;
-      this.guestTable.set(g.id, { ...g, state: 'lost', listeners: [], held: [] });
+      this.guestTable.set(g.id, { ...g, state: 'lost' });
     }
   }
 
@@ -543,7 +494,7 @@ export class Proxy implements ProxyOperations {
           if (frame.type === 'control') this.onControl(host, frame.message);
         },
         onOpen: (frame: OpenFrame) => {
-          if (host) this.openOutbound(host, session, frame);
+          if (host) this.connections.openOutbound(host.id, session, frame);
           else session.reject(frame, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
         },
         onImage: (frame: ImageOpenFrame) => {
@@ -551,16 +502,16 @@ export class Proxy implements ProxyOperations {
           else session.reject(frame, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
         },
         onDatagram: (flowId: number, payload: Uint8Array) => {
-          if (host) this.udp.fromHost(flowId, payload);
+          if (host) this.connections.udp.fromHost(flowId, payload);
         },
-        onFlowReset: (flowId: number) => this.udp.reset(flowId),
+        onFlowReset: (flowId: number) => this.connections.udp.reset(flowId),
         onAttach: (frame: AttachFrame) => {
-          if (host) this.reattach(host, session, frame);
+          if (host) this.connections.reattach(host.id, session, frame);
           else session.sendRst(frame.streamId, 'ROAM_ERR_UNAUTHORIZED', 'say HELLO first');
         },
         onClose: () => {
           clearTimeout(handshake);
-          this.udp.sessionClosed(session);
+          this.connections.udp.sessionClosed(session);
           if (host && host.session === session) this.disconnected(host);
         },
       },
@@ -625,9 +576,7 @@ export class Proxy implements ProxyOperations {
     this.event('host.disconnected', `${host.name} lost its connection; waiting for it to come back`, {
       hostId: host.id,
     });
-    for (const s of this.streamTable.values()) {
-      if (this.guestTable.get(s.guestId)?.hostId === host.id) this.detachStream(s);
-    }
+    this.connections.hostDisconnected(host.id);
   }
 
   /** Evicts hosts silent for too long; pings the others (the RTT in the roaming table). */
@@ -668,14 +617,9 @@ export class Proxy implements ProxyOperations {
       },
     );
     const lost = [...this.guestTable.values()].filter((g) => g.hostId === host.id && g.state === 'running');
-    for (const s of this.streamTable.values()) {
-      if (this.guestTable.get(s.guestId)?.hostId === host.id) {
-        s.socket.destroy();
-        s.link.destroy();
-      }
-    }
+    this.connections.hostGone(host.id);
     for (const guest of lost) {
-      this.closeListeners(guest);
+      this.connections.unpublish(guest.id);
       this.setGuestState(guest, 'lost');
       this.event('guest.lost', `${guest.name} was lost with its host ${host.name}`, {
         hostId: host.id,
@@ -710,7 +654,7 @@ export class Proxy implements ProxyOperations {
         guest.hostId = target.id;
         this.setGuestState(guest, 'starting');
         await this.sendRestore(target, guest, record.takenAt, image);
-        await this.openListeners(guest);
+        await this.connections.publish(guest);
         this.setGuestState(guest, 'running');
         // Should the lost host come back with its copy, that copy stops (while a restore that
         // failed leaves the guest to be found there again).
@@ -725,7 +669,7 @@ export class Proxy implements ProxyOperations {
           { from: lostHost.name, to: target.name, imageAgeSeconds: age, imageBytes: record.bytes },
         );
       } catch (err) {
-        this.closeListeners(guest);
+        this.connections.unpublish(guest.id);
         guest.hostId = lostHost.id;
         this.setGuestState(guest, 'lost');
         this.event(
@@ -759,7 +703,7 @@ export class Proxy implements ProxyOperations {
     });
     started.catch(() => {}); // awaited below, after the image is sent
     this.control(host, { type: 'restore', guestId: guest.id, name: guest.name, takenAt });
-    const stream = await session.open(this.allocateStreamId(), {
+    const stream = await session.open(this.connections.allocateId(), {
       guest: guest.id,
       direction: 'image',
       bytes: image.length,
@@ -820,7 +764,7 @@ export class Proxy implements ProxyOperations {
       const guest = this.guestTable.get(g.id);
       if (guest && guest.state === 'lost' && guest.hostId === host.id && g.state === 'running') {
         this.setGuestState(guest, 'running');
-        void this.openListeners(guest).catch((err: unknown) =>
+        void this.connections.publish(guest).catch((err: unknown) =>
           this.event('guest.port', `${guest.name}: cannot publish again: ${(err as Error).message}`, {
             guestId: guest.id,
           }),
@@ -837,7 +781,7 @@ export class Proxy implements ProxyOperations {
     const lost: GuestEntry[] = [];
     for (const guest of this.guestTable.values()) {
       if (guest.hostId !== host.id || guest.state !== 'running') continue;
-      this.closeListeners(guest);
+      this.connections.unpublish(guest.id);
       if (this.backups.record(guest.id)) {
         // The drain could not move it: its newest image can still carry it on elsewhere.
         this.setGuestState(guest, 'lost');
@@ -858,7 +802,7 @@ export class Proxy implements ProxyOperations {
     // A copy on a host the guest no longer lives on (stopped there after it resumed elsewhere).
     if (!guest || guest.hostId !== host.id) return;
     guest.exitCode = code;
-    this.closeListeners(guest);
+    this.connections.unpublish(guest.id);
     this.setGuestState(guest, 'exited');
     this.event(
       'guest.exited',
@@ -938,223 +882,16 @@ export class Proxy implements ProxyOperations {
     });
   }
 
-  private async openListeners(guest: GuestEntry): Promise<void> {
-    for (const p of guest.publish) {
-      if (p.protocol === 'udp') {
-        await this.udp.publish(guest.id, this.config.bind, p.public, p.guest).catch((err: unknown) => {
-          this.closeListeners(guest);
-          throw new RoamError('ROAM_ERR_CONFLICT', `cannot publish port ${p.public}/udp: ${(err as Error).message}`, {
-            cause: err,
-          });
-        });
-        continue;
-      }
-      const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) =>
-        this.openInbound(guest, p, socket),
-      );
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', (err) => {
-          reject(new RoamError('ROAM_ERR_CONFLICT', `cannot publish port ${p.public}: ${err.message}`, { cause: err }));
-        });
-        server.listen(p.public, this.config.bind, () => resolve());
-      }).catch((err: unknown) => {
-        this.closeListeners(guest);
-        throw err;
-      });
-      guest.listeners.push(server);
-    }
-  }
-
-  private closeListeners(guest: GuestEntry): void {
-    for (const server of guest.listeners) server.close();
-    guest.listeners = [];
-    this.udp.unpublish(guest.id);
-  }
-
-  // --- streams ---
-
-  /** A remote client connected to a published port: carry it to the guest's host as a stream. */
-  private openInbound(guest: GuestEntry, port: PublishedPort, socket: net.Socket): void {
-    this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
-    if (this.migrations.pendingFor(guest.id)?.frozen || guest.held.length > 0) {
-      this.hold(guest, port, socket);
-      return;
-    }
-    const host = guest.hostId ? this.hostTable.get(guest.hostId) : undefined;
-    const session = host?.session;
-    if (!session || guest.state !== 'running') {
-      socket.destroy();
-      return;
-    }
-    const id = this.allocateStreamId();
-    const remote = {
-      address: socket.remoteAddress ?? '0.0.0.0',
-      port: socket.remotePort ?? 0,
-      family: socket.remoteFamily === 'IPv6' ? ('IPv6' as const) : ('IPv4' as const),
-    };
-    session.open(id, { guest: guest.id, protocol: 'tcp', direction: 'inbound', port: port.guest, remote }).then(
-      (link) => this.track(id, guest, 'inbound', port.guest, `${remote.address}:${remote.port}`, link, socket),
-      (err: Error & { code?: string }) => {
-        // The guest froze for a move: hold the connection until it runs again, here or there.
-        if (err.code === 'ROAM_ERR_MOVING' && this.migrations.pendingFor(guest.id)) this.hold(guest, port, socket);
-        else socket.destroy();
-      },
-    );
-  }
-
-  private hold(guest: GuestEntry, port: PublishedPort, socket: net.Socket): void {
-    if (guest.held.length >= MAX_HELD_CONNECTIONS) {
-      socket.destroy();
-      return;
-    }
-    guest.held.push({ port, socket });
-    // Settled by the move's outcome; if the guest is never found again, the proxy's close ends them.
-  }
-
-  /** The move is over (either way): the held connections go to wherever the guest runs. */
-  private releaseHeld(guest: GuestEntry): void {
-    const held = guest.held.splice(0);
-    for (const { port, socket } of held) {
-      if (socket.destroyed) continue;
-      this.openInbound(guest, port, socket);
-    }
-  }
-
   /** The commit point of a move: the guest lives on `targetId` from now on. */
   private switchHost(guestId: string, targetId: string, carried: number[]): void {
     const guest = this.guestTable.get(guestId);
     if (!guest) return;
-    const keep = new Set(carried);
     guest.hostId = targetId;
     this.setGuestState(guest, 'running');
-    for (const s of this.streamTable.values()) {
-      if (s.guestId !== guestId || keep.has(s.id)) continue;
-      // Not in the image (it was still opening at the freeze): it cannot carry on.
-      s.socket.destroy();
-      s.link.destroy();
-    }
-    for (const s of this.streamTable.values()) {
-      // Waiting for the target to attach them; if it never does, they end after the grace period.
-      if (s.guestId === guestId) this.detachStream(s);
-    }
-    // UDP keeps nothing: the next datagram opens a flow to the new host.
-    this.udp.resetGuest(guestId);
-    this.releaseHeld(guest);
-  }
-
-  /** The guest connects out: the proxy makes the connection from its own address (the paper's NAT). */
-  private openOutbound(host: HostEntry, session: LinkSession, frame: OpenFrame): void {
-    const guest = this.guestTable.get(frame.guest);
-    if (guest && guest.hostId === host.id && frame.direction === 'outbound' && frame.protocol === 'udp') {
-      this.udp.openOutbound(session, frame, this.config.bind);
-      return;
-    }
-    if (!guest || guest.hostId !== host.id || frame.direction !== 'outbound' || frame.protocol !== 'tcp') {
-      session.reject(frame, 'EACCES', 'no such guest on this host, or not an outbound TCP stream');
-      return;
-    }
-    if (this.streamTable.has(frame.streamId)) {
-      session.reject(frame, 'ROAM_STREAM_EXISTS', `stream ${frame.streamId} is in use; open it with another id`);
-      return;
-    }
-    // Half-open allowed: a remote that ends its side may still read the guest's answer.
-    const socket = net.connect({ host: frame.remote.address, port: frame.remote.port, allowHalfOpen: true });
-    this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
-    socket.pause();
-    const onError = (err: NodeJS.ErrnoException): void => {
-      session.reject(frame, err.code ?? 'ECONNREFUSED', err.message);
-    };
-    socket.once('error', onError);
-    socket.once('connect', () => {
-      socket.off('error', onError);
-      if (!session.isOpen) {
-        socket.destroy();
-        return;
-      }
-      const link = session.accept(frame);
-      this.track(
-        frame.streamId,
-        guest,
-        'outbound',
-        frame.port,
-        `${frame.remote.address}:${frame.remote.port}`,
-        link,
-        socket,
-      );
-    });
-  }
-
-  private track(
-    id: number,
-    guest: GuestEntry,
-    direction: 'inbound' | 'outbound',
-    guestPort: number,
-    remote: string,
-    link: LinkStream,
-    socket: net.Socket,
-  ): void {
-    const entry: StreamEntry = {
-      id,
-      guestId: guest.id,
-      protocol: 'tcp',
-      direction,
-      remote,
-      guestPort,
-      since: Date.now(),
-      link,
-      socket,
-      stats: { bytesIn: 0, bytesOut: 0 },
-      state: 'open',
-      graceTimer: undefined,
-    };
-    this.streamTable.set(id, entry);
-    const fields = { streamId: id, guestId: guest.id, guest: guest.name, direction, remote };
-    this.streamLog?.(fields, 'stream opened');
-    entry.stats = relay(socket, link, (stats) => {
-      clearTimeout(entry.graceTimer);
-      this.streamTable.delete(id);
-      this.streamLog?.({ ...fields, bytesIn: stats.bytesIn, bytesOut: stats.bytesOut }, 'stream closed');
-    });
-    socket.resume();
-  }
-
-  private detachStream(s: StreamEntry): void {
-    s.state = 'detached';
-    clearTimeout(s.graceTimer);
-    s.graceTimer = setTimeout(() => {
-      this.event(
-        'stream.dropped',
-        `stream ${s.id} of ${this.guestTable.get(s.guestId)?.name ?? s.guestId} was not re-attached in time`,
-        { guestId: s.guestId },
-        { streamId: s.id, remote: s.remote },
-      );
-      s.socket.destroy();
-      s.link.destroy();
-    }, this.config.reattachGraceMs);
-  }
-
-  private reattach(host: HostEntry, session: LinkSession, frame: AttachFrame): void {
-    const s = this.streamTable.get(frame.streamId);
-    if (!s || this.guestTable.get(s.guestId)?.hostId !== host.id) {
-      session.sendRst(frame.streamId, 'ROAM_STREAM_UNKNOWN', `no stream ${frame.streamId} for this host`);
-      return;
-    }
-    clearTimeout(s.graceTimer);
-    s.graceTimer = undefined;
-    s.state = 'open';
-    session.resume(s.link, frame);
+    this.connections.moved(guestId, carried);
   }
 
   // --- helpers ---
-
-  /** Stream and flow ids the proxy opens are odd; those a controller opens are even. */
-  private allocateStreamId(): number {
-    const id = this.nextStreamId;
-    this.nextStreamId += 2;
-    return id;
-  }
 
   private control(host: HostEntry, message: ControlMessage): void {
     host.session?.send({ type: 'control', message });
@@ -1242,7 +979,7 @@ export class Proxy implements ProxyOperations {
       exitCode: g.exitCode,
       memoryBytes: usage?.memoryBytes ?? null,
       cpuMs: usage?.cpuMs ?? null,
-      streams: [...this.streamTable.values()].filter((s) => s.guestId === g.id).length,
+      streams: this.connections.count(g.id),
       image: image ? { takenAt: image.takenAt, bytes: image.bytes } : null,
     };
   }
