@@ -20,6 +20,9 @@ import { ROAM_VERSION } from '../src/version.js';
 import { createHash } from 'node:crypto';
 import { Migrations, type MigrationPorts } from '../src/proxy/migrations.js';
 import type { ControlMessage } from '../src/wire/index.js';
+import { SpareSandbox } from '../src/migration/spare.js';
+import { DEFAULT_LIMITS } from '../src/guest/sandbox/sandbox.js';
+import { runtimeTemplate } from '../src/guest/template.js';
 
 const concat = (parts: Uint8Array[]): Buffer => Buffer.concat(parts);
 
@@ -410,5 +413,44 @@ describe('the proxy decides each move once', () => {
       /a is unreachable and had frozen the guest: web runs again only if a comes back/,
     );
     s.migrations.close();
+  });
+});
+
+describe('the spare sandbox a target keeps for the next move', () => {
+  const MiB = 1 << 20;
+  const zeroFrom = (view: Uint8Array, at: number): boolean => {
+    const zero = Buffer.alloc(PAGE_SIZE);
+    for (let i = at; i < view.length; i += PAGE_SIZE) {
+      if (Buffer.compare(view.subarray(i, i + PAGE_SIZE), zero.subarray(0, Math.min(PAGE_SIZE, view.length - i))))
+        return false;
+    }
+    return true;
+  };
+
+  it('grows to the size of a guest that moved away, and is never handed to a smaller guest', async () => {
+    const spare = new SpareSandbox();
+    try {
+      spare.grow(48 * MiB);
+      await spare.settled();
+      // A smaller guest gets a sandbox of its own size: its memory must not grow for nothing.
+      const small = await spare.take(DEFAULT_LIMITS, { bytes: 40 * MiB, faultIn: true });
+      assert.equal(small.memoryBytes, 40 * MiB);
+      small.dispose();
+      // One of at least that size gets the grown spare, grown on to its size; beyond the template
+      // its memory is zero, as the pages not sent yet must be.
+      const large = await spare.take(DEFAULT_LIMITS, { bytes: 64 * MiB, faultIn: false });
+      assert.equal(large.memoryBytes, 48 * MiB, 'the spare, as it was made');
+      const template = (await runtimeTemplate()).snapshot.byteLength;
+      assert.ok(zeroFrom(large.memoryView(), template));
+      large.dispose();
+      // Taken: the next one is made at the size still wanted.
+      spare.refillSoon();
+      await spare.settled();
+      const next = await spare.take(DEFAULT_LIMITS, { bytes: 48 * MiB, faultIn: false });
+      assert.equal(next.memoryBytes, 48 * MiB);
+      next.dispose();
+    } finally {
+      spare.close();
+    }
   });
 });

@@ -68,7 +68,7 @@ export class Moves {
         network: (guestId) => this.host.network(guestId),
         commit: (migrationId, streams) => this.decide(migrationId, { type: 'migrateCommit', migrationId, streams }),
         adopt: (guest, network) => this.host.adopt(guest, network),
-        sandbox: (limits, expectedBytes) => this.spare.take(limits, expectedBytes),
+        sandbox: (limits, need) => this.spare.take(limits, need),
         failed: (migrationId, step, err) =>
           this.host.control({
             type: 'migrateFailed',
@@ -185,6 +185,7 @@ export class Moves {
     this.leaving.set(message.guestId, new Promise<void>((resolve) => (over = resolve)));
     const decided = this.decide(message.migrationId, undefined);
     const codecs = this.codecsFor(`${message.target.address}:${message.target.peerPort}`);
+    const memoryBytes = hosted.movable.memoryView().byteLength;
     let result: MoveResult;
     try {
       result = await migrateOut(message, {
@@ -216,6 +217,8 @@ export class Moves {
       this.decisions.delete(message.migrationId);
     }
     if (result.outcome === 'moved') {
+      // Its memory is free now: the spare grows to its size for the next guest to arrive.
+      if (hosted.guest.kind === 'js') this.spare.grow(memoryBytes);
       this.host.log(
         `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}; ms: ${formatTimings(result.timings)}`,
         { guest: message.guestId, migration: message.migrationId },

@@ -110,7 +110,7 @@ function refuse(message: string): RoamError {
 export async function prepareLanding(
   offer: OfferMessage,
   body: Uint8Array,
-  sandboxFor: SandboxMaker = (limits, expectedBytes) => Guest.prepareSandbox(limits, expectedBytes),
+  sandboxFor: SandboxMaker = (limits, need) => Guest.prepareSandbox(limits, need.faultIn ? need.bytes : undefined),
 ): Promise<Landing> {
   if (offer.roamVersion !== ROAM_VERSION) {
     throw refuse(`unsupported version: the source runs Roam ${offer.roamVersion}, this host Roam ${ROAM_VERSION}`);
@@ -118,8 +118,12 @@ export async function prepareLanding(
   return offer.kind === 'wasm' ? prepareWasm(offer, body) : prepareJs(offer, sandboxFor);
 }
 
-/** Makes (or hands over a spare) sandbox holding the runtime template, its memory grown to `expectedBytes`. */
-export type SandboxMaker = (limits: SandboxLimits, expectedBytes?: number) => Promise<Sandbox>;
+/**
+ * Makes (or hands over a spare) sandbox holding the runtime template for a guest whose memory is
+ * `bytes` now: never larger (the guest's memory would grow for nothing), grown and faulted in to it
+ * with `faultIn`.
+ */
+export type SandboxMaker = (limits: SandboxLimits, need: { bytes: number; faultIn: boolean }) => Promise<Sandbox>;
 
 async function prepareJs(offer: OfferMessage, sandboxFor: SandboxMaker): Promise<Landing> {
   const base = await runtimeTemplate();
@@ -131,10 +135,10 @@ async function prepareJs(offer: OfferMessage, sandboxFor: SandboxMaker): Promise
   // With pre-copy, the first round faults the memory in as it writes it, while the guest still
   // runs on the source (and the source builds its next message meanwhile): faulting it all in here
   // first would only keep the source waiting for the accept.
-  let sandbox: Sandbox | undefined = await sandboxFor(
-    offer.limits,
-    offer.precopy === true ? undefined : offer.memoryBytes,
-  );
+  let sandbox: Sandbox | undefined = await sandboxFor(offer.limits, {
+    bytes: offer.memoryBytes,
+    faultIn: offer.precopy !== true,
+  });
   return {
     memory: (byteLength) => (sandbox as Sandbox).prepareRestore(byteLength),
     assemble: async (contents, network) => {

@@ -12,8 +12,7 @@ import type { Guest } from '../guest/guest.js';
 import type { WasmGuest } from '../wasm/guest.js';
 import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import type { MigrationStep } from '../wire/index.js';
-import { prepareLanding, type Landing } from './movable.js';
-import type { Sandbox, SandboxLimits } from '../guest/sandbox/sandbox.js';
+import { prepareLanding, type Landing, type SandboxMaker } from './movable.js';
 import { PageWriter, applyPackedPages, formatTimings } from './pages.js';
 import { PeerChannel } from './peer-channel.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
@@ -38,7 +37,7 @@ export interface TargetContext {
   /** The guest is ours (committed): run it here and carry its streams on. */
   adopt(guest: Guest | WasmGuest, network: TunnelNetwork): void;
   /** A sandbox for a JavaScript guest (a spare prepared ahead of time when there is one): see `SpareSandbox`. */
-  sandbox(limits: SandboxLimits, expectedBytes?: number): Promise<Sandbox>;
+  sandbox: SandboxMaker;
   /** Tells the proxy this side gave up. */
   failed(migrationId: string, step: MigrationStep, err: Error): void;
   log(line: string): void;
@@ -106,7 +105,7 @@ export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promis
     // Prepared before the source freezes (movable.ts): a JavaScript guest's sandbox holding the
     // runtime template, or a WebAssembly guest's compiled module.
     t = performance.now();
-    landing = await prepareLanding(offer, offerBody, (limits, expectedBytes) => ctx.sandbox(limits, expectedBytes));
+    landing = await prepareLanding(offer, offerBody, ctx.sandbox);
     await reach('migrate.target.beforeAccept');
     // Plain page messages go straight from the socket into the landing's memory (no buffer holds
     // them); if one turns out damaged, the move fails and the landing is dropped with what it got.
