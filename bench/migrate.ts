@@ -445,6 +445,10 @@ function method(): string {
     `the first final page message: pre-copied pages written into the sandbox as they come), apply (from the first final`,
     `page message until the state message: final pages decompressed and copied, the rest received), state (JSON parsed),`,
     `assemble (guest rebuilt, frozen), commit (round trip to the proxy), resume (adopt, resume, the word to the source).`,
+    `Warm memory: a host keeps its last move's pre-copy shadow and a spare sandbox grown to the size of the guest that left`,
+    `for 30 s (src/migration/pages.ts \`ShadowBuffers\`, src/migration/spare.ts). Moves here come about a second apart per`,
+    `host, so all but each host's first move out find both warm; a cold move writes fresh memory on both sides, about`,
+    `0.65 ms more per MiB of guest memory on each (page faults).`,
   ].join('\n');
 }
 
