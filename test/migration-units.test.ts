@@ -21,6 +21,7 @@ import { createHash } from 'node:crypto';
 import { Migrations, type MigrationPorts } from '../src/proxy/migrations.js';
 import type { ControlMessage } from '../src/wire/index.js';
 import { SpareSandbox } from '../src/migration/spare.js';
+import { Guest } from '../src/guest/guest.js';
 import { DEFAULT_LIMITS } from '../src/guest/sandbox/sandbox.js';
 import { runtimeTemplate } from '../src/guest/template.js';
 
@@ -427,27 +428,45 @@ describe('the spare sandbox a target keeps for the next move', () => {
     return true;
   };
 
-  it('grows to the size of a guest that moved away, and is never handed to a smaller guest', async () => {
+  it('grows a sandbox with its contents kept exactly and the new part zero', async () => {
+    const sandbox = await Guest.prepareSandbox();
+    try {
+      const before = sandbox.memoryView().slice();
+      // The allocator grows the memory and leaves its bookkeeping behind; grow() puts it back.
+      const view = sandbox.grow(before.length + 20 * MiB);
+      assert.ok(view.length >= before.length + 20 * MiB, 'at least as large as asked (the allocator may grow more)');
+      assert.ok(Buffer.from(view.subarray(0, before.length)).equals(before), 'what was there is unchanged');
+      assert.ok(zeroFrom(view, before.length), 'the new part is zero');
+    } finally {
+      sandbox.dispose();
+    }
+  });
+
+  it('grows to the size of a guest that moved away, and is handed only to a guest it suits', async () => {
     const spare = new SpareSandbox();
     try {
       spare.grow(48 * MiB);
       await spare.settled();
-      // A smaller guest gets a sandbox of its own size: its memory must not grow for nothing.
+      // A smaller guest gets a sandbox made at its size: its memory must not grow for nothing.
       const small = await spare.take(DEFAULT_LIMITS, { bytes: 40 * MiB, faultIn: true });
       assert.equal(small.memoryBytes, 40 * MiB);
       small.dispose();
-      // One of at least that size gets the grown spare, grown on to its size; beyond the template
-      // its memory is zero, as the pages not sent yet must be.
-      const large = await spare.take(DEFAULT_LIMITS, { bytes: 64 * MiB, faultIn: false });
-      assert.equal(large.memoryBytes, 48 * MiB, 'the spare, as it was made');
+      // The same size again gets the spare (an eighth larger: a guest's memory only grows). Beyond
+      // the template its memory is zero, as the pages a move does not send must be.
+      const same = await spare.take(DEFAULT_LIMITS, { bytes: 48 * MiB, faultIn: false });
+      assert.equal(same.memoryBytes, 54 * MiB, 'the spare, as it was made');
       const template = (await runtimeTemplate()).snapshot.byteLength;
+      assert.ok(zeroFrom(same.memoryView(), template));
+      same.dispose();
+      // Taken: a larger guest gets a sandbox of its own, and the next spare is made as before.
+      const large = await spare.take(DEFAULT_LIMITS, { bytes: 64 * MiB, faultIn: false });
+      assert.equal(large.memoryBytes, 64 * MiB);
       assert.ok(zeroFrom(large.memoryView(), template));
       large.dispose();
-      // Taken: the next one is made at the size still wanted.
       spare.refillSoon();
       await spare.settled();
-      const next = await spare.take(DEFAULT_LIMITS, { bytes: 48 * MiB, faultIn: false });
-      assert.equal(next.memoryBytes, 48 * MiB);
+      const next = await spare.take(DEFAULT_LIMITS, { bytes: 50 * MiB, faultIn: true });
+      assert.equal(next.memoryBytes, 54 * MiB);
       next.dispose();
     } finally {
       spare.close();

@@ -53,10 +53,15 @@ export interface GuestOptions {
   onLog?: LogSink;
 }
 
-/** Loads the runtime template into a sandbox's memory (grown to at least `byteLength`). */
-function loadBase(sandbox: Sandbox, base: RuntimeBase, byteLength: number): Uint8Array {
+/**
+ * Loads the runtime template into a sandbox's memory (grown to at least `byteLength`). In a `fresh`
+ * sandbox made that large, the memory beyond the template was never written (booting writes less
+ * than the template holds), so only the template's part is compared and rewritten: reading the
+ * rest would fault in every page of it.
+ */
+function loadBase(sandbox: Sandbox, base: RuntimeBase, byteLength: number, fresh = false): Uint8Array {
   const view = sandbox.prepareRestore(Math.max(byteLength, base.snapshot.byteLength));
-  restoreMemory(base.snapshot, view);
+  restoreMemory(base.snapshot, fresh ? view.subarray(0, base.snapshot.byteLength) : view);
   sandbox.loadedBase = base.id;
   return view;
 }
@@ -241,11 +246,17 @@ export class Guest {
    * before the source freezes. Given the size of the memory to come, it also grows the memory and
    * faults its pages in now rather than during the restore.
    */
-  static async prepareSandbox(limits: Partial<SandboxLimits> = {}, expectedBytes?: number): Promise<Sandbox> {
-    const sandbox = await Sandbox.create({ ...DEFAULT_LIMITS, ...limits });
+  static async prepareSandbox(
+    limits: Partial<SandboxLimits> = {},
+    expectedBytes?: number,
+    faultIn: 'now' | 'in slices' | 'no' = 'now',
+  ): Promise<Sandbox> {
+    const sandbox = await Sandbox.create({ ...DEFAULT_LIMITS, ...limits }, expectedBytes);
     const base = await runtimeTemplate();
-    loadBase(sandbox, base, Math.max(expectedBytes ?? 0, base.snapshot.byteLength));
-    if (expectedBytes !== undefined) sandbox.prefault(expectedBytes);
+    const fresh = sandbox.memoryBytes >= Math.max(expectedBytes ?? 0, base.snapshot.byteLength);
+    loadBase(sandbox, base, Math.max(expectedBytes ?? 0, base.snapshot.byteLength), fresh);
+    if (expectedBytes !== undefined && faultIn === 'now') sandbox.prefault(expectedBytes);
+    if (expectedBytes !== undefined && faultIn === 'in slices') await sandbox.prefaultInSlices(expectedBytes);
     return sandbox;
   }
 

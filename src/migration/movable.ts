@@ -110,7 +110,7 @@ function refuse(message: string): RoamError {
 export async function prepareLanding(
   offer: OfferMessage,
   body: Uint8Array,
-  sandboxFor: SandboxMaker = (limits, need) => Guest.prepareSandbox(limits, need.faultIn ? need.bytes : undefined),
+  sandboxFor: SandboxMaker = (limits, need) => Guest.prepareSandbox(limits, need.bytes, need.faultIn ? 'now' : 'no'),
 ): Promise<Landing> {
   if (offer.roamVersion !== ROAM_VERSION) {
     throw refuse(`unsupported version: the source runs Roam ${offer.roamVersion}, this host Roam ${ROAM_VERSION}`);
@@ -120,8 +120,8 @@ export async function prepareLanding(
 
 /**
  * Makes (or hands over a spare) sandbox holding the runtime template for a guest whose memory is
- * `bytes` now: never larger (the guest's memory would grow for nothing), grown and faulted in to it
- * with `faultIn`.
+ * `bytes` now: not made larger on purpose (the guest's memory would grow for nothing), grown and
+ * faulted in to it with `faultIn`.
  */
 export type SandboxMaker = (limits: SandboxLimits, need: { bytes: number; faultIn: boolean }) => Promise<Sandbox>;
 
@@ -140,7 +140,8 @@ async function prepareJs(offer: OfferMessage, sandboxFor: SandboxMaker): Promise
     faultIn: offer.precopy !== true,
   });
   return {
-    memory: (byteLength) => (sandbox as Sandbox).prepareRestore(byteLength),
+    // Grown with its contents kept: pages the source does not send are the template's, or zero.
+    memory: (byteLength) => (sandbox as Sandbox).grow(byteLength),
     assemble: async (contents, network) => {
       const guest = await Guest.assembleMoved(
         sandbox as Sandbox,

@@ -4,20 +4,37 @@
  * what depends on the offer. It is made when the host is ready for moves and again when a move
  * that took it is over, not during the move: a move in progress should not share the CPU with it.
  *
- * Its memory is the template's (about 5 MiB of it written), except for a while after a guest moved away from
- * here: then it is grown to that guest's memory and faulted in, so that the next guest of that
- * size to arrive (the next one of a drain, or the same one coming back) is written into memory
- * that is already there. A first write to fresh memory costs about 0.65 ms per MiB on this
- * machine, seven times a warm copy: 60 ms for a 64-MiB guest's 100 MiB, or the whole "prepare" of
- * a move without pre-copy. The guest that left freed at least as much as the spare holds.
+ * Its memory is the template's (about 5 MiB of it written), except for 30 s after a guest moved
+ * away from here: then it is made an eighth larger than that guest's memory and faulted in (a
+ * slice at a time, beside the guests running here), so that the next guest of about that size to
+ * arrive (the next one of a drain, or the same one coming back) is written into memory that is
+ * already there. A first write to fresh memory costs about 0.65 ms per MiB on this machine, seven
+ * times a warm copy: 65 ms for a 64-MiB guest's 100 MiB, or the whole "prepare" of a move without
+ * pre-copy. The guest that left freed about as much as the spare holds.
  */
 import { Guest } from '../guest/guest.js';
 import { DEFAULT_LIMITS, type Sandbox, type SandboxLimits } from '../guest/sandbox/sandbox.js';
 
 /** After the move that took the spare: the moved guest's first turns come first. */
 const REFILL_DELAY_MS = 50;
+/**
+ * A grown spare is this much larger than the guest that moved away (a guest's memory only grows),
+ * and serves guests up to this much smaller than itself.
+ */
+const SLACK = 1.125;
 /** How long a spare stays grown to the size of a guest that moved away, unless a move takes it. */
 const GROWN_KEEP_MS = 30_000;
+
+/**
+ * Whether a sandbox whose memory is `has` bytes holds a guest of `bytes` as it is: not smaller
+ * (growing it would cost a copy of what it holds), and at most SLACK larger (the guest's memory is
+ * that much larger here than on the source; its own allocator grows it by up to 20% at a time).
+ */
+function suits(has: number, bytes: number): boolean {
+  return has >= bytes && has <= bytes * SLACK + WASM_PAGE;
+}
+
+const WASM_PAGE = 64 * 1024;
 
 export class SpareSandbox {
   private spare: Promise<Sandbox | undefined> | undefined;
@@ -35,22 +52,29 @@ export class SpareSandbox {
 
   /**
    * A sandbox for a move whose guest has `limits` and `need.bytes` of memory, faulted in to that
-   * size with `need.faultIn`: the spare if it is ready, fits, and is not larger; else a new one.
+   * size with `need.faultIn`: the spare if its limits and size suit the guest, else a new one.
    */
   async take(limits: SandboxLimits, need: { bytes: number; faultIn: boolean }): Promise<Sandbox> {
-    const spare = this.fits(limits) && this.spareBytes <= need.bytes ? this.spare : undefined;
+    const spare = this.fits(limits) ? this.spare : undefined;
     if (spare) this.spare = undefined;
     const ready = await spare;
-    if (!ready) return Guest.prepareSandbox(limits, need.faultIn ? need.bytes : undefined);
-    if (need.faultIn) ready.prefault(need.bytes);
-    return ready;
+    if (ready && suits(ready.memoryBytes, need.bytes)) {
+      if (need.faultIn) ready.prefault(need.bytes);
+      return ready;
+    }
+    if (ready) this.putBack(ready);
+    // Made at the guest's size: growing a sandbox later costs a copy of what it holds (Sandbox.grow).
+    return Guest.prepareSandbox(limits, need.bytes, need.faultIn ? 'now' : 'no');
   }
 
   /** A guest of `bytes` of memory moved away from here: make the spare that large for a while. */
   grow(bytes: number): void {
-    if (this.closed || bytes <= this.wantBytes) return;
-    this.wantBytes = bytes;
-    this.replaceSoon();
+    if (this.closed) return;
+    // The last guest's size, not the largest: a spare larger than the guest that comes is no use.
+    if (bytes !== this.wantBytes) {
+      this.wantBytes = bytes;
+      this.replaceSoon();
+    }
     clearTimeout(this.shrinkTimer);
     this.shrinkTimer = setTimeout(() => {
       this.wantBytes = 0;
@@ -92,10 +116,13 @@ export class SpareSandbox {
         this.timer = undefined;
         resolve();
         if (this.closed || this.spare) return;
-        const bytes = Math.min(this.wantBytes, this.limits.memoryBytes);
+        const bytes = this.wantedSize();
         this.spareBytes = bytes;
-        // A spare that cannot be made is no error: the next move prepares its own.
-        this.spare = Guest.prepareSandbox(this.limits, bytes > 0 ? bytes : undefined).catch(() => undefined);
+        // Faulted in a slice at a time: the guests that run here meanwhile keep their turns. A spare
+        // that cannot be made is no error: the next move prepares its own.
+        this.spare = Guest.prepareSandbox(this.limits, bytes > 0 ? bytes : undefined, 'in slices').catch(
+          () => undefined,
+        );
       }, REFILL_DELAY_MS);
       this.timer.unref();
     });
@@ -103,9 +130,20 @@ export class SpareSandbox {
 
   /** The spare is not the size wanted now: a new one replaces it. */
   private replaceSoon(): void {
-    if (this.spare && this.spareBytes === Math.min(this.wantBytes, this.limits.memoryBytes)) return;
+    if (this.spare && this.spareBytes === this.wantedSize()) return;
     this.drop();
     this.refillSoon();
+  }
+
+  private wantedSize(): number {
+    if (this.wantBytes === 0) return 0;
+    return Math.min(Math.ceil((this.wantBytes * SLACK) / WASM_PAGE) * WASM_PAGE, this.limits.memoryBytes);
+  }
+
+  /** A spare that did not suit one move may suit the next. */
+  private putBack(sandbox: Sandbox): void {
+    if (this.spare || this.closed) sandbox.dispose();
+    else this.spare = Promise.resolve(sandbox);
   }
 
   private drop(): void {

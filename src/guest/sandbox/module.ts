@@ -70,10 +70,13 @@ export interface Instance {
  * A fresh instance with its own linear memory. `maxBytes` is a hard ceiling: growth past it fails
  * inside the allocator and QuickJS reports "out of memory" to the guest.
  */
-export async function instantiate(maxBytes: number): Promise<Instance> {
+export async function instantiate(maxBytes: number, initialBytes = 0): Promise<Instance> {
   const wasmModule = await quickjsModule();
   const maximum = Math.max(256, Math.ceil(maxBytes / WASM_PAGE));
-  const memory = new WebAssembly.Memory({ initial: 256, maximum });
+  // A memory made large from the start needs no growing later: growing goes through the
+  // allocator, which writes to it (see growTo). Its pages are only backed once written.
+  const initial = Math.min(maximum, Math.max(256, Math.ceil(initialBytes / WASM_PAGE)));
+  const memory = new WebAssembly.Memory({ initial, maximum });
   pinEmscriptenEnvironment();
   const qjs = await newQuickJSWASMModuleFromVariant(
     newVariant(variant, {
@@ -89,11 +92,14 @@ export async function instantiate(maxBytes: number): Promise<Instance> {
     memory,
     growTo(byteLength: number) {
       // Growing the Memory directly would leave Emscripten's typed-array views on the old buffer;
-      // allocating makes Emscripten grow it and refresh them. The contents are overwritten next.
+      // allocating makes Emscripten grow it and refresh them. The allocator writes its bookkeeping
+      // as it does: callers overwrite the memory next, or put back what was there (Sandbox.grow).
+      // Asking for what is missing at once grows it to about that size; Emscripten adds 20% per
+      // growth to small requests.
       const blocks: number[] = [];
       try {
         while (memory.buffer.byteLength < byteLength) {
-          const ptr = heap._malloc(1 << 20);
+          const ptr = heap._malloc(Math.max(1 << 20, byteLength - memory.buffer.byteLength));
           if (ptr === 0) throw new Error(`cannot grow guest memory to ${byteLength} bytes`);
           blocks.push(ptr);
         }
