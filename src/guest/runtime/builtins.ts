@@ -17,7 +17,7 @@ import { console } from './console.js';
 import { getRandomValues, randomBytesRaw, randomUUID, webcrypto } from './crypto.js';
 import { dgramModule } from './dgram.js';
 import { fsModule, fsPromises } from './fs.js';
-import { httpModule } from './http.js';
+import { httpModule } from './http/index.js';
 import { netModule } from './net.js';
 import { process } from './process.js';
 import { timersModule } from './timers.js';
