@@ -25,6 +25,7 @@ import {
   type OpenFrame,
   type StreamOpenInfo,
 } from '../wire/index.js';
+import { Outbox } from './outbox.js';
 import { DEFAULT_WINDOW, LinkStream, StreamResetError, type StreamCarrier } from './stream.js';
 
 /** Socket bytes queued above which streams stop sending until 'drain'. */
@@ -87,7 +88,8 @@ export class LinkSession implements StreamCarrier {
   private readonly awaitingAttach = new Map<number, LinkStream>();
   private readonly flowsOpening = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private readonly ready = new Set<LinkStream>();
-  private corked = false;
+  /** What this turn of the event loop writes, handed to the socket at its end. */
+  private readonly outbox: Outbox;
   /** Each adopted stream's close listener, removed when this session ends (streams outlive it). */
   private readonly closeHandlers = new Map<LinkStream, () => void>();
   private closed = false;
@@ -109,6 +111,7 @@ export class LinkSession implements StreamCarrier {
     readonly window = DEFAULT_WINDOW,
   ) {
     this.decoder = new FrameDecoder({ ...limits, dataPieces: true });
+    this.outbox = new Outbox(socket);
     socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     socket.on('drain', () => this.onDrain());
     socket.on('error', (err) => this.end(err));
@@ -171,9 +174,8 @@ export class LinkSession implements StreamCarrier {
   /** Sends one datagram of a flow; dropped (as UDP may) when the connection is backed up. */
   sendDatagram(flowId: number, payload: Uint8Array): boolean {
     if (!this.writable()) return false;
-    this.batch();
-    this.socket.write(asBuffer(encodeDatagramHeader(flowId, payload.length)));
-    this.socket.write(payload);
+    this.outbox.push(encodeDatagramHeader(flowId, payload.length));
+    this.outbox.push(payload);
     return true;
   }
 
@@ -254,20 +256,18 @@ export class LinkSession implements StreamCarrier {
   // --- StreamCarrier ---
 
   writable(): boolean {
-    return !this.closed && this.socket.writableLength < SOCKET_HIGH_WATER;
+    return !this.closed && this.socket.writableLength + this.outbox.queuedBytes < SOCKET_HIGH_WATER;
   }
 
   sendData(streamId: number, chunk: Uint8Array): void {
-    this.batch();
-    this.socket.write(asBuffer(encodeDataHeader(streamId, chunk.length)));
-    this.socket.write(chunk);
+    this.outbox.push(encodeDataHeader(streamId, chunk.length));
+    this.outbox.push(chunk);
     this.whenFull(streamId);
   }
 
   sendDataParts(streamId: number, parts: readonly Uint8Array[], length: number): void {
-    this.batch();
-    this.socket.write(asBuffer(encodeDataHeader(streamId, length)));
-    for (const part of parts) this.socket.write(part);
+    this.outbox.push(encodeDataHeader(streamId, length));
+    for (const part of parts) this.outbox.push(part);
     this.whenFull(streamId);
   }
 
@@ -365,26 +365,16 @@ export class LinkSession implements StreamCarrier {
 
   private write(bytes: Uint8Array): void {
     if (this.closed) return;
-    this.batch();
-    this.socket.write(asBuffer(bytes));
+    this.outbox.push(bytes);
   }
 
   /**
-   * Gathers every frame written in this turn of the event loop into one write to the socket:
+   * Sends what this turn has queued now (before the socket ends or is destroyed). Otherwise every
+   * frame written in one turn of the event loop goes out at its end in one write to the socket:
    * measured by bench:relay, a syscall per frame (an ACK, an OPEN) was a fifth of the proxy's time.
    */
-  /** Sends what this turn has batched now (before the socket ends or is destroyed). */
   private flushBatch(): void {
-    if (!this.corked) return;
-    this.corked = false;
-    this.socket.uncork();
-  }
-
-  private batch(): void {
-    if (this.corked) return;
-    this.corked = true;
-    this.socket.cork();
-    process.nextTick(() => this.flushBatch());
+    this.outbox.flush();
   }
 
   private onBytes(chunk: Buffer): void {
@@ -552,19 +542,6 @@ export class LinkSession implements StreamCarrier {
     this.pings.clear();
     this.handler.onClose?.(error);
   }
-}
-
-/**
- * The encoder's frames as Buffers for the socket. A small Uint8Array lives inside the JS heap,
- * and a socket that is handed one first makes V8 move it out to its own ArrayBuffer (through
- * `.buffer`): measured by bench:relay, that was a tenth of a receiving controller's time, all
- * for ACKs. A copy into Node's pooled small Buffers costs far less.
- */
-function asBuffer(bytes: Uint8Array): Uint8Array {
-  if (bytes.length > 64 || Buffer.isBuffer(bytes)) return bytes;
-  const buffer = Buffer.allocUnsafe(bytes.length);
-  buffer.set(bytes);
-  return buffer;
 }
 
 export { StreamResetError };
