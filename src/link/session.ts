@@ -7,6 +7,8 @@
  * the receiving side always reads the socket, so a slow stream only stops itself. When the
  * socket's own buffer is full, streams wait in a ready list and are flushed in turn on 'drain'.
  */
+import { Buffer } from 'node:buffer';
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   FrameDecoder,
@@ -39,6 +41,13 @@ const MAX_RETIRED = 65_536;
  * bounds what the peer buffers for this session's streams (with the initial window of each).
  */
 const WINDOW_BUDGET = 16 * 1024 * 1024;
+/** The buffer a session that made its own connection (`LinkSession.connect`) reads into. */
+const READ_BUFFER_BYTES = 64 * 1024;
+/**
+ * Reads up to this size are decoded from that buffer, reused, with each DATA or DATAGRAM payload
+ * copied out (into Node's pooled small Buffers: cheap, no ArrayBuffer of their own).
+ */
+const SMALL_READ = 4096;
 /** What a refused peer may still send, read and dropped, before the proxy stops reading it. */
 const LINGER_READ_LIMIT = 256 * 1024;
 /** How long a peer refused with a GOAWAY has to read it before its socket is destroyed. */
@@ -112,11 +121,47 @@ export class LinkSession implements StreamCarrier {
   ) {
     this.decoder = new FrameDecoder({ ...limits, dataPieces: true });
     this.outbox = new Outbox(socket);
+    // (A socket made by `connect` reads through `onread` instead: it emits no 'data'.)
     socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     socket.on('drain', () => this.onDrain());
     socket.on('error', (err) => this.end(err));
     socket.on('close', () => this.end(undefined));
     (socket as { setNoDelay?: (b: boolean) => void }).setNoDelay?.(true);
+  }
+
+  /**
+   * Connects to `host:port` and runs a session on that connection. The socket reads into a
+   * buffer of this session's (Node's `onread`) instead of a new 64 KiB ArrayBuffer per read, and
+   * without the Readable stream's work per chunk: measured by bench:relay on a controller's link,
+   * that is less CPU per message and less latency for small ones. The decoder hands out DATA
+   * payloads as views of what was read, and a view must not see the buffer overwritten by the next
+   * read, so: a small read's payloads are copied out and the buffer is reused; a read that filled
+   * at least half of the buffer is handed out as it is, and the next read goes to a fresh buffer
+   * (so what the views pin is at most twice their bytes); one in between is copied to a buffer of
+   * its exact size.
+   */
+  static connect(
+    to: { host: string; port: number },
+    handler: SessionHandler,
+    limits: Partial<FrameLimits> = {},
+    window = DEFAULT_WINDOW,
+  ): { socket: net.Socket; session: LinkSession } {
+    let buffer: Buffer | undefined;
+    const socket = net.connect({
+      host: to.host,
+      port: to.port,
+      noDelay: true,
+      onread: {
+        buffer: () => (buffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)),
+        callback: (bytes: number, into: Uint8Array): boolean => {
+          // (`session` is set below, turns before the socket can read anything.)
+          if (!session.readFrom(into, bytes)) buffer = undefined;
+          return true; // go on reading (a lingering session pauses the socket itself)
+        },
+      },
+    });
+    const session = new LinkSession(socket, handler, limits, window);
+    return { socket, session };
   }
 
   get isOpen(): boolean {
@@ -377,7 +422,26 @@ export class LinkSession implements StreamCarrier {
     this.outbox.flush();
   }
 
-  private onBytes(chunk: Buffer): void {
+  /**
+   * `bytes` were read into `buffer` (see `connect`). Returns whether `buffer` may take the next
+   * read: false when views of it were handed out.
+   */
+  private readFrom(buffer: Uint8Array, bytes: number): boolean {
+    const chunk = buffer.subarray(0, bytes);
+    if (bytes <= SMALL_READ) {
+      this.onBytes(chunk, true);
+      return true;
+    }
+    if (bytes * 2 >= buffer.length) {
+      this.onBytes(chunk);
+      return false;
+    }
+    this.onBytes(Buffer.from(chunk));
+    return true;
+  }
+
+  /** `copyPayloads`: the chunk will be overwritten, so no payload may stay a view of it. */
+  private onBytes(chunk: Uint8Array, copyPayloads = false): void {
     if (this.closed) {
       // Refused: lingering, dropping what still comes, up to a bound (a flood is not read on).
       this.lingerBytes += chunk.length;
@@ -396,6 +460,9 @@ export class LinkSession implements StreamCarrier {
     }
     for (const frame of frames) {
       if (this.closed) return;
+      if (copyPayloads && (frame.type === 'data' || frame.type === 'datagram')) {
+        frame.payload = copyOut(frame.payload);
+      }
       this.onFrame(frame);
     }
   }
@@ -542,6 +609,13 @@ export class LinkSession implements StreamCarrier {
     this.pings.clear();
     this.handler.onClose?.(error);
   }
+}
+
+/** A copy of `bytes` in a Buffer of its own (from Node's pool when small). */
+function copyOut(bytes: Uint8Array): Buffer {
+  const copy = Buffer.allocUnsafe(bytes.length);
+  copy.set(bytes);
+  return copy;
 }
 
 export { StreamResetError };
