@@ -8,7 +8,7 @@
  * per socket read, which makes V8 collect often; its background threads then compete for the
  * same few cores as the relay itself, its peers and the kernel's TCP work. Measured by
  * bench:relay on 2 cores (proxy and controller both with the flag, against both without, in the
- * same runs): upload +40-55%, download +40%, proxy CPU per byte about a third lower, 64-byte
+ * same runs): upload +40-55%, download +40%, proxy CPU per byte a third to a half lower, 64-byte
  * round-trip latency unchanged. It cannot be set once V8 runs (`v8.setFlagsFromString` aborts
  * the process at the next full collection), and NODE_OPTIONS does not accept it.
  */

@@ -4,9 +4,11 @@
  *
  * Small pieces (headers, ACKs, short payloads) are copied into one Buffer from Node's pool and
  * written with one `write`; large payloads go to the socket as they are (views, no copy), corked
- * with the rest into one `writev`. Measured by bench:relay: a 64-byte round trip used to cost
- * each hop a corked `write` per piece, then `uncork` building a `writev` of header and payload;
- * one coalesced `write` does the same with less of the Writable's bookkeeping.
+ * with the rest into one `writev`. Before, a 64-byte message cost each hop a corked `write` per
+ * piece, then `uncork` building a `writev` of header and payload; one coalesced `write` does the
+ * same with less of the Writable's bookkeeping. Measured against that (64-byte round trips
+ * through proxy, link and controller, side by side): 3-4 µs less added latency (of about 50)
+ * with the processes free to move between cores, under 1 µs with each pinned to one.
  */
 import { Buffer } from 'node:buffer';
 import type { Duplex } from 'node:stream';
