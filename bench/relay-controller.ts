@@ -9,7 +9,6 @@
  *   node --import tsx bench/relay-controller.ts CONTROL_PORT   (join token in ROAM_JOIN_TOKEN)
  */
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import { LinkSession } from '../src/link/session.js';
 import { ROAM_VERSION } from '../src/version.js';
 import type { ConnectionFrame, ControlMessage, OpenFrame, ReportMessage } from '../src/wire/index.js';
@@ -42,40 +41,43 @@ function report(): ReportMessage {
   };
 }
 
-const socket = net.connect({ host: '127.0.0.1', port: controlPort });
 let reportTimer: NodeJS.Timeout | undefined;
 const control = (message: ControlMessage): void => session.send({ type: 'control', message });
-const session: LinkSession = new LinkSession(socket, {
-  onFrame: (frame: ConnectionFrame) => {
-    if (frame.type === 'welcome') {
-      control(report());
-      reportTimer = setInterval(() => control(report()), frame.message.reportIntervalMs);
-      announce({ hostId, name: 'bench-host' });
-    } else if (frame.type === 'control' && frame.message.type === 'deploy') {
-      guests.set(frame.message.guestId, frame.message.name);
-      control({ type: 'deployed', guestId: frame.message.guestId });
-    } else if (frame.type === 'goaway') {
-      console.error(`relay-controller: the proxy said goaway: ${frame.code}: ${frame.message}`);
-      process.exit(1);
-    }
+// As src/controller/controller.ts connects to the proxy.
+const { socket, session } = LinkSession.connect(
+  { host: '127.0.0.1', port: controlPort },
+  {
+    onFrame: (frame: ConnectionFrame) => {
+      if (frame.type === 'welcome') {
+        control(report());
+        reportTimer = setInterval(() => control(report()), frame.message.reportIntervalMs);
+        announce({ hostId, name: 'bench-host' });
+      } else if (frame.type === 'control' && frame.message.type === 'deploy') {
+        guests.set(frame.message.guestId, frame.message.name);
+        control({ type: 'deployed', guestId: frame.message.guestId });
+      } else if (frame.type === 'goaway') {
+        console.error(`relay-controller: the proxy said goaway: ${frame.code}: ${frame.message}`);
+        process.exit(1);
+      }
+    },
+    onOpen: (frame: OpenFrame) => {
+      const service = serviceOf(frame.port);
+      if (!guests.has(frame.guest) || frame.direction !== 'inbound' || !service) {
+        session.reject(frame, 'ECONNREFUSED', `nothing listens on port ${frame.port}`);
+        return;
+      }
+      const stream = session.accept(frame);
+      streams++;
+      stream.once('close', () => streams--);
+      serve(service, stream);
+    },
+    onClose: (error) => {
+      clearInterval(reportTimer);
+      if (error) console.error(`relay-controller: the link closed: ${error.message}`);
+      process.exit(0);
+    },
   },
-  onOpen: (frame: OpenFrame) => {
-    const service = serviceOf(frame.port);
-    if (!guests.has(frame.guest) || frame.direction !== 'inbound' || !service) {
-      session.reject(frame, 'ECONNREFUSED', `nothing listens on port ${frame.port}`);
-      return;
-    }
-    const stream = session.accept(frame);
-    streams++;
-    stream.once('close', () => streams--);
-    serve(service, stream);
-  },
-  onClose: (error) => {
-    clearInterval(reportTimer);
-    if (error) console.error(`relay-controller: the link closed: ${error.message}`);
-    process.exit(0);
-  },
-});
+);
 socket.once('connect', () => {
   session.send({
     type: 'hello',

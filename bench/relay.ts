@@ -19,7 +19,9 @@
  * keeps the raw .cpuprofile files; BENCH_QUICK=1 runs only (a)-(c) throughput, latency and
  * connection rate (to try a change quickly); BENCH_PROXY_NODE_FLAGS='--trace-gc ...' passes flags
  * to the proxy child; BENCH_BASELINE=REF adds case (c0), (c) as it was at git revision REF, measured
- * in the same rounds (a change against the code before it, on the same machine at the same time).
+ * in the same rounds (a change against the code before it, on the same machine at the same time);
+ * its processes run with the Node flags in BENCH_BASELINE_NODE_FLAGS (default none, as before
+ * src/common/node-flags.ts), the others with DAEMON_NODE_FLAGS, as `roam proxy` and `roam host` do.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,6 +30,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { DAEMON_NODE_FLAGS } from '../src/common/node-flags.js';
 import { bundleGuest } from '../src/guest/bundle.js';
 import { machineInfo, markdownTable, median, percentile, sleep } from './checkpoint-lib.js';
 import { writeBenchSection } from './report.js';
@@ -563,10 +566,17 @@ async function startRoamRelay(
   label = 'Roam proxy + link, controller-side sink (no guest)',
 ): Promise<RoamRelay> {
   const dir = tempDir('roam-bench-proxy-');
+  // The Node flags `roam proxy` and `roam host` run with (bin/roam), or the baseline's.
+  const nodeFlags =
+    id === 'c0' ? (process.env['BENCH_BASELINE_NODE_FLAGS'] ?? '').split(' ').filter(Boolean) : DAEMON_NODE_FLAGS;
   const proxy = track(
     startChild<ProxyChildReady>(files.proxy, [dir], {
       cwd: ROOT,
-      execArgv: ['--expose-gc', ...(process.env['BENCH_PROXY_NODE_FLAGS'] ?? '').split(' ').filter(Boolean)],
+      execArgv: [
+        '--expose-gc',
+        ...nodeFlags,
+        ...(process.env['BENCH_PROXY_NODE_FLAGS'] ?? '').split(' ').filter(Boolean),
+      ],
       name: 'relay-proxy',
     }),
   );
@@ -574,7 +584,7 @@ async function startRoamRelay(
   const controller = track(
     startChild<{ name: string }>(files.controller, [String(controlPort)], {
       cwd: ROOT,
-      execArgv: ['--expose-gc'],
+      execArgv: ['--expose-gc', ...nodeFlags],
       env: { ROAM_JOIN_TOKEN: joinToken },
       name: 'relay-controller',
     }),
@@ -610,7 +620,9 @@ async function startRoamRelay(
 async function startRoamGuest(): Promise<Case> {
   const label = 'Roam end to end: `roam proxy` + `roam host` + guest examples/echo-server.js';
   const dir = tempDir('roam-bench-e2e-');
+  // As bin/roam starts them: with the Node flags of Roam's processes.
   const proxy = startProgram(process.execPath, [
+    ...DAEMON_NODE_FLAGS,
     ROAM_BIN,
     'proxy',
     '--bind',
@@ -631,6 +643,7 @@ async function startRoamGuest(): Promise<Case> {
   const host = startProgram(
     process.execPath,
     [
+      ...DAEMON_NODE_FLAGS,
       ROAM_BIN,
       'host',
       '--proxy',
@@ -1237,7 +1250,9 @@ function method(fileLimit: number): string {
     `(\`socket.pipe\` both ways) in front of the same server, to show what one Node hop costs by itself. (d) is \`roam proxy\` + \`roam host\` (bin/roam) with the unmodified`,
     `examples/echo-server.js deployed by POST /api/guests, running in the QuickJS sandbox; it only echoes. The children`,
     `run as \`roam\` does: compiled to plain JavaScript by esbuild and started with plain \`node\` (no tsx, so no`,
-    `source-mapped stack traces).`,
+    `source-mapped stack traces), with the Node flags bin/roam gives \`roam proxy\` and \`roam host\``,
+    `(${DAEMON_NODE_FLAGS.map((f) => `\`${f}\``).join(' ')}, src/common/node-flags.ts); case (c0), when there is one, with`,
+    `${process.env['BENCH_BASELINE_NODE_FLAGS'] ? `\`${process.env['BENCH_BASELINE_NODE_FLAGS']}\`` : 'none'}.`,
     '',
     `Upload: the client writes 64 KiB chunks as fast as the socket takes them for ${BULK_MS} ms; the sink writes back its`,
     `byte count every MiB, and the rate is the growth of that count after the first ${WARM_MS} ms (bytes that arrived, not`,

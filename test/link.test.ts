@@ -235,3 +235,61 @@ test('any number of dropped connections: both directions re-attach every time, n
   assert.equal(got.bytes, payload.length);
   assert.equal(got.hash, sha(payload), 'both directions intact');
 });
+
+test(
+  'a session that makes its own connection reads into one buffer: bytes held by a paused reader stay intact',
+  { timeout: 60_000 },
+  async (t) => {
+    // Reads of every size: small ones (payloads copied out of the reused read buffer), middling and
+    // large ones (handed out as views). The reader is paused meanwhile, so every payload is still
+    // held when later reads arrive: a view of a reused buffer would show their bytes instead.
+    const sizes: number[] = [];
+    let total = 0;
+    for (let i = 0; total < 3 * 1024 * 1024; i++) {
+      const size =
+        i % 7 === 0
+          ? 40_000 + ((i * 7919) % 150_000)
+          : i % 5 === 0
+            ? 5_000 + ((i * 104_729) % 25_000)
+            : 1 + ((i * 31) % 3000);
+      sizes.push(size);
+      total += size;
+    }
+    const payload = randomBytes(total);
+    const srv = await server(t, (stream) => {
+      // One write per turn, so that the client's reads come in many sizes.
+      let at = 0;
+      let i = 0;
+      const next = (): void => {
+        const size = sizes[i++];
+        if (size === undefined) {
+          stream.end();
+          return;
+        }
+        stream.write(payload.subarray(at, at + size));
+        at += size;
+        setImmediate(next);
+      };
+      next();
+    });
+    const { session } = LinkSession.connect({ host: '127.0.0.1', port: srv.port }, { onFrame: () => {} });
+    t.after(() => session.destroy());
+    const stream = await session.open(1, INFO);
+    stream.end();
+    stream.pause();
+    // Let the reads pile up behind the paused reader (up to the sender's first window, as nothing
+    // is acknowledged meanwhile), then read everything.
+    await new Promise<void>((resolve) => {
+      const poll = (): void => {
+        if (stream.readableLength >= 128 * 1024) resolve();
+        else setTimeout(poll, 10);
+      };
+      poll();
+    });
+    const digest = digestOf(stream);
+    stream.resume(); // (paused by hand: a new 'data' listener does not resume it)
+    const got = await digest;
+    assert.equal(got.bytes, total);
+    assert.equal(got.hash, sha(payload));
+  },
+);

@@ -12,6 +12,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
+import { DAEMON_NODE_FLAGS } from '../common/node-flags.js';
 import { RoamError, isRoamError } from '../errors.js';
 import { bundleGuest } from '../guest/bundle.js';
 import { packageRoot } from '../package-root.js';
@@ -240,6 +241,7 @@ async function runDemo(opts: DemoOptions): Promise<void> {
       'proxy',
       process.execPath,
       [
+        ...DAEMON_NODE_FLAGS,
         roam,
         'proxy',
         '--bind',
@@ -265,7 +267,7 @@ async function runDemo(opts: DemoOptions): Promise<void> {
     api = new ApiClient(new URL(`${base}/`), readFileSync(tokenFile, 'utf8').trim(), tokenFile);
 
     for (const name of HOSTS) {
-      let cmd = { command: process.execPath, args: [roam, 'host'] };
+      let cmd = { command: process.execPath, args: [...DAEMON_NODE_FLAGS, roam, 'host'] };
       cmd.args.push(
         '--proxy',
         `${bind}:${controlPort}`,

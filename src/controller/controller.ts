@@ -184,9 +184,8 @@ export class Controller implements TunnelLink {
   // --- the link to the proxy ---
 
   private connect(): void {
-    const socket = net.connect({ host: this.options.proxy.host, port: this.options.proxy.port });
     let joined = false;
-    const session = new LinkSession(socket, {
+    const { socket, session } = LinkSession.connect(this.options.proxy, {
       onFrame: (frame: ConnectionFrame) => {
         if (frame.type === 'welcome') {
           joined = true;

@@ -40,11 +40,13 @@ export function relay(remote: net.Socket, link: LinkStream, onClose: (stats: Rel
   });
 
   // Link -> remote.
-  link.on('data', (chunk: Buffer) => {
+  const toRemote = (chunk: Buffer): void => {
     stats.bytesOut += chunk.length;
     if (remote.destroyed || remote.writableEnded) return;
     if (!remote.write(chunk)) link.pause();
-  });
+  };
+  link.on('data', toRemote);
+  link.readDirect(toRemote);
   remote.on('drain', () => link.resume());
   link.on('end', () => {
     if (!remote.destroyed && !remote.writableEnded) remote.end();
