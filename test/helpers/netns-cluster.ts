@@ -14,6 +14,7 @@
  *
  * Needs root and iproute2: call `netnsAvailable()` first and skip with its reason.
  */
+import { DAEMON_NODE_FLAGS } from '../../src/common/node-flags.js';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -82,6 +83,7 @@ export async function startNetnsCluster(options: NetnsClusterOptions): Promise<N
       'proxy',
       process.execPath,
       [
+        ...DAEMON_NODE_FLAGS, // as bin/roam starts it
         ROAM,
         'proxy',
         '--bind',
@@ -113,6 +115,7 @@ export async function startNetnsCluster(options: NetnsClusterOptions): Promise<N
       const group = quota === undefined ? undefined : createCpuCgroup(`${net.id}-${name}`, quota);
       if (group) groups.set(name, group);
       const hostArgs = [
+        ...DAEMON_NODE_FLAGS,
         ROAM,
         'host',
         '--proxy',
