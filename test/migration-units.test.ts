@@ -442,31 +442,31 @@ describe('the spare sandbox a target keeps for the next move', () => {
     }
   });
 
-  it('grows to the size of a guest that moved away, and is handed only to a guest it suits', async () => {
+  it('grows to the size of a guest that moved away, and is handed only to a guest of that size', async () => {
     const spare = new SpareSandbox();
     try {
       spare.grow(48 * MiB);
       await spare.settled();
-      // A smaller guest gets a sandbox made at its size: its memory must not grow for nothing.
+      // Another size gets a sandbox made at its own: a guest's memory is the size it was on the source.
       const small = await spare.take(DEFAULT_LIMITS, { bytes: 40 * MiB, faultIn: true });
       assert.equal(small.memoryBytes, 40 * MiB);
       small.dispose();
-      // The same size again gets the spare (an eighth larger: a guest's memory only grows). Beyond
-      // the template its memory is zero, as the pages a move does not send must be.
+      // The same size gets the spare. Beyond the template its memory is zero, as the pages a move
+      // does not send must be.
       const same = await spare.take(DEFAULT_LIMITS, { bytes: 48 * MiB, faultIn: false });
-      assert.equal(same.memoryBytes, 54 * MiB, 'the spare, as it was made');
+      assert.equal(same.memoryBytes, 48 * MiB);
       const template = (await runtimeTemplate()).snapshot.byteLength;
       assert.ok(zeroFrom(same.memoryView(), template));
       same.dispose();
-      // Taken: a larger guest gets a sandbox of its own, and the next spare is made as before.
+      // Taken: a guest arriving meanwhile gets a sandbox of its own, and the next spare is made alike.
       const large = await spare.take(DEFAULT_LIMITS, { bytes: 64 * MiB, faultIn: false });
       assert.equal(large.memoryBytes, 64 * MiB);
       assert.ok(zeroFrom(large.memoryView(), template));
       large.dispose();
       spare.refillSoon();
       await spare.settled();
-      const next = await spare.take(DEFAULT_LIMITS, { bytes: 50 * MiB, faultIn: true });
-      assert.equal(next.memoryBytes, 54 * MiB);
+      const next = await spare.take(DEFAULT_LIMITS, { bytes: 48 * MiB, faultIn: true });
+      assert.equal(next.memoryBytes, 48 * MiB);
       next.dispose();
     } finally {
       spare.close();

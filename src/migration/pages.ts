@@ -104,11 +104,15 @@ export class ShadowBuffers {
   private kept: Buffer | undefined;
   private timer: NodeJS.Timeout | undefined;
 
-  /** A buffer of at least `bytes` (the kept one if it is large enough). */
+  /**
+   * A buffer of at least `bytes`: the kept one if it is large enough, else a new one an eighth
+   * larger (a guest's memory only grows, and the next move of this guest should find it large
+   * enough).
+   */
   take(bytes: number): Buffer {
     const kept = this.kept;
     this.drop();
-    return kept && kept.length >= bytes ? kept : Buffer.alloc(bytes);
+    return kept && kept.length >= bytes ? kept : Buffer.alloc(Math.ceil((bytes * 9) / 8 / PAGE_SIZE) * PAGE_SIZE);
   }
 
   /** Keeps `buffer` for a while (the larger of it and the one kept, if moves ran side by side). */
@@ -185,11 +189,6 @@ export class CodecChooser {
     if (this.link === undefined) return 'none';
     if (this.compress === undefined) return 'snappy';
     return this.compress + this.ratio * this.link < this.link ? 'snappy' : 'none';
-  }
-
-  /** Milliseconds the link takes for `bytes` sent plain, once a large message has measured it. */
-  linkMs(bytes: number): number | undefined {
-    return this.link === undefined ? undefined : bytes * this.link;
   }
 
   /** What sending one message cost: `compressMs` (0 when plain) and `sendMs` (until the socket took it). */

@@ -17,12 +17,6 @@ import type { PeerHeader } from './peer-wire.js';
 
 /** Pre-copy stops when a round finds at most this much changed (the rest goes after the freeze). */
 const PRECOPY_SMALL_BYTES = 512 * 1024;
-/**
- * Pre-copy stops when what changed would take the link at most this long to send after the freeze:
- * a guest's working set (pages its event loop and its GC write every turn) is dirty again by the
- * next round, so sending it early only costs a round (about 1-2 MiB for the benchmark's guests).
- */
-const PRECOPY_FINAL_MS = 4;
 /** Pre-copy stops after this many rounds, changed or not. */
 const PRECOPY_MAX_ROUNDS = 6;
 
@@ -234,10 +228,9 @@ async function moveOut(
           const dirty = shadow.dirty(source.memoryView());
           add('precopyScan', scanned);
           const bytes = dirty.length * PAGE_SIZE;
-          const finalMs = codecs.linkMs(bytes) ?? Infinity;
-          if (round > 0 && (bytes <= PRECOPY_SMALL_BYTES || finalMs <= PRECOPY_FINAL_MS || dirty.length >= previous)) {
-            break;
-          }
+          // (A later round that changes little still lets the target catch up before the freeze:
+          // stopping after the first whenever the rest was small made the pause longer at 64 MiB.)
+          if (round > 0 && (bytes <= PRECOPY_SMALL_BYTES || dirty.length >= previous)) break;
           previous = dirty.length;
           const t = performance.now();
           stats.precopyBytes += await sendPages(dirty, round, false);

@@ -5,36 +5,20 @@
  * that took it is over, not during the move: a move in progress should not share the CPU with it.
  *
  * Its memory is the template's (about 5 MiB of it written), except for 30 s after a guest moved
- * away from here: then it is made an eighth larger than that guest's memory and faulted in (a
- * slice at a time, beside the guests running here), so that the next guest of about that size to
- * arrive (the next one of a drain, or the same one coming back) is written into memory that is
- * already there. A first write to fresh memory costs about 0.65 ms per MiB on this machine, seven
+ * away from here: then it is made as large as that guest's memory and faulted in (a slice at a
+ * time, beside the guests running here), so that the next guest of that size to arrive (the same
+ * one coming back, the next one of a drain made alike) is written into memory that is already
+ * there. A first write to fresh memory costs about 0.65 ms per MiB on this machine, seven
  * times a warm copy: 65 ms for a 64-MiB guest's 100 MiB, or the whole "prepare" of a move without
- * pre-copy. The guest that left freed about as much as the spare holds.
+ * pre-copy. The guest that left freed as much as the spare holds.
  */
 import { Guest } from '../guest/guest.js';
 import { DEFAULT_LIMITS, type Sandbox, type SandboxLimits } from '../guest/sandbox/sandbox.js';
 
 /** After the move that took the spare: the moved guest's first turns come first. */
 const REFILL_DELAY_MS = 50;
-/**
- * A grown spare is this much larger than the guest that moved away (a guest's memory only grows),
- * and serves guests up to this much smaller than itself.
- */
-const SLACK = 1.125;
 /** How long a spare stays grown to the size of a guest that moved away, unless a move takes it. */
 const GROWN_KEEP_MS = 30_000;
-
-/**
- * Whether a sandbox whose memory is `has` bytes holds a guest of `bytes` as it is: not smaller
- * (growing it would cost a copy of what it holds), and at most SLACK larger (the guest's memory is
- * that much larger here than on the source; its own allocator grows it by up to 20% at a time).
- */
-function suits(has: number, bytes: number): boolean {
-  return has >= bytes && has <= bytes * SLACK + WASM_PAGE;
-}
-
-const WASM_PAGE = 64 * 1024;
 
 export class SpareSandbox {
   private spare: Promise<Sandbox | undefined> | undefined;
@@ -58,12 +42,13 @@ export class SpareSandbox {
     const spare = this.fits(limits) ? this.spare : undefined;
     if (spare) this.spare = undefined;
     const ready = await spare;
-    if (ready && suits(ready.memoryBytes, need.bytes)) {
+    // Only a spare of the guest's size exactly: its memory must be the size it was on the source
+    // (a larger one would grow it at every move), and growing a sandbox costs a copy of it.
+    if (ready && ready.memoryBytes === need.bytes) {
       if (need.faultIn) ready.prefault(need.bytes);
       return ready;
     }
     if (ready) this.putBack(ready);
-    // Made at the guest's size: growing a sandbox later costs a copy of what it holds (Sandbox.grow).
     return Guest.prepareSandbox(limits, need.bytes, need.faultIn ? 'now' : 'no');
   }
 
@@ -136,8 +121,7 @@ export class SpareSandbox {
   }
 
   private wantedSize(): number {
-    if (this.wantBytes === 0) return 0;
-    return Math.min(Math.ceil((this.wantBytes * SLACK) / WASM_PAGE) * WASM_PAGE, this.limits.memoryBytes);
+    return Math.min(this.wantBytes, this.limits.memoryBytes);
   }
 
   /** A spare that did not suit one move may suit the next. */
