@@ -445,7 +445,7 @@ describe('the spare sandbox a target keeps for the next move', () => {
   it('grows to the size of a guest that moved away, and is handed only to a guest of that size', async () => {
     const spare = new SpareSandbox();
     try {
-      spare.grow(48 * MiB);
+      spare.guestLeft(48 * MiB);
       await spare.settled();
       // Another size gets a sandbox made at its own: a guest's memory is the size it was on the source.
       const small = await spare.take(DEFAULT_LIMITS, { bytes: 40 * MiB, faultIn: true });

@@ -217,8 +217,8 @@ export class Moves {
       this.decisions.delete(message.migrationId);
     }
     if (result.outcome === 'moved') {
-      // Its memory is free now: the spare grows to its size for the next guest to arrive.
-      if (hosted.guest.kind === 'js') this.spare.grow(memoryBytes);
+      // Its memory is free now: the spare is made its size for the next guest to arrive.
+      if (hosted.guest.kind === 'js') this.spare.guestLeft(memoryBytes);
       this.host.log(
         `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}; ms: ${formatTimings(result.timings)}`,
         { guest: message.guestId, migration: message.migrationId },

@@ -3,9 +3,10 @@
  *
  * The source keeps a shadow: a copy of exactly what the target's memory holds. The target starts
  * from the runtime template (its prepared sandbox loaded it), so a page not sent yet is compared
- * with the template; each round sends the pages that differ and copies them into the shadow. Pages are compared by
- * content (native memcmp per 64-KiB page, stopping at the first difference), which finds every
- * change, including a page that went back to zero, without hooks in the guest.
+ * with the template; each round sends the pages that differ and copies them into the shadow.
+ * Pages are compared by content (native memcmp per 64-KiB page, stopping at the first
+ * difference), which finds every change, including a page that went back to zero, without hooks
+ * in the guest.
  */
 import snappy from 'snappy';
 import { PAGE_SIZE } from '../guest/image/format.js';

@@ -53,7 +53,7 @@ export class SpareSandbox {
   }
 
   /** A guest of `bytes` of memory moved away from here: make the spare that large for a while. */
-  grow(bytes: number): void {
+  guestLeft(bytes: number): void {
     if (this.closed) return;
     // The last guest's size, not the largest: a spare larger than the guest that comes is no use.
     if (bytes !== this.wantBytes) {
