@@ -9,6 +9,7 @@ import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
 import { PageShadow, PageWriter, ShadowBuffers, applyPackedPages, packPages } from '../src/migration/pages.js';
 import {
   MAX_HEADER_BYTES,
+  PREFIX_BYTES,
   PeerDecoder,
   encodePeer,
   type OfferMessage,
@@ -57,16 +58,32 @@ describe('peer protocol codec', () => {
     const bytes = concat(encodePeer(header, body));
     bytes.writeUInt8(bytes.readUInt8(bytes.length - 10) ^ 1, bytes.length - 10);
     assert.throws(() => new PeerDecoder().push(bytes), /checksum mismatch/);
+    // Every byte counts, the last one too, and a damaged hash as much as a damaged body.
+    const last = concat(encodePeer(header, body));
+    last.writeUInt8(last.readUInt8(last.length - 1) ^ 0x80, last.length - 1);
+    assert.throws(() => new PeerDecoder().push(last), /checksum mismatch/);
+    const hash = concat(encodePeer(header, body));
+    hash.writeUInt8(hash.readUInt8(19) ^ 1, 19);
+    assert.throws(() => new PeerDecoder().push(hash), /checksum mismatch/);
+  });
+
+  it('tells a peer of the protocol before (a CRC-32 in a 16-byte prefix) to run the same Roam version', () => {
+    const json = Buffer.from(JSON.stringify({ type: 'resumed', restoreMs: 1 }));
+    const old = Buffer.alloc(16 + json.length);
+    old.writeUInt32BE(0x524d_5031, 0); // "RMP1"
+    old.writeUInt32BE(json.length, 4);
+    json.copy(old, 16);
+    assert.throws(() => new PeerDecoder().push(old), /older peer protocol: run the same Roam version/);
   });
 
   it('refuses bad magic, oversized headers and bodies before buffering them, and malformed headers', () => {
-    assert.throws(() => new PeerDecoder().push(Buffer.alloc(16)), /bad magic/);
+    assert.throws(() => new PeerDecoder().push(Buffer.alloc(PREFIX_BYTES)), /bad magic/);
     const big = concat(encodePeer({ type: 'resumed', restoreMs: 1 }));
     big.writeUInt32BE(MAX_HEADER_BYTES + 1, 4);
-    assert.throws(() => new PeerDecoder().push(big.subarray(0, 16)), /header of \d+ bytes is outside/);
+    assert.throws(() => new PeerDecoder().push(big.subarray(0, PREFIX_BYTES)), /header of \d+ bytes is outside/);
     const huge = concat(encodePeer({ type: 'resumed', restoreMs: 1 }));
     huge.writeUInt32BE(0xffff_ffff, 8);
-    assert.throws(() => new PeerDecoder().push(huge.subarray(0, 16)), /body of \d+ bytes is larger/);
+    assert.throws(() => new PeerDecoder().push(huge.subarray(0, PREFIX_BYTES)), /body of \d+ bytes is larger/);
     const wrong = concat(encodePeer({ type: 'resumed', restoreMs: -1 } as unknown as PeerHeader));
     assert.throws(() => new PeerDecoder().push(wrong), /malformed at restoreMs/);
   });

@@ -54,7 +54,7 @@ export class PeerChannel {
     const last = parts.length - 1;
     const target = parts[last];
     if (damage && last >= 2 && target && target.length > 0) {
-      // Fault injection: the CRC was computed over the good bytes; flip one after it.
+      // Fault injection: the hash was computed over the good bytes; flip one after it.
       const copy = Buffer.from(target);
       copy[copy.length >> 1] = (copy[copy.length >> 1] ?? 0) ^ 0xff;
       parts[last] = copy;

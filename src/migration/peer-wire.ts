@@ -3,17 +3,22 @@
  * connection of a move (the paper's step 3, "the source opens a direct connection to the target").
  * Pure codec, no I/O.
  *
- * A message is a 16-byte prefix (magic, header length, body length, CRC-32 of the body), a JSON
+ * A message is a 20-byte prefix (magic, header length, body length, XXH64 of the body), a JSON
  * header validated by the schemas below, and a binary body (memory pages, the guest's state). The
- * body's CRC catches an image damaged in transit before a single byte of it is applied; the
+ * body's hash catches an image damaged in transit before a single byte of it is applied; the
  * lengths are checked against fixed limits before anything is buffered.
+ *
+ * XXH64, not CRC-32: a move hashes every byte it sends on both sides, and here zlib's CRC-32 ran at
+ * about 2 GB/s (45 ms per side for a 64-MiB guest's 90 MiB) where XXH64 runs at about 4.5.
  */
-import zlib from 'node:zlib';
+import { Xxh64 } from '@node-rs/xxhash';
 import { z } from 'zod';
 import { RoamError } from '../errors.js';
 
-export const PEER_MAGIC = 0x524d_5031; // "RMP1"
-export const PREFIX_BYTES = 16;
+export const PEER_MAGIC = 0x524d_5032; // "RMP2"
+/** The magic of the protocol before it (a CRC-32 in a 16-byte prefix), refused with a clear word. */
+const PEER_MAGIC_1 = 0x524d_5031; // "RMP1"
+export const PREFIX_BYTES = 20;
 export const MAX_HEADER_BYTES = 1024 * 1024;
 /** Largest body: a chunk of pages (at most PAGES_PER_MESSAGE, compressed or not) or a guest's state. */
 export const MAX_BODY_BYTES = 256 * 1024 * 1024;
@@ -164,17 +169,16 @@ export function encodePeer(
   prefix.writeUInt32BE(PEER_MAGIC, 0);
   prefix.writeUInt32BE(json.length, 4);
   prefix.writeUInt32BE(length, 8);
-  prefix.writeUInt32BE(
-    parts.reduce((crc, part) => zlib.crc32(part, crc), 0),
-    12,
-  );
+  const hash = new Xxh64();
+  for (const part of parts) hash.update(part);
+  prefix.writeBigUInt64BE(hash.digest(), 12);
   return [prefix, json, ...parts];
 }
 
 /**
  * Streaming decoder. Reads the prefix and the header (checked against the limits, then parsed and
  * validated), then the body: into a buffer of exactly its declared size, or, when `sinkFor` gives a
- * sink for that header, into the sink chunk by chunk. Either way the body's CRC is checked when
+ * sink for that header, into the sink chunk by chunk. Either way the body's hash is checked when
  * its last byte arrives, before the message is handed on; a sink has then seen damaged bytes, so
  * its owner must drop what it wrote when the decoder throws. A damaged or hostile stream is a
  * RoamError.
@@ -189,8 +193,8 @@ export class PeerDecoder {
   private current: { header: PeerHeader; body: Buffer | undefined; sink: BodySink | undefined } | undefined;
   private bodyLength = 0;
   private bodyFill = 0;
-  private crc = 0;
-  private running = 0;
+  private expected = 0n;
+  private running = new Xxh64();
 
   constructor(public sinkFor?: SinkChooser) {}
 
@@ -201,7 +205,7 @@ export class PeerDecoder {
       if (this.current) {
         const n = Math.min(this.bodyLength - this.bodyFill, chunk.length - at);
         const part = chunk.subarray(at, at + n);
-        this.running = zlib.crc32(part, this.running);
+        this.running.update(part);
         if (this.current.sink) this.current.sink.write(part);
         else this.current.body?.set(part, this.bodyFill);
         this.bodyFill += n;
@@ -228,10 +232,14 @@ export class PeerDecoder {
   }
 
   private startFrame(): void {
-    if (this.prefix.readUInt32BE(0) !== PEER_MAGIC) throw protocolError('not a Roam peer connection (bad magic)');
+    const magic = this.prefix.readUInt32BE(0);
+    if (magic === PEER_MAGIC_1) {
+      throw protocolError('the peer speaks an older peer protocol: run the same Roam version on both hosts');
+    }
+    if (magic !== PEER_MAGIC) throw protocolError('not a Roam peer connection (bad magic)');
     const headerLength = this.prefix.readUInt32BE(4);
     this.bodyLength = this.prefix.readUInt32BE(8);
-    this.crc = this.prefix.readUInt32BE(12);
+    this.expected = this.prefix.readBigUInt64BE(12);
     if (headerLength === 0 || headerLength > MAX_HEADER_BYTES) {
       throw protocolError(`a peer message header of ${headerLength} bytes is outside 1..${MAX_HEADER_BYTES}`);
     }
@@ -266,13 +274,15 @@ export class PeerDecoder {
       body: sink ? undefined : Buffer.allocUnsafe(this.bodyLength),
     };
     this.bodyFill = 0;
-    this.running = 0;
+    this.running = new Xxh64();
   }
 
   private finishBody(): PeerMessage {
     const { header, body, sink } = this.current as NonNullable<PeerDecoder['current']>;
     this.current = undefined;
-    if (this.running !== this.crc) throw protocolError('checksum mismatch: a peer message was damaged in transit');
+    if (this.running.digest() !== this.expected) {
+      throw protocolError('checksum mismatch: a peer message was damaged in transit');
+    }
     if (sink) {
       sink.end();
       return { header, body: new Uint8Array(0), streamed: true };
