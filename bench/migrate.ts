@@ -439,7 +439,7 @@ function method(): string {
     `the shadow, precopySend: until the socket took them, waits for the last round's bytes to leave included), then after`,
     `the freeze: freeze (host state captured),`,
     `scan (the final compare of every page against what the target holds), copy (dirty pages into the message and the`,
-    `shadow), compress (per message, Snappy or plain as the codec chooser decides), send (until the socket took it),`,
+    `shadow), compress (per message, LZ4 or plain as the codec chooser decides), send (until the socket took it),`,
     `state (JSON and its message), wait (until the target's word that the guest runs). Pause = freeze + scan + copy +`,
     `compress + send + state + wait. On the target: prepare (sandbox; before the accept), precopy (from the accept until`,
     `the first final page message: pre-copied pages written into the sandbox as they come), apply (from the first final`,

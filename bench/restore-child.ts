@@ -21,7 +21,14 @@ import {
 } from '../src/guest/image/index.js';
 import { runtimeTemplate } from '../src/guest/template.js';
 import { PREFIX_BYTES, DIGEST_BYTES, type ImageHeader } from '../src/guest/image/format.js';
-import { POOL_CONCURRENCY, checksum, inflateChunk, runPool, unsnappyChunk } from '../src/guest/image/work.js';
+import {
+  POOL_CONCURRENCY,
+  checksum,
+  inflateChunk,
+  runPool,
+  unlz4Chunk,
+  unsnappyChunk,
+} from '../src/guest/image/work.js';
 import type { Sandbox } from '../src/guest/sandbox/sandbox.js';
 import { parseGuestState } from '../src/guest/state-schema.js';
 import { VirtualFileSystem } from '../src/guest/vfs.js';
@@ -134,11 +141,11 @@ function readHeader(bytes: Uint8Array): { header: ImageHeader; payload: number }
 
 async function inflateAll(bytes: Uint8Array): Promise<void> {
   const { header, payload } = readHeader(bytes);
-  const jobs: Array<{ from: number; stored: number; raw: number; snappy: boolean }> = [];
+  const jobs: Array<{ from: number; stored: number; raw: number; encoding: string }> = [];
   for (const section of header.sections) {
     let from = payload + section.offset;
     for (const [raw, stored] of section.chunks) {
-      if (stored < raw) jobs.push({ from, stored, raw, snappy: section.encoding === 'snappy' });
+      if (stored < raw) jobs.push({ from, stored, raw, encoding: section.encoding });
       from += stored;
     }
   }
@@ -146,7 +153,8 @@ async function inflateAll(bytes: Uint8Array): Promise<void> {
     const job = jobs[i];
     if (!job) return;
     const input = bytes.subarray(job.from, job.from + job.stored);
-    await (job.snappy ? unsnappyChunk(input, job.raw) : inflateChunk(input, job.raw));
+    const unpack = { lz4: unlz4Chunk, snappy: unsnappyChunk }[job.encoding] ?? inflateChunk;
+    await unpack(input, job.raw);
   });
 }
 

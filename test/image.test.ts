@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import zlib from 'node:zlib';
 import fc from 'fast-check';
+import { compress as lz4Compress } from 'lz4-napi';
 import { RoamError, isRoamError, type RoamErrorCode } from '../src/errors.js';
 import {
   IMAGE_FORMAT_VERSION,
@@ -317,14 +318,14 @@ describe('encodeImage / decodeImage round trip', () => {
     }
   });
 
-  it('uses Snappy by default, and decodes straight into a dirty target memory', async () => {
+  it('uses LZ4 by default, and decodes straight into a dirty target memory', async () => {
     const memory = mixedMemory(56, 99);
     const contents = contentsOf(memory, STATE, mixedMemory(3, 5));
     const image = await encodeImage(contents);
     const { info, contents: decoded } = await decodeImage(image);
     assertSameContents(decoded, contents);
-    assert.equal(info.sections[1]?.encoding, 'snappy');
-    assert.ok((info.sections[1]?.storedBytes ?? 0) < (info.sections[1]?.rawBytes ?? 0) * 0.8, 'Snappy shrank nothing');
+    assert.equal(info.sections[1]?.encoding, 'lz4');
+    assert.ok((info.sections[1]?.storedBytes ?? 0) < (info.sections[1]?.rawBytes ?? 0) * 0.8, 'LZ4 shrank nothing');
 
     const target = new Uint8Array(memory.length + 3 * PAGE).fill(0xa7);
     const into = await decodeImageInto(image, (byteLength, state) => {
@@ -339,6 +340,15 @@ describe('encodeImage / decodeImage round trip', () => {
     );
     assert.deepEqual(Array.from(into.memory.pages), Array.from(contents.memory.pages));
     assert.ok(Buffer.from(into.files).equals(contents.files));
+  });
+
+  it('still decodes Snappy images (the default before LZ4)', async () => {
+    const memory = mixedMemory(40, 17);
+    const contents = contentsOf(memory, STATE, mixedMemory(2, 3));
+    const image = await encodeImage(contents, { codec: 'snappy' });
+    const { info, contents: decoded } = await decodeImage(image);
+    assert.equal(info.sections[1]?.encoding, 'snappy');
+    assertSameContents(decoded, contents);
   });
 
   it('refuses to decode into a target smaller than the image memory', async () => {
@@ -635,6 +645,21 @@ describe('well-framed but malformed images', () => {
     await expectMalformed((p) => replaceSection(p, 'files', short.subarray(0, 5), 1000), /not a valid deflate stream/);
     const badJson = zlib.deflateRawSync(new TextEncoder().encode('{"a": 1,'.repeat(20)));
     await expectMalformed((p) => replaceSection(p, 'state', badJson, 160), /state section is not UTF-8 JSON/);
+  });
+
+  it('refuses an LZ4 chunk that declares another size or does not decode', async () => {
+    const raw = new Uint8Array(3000).fill(9);
+    const block = new Uint8Array(await lz4Compress(Buffer.from(raw)));
+    const asLz4 = (stored: Uint8Array, rawBytes: number) => (p: Parts) => {
+      replaceSection(p, 'files', stored, rawBytes);
+      section(p, 'files').encoding = 'lz4';
+    };
+    // The 4-byte prefix says 3000; the header says 4000: refused before the decoder allocates.
+    await expectMalformed(asLz4(block, 4000), /not an LZ4 block \(declares 3000 bytes, the header 4000\)/);
+    const garbage = block.slice();
+    garbage.fill(0xff, 4);
+    await expectMalformed(asLz4(garbage, 3000), /not an LZ4 block/);
+    await expectMalformed(asLz4(block.subarray(0, 3), 3000), /not an LZ4 block/);
   });
 
   it('lets inspectImage pass what only inflating would reveal', async () => {

@@ -67,13 +67,15 @@ describe('peer protocol codec', () => {
     assert.throws(() => new PeerDecoder().push(hash), /checksum mismatch/);
   });
 
-  it('tells a peer of the protocol before (a CRC-32 in a 16-byte prefix) to run the same Roam version', () => {
+  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages) to run the same Roam version', () => {
     const json = Buffer.from(JSON.stringify({ type: 'resumed', restoreMs: 1 }));
-    const old = Buffer.alloc(16 + json.length);
-    old.writeUInt32BE(0x524d_5031, 0); // "RMP1"
-    old.writeUInt32BE(json.length, 4);
-    json.copy(old, 16);
-    assert.throws(() => new PeerDecoder().push(old), /older peer protocol: run the same Roam version/);
+    for (const magic of [0x524d_5031, 0x524d_5032]) {
+      const old = Buffer.alloc(20 + json.length);
+      old.writeUInt32BE(magic, 0);
+      old.writeUInt32BE(json.length, 4);
+      json.copy(old, 20);
+      assert.throws(() => new PeerDecoder().push(old), /older peer protocol: run the same Roam version/);
+    }
   });
 
   it('refuses bad magic, oversized headers and bodies before buffering them, and malformed headers', () => {
@@ -181,7 +183,7 @@ describe('pre-copy page tracking', () => {
       const target = new Uint8Array(6 * PAGE_SIZE);
       target.set(base);
       const batch = shadow.take(memory, dirty);
-      for (const codec of ['snappy', 'none'] as const) {
+      for (const codec of ['lz4', 'none'] as const) {
         const copy = target.slice();
         applyPackedPages(Buffer.concat(packPages(batch, codec)), dirty.length, codec, batch.rawBytes, copy);
         assert.ok(Buffer.from(copy).equals(Buffer.from(memory)), codec);
@@ -238,9 +240,17 @@ describe('pre-copy page tracking', () => {
     assert.throws(() => applyPackedPages(pack([1, 0]), 2, 'none', 2 * PAGE_SIZE, memory), /not ascending/);
     assert.throws(() => applyPackedPages(pack([0]), 1, 'none', 2 * PAGE_SIZE, memory), /raw bytes/);
     assert.throws(
-      () => applyPackedPages(pack([0]), 1, 'snappy', PAGE_SIZE, memory),
-      /do not decompress|bytes of pages/,
+      () => applyPackedPages(pack([0]), 1, 'lz4', PAGE_SIZE, memory),
+      /LZ4 block declares \d+ bytes, expected 65536/,
     );
+    // An LZ4 block that declares more than the header: refused before the decoder allocates it.
+    const indices = Buffer.alloc(4);
+    const lying = Buffer.concat(
+      packPages({ indices, parts: [Buffer.alloc(2 * PAGE_SIZE)], rawBytes: 2 * PAGE_SIZE }, 'lz4'),
+    );
+    assert.throws(() => applyPackedPages(lying, 1, 'lz4', PAGE_SIZE, memory), /declares 131072 bytes, expected 65536/);
+    const garbage = Buffer.concat([indices, Buffer.from([0, 0, 1, 0]), Buffer.alloc(40, 0xff)]);
+    assert.throws(() => applyPackedPages(garbage, 1, 'lz4', PAGE_SIZE, memory), /do not decompress/);
   });
 });
 

@@ -8,8 +8,9 @@
  * difference), which finds every change, including a page that went back to zero, without hooks
  * in the guest.
  */
-import snappy from 'snappy';
+import { compressSync as lz4Compress, uncompressSync as lz4Uncompress } from 'lz4-napi';
 import { PAGE_SIZE } from '../guest/image/format.js';
+import { lz4DeclaredLength } from '../guest/image/work.js';
 import { RoamError } from '../errors.js';
 
 /** Pages per peer message: 8 MiB raw, so compression, sending and applying overlap. */
@@ -165,7 +166,7 @@ function isZero(buf: Buffer, at: number): boolean {
   return buf.compare(ZERO, 0, PAGE_SIZE, at, at + PAGE_SIZE) === 0;
 }
 
-export type PageCodec = 'snappy' | 'none';
+export type PageCodec = 'lz4' | 'none';
 
 /** Messages smaller than this on the wire say little about the link (the socket buffers absorb them). */
 const LINK_SAMPLE_BYTES = 1 << 20;
@@ -176,7 +177,7 @@ const LINK_SAMPLE_BYTES = 1 << 20;
  * it costs `compress + ratio * link`. The first large message goes plain (it measures the link),
  * the next compressed (it measures the compressor and the ratio); from then on the cheaper one wins,
  * with the estimates kept up to date (moving averages). On a fast link between hosts (here: veth,
- * over 1 GB/s) that is plain; on a slow one (a 1 Gbit/s link and below), Snappy.
+ * over 1 GB/s) that is plain; on a slow one (a 1 Gbit/s link and below), LZ4.
  */
 export class CodecChooser {
   private link: number | undefined; // ms per wire byte, from the time a large message took to send
@@ -188,8 +189,8 @@ export class CodecChooser {
   choose(): PageCodec {
     if (this.fixed) return this.fixed;
     if (this.link === undefined) return 'none';
-    if (this.compress === undefined) return 'snappy';
-    return this.compress + this.ratio * this.link < this.link ? 'snappy' : 'none';
+    if (this.compress === undefined) return 'lz4';
+    return this.compress + this.ratio * this.link < this.link ? 'lz4' : 'none';
   }
 
   /** What sending one message cost: `compressMs` (0 when plain) and `sendMs` (until the socket took it). */
@@ -197,7 +198,7 @@ export class CodecChooser {
     const average = (old: number | undefined, sample: number): number =>
       old === undefined ? sample : (old + sample) / 2;
     if (wireBytes >= LINK_SAMPLE_BYTES) this.link = average(this.link, sendMs / wireBytes);
-    if (codec === 'snappy' && rawBytes >= LINK_SAMPLE_BYTES) {
+    if (codec === 'lz4' && rawBytes >= LINK_SAMPLE_BYTES) {
       this.compress = average(this.compress, compressMs / rawBytes);
       this.ratio = average(this.ratio, wireBytes / rawBytes);
     }
@@ -206,12 +207,13 @@ export class CodecChooser {
 
 /**
  * One message's body, as the parts to write one after the other (not copied into one buffer): the
- * page indices (u32 LE), then the pages, compressed with `codec`.
+ * page indices (u32 LE), then the pages, compressed with `codec` (LZ4: one block after its raw
+ * length, u32 LE, as image chunks are; the target checks that length before it decodes).
  */
 export function packPages(batch: PageBatch, codec: PageCodec): Uint8Array[] {
   if (codec === 'none') return [batch.indices, ...batch.parts];
   const raw = batch.parts.length === 1 ? (batch.parts[0] as Uint8Array) : Buffer.concat(batch.parts);
-  return [batch.indices, snappy.compressSync(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength))];
+  return [batch.indices, lz4Compress(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength))];
 }
 
 function malformed(message: string): never {
@@ -296,11 +298,11 @@ export function applyPackedPages(
   else {
     writer.write(body.subarray(0, count * 4));
     const stored = body.subarray(count * 4);
+    const declared = lz4DeclaredLength(stored);
+    if (declared !== rawBytes) malformed(`its LZ4 block declares ${declared} bytes, expected ${rawBytes}`);
     let data: Buffer;
     try {
-      data = snappy.uncompressSync(Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength), {
-        asBuffer: true,
-      }) as Buffer;
+      data = lz4Uncompress(Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength));
     } catch (err) {
       return malformed(`its pages do not decompress: ${(err as Error).message}`);
     }

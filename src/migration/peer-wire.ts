@@ -15,9 +15,12 @@ import { Xxh64 } from '@node-rs/xxhash';
 import { z } from 'zod';
 import { RoamError } from '../errors.js';
 
-export const PEER_MAGIC = 0x524d_5032; // "RMP2"
-/** The magic of the protocol before it (a CRC-32 in a 16-byte prefix), refused with a clear word. */
-const PEER_MAGIC_1 = 0x524d_5031; // "RMP1"
+export const PEER_MAGIC = 0x524d_5033; // "RMP3"
+/**
+ * The magics of the protocols before it (RMP1: a CRC-32 in a 16-byte prefix; RMP2: pages in
+ * Snappy, not LZ4), refused with a clear word rather than a confusing one.
+ */
+const OLDER_MAGICS = new Set([0x524d_5031, 0x524d_5032]);
 export const PREFIX_BYTES = 20;
 export const MAX_HEADER_BYTES = 1024 * 1024;
 /** Largest body: a chunk of pages (at most PAGES_PER_MESSAGE, compressed or not) or a guest's state. */
@@ -25,7 +28,7 @@ export const MAX_BODY_BYTES = 256 * 1024 * 1024;
 
 const id = z.string().min(1).max(128);
 const count = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
-const codec = z.enum(['snappy', 'none']);
+const codec = z.enum(['lz4', 'none']);
 
 /** Largest WebAssembly module an offer carries (the instrumented module: larger than the user's). */
 export const MAX_OFFER_MODULE_BYTES = 64 * 1024 * 1024;
@@ -233,7 +236,7 @@ export class PeerDecoder {
 
   private startFrame(): void {
     const magic = this.prefix.readUInt32BE(0);
-    if (magic === PEER_MAGIC_1) {
+    if (OLDER_MAGICS.has(magic)) {
       throw protocolError('the peer speaks an older peer protocol: run the same Roam version on both hosts');
     }
     if (magic !== PEER_MAGIC) throw protocolError('not a Roam peer connection (bad magic)');

@@ -36,7 +36,7 @@ export interface SourceContext {
   log(line: string): void;
   /**
    * Chooses each page message's codec from what the link and the compressor do: one kept per target
-   * starts a move with what earlier moves there measured; `new CodecChooser('snappy')` fixes it.
+   * starts a move with what earlier moves there measured; `new CodecChooser('lz4')` fixes it.
    */
   codecs?: CodecChooser;
   /** Where the pre-copy shadow's buffer comes from and goes back to (a fresh one per move without). */

@@ -26,7 +26,7 @@ import {
   type SectionName,
 } from './format.js';
 import { copyToPages, zeroOtherPages } from './memory.js';
-import { POOL_CONCURRENCY, checksum, checksumSync, inflateChunk, runPool, unsnappyChunk } from './work.js';
+import { POOL_CONCURRENCY, checksum, checksumSync, inflateChunk, runPool, unlz4Chunk, unsnappyChunk } from './work.js';
 
 interface Limits {
   maxImageBytes: number;
@@ -305,14 +305,12 @@ async function unpackChunk(bytes: Uint8Array, header: ImageHeader, job: ChunkJob
   const encoding = header.sections[job.section]?.encoding;
   const where = `section '${String(SECTION_NAMES[job.section])}' chunk ${job.chunk}`;
   let out: Uint8Array;
-  if (encoding === 'snappy') {
+  if (encoding === 'lz4' || encoding === 'snappy') {
     try {
-      out = await unsnappyChunk(input, job.raw);
+      out = await (encoding === 'lz4' ? unlz4Chunk(input, job.raw) : unsnappyChunk(input, job.raw));
     } catch (err) {
-      throw malformed(
-        `${where} is not a valid Snappy block (${err instanceof Error ? err.message : String(err)})`,
-        err,
-      );
+      const kind = encoding === 'lz4' ? 'an LZ4' : 'a Snappy';
+      throw malformed(`${where} is not ${kind} block (${err instanceof Error ? err.message : String(err)})`, err);
     }
   } else {
     try {

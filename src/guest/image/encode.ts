@@ -17,7 +17,7 @@ import {
   type SectionHeader,
 } from './format.js';
 import { checkSnapshot } from './memory.js';
-import { POOL_CONCURRENCY, checksum, deflateChunk, runPool, snappyChunk, yieldToLoop } from './work.js';
+import { POOL_CONCURRENCY, checksum, deflateChunk, lz4Chunk, runPool, snappyChunk, yieldToLoop } from './work.js';
 
 const COPY_SLICE_BYTES = 4 * 1024 * 1024;
 
@@ -50,6 +50,19 @@ function encodeState(state: unknown): Uint8Array {
   return new TextEncoder().encode(json);
 }
 
+function packChunk(raw: Uint8Array, codec: ImageCodec, level: number): Promise<Uint8Array> {
+  switch (codec) {
+    case 'none':
+      return Promise.resolve(raw);
+    case 'lz4':
+      return lz4Chunk(raw);
+    case 'snappy':
+      return snappyChunk(raw);
+    case 'deflate':
+      return deflateChunk(raw, level);
+  }
+}
+
 /**
  * Encodes a checkpoint image (layout in format.ts). Compression runs on the thread pool in
  * independent chunks, so the caller's event loop stays free and every core is used. The caller
@@ -60,9 +73,8 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
   if (!Number.isInteger(level) || level < 0 || level > 9) {
     throw new RoamError('ROAM_ERR_USAGE', `compression level must be an integer from 0 to 9, got ${String(level)}`);
   }
-  const codec: ImageCodec =
-    options.codec ?? (options.level === undefined ? 'snappy' : level === 0 ? 'none' : 'deflate');
-  const encoding: SectionEncoding = codec === 'snappy' ? 'snappy' : 'deflate-raw';
+  const codec: ImageCodec = options.codec ?? (options.level === undefined ? 'lz4' : level === 0 ? 'none' : 'deflate');
+  const encoding: SectionEncoding = codec === 'lz4' || codec === 'snappy' ? codec : 'deflate-raw';
   const meta = imageMetaSchema.safeParse(contents.meta);
   if (!meta.success) {
     throw imageError('ROAM_ERR_IMAGE_MALFORMED', `cannot encode image: meta.${describeIssue(meta.error)}`);
@@ -91,8 +103,7 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
   await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
     const job = jobs[index];
     if (job === undefined) return;
-    const packed =
-      codec === 'none' ? job.raw : codec === 'snappy' ? await snappyChunk(job.raw) : await deflateChunk(job.raw, level);
+    const packed = await packChunk(job.raw, codec, level);
     // Verbatim when compression does not help (stored === raw length marks such a chunk).
     stored[index] = packed.length < job.raw.length ? packed : job.raw;
   });
