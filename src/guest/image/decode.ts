@@ -443,10 +443,24 @@ export async function decodeImageInto(
 ): Promise<DecodedInto> {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
+  const hashed = bytes.subarray(0, framing.totalLength - DIGEST_BYTES);
+  let digest: Promise<Uint8Array> | undefined;
+  let memoryDone: Promise<void> | undefined;
   try {
     const { header, info, starts } = parseHeader(bytes, framing, limits);
-    const small = await decodeSmallSections(bytes, header, starts, info);
+    // Every chunk goes to the thread pool at once, the memory's too; while they decompress, this
+    // thread hashes the image and readies the target, and chunks that land before the target is
+    // ready wait for it.
+    const smallDone = decodeSmallSections(bytes, header, starts, info);
+    let into: { pages: Uint32Array; memory: Uint8Array } | undefined;
+    const early: Array<[Uint8Array, number]> = [];
+    memoryDone = decodeMemory(bytes, header, starts, (raw, at) => {
+      if (into) copyToPages(raw, at, into.pages, into.memory);
+      else early.push([raw, at]);
+    });
+    memoryDone.catch(() => undefined); // awaited below: not an unhandled rejection meanwhile
+    digest = checksum(hashed);
+    const small = await smallDone;
     const memory = await target(info.memory.byteLength, small.state, header.meta);
     if (memory.length < info.memory.byteLength) {
       throw imageError(
@@ -455,7 +469,9 @@ export async function decodeImageInto(
       );
     }
     const { pages } = small;
-    await decodeMemory(bytes, header, starts, (raw, at) => copyToPages(raw, at, pages, memory));
+    into = { pages, memory };
+    for (const [raw, at] of early.splice(0)) copyToPages(raw, at, pages, memory);
+    await memoryDone;
     // Without a base, every page the image does not list is zero; with one, the caller loaded it.
     if (header.meta.base === undefined) zeroOtherPages(pages, memory);
     checkDigest(bytes, framing, await digest);
@@ -467,7 +483,10 @@ export async function decodeImageInto(
       memory: { byteLength: info.memory.byteLength, pages },
     };
   } catch (err) {
-    checkDigest(bytes, framing, await digest);
+    // No chunk is left decompressing behind the caller's back, and a damaged image shows as a
+    // checksum failure first, whatever else it broke.
+    await memoryDone?.catch(() => undefined);
+    checkDigest(bytes, framing, await (digest ?? checksum(hashed)));
     throw err;
   }
 }
