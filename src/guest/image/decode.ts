@@ -452,7 +452,7 @@ export async function decodeImageInto(
     // thread hashes the image and readies the target, and chunks that land before the target is
     // ready wait for it.
     const smallDone = decodeSmallSections(bytes, header, starts, info);
-    let into: { pages: Uint32Array; memory: Uint8Array } | undefined;
+    let into: { pages: Uint32Array; memory: Uint8Array } | undefined = undefined;
     const early: Array<[Uint8Array, number]> = [];
     memoryDone = decodeMemory(bytes, header, starts, (raw, at) => {
       if (into) copyToPages(raw, at, into.pages, into.memory);
