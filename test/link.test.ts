@@ -25,6 +25,8 @@ interface ServerSide {
   /** Resolves with each stream the peer opens. */
   nextStream(): Promise<LinkStream>;
   sessions: LinkSession[];
+  /** Per session: whether it reads through its own buffer (`LinkSession.accept` adopted the socket). */
+  ownReads: boolean[];
   /** Streams kept across sessions, by id (as the proxy keeps them for a host that reconnects). */
   kept: Map<number, LinkStream>;
 }
@@ -33,8 +35,10 @@ async function server(t: TestContext, onStream: (s: LinkStream) => void = () => 
   const streams: LinkStream[] = [];
   const kept = new Map<number, LinkStream>();
   const sessions: LinkSession[] = [];
+  const ownReads: boolean[] = [];
   let waiter: ((s: LinkStream) => void) | undefined;
-  const srv = net.createServer((socket) => {
+  // Accepted as the proxy accepts its hosts (own reads); the client side reads through 'data'.
+  const srv = net.createServer((accepted) => {
     const handler: SessionHandler = {
       onFrame: () => {},
       onOpen: (frame: OpenFrame) => {
@@ -50,7 +54,8 @@ async function server(t: TestContext, onStream: (s: LinkStream) => void = () => 
         else session.sendRst(frame.streamId, 'ROAM_STREAM_UNKNOWN', 'unknown');
       },
     };
-    const session = new LinkSession(socket, handler);
+    const { socket, session } = LinkSession.accept(accepted, handler);
+    ownReads.push(socket !== accepted);
     sessions.push(session);
   });
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
@@ -62,6 +67,7 @@ async function server(t: TestContext, onStream: (s: LinkStream) => void = () => 
     port: (srv.address() as net.AddressInfo).port,
     streams,
     sessions,
+    ownReads,
     kept,
     nextStream: () => new Promise((resolve) => (waiter = resolve)),
   };
@@ -107,6 +113,7 @@ test('a stream carries bytes both ways, in order, and half-closes', async (t) =>
   assert.equal(got.bytes, payload.length);
   assert.equal(got.hash, sha(payload));
   assert.equal(stream.unackedBytes, 0, 'everything acknowledged');
+  assert.deepEqual(srv.ownReads, [true], 'the accepted side read through its own buffer');
 });
 
 test('the ping measures a round trip', async (t) => {

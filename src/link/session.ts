@@ -10,6 +10,7 @@
 import { Buffer } from 'node:buffer';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { adoptWithOwnReads, type OwnReads } from '../common/own-reads.js';
 import {
   FrameDecoder,
   encodeAck,
@@ -41,7 +42,7 @@ const MAX_RETIRED = 65_536;
  * bounds what the peer buffers for this session's streams (with the initial window of each).
  */
 const WINDOW_BUDGET = 16 * 1024 * 1024;
-/** The buffer a session that made its own connection (`LinkSession.connect`) reads into. */
+/** The buffer a session reads into when its socket reads through `onread` (`connect`, `accept`). */
 const READ_BUFFER_BYTES = 64 * 1024;
 /**
  * Reads up to this size are decoded from that buffer, reused, with each DATA or DATAGRAM payload
@@ -121,7 +122,7 @@ export class LinkSession implements StreamCarrier {
   ) {
     this.decoder = new FrameDecoder({ ...limits, dataPieces: true });
     this.outbox = new Outbox(socket);
-    // (A socket made by `connect` reads through `onread` instead: it emits no 'data'.)
+    // (A socket made by `connect` or `accept` reads through `onread` instead: it emits no 'data'.)
     socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     socket.on('drain', () => this.onDrain());
     socket.on('error', (err) => this.end(err));
@@ -130,15 +131,7 @@ export class LinkSession implements StreamCarrier {
   }
 
   /**
-   * Connects to `host:port` and runs a session on that connection. The socket reads into a
-   * buffer of this session's (Node's `onread`) instead of a new 64 KiB ArrayBuffer per read, and
-   * without the Readable stream's work per chunk: measured by bench:relay on a controller's link,
-   * that is less CPU per message and less latency for small ones. The decoder hands out DATA
-   * payloads as views of what was read, and a view must not see the buffer overwritten by the next
-   * read, so: a small read's payloads are copied out and the buffer is reused; a read that filled
-   * at least half of the buffer is handed out as it is, and the next read goes to a fresh buffer
-   * (so what the views pin is at most twice their bytes); one in between is copied to a buffer of
-   * its exact size.
+   * Connects to `host:port` and runs a session on that connection, reading through `ownReads`.
    */
   static connect(
     to: { host: string; port: number },
@@ -146,22 +139,52 @@ export class LinkSession implements StreamCarrier {
     limits: Partial<FrameLimits> = {},
     window = DEFAULT_WINDOW,
   ): { socket: net.Socket; session: LinkSession } {
-    let buffer: Buffer | undefined;
-    const socket = net.connect({
-      host: to.host,
-      port: to.port,
-      noDelay: true,
-      onread: {
-        buffer: () => (buffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)),
-        callback: (bytes: number, into: Uint8Array): boolean => {
-          // (`session` is set below, turns before the socket can read anything.)
-          if (!session.readFrom(into, bytes)) buffer = undefined;
-          return true; // go on reading (a lingering session pauses the socket itself)
-        },
-      },
-    });
+    const reads = LinkSession.ownReads();
+    const socket = net.connect({ host: to.host, port: to.port, noDelay: true, onread: reads.onread });
     const session = new LinkSession(socket, handler, limits, window);
+    reads.bind(session);
     return { socket, session };
+  }
+
+  /**
+   * Runs a session on a connection a server accepted, reading through `ownReads` where the
+   * runtime allows it (src/common/own-reads.ts), else through the socket's 'data' events.
+   */
+  static accept(
+    accepted: net.Socket,
+    handler: SessionHandler,
+    limits: Partial<FrameLimits> = {},
+    window = DEFAULT_WINDOW,
+  ): { socket: net.Socket; session: LinkSession } {
+    const reads = LinkSession.ownReads();
+    const socket = adoptWithOwnReads(accepted, reads.onread) ?? accepted;
+    const session = new LinkSession(socket, handler, limits, window);
+    reads.bind(session);
+    return { socket, session };
+  }
+
+  /**
+   * Reads into a buffer of the session's (Node's `onread`) instead of a new 64 KiB ArrayBuffer
+   * per read, and without the Readable stream's work per chunk: measured by bench:relay on a
+   * link, that is less CPU per message and less latency for small ones. The decoder hands out
+   * DATA payloads as views of what was read, and a view must not see the buffer overwritten by
+   * the next read, so: a small read's payloads are copied out and the buffer is reused; a read
+   * that filled at least half of the buffer is handed out as it is, and the next read goes to a
+   * fresh buffer (so what the views pin is at most twice their bytes); one in between is copied
+   * to a buffer of its exact size.
+   */
+  private static ownReads(): { onread: OwnReads; bind: (session: LinkSession) => void } {
+    let buffer: Buffer | undefined;
+    let session: LinkSession | undefined;
+    const onread: OwnReads = {
+      buffer: () => (buffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)),
+      callback: (bytes, into) => {
+        // (`session` is bound in the same turn the socket is made, turns before it can read.)
+        if (session && !session.readFrom(into, bytes)) buffer = undefined;
+        return true; // go on reading (a lingering session pauses the socket itself)
+      },
+    };
+    return { onread, bind: (s) => (session = s) };
   }
 
   get isOpen(): boolean {

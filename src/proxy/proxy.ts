@@ -468,15 +468,13 @@ export class Proxy implements ProxyOperations {
     });
   }
 
-  private acceptControl(socket: net.Socket): void {
-    this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+  private acceptControl(accepted: net.Socket): void {
     let host: HostEntry | undefined;
     const handshake = setTimeout(() => {
       session.refuse('ROAM_ERR_UNAUTHORIZED', 'no HELLO in time');
     }, HANDSHAKE_TIMEOUT_MS);
-    const session: LinkSession = new LinkSession(
-      socket,
+    const { socket, session } = LinkSession.accept(
+      accepted,
       {
         admit: (frame) => {
           if (host || frame.type === 'hello') return true;
@@ -517,6 +515,8 @@ export class Proxy implements ProxyOperations {
       },
       { maxControlPayload: UNAUTHENTICATED_CONTROL_LIMIT },
     );
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
   }
 
   private join(session: LinkSession, hello: JoinMessage, address: string | null): HostEntry | undefined {
