@@ -14,6 +14,7 @@ import { acceptMove, type Expectation } from '../migration/target.js';
 import type { ControlMessage, MigrateInMessage, MigrateMessage, MigrationStep } from '../wire/index.js';
 import type { TunnelNetwork } from './tunnel-network.js';
 import { CodecChooser, ShadowBuffers, formatTimings } from '../migration/pages.js';
+import { PeerChannel } from '../migration/peer-channel.js';
 import { SpareSandbox } from '../migration/spare.js';
 
 /** A move the proxy announced is good for this long without an offer. */
@@ -60,10 +61,12 @@ export class Moves {
 
   /** Listens on the peer port; resolves with the port (0 picks a free one). */
   listen(port: number, bind: string): Promise<number> {
-    const server = net.createServer((socket) => {
+    const server = net.createServer((accepted) => {
+      const channel = PeerChannel.accept(accepted);
+      const { socket } = channel;
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
-      void acceptMove(socket, {
+      void acceptMove(channel, {
         expectation: (id) => this.takeExpectation(id),
         network: (guestId) => this.host.network(guestId),
         commit: (migrationId, streams) => this.decide(migrationId, { type: 'migrateCommit', migrationId, streams }),

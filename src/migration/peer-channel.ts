@@ -2,9 +2,14 @@
  * One peer connection of a move, as messages: `send` respects the socket's backpressure, `next`
  * waits for the next message with a deadline. Owns the socket; `close()` ends it.
  */
+import { Buffer } from 'node:buffer';
 import type net from 'node:net';
+import { adoptWithOwnReads } from '../common/own-reads.js';
 import { RoamError } from '../errors.js';
 import { PeerDecoder, encodePeer, type PeerHeader, type PeerMessage, type SinkChooser } from './peer-wire.js';
+
+/** What a target's peer socket reads into: larger than Node's 64 KiB, as a move is one bulk transfer. */
+const READ_BUFFER_BYTES = 256 * 1024;
 
 export class PeerChannel {
   private readonly decoder = new PeerDecoder();
@@ -14,30 +19,61 @@ export class PeerChannel {
   /** Bytes written to the socket, headers included. */
   bytesSent = 0;
 
-  constructor(private readonly socket: net.Socket) {
+  /** `ownReads`: the socket reads through `onread` into one buffer, handing each read to `onBytes`. */
+  private constructor(
+    readonly socket: net.Socket,
+    ownReads = false,
+  ) {
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      if (this.failure) return;
-      let messages: PeerMessage[];
-      try {
-        messages = this.decoder.push(chunk);
-      } catch (err) {
-        this.fail(err as Error);
-        socket.destroy();
-        return;
-      }
-      for (const m of messages) {
-        if (this.waiter) {
-          const w = this.waiter;
-          this.waiter = undefined;
-          w.resolve(m);
-        } else this.inbox.push(m);
-      }
-    });
+    if (!ownReads) socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     socket.on('error', (err) =>
       this.fail(new RoamError('ROAM_ERR_MIGRATION', `the peer connection failed: ${err.message}`)),
     );
     socket.on('close', () => this.fail(new RoamError('ROAM_ERR_MIGRATION', 'the peer connection closed')));
+  }
+
+  /** A channel on a connection this side made (the source's: it reads little, acks and answers). */
+  static connected(socket: net.Socket): PeerChannel {
+    return new PeerChannel(socket);
+  }
+
+  /**
+   * A channel on a connection the peer port accepted (a target's: it reads the whole guest). Its
+   * socket reads into one buffer, reused (src/common/own-reads.ts): the decoder copies every byte
+   * out (pages into the landing's memory), so no read needs a buffer of its own. Use
+   * `channel.socket`, not `accepted`, from then on.
+   */
+  static accept(accepted: net.Socket): PeerChannel {
+    const buffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+    const bound: { channel?: PeerChannel } = {};
+    const socket = adoptWithOwnReads(accepted, {
+      buffer: () => buffer,
+      callback: (bytes, into) => {
+        bound.channel?.onBytes(into.subarray(0, bytes));
+        return true;
+      },
+    });
+    bound.channel = socket ? new PeerChannel(socket, true) : new PeerChannel(accepted);
+    return bound.channel;
+  }
+
+  private onBytes(chunk: Uint8Array): void {
+    if (this.failure) return;
+    let messages: PeerMessage[];
+    try {
+      messages = this.decoder.push(chunk);
+    } catch (err) {
+      this.fail(err as Error);
+      this.socket.destroy();
+      return;
+    }
+    for (const m of messages) {
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = undefined;
+        w.resolve(m);
+      } else this.inbox.push(m);
+    }
   }
 
   get closed(): boolean {

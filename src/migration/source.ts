@@ -364,7 +364,7 @@ function connectPeer(host: string, port: number, timeoutMs: number): Promise<Pee
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
-      resolve(new PeerChannel(socket));
+      resolve(PeerChannel.connected(socket));
     });
     socket.once('error', (err) => {
       clearTimeout(timer);

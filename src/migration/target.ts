@@ -5,7 +5,6 @@
  * commit. Only once the proxy has recorded the switch does the guest run here.
  */
 import { timingSafeEqual } from 'node:crypto';
-import type net from 'node:net';
 import { RoamError, isRoamError } from '../errors.js';
 import { reach } from '../common/failpoints.js';
 import type { Guest } from '../guest/guest.js';
@@ -14,7 +13,7 @@ import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import type { MigrationStep } from '../wire/index.js';
 import { prepareLanding, type Landing, type SandboxMaker } from './movable.js';
 import { PageWriter, applyPackedPages, formatTimings } from './pages.js';
-import { PeerChannel } from './peer-channel.js';
+import type { PeerChannel } from './peer-channel.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
 import type { Decision } from './source.js';
 
@@ -61,9 +60,8 @@ function sameToken(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** Serves one peer connection: at most one move. */
-export async function acceptMove(socket: net.Socket, ctx: TargetContext): Promise<void> {
-  const channel = new PeerChannel(socket);
+/** Serves one peer connection (`PeerChannel.accept`): at most one move. */
+export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Promise<void> {
   let offer: OfferMessage;
   let offerBody: Uint8Array;
   let expected: Expectation | undefined;
