@@ -519,6 +519,10 @@ async function main(): Promise<number> {
     return 0;
   } catch (err) {
     console.error(`bench:migrate aborted: ${(err as Error).message}`);
+    // What each process said last, to see why.
+    const tail = (text: string): string => text.split('\n').slice(-60).join('\n');
+    console.error(`--- proxy, last lines ---\n${tail(cluster.proxy.output())}`);
+    for (const [host, proc] of cluster.hosts) console.error(`--- ${host}, last lines ---\n${tail(proc.output())}`);
     return 1;
   } finally {
     await cluster.close();

@@ -6,7 +6,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { PAGE_SIZE } from '../src/guest/image/format.js';
 import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
-import { PageShadow, PageWriter, ShadowBuffers, applyPackedPages, packPages } from '../src/migration/pages.js';
+import {
+  PageShadow,
+  PageWriter,
+  ShadowBuffers,
+  applyPackedPages,
+  packPages,
+  pageSink,
+} from '../src/migration/pages.js';
 import {
   MAX_HEADER_BYTES,
   PREFIX_BYTES,
@@ -226,6 +233,45 @@ describe('pre-copy page tracking', () => {
     shadows.give(first);
     shadows.close();
     assert.notEqual(shadows.take(PAGE_SIZE), first);
+  });
+
+  it('applies page messages in the order they came, compressed or plain, however they are read', () => {
+    // The same page sent three times: compressed, then plain, then compressed again. Whatever the
+    // read boundaries, the last copy must be what the target's memory holds.
+    const message = (fill: number, codec: 'lz4' | 'none'): Buffer => {
+      const indices = Buffer.alloc(4);
+      const batch = { indices, parts: [Buffer.alloc(PAGE_SIZE, fill)], rawBytes: PAGE_SIZE };
+      const header: PeerHeader = {
+        type: 'pages',
+        round: 0,
+        final: false,
+        byteLength: PAGE_SIZE,
+        count: 1,
+        codec,
+        rawBytes: PAGE_SIZE,
+      };
+      return Buffer.concat(encodePeer(header, packPages(batch, codec)));
+    };
+    const wire = Buffer.concat([message(1, 'lz4'), message(2, 'none'), message(3, 'lz4'), message(4, 'none')]);
+    for (const cut of [1, 7, 1000, wire.length]) {
+      const memory = new Uint8Array(PAGE_SIZE);
+      const decoder = new PeerDecoder((h, bodyBytes) =>
+        h.type === 'pages' ? pageSink(h, bodyBytes, memory) : undefined,
+      );
+      const seen: number[] = [];
+      for (let at = 0; at < wire.length; at += cut) {
+        decoder.push(wire.subarray(at, at + cut));
+        seen.push(memory[0] ?? 0);
+      }
+      assert.equal(memory[0], 4, `read ${cut} bytes at a time`);
+      assert.ok(memory.every((b) => b === 4));
+      // Never an older copy over a newer one on the way.
+      assert.deepEqual(
+        seen,
+        [...seen].sort((a, b) => a - b),
+        `read ${cut} bytes at a time`,
+      );
+    }
   });
 
   it('refuses hostile page messages: out of range, out of order, lengths that do not add up', () => {

@@ -12,6 +12,7 @@ import { compressSync as lz4Compress, uncompressSync as lz4Uncompress } from 'lz
 import { PAGE_SIZE } from '../guest/image/format.js';
 import { lz4DeclaredLength } from '../guest/image/work.js';
 import { RoamError } from '../errors.js';
+import type { BodySink, PagesMessage } from './peer-wire.js';
 
 /** Pages per peer message: 8 MiB raw, so compression, sending and applying overlap. */
 export const PAGES_PER_MESSAGE = 128;
@@ -49,14 +50,14 @@ export class PageShadow {
     return this.buffer;
   }
 
-  /** Indices of the pages of `memory` that differ from what the target holds. */
-  dirty(memory: Uint8Array): Uint32Array {
+  /** Indices of the pages of `memory` (those in [from, to), by default all) that differ from what the target holds. */
+  dirty(memory: Uint8Array, from = 0, to = Infinity): Uint32Array {
     const buf = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
-    const total = Math.floor(memory.byteLength / PAGE_SIZE);
+    const total = Math.min(to, Math.floor(memory.byteLength / PAGE_SIZE));
     const basePages = Math.floor(this.base.length / PAGE_SIZE);
-    const found = new Uint32Array(total);
+    const found = new Uint32Array(Math.max(0, total - from));
     let count = 0;
-    for (let page = 0, at = 0; page < total; page++, at += PAGE_SIZE) {
+    for (let page = from, at = from * PAGE_SIZE; page < total; page++, at += PAGE_SIZE) {
       const against = this.held[page] === 1 ? this.buffer : page < basePages ? this.base : undefined;
       // Beyond the base, what the target has not been sent is zero (its memory grows with zeros).
       const differs = against ? buf.compare(against, at, at + PAGE_SIZE, at, at + PAGE_SIZE) !== 0 : !isZero(buf, at);
@@ -282,6 +283,47 @@ export class PageWriter {
     }
     return pages;
   }
+}
+
+/**
+ * A compressed page message's body, gathered as it arrives and applied (`applyPackedPages`) when
+ * it is complete and its hash checked: at that moment, in the order the messages came, as plain
+ * messages are written. (Applied any later, an older copy of a page could land over a newer one
+ * that a plain message after it had already written.)
+ */
+export class PackedPageSink {
+  private readonly body: Uint8Array;
+  private fill = 0;
+
+  constructor(
+    bodyBytes: number,
+    private readonly count: number,
+    private readonly codec: PageCodec,
+    private readonly rawBytes: number,
+    private readonly memory: Uint8Array,
+  ) {
+    this.body = new Uint8Array(bodyBytes);
+  }
+
+  write(chunk: Uint8Array): void {
+    if (this.fill + chunk.length > this.body.length) malformed('more bytes than its body declares');
+    this.body.set(chunk, this.fill);
+    this.fill += chunk.length;
+  }
+
+  end(): void {
+    applyPackedPages(this.body.subarray(0, this.fill), this.count, this.codec, this.rawBytes, this.memory);
+  }
+}
+
+/**
+ * Where a page message's body goes as it arrives: a plain one straight into `memory`, a
+ * compressed one gathered and applied once whole. Either way in arrival order.
+ */
+export function pageSink(header: PagesMessage, bodyBytes: number, memory: Uint8Array): BodySink {
+  return header.codec === 'none'
+    ? new PageWriter(header.count, header.rawBytes, memory)
+    : new PackedPageSink(bodyBytes, header.count, header.codec, header.rawBytes, memory);
 }
 
 /** Writes a whole (buffered) page message's body into `memory`: see `PageWriter`. */

@@ -19,6 +19,16 @@ import type { PeerHeader } from './peer-wire.js';
 const PRECOPY_SMALL_BYTES = 512 * 1024;
 /** Pre-copy stops after this many rounds, changed or not. */
 const PRECOPY_MAX_ROUNDS = 6;
+/**
+ * The first round scans this many pages at a time and sends what it found before scanning on,
+ * so the scan (which finds most of the memory changed) and the send overlap.
+ */
+const FIRST_ROUND_SLICE_PAGES = 2 * PAGES_PER_MESSAGE;
+/**
+ * What the peer socket may hold queued before a send waits for it: the next message is copied
+ * while the kernel still sends the one before (the views queued are of pages no one changes).
+ */
+const SEND_AHEAD_BYTES = 16 * 1024 * 1024;
 
 export type Decision = 'committed' | 'aborted';
 
@@ -123,11 +133,12 @@ async function moveOut(
   });
   const damage = failpoint('migrate.source.corrupt')?.kind === 'corrupt';
 
-  const sendPages = async (pages: Uint32Array, round: number, final: boolean): Promise<number> => {
+  /** `newRound`: the first message of a pre-copy round (the round before may still be in the socket). */
+  const sendPages = async (pages: Uint32Array, round: number, final: boolean, newRound = !final): Promise<number> => {
     let sent = 0;
     // The shadow's pages may change only once the socket holds none of them: the last round's
     // views are still being sent when the next round starts.
-    if (!final) await (channel as PeerChannel).flushed();
+    if (newRound) await (channel as PeerChannel).flushed();
     for (let i = 0; i < pages.length || (final && i === 0); i += PAGES_PER_MESSAGE) {
       // A view per message: the guest runs between them (pre-copy), and its memory may grow.
       const memory = source.memoryView();
@@ -160,6 +171,20 @@ async function moveOut(
       if (failpoint('migrate.source.cutPeer') && final) (channel as PeerChannel).destroy();
     }
     return sent;
+  };
+  /** Round 0 of pre-copy: the memory scanned a slice at a time, each slice's changes sent before the next is scanned. */
+  const firstRound = async (): Promise<{ pages: number; bytes: number }> => {
+    let pages = 0;
+    for (let from = 0; from < source.memoryView().byteLength / PAGE_SIZE; from += FIRST_ROUND_SLICE_PAGES) {
+      stillWanted();
+      const scanned = performance.now();
+      const dirty = shadow.dirty(source.memoryView(), from, from + FIRST_ROUND_SLICE_PAGES);
+      add('precopyScan', scanned);
+      if (dirty.length === 0) continue;
+      stats.precopyBytes += await sendPages(dirty, 0, false, pages === 0);
+      pages += dirty.length;
+    }
+    return { pages, bytes: pages * PAGE_SIZE };
   };
   // The connection is on its way while the shadow is made (a copy of the base, milliseconds).
   const connecting = connectPeer(message.target.address, message.target.peerPort, timeout);
@@ -224,13 +249,22 @@ async function moveOut(
         let previous = Infinity;
         for (let round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
           stillWanted();
+          if (round === 0) {
+            const t = performance.now();
+            const { pages, bytes } = await firstRound();
+            stats.precopyRounds = 1;
+            previous = pages;
+            ctx.progress({ step: 'precopy', round, pages, bytes, ms: performance.now() - t });
+            await new Promise((resolve) => setImmediate(resolve));
+            continue;
+          }
           const scanned = performance.now();
           const dirty = shadow.dirty(source.memoryView());
           add('precopyScan', scanned);
           const bytes = dirty.length * PAGE_SIZE;
           // (A later round that changes little still lets the target catch up before the freeze:
           // stopping after the first whenever the rest was small made the pause longer at 64 MiB.)
-          if (round > 0 && (bytes <= PRECOPY_SMALL_BYTES || dirty.length >= previous)) break;
+          if (bytes <= PRECOPY_SMALL_BYTES || dirty.length >= previous) break;
           previous = dirty.length;
           const t = performance.now();
           stats.precopyBytes += await sendPages(dirty, round, false);
@@ -356,7 +390,8 @@ function drop(ctx: SourceContext): void {
 
 function connectPeer(host: string, port: number, timeoutMs: number): Promise<PeerChannel> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port });
+    // (writableHighWaterMark: a stream option net.Socket passes on; @types/node does not list it.)
+    const socket = net.connect({ host, port, writableHighWaterMark: SEND_AHEAD_BYTES } as net.NetConnectOpts);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new RoamError('ROAM_ERR_TIMEOUT', `could not reach the target at ${host}:${port} within ${timeoutMs} ms`));

@@ -12,7 +12,7 @@ import type { WasmGuest } from '../wasm/guest.js';
 import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import type { MigrationStep } from '../wire/index.js';
 import { prepareLanding, type Landing, type SandboxMaker } from './movable.js';
-import { PageWriter, applyPackedPages, formatTimings } from './pages.js';
+import { formatTimings, pageSink } from './pages.js';
 import type { PeerChannel } from './peer-channel.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
 import type { Decision } from './source.js';
@@ -105,13 +105,12 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Prom
     t = performance.now();
     landing = await prepareLanding(offer, offerBody, ctx.sandbox);
     await reach('migrate.target.beforeAccept');
-    // Plain page messages go straight from the socket into the landing's memory (no buffer holds
-    // them); if one turns out damaged, the move fails and the landing is dropped with what it got.
+    // Page messages land in the landing's memory as they arrive, in the order they come: plain
+    // ones straight from the socket (no buffer holds them), compressed ones once whole. If one
+    // turns out damaged, the move fails and the landing is dropped with what it got.
     const ready = landing;
-    channel.streamBodies((h) =>
-      h.type === 'pages' && h.codec === 'none'
-        ? new PageWriter(h.count, h.rawBytes, ready.memory(h.byteLength))
-        : undefined,
+    channel.streamBodies((h, bodyBytes) =>
+      h.type === 'pages' ? pageSink(h, bodyBytes, ready.memory(h.byteLength)) : undefined,
     );
     await channel.send({ type: 'accept', migrationId, prepareMs: performance.now() - t });
     lap('prepare');
@@ -127,9 +126,6 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Prom
           lap('precopy');
         }
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
-        if (!message.streamed) {
-          applyPackedPages(message.body, h.count, h.codec, h.rawBytes, landing.memory(h.byteLength));
-        }
       } else if (h.type === 'state') {
         state = message;
         lap('apply');
