@@ -18,12 +18,18 @@ export class PeerChannel {
   private failure: Error | undefined;
   /** Bytes written to the socket, headers included. */
   bytesSent = 0;
+  /** Settles once the last message sent has gone to the kernel (or the socket failed). */
+  private inFlight: Promise<void> | undefined;
+  /** Resolves when the channel fails: a send waiting for a write that will never complete stops waiting. */
+  private readonly failed: Promise<void>;
+  private onFailure: () => void = () => {};
 
   /** `ownReads`: the socket reads through `onread` into one buffer, handing each read to `onBytes`. */
   private constructor(
     readonly socket: net.Socket,
     ownReads = false,
   ) {
+    this.failed = new Promise((resolve) => (this.onFailure = resolve));
     socket.setNoDelay(true);
     if (!ownReads) socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     socket.on('error', (err) =>
@@ -81,8 +87,10 @@ export class PeerChannel {
   }
 
   /**
-   * Sends a message (its body one buffer or parts that follow each other); resolves once the socket
-   * can take more (so a sender never outruns it).
+   * Sends a message (its body one buffer or parts that follow each other); resolves once the
+   * message before it has gone to the kernel, so at most two are queued: the next one is made
+   * while this one is still being sent, and a sender never outruns the socket. (Waiting for the
+   * socket to drain instead left the link idle while each next message was made.)
    */
   async send(header: PeerHeader, body?: Uint8Array | readonly Uint8Array[], damage = false): Promise<void> {
     if (this.failure) throw this.failure;
@@ -95,15 +103,21 @@ export class PeerChannel {
       copy[copy.length >> 1] = (copy[copy.length >> 1] ?? 0) ^ 0xff;
       parts[last] = copy;
     }
-    let ok = true;
     // Corked, the parts go to the kernel in one writev instead of one write each.
-    this.socket.cork();
-    for (const part of parts) {
-      this.bytesSent += part.length;
-      if (part.length > 0) ok = this.socket.write(part);
-    }
-    this.socket.uncork();
-    if (!ok) await this.drained();
+    const sent = new Promise<void>((resolve) => {
+      this.socket.cork();
+      parts.forEach((part, i) => {
+        this.bytesSent += part.length;
+        // (Writes complete in order; if the socket fails first, `failed` ends the wait.)
+        if (i === last) this.socket.write(part, () => resolve());
+        else if (part.length > 0) this.socket.write(part);
+      });
+      this.socket.uncork();
+    });
+    const before = this.inFlight;
+    this.inFlight = sent;
+    if (before) await Promise.race([before, this.failed]);
+    if (this.failure) throw this.failure;
   }
 
   /**
@@ -156,24 +170,10 @@ export class PeerChannel {
     this.socket.destroy();
   }
 
-  private drained(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onDrain = (): void => {
-        this.socket.off('close', onClose);
-        resolve();
-      };
-      const onClose = (): void => {
-        this.socket.off('drain', onDrain);
-        reject(this.failure ?? new RoamError('ROAM_ERR_MIGRATION', 'the peer connection closed'));
-      };
-      this.socket.once('drain', onDrain);
-      this.socket.once('close', onClose);
-    });
-  }
-
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
+    this.onFailure();
     const w = this.waiter;
     this.waiter = undefined;
     w?.reject(err);

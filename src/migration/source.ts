@@ -24,11 +24,6 @@ const PRECOPY_MAX_ROUNDS = 6;
  * so the scan (which finds most of the memory changed) and the send overlap.
  */
 const FIRST_ROUND_SLICE_PAGES = 2 * PAGES_PER_MESSAGE;
-/**
- * What the peer socket may hold queued before a send waits for it: the next message is copied
- * while the kernel still sends the one before (the views queued are of pages no one changes).
- */
-const SEND_AHEAD_BYTES = 16 * 1024 * 1024;
 
 export type Decision = 'committed' | 'aborted';
 
@@ -390,8 +385,7 @@ function drop(ctx: SourceContext): void {
 
 function connectPeer(host: string, port: number, timeoutMs: number): Promise<PeerChannel> {
   return new Promise((resolve, reject) => {
-    // (writableHighWaterMark: a stream option net.Socket passes on; @types/node does not list it.)
-    const socket = net.connect({ host, port, writableHighWaterMark: SEND_AHEAD_BYTES } as net.NetConnectOpts);
+    const socket = net.connect({ host, port });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new RoamError('ROAM_ERR_TIMEOUT', `could not reach the target at ${host}:${port} within ${timeoutMs} ms`));
