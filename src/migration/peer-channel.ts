@@ -117,7 +117,9 @@ export class PeerChannel {
     const before = this.inFlight;
     this.inFlight = sent;
     if (before) await Promise.race([before, this.failed]);
-    if (this.failure) throw this.failure;
+    // (Read again: it may have been set while this waited.)
+    const failure = this.failure as Error | undefined;
+    if (failure) throw failure;
   }
 
   /**
