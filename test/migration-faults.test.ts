@@ -123,7 +123,9 @@ describe('a move that fails at any step leaves the guest running exactly once', 
       const result = await client.finish();
       assert.deepEqual(result.failures, []);
       assert.equal(result.closed, false);
-      // The other host does not run it: its report lists no guest.
+      // Its host's report lists it and the other host's does not. (Reports come every 500 ms: the
+      // last one may predate the move, even the guest's start, so the check waits for a report
+      // that lists it; one that never does fails here.)
       const hosts = await eventually(async () => {
         const list = (
           await proxy.api<Array<{ name: string; state: string; metrics: { guests: Array<{ name: string }> } | null }>>(
@@ -132,8 +134,10 @@ describe('a move that fails at any step leaves the guest running exactly once', 
           )
         ).body;
         const other = list.find((h) => h.name !== expected);
-        return other && (other.state !== 'up' || other.metrics?.guests.length === 0) ? list : undefined;
-      }, 'the other host without the guest');
+        const mine = list.find((h) => h.name === expected);
+        const listed = mine?.metrics?.guests.some((g) => g.name === 'records') === true;
+        return listed && other && (other.state !== 'up' || other.metrics?.guests.length === 0) ? list : undefined;
+      }, `the guest listed by ${expected} only`);
       const mine = hosts.find((h) => h.name === expected);
       assert.deepEqual(
         mine?.metrics?.guests.map((g) => g.name),
