@@ -4,9 +4,11 @@
  * handle for, not to the sockets a `net.Server` accepts. So the accepted socket's handle is handed
  * to a new `net.Socket({ handle, onread })` and the shell left behind is destroyed at once, which
  * also takes it off the server's connection count (the new socket is the caller's to close).
- * Measured by bench:relay on the proxy's link sockets: the download's proxy CPU per byte went from
- * 0.92-0.93 to 0.73-0.75 ns and its throughput up by a quarter. (On the relayed remote sockets it
- * gained nothing and cost a third of the connection rate, so those read as Node reads.)
+ * Measured by bench:relay on the proxy's link sockets, side by side with the code before: the
+ * download's proxy CPU per byte went from 0.92-0.93 to 0.73-0.75 ns and its throughput up by a
+ * quarter in two runs of three (the third, profiled, ranked them the other way). On the relayed
+ * remote sockets it gained nothing and cost a third of the connection rate, so those read as Node
+ * reads.
  *
  * The handle is Node's private `_handle`: where it is not what Node 20 has there (another runtime,
  * a later Node), `adoptWithOwnReads` returns undefined and the caller keeps the socket as it is.
