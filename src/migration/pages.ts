@@ -194,7 +194,11 @@ export class CodecChooser {
     return this.compress + this.ratio * this.link < this.link ? 'lz4' : 'none';
   }
 
-  /** What sending one message cost: `compressMs` (0 when plain) and `sendMs` (until the socket took it). */
+  /**
+   * What sending one message cost: `compressMs` (0 when plain) and `sendMs` (until its send
+   * returned, which is when the message before it had reached the kernel: in a steady stream, the
+   * link's time per message).
+   */
   record(codec: PageCodec, rawBytes: number, wireBytes: number, compressMs: number, sendMs: number): void {
     const average = (old: number | undefined, sample: number): number =>
       old === undefined ? sample : (old + sample) / 2;
