@@ -38,11 +38,7 @@ function isTcpHandle(value: unknown): value is TcpHandle {
  * does not allow it or `accepted` holds bytes either way already (they would be lost). Call it in
  * the server's 'connection' listener, before any read was handled.
  */
-export function adoptWithOwnReads(
-  accepted: net.Socket,
-  onread: OwnReads,
-  allowHalfOpen = false,
-): net.Socket | undefined {
+export function adoptWithOwnReads(accepted: net.Socket, onread: OwnReads): net.Socket | undefined {
   const shell = accepted as unknown as { _handle: unknown };
   const handle = shell._handle;
   if (!isTcpHandle(handle) || accepted.destroyed || accepted.connecting) return undefined;
@@ -50,7 +46,8 @@ export function adoptWithOwnReads(
   // The handle may be reading already; no read is handled before the new socket owns it (this
   // turn), and from then on reads go to its buffer.
   shell._handle = null;
-  const socket = new net.Socket({ handle, allowHalfOpen, onread } as net.SocketConstructorOpts);
+  // (Not half-open, as a server made without `allowHalfOpen` makes its sockets.)
+  const socket = new net.Socket({ handle, onread } as net.SocketConstructorOpts);
   accepted.destroy();
   return socket;
 }

@@ -167,8 +167,11 @@ async function moveOut(
     }
     return sent;
   };
-  /** Round 0 of pre-copy: the memory scanned a slice at a time, each slice's changes sent before the next is scanned. */
-  const firstRound = async (): Promise<{ pages: number; bytes: number }> => {
+  /**
+   * Round 0 of pre-copy, which finds most of memory changed: scanned a slice at a time, each
+   * slice's changes sent before the next is scanned. Returns the pages it sent.
+   */
+  const firstRound = async (): Promise<number> => {
     let pages = 0;
     for (let from = 0; from < source.memoryView().byteLength / PAGE_SIZE; from += FIRST_ROUND_SLICE_PAGES) {
       stillWanted();
@@ -179,7 +182,7 @@ async function moveOut(
       stats.precopyBytes += await sendPages(dirty, 0, false, pages === 0);
       pages += dirty.length;
     }
-    return { pages, bytes: pages * PAGE_SIZE };
+    return pages;
   };
   // The connection is on its way while the shadow is made (a copy of the base, milliseconds).
   const connecting = connectPeer(message.target.address, message.target.peerPort, timeout);
@@ -241,18 +244,20 @@ async function moveOut(
     // Pre-copy: while the guest runs, send what changed since the last round.
     if (message.precopy) {
       await step('precopy', async () => {
-        let previous = Infinity;
-        for (let round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
+        const first = performance.now();
+        let previous = await firstRound();
+        stats.precopyRounds = 1;
+        ctx.progress({
+          step: 'precopy',
+          round: 0,
+          pages: previous,
+          bytes: previous * PAGE_SIZE,
+          ms: performance.now() - first,
+        });
+        for (let round = 1; round < PRECOPY_MAX_ROUNDS; round++) {
+          // Let the guest run a turn between rounds (what it changes is the next round's work).
+          await new Promise((resolve) => setImmediate(resolve));
           stillWanted();
-          if (round === 0) {
-            const t = performance.now();
-            const { pages, bytes } = await firstRound();
-            stats.precopyRounds = 1;
-            previous = pages;
-            ctx.progress({ step: 'precopy', round, pages, bytes, ms: performance.now() - t });
-            await new Promise((resolve) => setImmediate(resolve));
-            continue;
-          }
           const scanned = performance.now();
           const dirty = shadow.dirty(source.memoryView());
           add('precopyScan', scanned);
@@ -265,8 +270,6 @@ async function moveOut(
           stats.precopyBytes += await sendPages(dirty, round, false);
           stats.precopyRounds = round + 1;
           ctx.progress({ step: 'precopy', round, pages: dirty.length, bytes, ms: performance.now() - t });
-          // Let the guest run a turn between rounds (what it changes is the next round's work).
-          await new Promise((resolve) => setImmediate(resolve));
         }
       });
       add('precopy', t);
