@@ -16,7 +16,7 @@
  * ROAM_BENCH_RATE=records per second (default 200), BENCH_NO_WRITE=1 leaves BENCHMARKS.md alone.
  * Exits non-zero if a move fails or the client sees a failure (and says which).
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -516,6 +516,12 @@ async function main(): Promise<number> {
     console.log(report);
     for (const c of checks) console.log(`${c.pass ? 'PASS' : 'FAIL'} ${c.what}: ${c.value}; target ${c.target}`);
     if (process.env['BENCH_NO_WRITE'] !== '1') writeBenchSection('migrate', report, 'Migration findings');
+    // Every host's whole log, for a look at single moves (BENCH_LOGS=dir).
+    const logs = process.env['BENCH_LOGS'];
+    if (logs) {
+      mkdirSync(logs, { recursive: true });
+      for (const [host, proc] of cluster.hosts) writeFileSync(join(logs, `${host}.log`), proc.output());
+    }
     return 0;
   } catch (err) {
     console.error(`bench:migrate aborted: ${(err as Error).message}`);

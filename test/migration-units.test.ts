@@ -74,9 +74,9 @@ describe('peer protocol codec', () => {
     assert.throws(() => new PeerDecoder().push(hash), /checksum mismatch/);
   });
 
-  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages) to run the same Roam version', () => {
+  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages, RMP3: XXH64) to run the same Roam version', () => {
     const json = Buffer.from(JSON.stringify({ type: 'resumed', restoreMs: 1 }));
-    for (const magic of [0x524d_5031, 0x524d_5032]) {
+    for (const magic of [0x524d_5031, 0x524d_5032, 0x524d_5033]) {
       const old = Buffer.alloc(20 + json.length);
       old.writeUInt32BE(magic, 0);
       old.writeUInt32BE(json.length, 4);
@@ -185,11 +185,28 @@ describe('pre-copy page tracking', () => {
       memory[5 * PAGE_SIZE + 100] = 4; // beyond what the target has
       const dirty = shadow.dirty(memory);
       assert.deepEqual([...dirty], [1, 3, 5]);
+      // The sample reads every second page here (0, 2, 4): of those, none changed.
+      assert.equal(shadow.sampleDirty(memory, 2), 0);
+      assert.equal(shadow.sampleDirty(memory, 1), 3, 'a stride of 1 is the whole scan');
 
       // What the target rebuilds from the packed pages equals the source's memory.
       const target = new Uint8Array(6 * PAGE_SIZE);
       target.set(base);
       const batch = shadow.take(memory, dirty);
+      // The hash `take` computed on the way is the plain body's: a decoder accepts the message.
+      assert.ok(batch.hash !== undefined);
+      const header: PeerHeader = {
+        type: 'pages',
+        round: 0,
+        final: false,
+        byteLength: memory.length,
+        count: dirty.length,
+        codec: 'none',
+        rawBytes: batch.rawBytes,
+      };
+      const wire = concat(encodePeer(header, packPages(batch, 'none'), batch.hash));
+      assert.deepEqual(concat(encodePeer(header, packPages(batch, 'none'))), wire);
+      assert.equal(new PeerDecoder().push(wire).length, 1);
       for (const codec of ['lz4', 'none'] as const) {
         const copy = target.slice();
         applyPackedPages(Buffer.concat(packPages(batch, codec)), dirty.length, codec, batch.rawBytes, copy);

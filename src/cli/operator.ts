@@ -289,7 +289,9 @@ export function migrationSummary(v: MigrationView): string {
   const pause = v.pauseMs === null ? 'unknown (the source did not report it)' : `${v.pauseMs.toFixed(1)} ms`;
   const rounds = v.precopyRounds
     ? `, ${v.precopyRounds} pre-copy round(s) ${mb(v.precopyBytes)} + final ${mb(v.finalBytes)}`
-    : '';
+    : v.precopy
+      ? ', no pre-copy round (all of it fit in the pause)'
+      : '';
   return (
     `${style.green('moved')} ${v.guest} from ${v.from} to ${v.to}
 ` +

@@ -12,7 +12,7 @@ import { compressSync as lz4Compress, uncompressSync as lz4Uncompress } from 'lz
 import { PAGE_SIZE } from '../guest/image/format.js';
 import { lz4DeclaredLength } from '../guest/image/work.js';
 import { RoamError } from '../errors.js';
-import type { BodySink, PagesMessage } from './peer-wire.js';
+import { type BodySink, type PagesMessage, bodyHash } from './peer-wire.js';
 
 /** Pages per peer message: 8 MiB raw, so compression, sending and applying overlap. */
 export const PAGES_PER_MESSAGE = 128;
@@ -25,12 +25,18 @@ export interface PageBatch {
   indices: Uint8Array;
   parts: Uint8Array[];
   rawBytes: number;
+  /** The plain body's hash (indices, then the parts), when it was computed on the way (`take`). */
+  hash?: bigint;
 }
+
+/** `take` copies and hashes this much at a time: the hash reads what was just copied, in cache. */
+const TAKE_SLICE_BYTES = 256 * 1024;
 
 export class PageShadow {
   /** Per page: 1 once the target holds the shadow's copy of it; until then it holds the base's (or zeros). */
   private held: Uint8Array;
   private readonly base: Buffer;
+  private readonly basePages: number;
 
   /**
    * `base` is what the target's memory starts as. `buffer` becomes the shadow: its contents do not
@@ -42,6 +48,7 @@ export class PageShadow {
     private buffer: Buffer = Buffer.alloc(0),
   ) {
     this.base = Buffer.from(base.buffer, base.byteOffset, base.byteLength);
+    this.basePages = Math.floor(base.byteLength / PAGE_SIZE);
     this.held = new Uint8Array(Math.ceil(buffer.length / PAGE_SIZE));
   }
 
@@ -54,16 +61,30 @@ export class PageShadow {
   dirty(memory: Uint8Array, from = 0, to = Infinity): Uint32Array {
     const buf = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
     const total = Math.min(to, Math.floor(memory.byteLength / PAGE_SIZE));
-    const basePages = Math.floor(this.base.length / PAGE_SIZE);
     const found = new Uint32Array(Math.max(0, total - from));
     let count = 0;
-    for (let page = from, at = from * PAGE_SIZE; page < total; page++, at += PAGE_SIZE) {
-      const against = this.held[page] === 1 ? this.buffer : page < basePages ? this.base : undefined;
-      // Beyond the base, what the target has not been sent is zero (its memory grows with zeros).
-      const differs = against ? buf.compare(against, at, at + PAGE_SIZE, at, at + PAGE_SIZE) !== 0 : !isZero(buf, at);
-      if (differs) found[count++] = page;
-    }
+    for (let page = from; page < total; page++) if (this.differs(buf, page)) found[count++] = page;
     return found.slice(0, count);
+  }
+
+  /**
+   * About how many pages `dirty` would find, from every `stride`-th page only: a stride of 8 costs
+   * an eighth of a scan. (What a guest dirties comes in runs of pages, so the sample is rough; it
+   * only decides whether another round is worth a scan.)
+   */
+  sampleDirty(memory: Uint8Array, stride: number): number {
+    const buf = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
+    const total = Math.floor(memory.byteLength / PAGE_SIZE);
+    let count = 0;
+    for (let page = 0; page < total; page += stride) if (this.differs(buf, page)) count++;
+    return count * stride;
+  }
+
+  private differs(buf: Buffer, page: number): boolean {
+    const at = page * PAGE_SIZE;
+    const against = this.held[page] === 1 ? this.buffer : page < this.basePages ? this.base : undefined;
+    // Beyond the base, what the target has not been sent is zero (its memory grows with zeros).
+    return against ? buf.compare(against, at, at + PAGE_SIZE, at, at + PAGE_SIZE) !== 0 : !isZero(buf, at);
   }
 
   /**
@@ -82,9 +103,17 @@ export class PageShadow {
       held.set(this.held);
       this.held = held;
     }
-    forRuns(pages, (at, length) => this.buffer.set(memory.subarray(at, at + length), at));
+    const batch = viewPages(this.buffer, pages);
+    const hash = bodyHash().update(batch.indices);
+    forRuns(pages, (at, length) => {
+      for (let from = at, end = at + length; from < end; from += TAKE_SLICE_BYTES) {
+        const to = Math.min(from + TAKE_SLICE_BYTES, end);
+        this.buffer.set(memory.subarray(from, to), from);
+        hash.update(this.buffer.subarray(from, to));
+      }
+    });
     for (const page of pages) this.held[page] = 1;
-    return viewPages(this.buffer, pages);
+    return { ...batch, hash: hash.digest() };
   }
 }
 
@@ -192,6 +221,11 @@ export class CodecChooser {
     if (this.link === undefined) return 'none';
     if (this.compress === undefined) return 'lz4';
     return this.compress + this.ratio * this.link < this.link ? 'lz4' : 'none';
+  }
+
+  /** How long `bytes` would take to send plain, as the link was measured; undefined before a measure. */
+  sendMs(bytes: number): number | undefined {
+    return this.link === undefined ? undefined : this.link * bytes;
   }
 
   /**

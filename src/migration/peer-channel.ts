@@ -46,8 +46,9 @@ export class PeerChannel {
   /**
    * A channel on a connection the peer port accepted (a target's: it reads the whole guest). Its
    * socket reads into one buffer, reused (src/common/own-reads.ts): the decoder copies every byte
-   * out (pages into the landing's memory), so no read needs a buffer of its own. Use
-   * `channel.socket`, not `accepted`, from then on.
+   * out (pages into the landing's memory), so no read needs a buffer of its own. (Reading plain
+   * pages straight into that memory instead was slower: see BENCHMARKS.md, migration, session 8.)
+   * Use `channel.socket`, not `accepted`, from then on.
    */
   static accept(accepted: net.Socket): PeerChannel {
     const buffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
@@ -90,11 +91,16 @@ export class PeerChannel {
    * Sends a message (its body one buffer or parts that follow each other); resolves once the
    * message before it has gone to the kernel, so at most two are queued: the next one is made
    * while this one is still being sent, and a sender never outruns the socket. (Waiting for the
-   * socket to drain instead left the link idle while each next message was made.)
+   * socket to drain instead left the link idle while each next message was made.) `hash`: the
+   * body's, computed on the way (see `encodePeer`); `damage`: fault injection, one byte flipped.
    */
-  async send(header: PeerHeader, body?: Uint8Array | readonly Uint8Array[], damage = false): Promise<void> {
+  async send(
+    header: PeerHeader,
+    body?: Uint8Array | readonly Uint8Array[],
+    { hash, damage = false }: { hash?: bigint; damage?: boolean } = {},
+  ): Promise<void> {
     if (this.failure) throw this.failure;
-    const parts = encodePeer(header, body);
+    const parts = encodePeer(header, body, hash);
     const last = parts.length - 1;
     const target = parts[last];
     if (damage && last >= 2 && target && target.length > 0) {

@@ -15,8 +15,16 @@ import type { MoveSource } from './movable.js';
 import { PeerChannel } from './peer-channel.js';
 import type { PeerHeader } from './peer-wire.js';
 
-/** Pre-copy stops when a round finds at most this much changed (the rest goes after the freeze). */
+/**
+ * Pre-copy freezes the guest once what is left would take at most this long to send, as the link to
+ * this target was measured (by this move or those before): another round would shorten the pause by
+ * less than its scan costs. A guest whose whole memory fits goes without pre-copy.
+ */
+const PRECOPY_TAIL_MS = 6;
+/** Until the link is measured, what is left is small at this size. */
 const PRECOPY_SMALL_BYTES = 512 * 1024;
+/** Between rounds, every this-many-th page is compared to estimate what is left (an eighth of a scan). */
+const PRECOPY_SAMPLE_STRIDE = 8;
 /** Pre-copy stops after this many rounds, changed or not. */
 const PRECOPY_MAX_ROUNDS = 6;
 /**
@@ -80,19 +88,19 @@ async function step<T>(name: MigrationStep, work: () => Promise<T>): Promise<T> 
 }
 
 export async function migrateOut(message: MigrateMessage, ctx: SourceContext): Promise<MoveResult> {
-  const lease: { shadow?: PageShadow } = {};
+  const lease: { shadow?: PageShadow; precopy?: boolean } = {};
   try {
     return await moveOut(message, ctx, lease);
   } finally {
     // Over, whichever way: the target holds every pre-copied byte, or the connection is gone.
-    if (lease.shadow && message.precopy) ctx.shadows?.give(lease.shadow.storage);
+    if (lease.shadow && lease.precopy) ctx.shadows?.give(lease.shadow.storage);
   }
 }
 
 async function moveOut(
   message: MigrateMessage,
   ctx: SourceContext,
-  lease: { shadow?: PageShadow },
+  lease: { shadow?: PageShadow; precopy?: boolean },
 ): Promise<MoveResult> {
   const t0 = performance.now();
   const source = ctx.guest;
@@ -100,6 +108,11 @@ async function moveOut(
   const codecs = ctx.codecs ?? new CodecChooser();
   const timeout = message.stepTimeoutMs;
   const stats = { precopyRounds: 0, precopyBytes: 0, finalBytes: 0 };
+  /** Whether `bytes` left to send are few enough to freeze now (see PRECOPY_TAIL_MS). */
+  const small = (bytes: number): boolean => {
+    const ms = codecs.sendMs(bytes);
+    return ms === undefined ? bytes <= PRECOPY_SMALL_BYTES : ms <= PRECOPY_TAIL_MS;
+  };
   // Milliseconds per step. Before the freeze: connect, offer (until the target's accept, its sandbox
   // prepared), precopy. After it: freeze (capture of the host state), scan (the final dirty-page
   // compare), copy (pages into the message and the shadow), compress, send (socket writes, waits for
@@ -157,7 +170,7 @@ async function moveOut(
         rawBytes: batch.rawBytes,
       };
       const before = channel?.bytesSent ?? 0;
-      await (channel as PeerChannel).send(header, body, damage);
+      await (channel as PeerChannel).send(header, body, { damage, hash: codec === 'none' ? batch.hash : undefined });
       const sendMs = performance.now() - t;
       add(final ? 'send' : 'precopySend', t);
       sent += (channel?.bytesSent ?? 0) - before;
@@ -188,15 +201,24 @@ async function moveOut(
   const connecting = connectPeer(message.target.address, message.target.peerPort, timeout);
   connecting.catch(() => {}); // awaited below; a failure there is the connect step's
   let shadow: PageShadow;
+  /** Asked for, and worth it: all of memory would take longer to send than the tail pre-copy leaves. */
+  let precopy: boolean;
   let offer: ReturnType<MoveSource['offer']>;
   try {
     // With pre-copy the shadow will hold all of memory: one buffer at the size memory is now.
-    const bytes = source.memoryView().byteLength;
-    shadow = new PageShadow(
-      source.base,
-      message.precopy ? (ctx.shadows?.take(bytes) ?? Buffer.alloc(bytes)) : undefined,
-    );
+    const memory = source.memoryView();
+    const bytes = memory.byteLength;
+    // Round 0 would send what differs from the template: when the link to this target is known to
+    // send that in little time, the pause does. (Unmeasured, round 0 runs, and measures it.)
+    precopy =
+      message.precopy &&
+      !(
+        codecs.sendMs(0) !== undefined &&
+        small(new PageShadow(source.base).sampleDirty(memory, PRECOPY_SAMPLE_STRIDE) * PAGE_SIZE)
+      );
+    shadow = new PageShadow(source.base, precopy ? (ctx.shadows?.take(bytes) ?? Buffer.alloc(bytes)) : undefined);
     lease.shadow = shadow;
+    lease.precopy = precopy;
     offer = source.offer();
   } catch (err) {
     void connecting.then(
@@ -229,7 +251,7 @@ async function moveOut(
           roamVersion: ROAM_VERSION,
           ...offer.fields,
           memoryBytes: memory.byteLength,
-          precopy: message.precopy,
+          precopy,
         },
         offer.body,
       );
@@ -242,7 +264,7 @@ async function moveOut(
     t = add('offer', t);
 
     // Pre-copy: while the guest runs, send what changed since the last round.
-    if (message.precopy) {
+    if (precopy) {
       await step('precopy', async () => {
         const first = performance.now();
         let previous = await firstRound();
@@ -259,12 +281,16 @@ async function moveOut(
           await new Promise((resolve) => setImmediate(resolve));
           stillWanted();
           const scanned = performance.now();
+          // A sample first: when it finds little left, the scan after the freeze finds the rest.
+          if (small(shadow.sampleDirty(source.memoryView(), PRECOPY_SAMPLE_STRIDE) * PAGE_SIZE)) {
+            add('precopyScan', scanned);
+            break;
+          }
           const dirty = shadow.dirty(source.memoryView());
           add('precopyScan', scanned);
           const bytes = dirty.length * PAGE_SIZE;
-          // (A later round that changes little still lets the target catch up before the freeze:
-          // stopping after the first whenever the rest was small made the pause longer at 64 MiB.)
-          if (bytes <= PRECOPY_SMALL_BYTES || dirty.length >= previous) break;
+          // Not converging (the guest changes pages as fast as they go): the pause sends them.
+          if (dirty.length >= previous) break;
           previous = dirty.length;
           const t = performance.now();
           stats.precopyBytes += await sendPages(dirty, round, false);
@@ -326,7 +352,7 @@ async function moveOut(
           filesBytes: files.length,
         },
         Buffer.concat([stateJson, files]),
-        damage,
+        { damage },
       );
       stats.finalBytes += (channel?.bytesSent ?? 0) - before;
       t = add('state', t);
