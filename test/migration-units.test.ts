@@ -532,32 +532,63 @@ describe('the spare sandbox a target keeps for the next move', () => {
     }
   });
 
-  it('grows to the size of a guest that moved away, and is handed only to a guest of that size', async () => {
+  it('is made on the memory of a guest that moved away, and is handed only to a guest of that size', async () => {
     const spare = new SpareSandbox();
     try {
-      spare.guestLeft(48 * MiB);
+      // A guest's sandbox that ran, grew and wrote all over its memory, then left.
+      const used = await Guest.prepareSandbox(DEFAULT_LIMITS, 48 * MiB);
+      used.evalScript('globalThis.junk = []; for (let i = 0; i < 2e5; i++) junk.push({ i, s: "x" + i });', 'junk.js');
+      used.memoryView().fill(0xa5, 40 * MiB);
+      const memory = used.memory;
+      assert.equal(used.releaseMemory(), undefined, 'not before the sandbox is disposed');
+      used.dispose();
+      assert.equal(used.releaseMemory(), memory);
+      assert.equal(used.releaseMemory(), undefined, 'and only once');
+      assert.throws(() => used.evalScript('1', 'after.js'), /disposed/, 'nothing runs in the old one');
+      spare.guestLeft(memory, DEFAULT_LIMITS);
       await spare.settled();
+
       // Another size gets a sandbox made at its own: a guest's memory is the size it was on the source.
       const small = await spare.take(DEFAULT_LIMITS, { bytes: 40 * MiB, faultIn: true });
       assert.equal(small.memoryBytes, 40 * MiB);
+      assert.notEqual(small.memory, memory);
       small.dispose();
-      // The same size gets the spare. Beyond the template its memory is zero, as the pages a move
-      // does not send must be.
+      // The same size gets the spare, on that memory, holding exactly what a new sandbox holds.
       const same = await spare.take(DEFAULT_LIMITS, { bytes: 48 * MiB, faultIn: false });
-      assert.equal(same.memoryBytes, 48 * MiB);
+      assert.equal(same.memory, memory);
+      const fresh = await Guest.prepareSandbox(DEFAULT_LIMITS, 48 * MiB, 'no');
+      assert.ok(Buffer.from(same.memoryView()).equals(Buffer.from(fresh.memoryView())), 'as a new sandbox of its size');
       const template = (await runtimeTemplate()).snapshot.byteLength;
       assert.ok(zeroFrom(same.memoryView(), template));
+      same.evalScript('globalThis.ok = 1 + 1;', 'works.js');
+      fresh.dispose();
       same.dispose();
-      // Taken: a guest arriving meanwhile gets a sandbox of its own, and the next spare is made alike.
-      const large = await spare.take(DEFAULT_LIMITS, { bytes: 64 * MiB, faultIn: false });
-      assert.equal(large.memoryBytes, 64 * MiB);
-      assert.ok(zeroFrom(large.memoryView(), template));
-      large.dispose();
+      // Taken: the next spare is a new one, the template's size.
       spare.refillSoon();
       await spare.settled();
       const next = await spare.take(DEFAULT_LIMITS, { bytes: 48 * MiB, faultIn: true });
       assert.equal(next.memoryBytes, 48 * MiB);
+      assert.notEqual(next.memory, memory);
       next.dispose();
+      // A guest whose memory is the template spare's size: its memory (backed) still replaces that spare's.
+      spare.refillSoon();
+      await spare.settled();
+      const small2 = await Guest.prepareSandbox(DEFAULT_LIMITS);
+      small2.dispose();
+      const small2Memory = small2.releaseMemory() as WebAssembly.Memory;
+      spare.guestLeft(small2Memory, DEFAULT_LIMITS);
+      await spare.settled();
+      const again = await spare.take(DEFAULT_LIMITS, { bytes: small2Memory.buffer.byteLength, faultIn: true });
+      assert.equal(again.memory, small2Memory);
+      again.dispose();
+      // A guest with other limits leaves nothing to reuse here.
+      const other = await Guest.prepareSandbox({ ...DEFAULT_LIMITS, memoryBytes: 128 * MiB }, 8 * MiB);
+      other.dispose();
+      spare.guestLeft(other.releaseMemory() as WebAssembly.Memory, { ...DEFAULT_LIMITS, memoryBytes: 128 * MiB });
+      await spare.settled();
+      const plain = await spare.take(DEFAULT_LIMITS, { bytes: 8 * MiB, faultIn: false });
+      assert.notEqual(plain.memory, other.memory);
+      plain.dispose();
     } finally {
       spare.close();
     }

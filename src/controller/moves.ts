@@ -188,7 +188,6 @@ export class Moves {
     this.leaving.set(message.guestId, new Promise<void>((resolve) => (over = resolve)));
     const decided = this.decide(message.migrationId, undefined);
     const codecs = this.codecsFor(`${message.target.address}:${message.target.peerPort}`);
-    const memoryBytes = hosted.movable.memoryView().byteLength;
     let result: MoveResult;
     try {
       result = await migrateOut(message, {
@@ -220,8 +219,9 @@ export class Moves {
       this.decisions.delete(message.migrationId);
     }
     if (result.outcome === 'moved') {
-      // Its memory is free now: the spare is made its size for the next guest to arrive.
-      if (hosted.guest.kind === 'js') this.spare.guestLeft(memoryBytes);
+      // Its memory is free now: the spare is made on it, for the next guest of its size to arrive.
+      const left = hosted.movable.releaseMemory();
+      if (left) this.spare.guestLeft(left.memory, left.limits);
       this.host.log(
         `moved ${hosted.guest.name} to ${message.target.name}${result.pauseMs !== null ? ` (pause ${result.pauseMs.toFixed(1)} ms)` : ''}; ms: ${formatTimings(result.timings)}`,
         { guest: message.guestId, migration: message.migrationId },

@@ -244,19 +244,20 @@ export class Guest {
    * Boots an empty sandbox ahead of a restore (compiled module, instance, runtime), so that the
    * restore itself is only the copy of the image's memory: the target side of a move calls this
    * before the source freezes. Given the size of the memory to come, it also grows the memory and
-   * faults its pages in now rather than during the restore.
+   * faults its pages in now rather than during the restore. `reuse`: an all-zero memory a disposed
+   * sandbox with these limits released, to be made on instead of a new one (its pages are backed).
    */
   static async prepareSandbox(
     limits: Partial<SandboxLimits> = {},
     expectedBytes?: number,
-    faultIn: 'now' | 'in slices' | 'no' = 'now',
+    faultIn: 'now' | 'no' = 'now',
+    reuse?: WebAssembly.Memory,
   ): Promise<Sandbox> {
-    const sandbox = await Sandbox.create({ ...DEFAULT_LIMITS, ...limits }, expectedBytes);
+    const sandbox = await Sandbox.create({ ...DEFAULT_LIMITS, ...limits }, expectedBytes, reuse);
     const base = await runtimeTemplate();
     const fresh = sandbox.memoryBytes >= Math.max(expectedBytes ?? 0, base.snapshot.byteLength);
     loadBase(sandbox, base, Math.max(expectedBytes ?? 0, base.snapshot.byteLength), fresh);
     if (expectedBytes !== undefined && faultIn === 'now') sandbox.prefault(expectedBytes);
-    if (expectedBytes !== undefined && faultIn === 'in slices') await sandbox.prefaultInSlices(expectedBytes);
     return sandbox;
   }
 
@@ -442,6 +443,11 @@ export class Guest {
   resume(): void {
     if (this.status !== 'frozen') return;
     this.thaw();
+  }
+
+  /** Once the guest has exited: its sandbox's memory, for a new sandbox to reuse (Sandbox.releaseMemory). */
+  releaseMemory(): WebAssembly.Memory | undefined {
+    return this.status === 'exited' ? this.sandbox.releaseMemory() : undefined;
   }
 
   /** Stops the guest now (it gets no exit event), releasing everything it holds. */

@@ -43,6 +43,8 @@ export interface MoveSource {
   freezeForMove(): Promise<Omit<ImageContents, 'memory'>>;
   /** Outbound connections still opening (the freeze waits for them). */
   connectsInFlight(): number;
+  /** Once the guest moved away and stopped: its memory, for a new sandbox (JavaScript guests only). */
+  releaseMemory(): { memory: WebAssembly.Memory; limits: SandboxLimits } | undefined;
 }
 
 export function moveSource(guest: Guest | WasmGuest): MoveSource {
@@ -67,6 +69,7 @@ export function moveSource(guest: Guest | WasmGuest): MoveSource {
       memoryView: () => guest.memoryView(),
       freezeForMove: () => Promise.resolve(guest.freezeForMove()),
       connectsInFlight: () => 0, // WASI has no outbound connect
+      releaseMemory: () => undefined,
     };
   }
   return {
@@ -76,6 +79,10 @@ export function moveSource(guest: Guest | WasmGuest): MoveSource {
     memoryView: () => guest.memoryView(),
     freezeForMove: () => guest.freezeForMove(),
     connectsInFlight: () => guest.connectsInFlight,
+    releaseMemory: () => {
+      const memory = guest.releaseMemory();
+      return memory && { memory, limits: guest.limits };
+    },
   };
 }
 

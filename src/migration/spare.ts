@@ -4,28 +4,28 @@
  * what depends on the offer. It is made when the host is ready for moves and again when a move
  * that took it is over, not during the move: a move in progress should not share the CPU with it.
  *
- * Its memory is the template's (about 5 MiB of it written), except for 30 s after a guest moved
- * away from here: then it is made as large as that guest's memory and faulted in (a slice at a
- * time, beside the guests running here), so that the next guest of that size to arrive (the same
- * one coming back, the next one of a drain made alike) is written into memory that is already
- * there. A first write to fresh memory costs about 0.65 ms per MiB on this machine, seven
- * times a warm copy: 65 ms for a 64-MiB guest's 100 MiB, or the whole "prepare" of a move without
- * pre-copy. The guest that left freed as much as the spare holds.
+ * For 30 s after a guest moved away from here, the spare is made on that guest's memory instead:
+ * zeroed a slice at a time (beside the guests running here), a fresh instance made on it and the
+ * template loaded. The next guest of that size to arrive (the same one coming back, a guest moving
+ * in as another moves out) is then written into memory that is already backed: a first write to
+ * fresh memory costs about 0.65 ms per MiB on this machine, seven times a warm copy (65 ms for a
+ * 64-MiB guest's 100 MiB, the whole "prepare" of a move without pre-copy). Zeroing it costs a
+ * tenth of that. (Spares faulted in afresh, as before, kept each host of bench:migrate busy for
+ * about 100 ms after every move, and the next move waited on them: BENCHMARKS.md, session 8.)
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Guest } from '../guest/guest.js';
 import { DEFAULT_LIMITS, type Sandbox, type SandboxLimits } from '../guest/sandbox/sandbox.js';
 
 /** After the move that took the spare: the moved guest's first turns come first. */
 const REFILL_DELAY_MS = 50;
-/** How long a spare stays grown to the size of a guest that moved away, unless a move takes it. */
+/** How long a spare made on a departed guest's memory is kept, unless a move takes it. */
 const GROWN_KEEP_MS = 30_000;
+/** A departed guest's memory is zeroed this much at a time, the guests here running between. */
+const ZERO_SLICE_BYTES = 8 * 1024 * 1024;
 
 export class SpareSandbox {
   private spare: Promise<Sandbox | undefined> | undefined;
-  /** The memory the spare is (being) grown to; 0 for the template's size. */
-  private spareBytes = 0;
-  /** The size the next spare is made at. */
-  private wantBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private refilling: Promise<void> | undefined;
   private refilled: (() => void) | undefined;
@@ -52,18 +52,20 @@ export class SpareSandbox {
     return Guest.prepareSandbox(limits, need.bytes, need.faultIn ? 'now' : 'no');
   }
 
-  /** A guest of `bytes` of memory moved away from here: make the spare that large for a while. */
-  guestLeft(bytes: number): void {
-    if (this.closed) return;
-    // The last guest's size, not the largest: a spare larger than the guest that comes is no use.
-    if (bytes !== this.wantBytes) {
-      this.wantBytes = bytes;
-      this.replaceSoon();
-    }
+  /**
+   * A guest moved away from here and left `memory` behind (its sandbox disposed, with `limits`):
+   * the spare is made on it, for a while. (It replaces the spare there was even when that one is
+   * of the same size: that one's memory is not backed yet.)
+   */
+  guestLeft(memory: WebAssembly.Memory, limits: SandboxLimits): void {
+    if (this.closed || !this.fits(limits)) return;
+    this.drop();
+    this.spare = recycled(memory, this.limits).catch(() => undefined);
     clearTimeout(this.shrinkTimer);
     this.shrinkTimer = setTimeout(() => {
-      this.wantBytes = 0;
-      this.replaceSoon();
+      // Nobody came: the memory goes back to the OS, and a spare of the template's size replaces it.
+      this.drop();
+      this.refillSoon();
     }, GROWN_KEEP_MS);
     this.shrinkTimer.unref();
   }
@@ -101,27 +103,11 @@ export class SpareSandbox {
         this.timer = undefined;
         resolve();
         if (this.closed || this.spare) return;
-        const bytes = this.wantedSize();
-        this.spareBytes = bytes;
-        // Faulted in a slice at a time: the guests that run here meanwhile keep their turns. A spare
-        // that cannot be made is no error: the next move prepares its own.
-        this.spare = Guest.prepareSandbox(this.limits, bytes > 0 ? bytes : undefined, 'in slices').catch(
-          () => undefined,
-        );
+        // A spare that cannot be made is no error: the next move prepares its own.
+        this.spare = Guest.prepareSandbox(this.limits).catch(() => undefined);
       }, REFILL_DELAY_MS);
       this.timer.unref();
     });
-  }
-
-  /** The spare is not the size wanted now: a new one replaces it. */
-  private replaceSoon(): void {
-    if (this.spare && this.spareBytes === this.wantedSize()) return;
-    this.drop();
-    this.refillSoon();
-  }
-
-  private wantedSize(): number {
-    return Math.min(this.wantBytes, this.limits.memoryBytes);
   }
 
   /** A spare that did not suit one move may suit the next. */
@@ -135,4 +121,14 @@ export class SpareSandbox {
     this.spare = undefined;
     void spare?.then((sandbox) => sandbox?.dispose());
   }
+}
+
+/** A sandbox with the runtime template, made on a departed guest's `memory` once it is zeroed. */
+async function recycled(memory: WebAssembly.Memory, limits: SandboxLimits): Promise<Sandbox> {
+  const view = new Uint8Array(memory.buffer);
+  for (let from = 0; from < view.length; from += ZERO_SLICE_BYTES) {
+    view.fill(0, from, from + ZERO_SLICE_BYTES);
+    await nextTurn();
+  }
+  return Guest.prepareSandbox(limits, view.length, 'no', memory);
 }

@@ -66,17 +66,22 @@ export interface Instance {
   growTo(byteLength: number): void;
 }
 
+/** The maximum a sandbox's memory is made with, in WebAssembly pages, for a limit of `maxBytes`. */
+const maximumPages = (maxBytes: number): number => Math.max(256, Math.ceil(maxBytes / WASM_PAGE));
+
 /**
  * A fresh instance with its own linear memory. `maxBytes` is a hard ceiling: growth past it fails
- * inside the allocator and QuickJS reports "out of memory" to the guest.
+ * inside the allocator and QuickJS reports "out of memory" to the guest. `reuse`: a memory an
+ * earlier instance made with the same `maxBytes` left behind, all zero now (its pages are backed
+ * already); the new instance is made on it, as on a fresh one of its size.
  */
-export async function instantiate(maxBytes: number, initialBytes = 0): Promise<Instance> {
+export async function instantiate(maxBytes: number, initialBytes = 0, reuse?: WebAssembly.Memory): Promise<Instance> {
   const wasmModule = await quickjsModule();
-  const maximum = Math.max(256, Math.ceil(maxBytes / WASM_PAGE));
+  const maximum = maximumPages(maxBytes);
   // A memory made large from the start needs no growing later: growing goes through the
   // allocator, which writes to it (see growTo). Its pages are only backed once written.
   const initial = Math.min(maximum, Math.max(256, Math.ceil(initialBytes / WASM_PAGE)));
-  const memory = new WebAssembly.Memory({ initial, maximum });
+  const memory = reuse ?? new WebAssembly.Memory({ initial, maximum });
   pinEmscriptenEnvironment();
   const qjs = await newQuickJSWASMModuleFromVariant(
     newVariant(variant, {

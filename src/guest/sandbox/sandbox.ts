@@ -75,6 +75,7 @@ export class Sandbox {
   private turnStart = 0;
   private pendingInterrupt: Interruption | undefined;
   private disposed = false;
+  private memoryReleased = false;
 
   private constructor(
     private readonly instance: Instance,
@@ -87,8 +88,8 @@ export class Sandbox {
    * Boots a sandbox, its memory `initialBytes` large from the start when given. The sequence of
    * calls here is the layout contract restore depends on (the memory's size is not part of it).
    */
-  static async create(limits: SandboxLimits, initialBytes = 0): Promise<Sandbox> {
-    const instance = await instantiate(limits.memoryBytes, initialBytes);
+  static async create(limits: SandboxLimits, initialBytes = 0, reuse?: WebAssembly.Memory): Promise<Sandbox> {
+    const instance = await instantiate(limits.memoryBytes, initialBytes, reuse);
     const runtime = instance.qjs.newRuntime();
     // QuickJS counts requested bytes, not what the allocator really uses, so its limit is a second
     // line: the linear memory's maximum is the limit that bites first.
@@ -205,19 +206,6 @@ export class Sandbox {
     for (let i = 0; i < view.length; i += 4096) view[i] = view[i] ?? 0;
   }
 
-  /**
-   * As `prefault`, a slice at a time with the event loop let run between slices: for a sandbox made
-   * ahead of time on a host whose guests keep running (faulting in 100 MiB takes about 65 ms here).
-   */
-  async prefaultInSlices(byteLength: number, sliceBytes = 8 * 1024 * 1024): Promise<void> {
-    const view = this.grow(byteLength);
-    for (let from = 0; from < view.length && !this.disposed; from += sliceBytes) {
-      const to = Math.min(view.length, from + sliceBytes);
-      for (let i = from; i < to; i += 4096) view[i] = view[i] ?? 0;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-  }
-
   /** After overwriting the memory: the limits live in it, so set this sandbox's limits again. */
   finishRestore(): void {
     this.runtime.setMemoryLimit(this.limits.memoryBytes);
@@ -230,6 +218,16 @@ export class Sandbox {
     // The context and runtime live inside the instance's memory, which is dropped with it; freeing
     // them one by one would only walk a heap that is about to disappear (and asserts on leaks).
     this.dispatchFn = undefined;
+  }
+
+  /**
+   * A disposed sandbox's memory, once, for a new sandbox with the same limits to be made on (see
+   * SpareSandbox): nothing runs in this one any more (`enter` refuses), so its memory is free.
+   */
+  releaseMemory(): WebAssembly.Memory | undefined {
+    if (!this.disposed || this.memoryReleased) return undefined;
+    this.memoryReleased = true;
+    return this.instance.memory;
   }
 
   private enter(run: () => ReturnType<QuickJSContext['evalCode']>): void {
