@@ -332,7 +332,7 @@ async function runDemo(opts: DemoOptions): Promise<void> {
     out(`  commands   ./bin/roam ps --api ${base} --admin-token-file ${tokenFile}   (also hosts, events -f, migrate)`);
     out(`  logs       ${dir}/*.log`);
     out(
-      `Moving records by hand every ${opts.moveEvery}${opts.load ? `; ${LOADED} is loaded, so the control plane may move guests too` : ''}. Ctrl-C stops it all.`,
+      `Moving records by hand every ${moveEveryMs < 1000 ? `${moveEveryMs} ms` : `${moveEveryMs / 1000} s`}${opts.load ? `; ${LOADED} is loaded, so the control plane may move guests too` : ''}. Ctrl-C stops it all.`,
     );
     out('');
 
