@@ -9,8 +9,8 @@
  * template loaded. The next guest of that size to arrive (the same one coming back, a guest moving
  * in as another moves out) is then written into memory that is already backed: a first write to
  * fresh memory costs about 0.65 ms per MiB on this machine, seven times a warm copy (65 ms for a
- * 64-MiB guest's 100 MiB, the whole "prepare" of a move without pre-copy). Zeroing it costs a
- * tenth of that. (Spares faulted in afresh, as before, kept each host of bench:migrate busy for
+ * 64-MiB guest's 100 MiB, the whole "prepare" of a move without pre-copy). Zeroing it costs about
+ * a seventh of that (10.5 ms for 100 MiB against 70). (Spares faulted in afresh, as before, kept each host of bench:migrate busy for
  * about 100 ms after every move, and the next move waited on them: BENCHMARKS.md, session 8.)
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -60,10 +60,12 @@ export class SpareSandbox {
   guestLeft(memory: WebAssembly.Memory, limits: SandboxLimits): void {
     if (this.closed || !this.fits(limits)) return;
     this.drop();
-    this.spare = recycled(memory, this.limits).catch(() => undefined);
+    const grown = recycled(memory, this.limits).catch(() => undefined);
+    this.spare = grown;
     clearTimeout(this.shrinkTimer);
     this.shrinkTimer = setTimeout(() => {
       // Nobody came: the memory goes back to the OS, and a spare of the template's size replaces it.
+      if (this.spare !== grown) return; // a move took it (or a later guest's replaced it)
       this.drop();
       this.refillSoon();
     }, GROWN_KEEP_MS);
