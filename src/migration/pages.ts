@@ -223,6 +223,11 @@ export class CodecChooser {
     return this.compress + this.ratio * this.link < this.link ? 'lz4' : 'none';
   }
 
+  /** Whether a large message to this target has been timed yet (`sendMs` knows the link). */
+  get measured(): boolean {
+    return this.link !== undefined;
+  }
+
   /** How long `bytes` would take to send plain, as the link was measured; undefined before a measure. */
   sendMs(bytes: number): number | undefined {
     return this.link === undefined ? undefined : this.link * bytes;

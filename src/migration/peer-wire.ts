@@ -24,7 +24,7 @@ export const PEER_MAGIC = 0x524d_5034; // "RMP4"
 const OLDER_MAGICS = new Set([0x524d_5031, 0x524d_5032, 0x524d_5033]);
 
 /** A running hash of a message body, as the prefix carries it. */
-export type BodyHash = ReturnType<typeof xxh3.Xxh3.withSeed>;
+type BodyHash = ReturnType<typeof xxh3.Xxh3.withSeed>;
 export const bodyHash = (): BodyHash => xxh3.Xxh3.withSeed(0n);
 export const PREFIX_BYTES = 20;
 export const MAX_HEADER_BYTES = 1024 * 1024;

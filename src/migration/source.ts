@@ -212,10 +212,7 @@ async function moveOut(
     // send that in little time, the pause does. (Unmeasured, round 0 runs, and measures it.)
     precopy =
       message.precopy &&
-      !(
-        codecs.sendMs(0) !== undefined &&
-        small(new PageShadow(source.base).sampleDirty(memory, PRECOPY_SAMPLE_STRIDE) * PAGE_SIZE)
-      );
+      !(codecs.measured && small(new PageShadow(source.base).sampleDirty(memory, PRECOPY_SAMPLE_STRIDE) * PAGE_SIZE));
     shadow = new PageShadow(source.base, precopy ? (ctx.shadows?.take(bytes) ?? Buffer.alloc(bytes)) : undefined);
     lease.shadow = shadow;
     lease.precopy = precopy;

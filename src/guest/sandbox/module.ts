@@ -66,9 +66,6 @@ export interface Instance {
   growTo(byteLength: number): void;
 }
 
-/** The maximum a sandbox's memory is made with, in WebAssembly pages, for a limit of `maxBytes`. */
-const maximumPages = (maxBytes: number): number => Math.max(256, Math.ceil(maxBytes / WASM_PAGE));
-
 /**
  * A fresh instance with its own linear memory. `maxBytes` is a hard ceiling: growth past it fails
  * inside the allocator and QuickJS reports "out of memory" to the guest. `reuse`: a memory an
@@ -77,7 +74,7 @@ const maximumPages = (maxBytes: number): number => Math.max(256, Math.ceil(maxBy
  */
 export async function instantiate(maxBytes: number, initialBytes = 0, reuse?: WebAssembly.Memory): Promise<Instance> {
   const wasmModule = await quickjsModule();
-  const maximum = maximumPages(maxBytes);
+  const maximum = Math.max(256, Math.ceil(maxBytes / WASM_PAGE));
   // A memory made large from the start needs no growing later: growing goes through the
   // allocator, which writes to it (see growTo). Its pages are only backed once written.
   const initial = Math.min(maximum, Math.max(256, Math.ceil(initialBytes / WASM_PAGE)));
