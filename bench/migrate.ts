@@ -386,14 +386,14 @@ const SOURCE_STEPS = [
   'precopyCopy',
   'precopySend',
   'freeze',
+  'state',
   'scan',
   'copy',
   'compress',
   'send',
-  'state',
   'wait',
 ];
-const TARGET_STEPS = ['prepare', 'precopy', 'apply', 'state', 'assemble', 'commit', 'resume'];
+const TARGET_STEPS = ['prepare', 'precopy', 'state', 'apply', 'assemble', 'commit', 'resume'];
 
 /** Medians of the hosts' step timings (ms) per size and mode. */
 function profileTable(results: SizeResult[]): string {
@@ -437,14 +437,14 @@ function method(): string {
     `Step timings (src/migration/source.ts and target.ts, logged by \`roam host\`): on the source, connect, offer (until`,
     `the target's accept, its sandbox prepared), precopy (all rounds; of it, precopyScan: comparing pages, precopyCopy: into`,
     `the shadow, precopySend: until the socket took them, waits for the last round's bytes to leave included), then after`,
-    `the freeze: freeze (host state captured),`,
-    `scan (the final compare of every page against what the target holds), copy (dirty pages into the message and the`,
-    `shadow), compress (per message, LZ4 or plain as the codec chooser decides), send (until the socket took it),`,
-    `state (JSON and its message), wait (until the target's word that the guest runs). Pause = freeze + scan + copy +`,
-    `compress + send + state + wait. On the target: prepare (sandbox; before the accept), precopy (from the accept until`,
-    `the first final page message: pre-copied pages written into the sandbox as they come), apply (from the first final`,
-    `page message until the state message: final pages decompressed and copied, the rest received), state (JSON parsed),`,
-    `assemble (guest rebuilt, frozen), commit (round trip to the proxy), resume (adopt, resume, the word to the source).`,
+    `the freeze: freeze (host state captured), state (its JSON and message, sent first so that the target rebuilds it while`,
+    `the pages arrive), scan (the final compare of every page against what the target holds), copy (dirty pages into the`,
+    `message), compress (per message, LZ4 or plain as the codec chooser decides), send (until the socket took it), wait`,
+    `(until the target's word that the guest runs). Pause = freeze + state + scan + copy + compress + send + wait. On the`,
+    `target: prepare (sandbox; before the accept), precopy (from the accept until the state message: pre-copied pages`,
+    `written into the sandbox as they come), state (JSON parsed, the guest's host side rebuilt), apply (until the end of the`,
+    `final pages: received and copied, or decompressed), assemble (the sandbox attached: the guest whole, frozen), commit`,
+    `(round trip to the proxy), resume (adopt, resume, the word to the source).`,
     `Warm memory: a host keeps its last move's pre-copy shadow and a spare sandbox grown to the size of the guest that left`,
     `for 30 s (src/migration/pages.ts \`ShadowBuffers\`, src/migration/spare.ts). Moves here come about a second apart per`,
     `host, so all but each host's first move out find both warm; a cold move writes fresh memory on both sides, about`,

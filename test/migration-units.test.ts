@@ -3,6 +3,8 @@
  * a stream's snapshot across a move, and the proxy's decisions (the commit point) as a state machine.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
 import { describe, it } from 'node:test';
 import { PAGE_SIZE } from '../src/guest/image/format.js';
 import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
@@ -23,6 +25,9 @@ import {
   type PeerHeader,
 } from '../src/migration/peer-wire.js';
 import { WASM_BASE, prepareLanding } from '../src/migration/movable.js';
+import { PeerChannel } from '../src/migration/peer-channel.js';
+import { acceptMove, type TargetContext } from '../src/migration/target.js';
+import type { TunnelNetwork } from '../src/controller/tunnel-network.js';
 import type { RoamError } from '../src/errors.js';
 import { ROAM_VERSION } from '../src/version.js';
 import { createHash } from 'node:crypto';
@@ -74,9 +79,9 @@ describe('peer protocol codec', () => {
     assert.throws(() => new PeerDecoder().push(hash), /checksum mismatch/);
   });
 
-  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages, RMP3: XXH64) to run the same Roam version', () => {
+  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages, RMP3: XXH64, RMP4: state last) to run the same Roam version', () => {
     const json = Buffer.from(JSON.stringify({ type: 'resumed', restoreMs: 1 }));
-    for (const magic of [0x524d_5031, 0x524d_5032, 0x524d_5033]) {
+    for (const magic of [0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034]) {
       const old = Buffer.alloc(20 + json.length);
       old.writeUInt32BE(magic, 0);
       old.writeUInt32BE(json.length, 4);
@@ -167,6 +172,68 @@ describe('a WebAssembly guest landing on a target', () => {
   it('refuses an offer from another Roam version', async () => {
     const m = { ...offer({ moduleBytes: module.length, sha256: sha256(module) }), roamVersion: '0.0.0-other' };
     await assert.rejects(prepareLanding(m, module), (err: RoamError) => err.code === 'ROAM_ERR_IMAGE_VERSION');
+  });
+
+  it('takes the transfer only in its order: state, final pages, then an end that counts them', async () => {
+    const failed: string[] = [];
+    const ctx: TargetContext = {
+      expectation: (migrationId) => ({
+        migrationId,
+        guestId: 'g1',
+        name: 'job',
+        token: 't'.repeat(32),
+        stepTimeoutMs: 5000,
+      }),
+      network: () => ({}) as TunnelNetwork, // a WebAssembly guest's is used only once it is assembled
+      commit: () => assert.fail('no commit before the transfer is whole'),
+      adopt: () => assert.fail('nothing to adopt'),
+      sandbox: () => assert.fail('a WebAssembly guest needs no sandbox'),
+      failed: (_id, step, err) => failed.push(`${step}: ${err.message}`),
+      log: () => {},
+    };
+    const server = net.createServer((socket) => void acceptMove(PeerChannel.accept(socket), ctx));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    const pages = (final: boolean): [PeerHeader, Uint8Array[]] => [
+      { type: 'pages', round: 0, final, byteLength: PAGE_SIZE, count: 1, codec: 'none', rawBytes: PAGE_SIZE },
+      packPages({ indices: Buffer.alloc(4), parts: [Buffer.alloc(PAGE_SIZE, 9)], rawBytes: PAGE_SIZE }, 'none'),
+    ];
+    const state: [PeerHeader, Uint8Array] = [
+      {
+        type: 'state',
+        meta: { guestId: 'g1', name: 'job', roamVersion: ROAM_VERSION, base: WASM_BASE, createdAt: 'now' },
+        stateBytes: 2,
+        filesBytes: 0,
+      },
+      Buffer.from('{}'),
+    ];
+    /** Offers the guest, sends `messages` after the accept, and returns the target's answer. */
+    const run = async (messages: [PeerHeader, (Uint8Array | Uint8Array[])?][]): Promise<PeerHeader> => {
+      const socket = net.connect(port, '127.0.0.1');
+      await once(socket, 'connect');
+      const channel = PeerChannel.connected(socket);
+      try {
+        await channel.send(offer({ moduleBytes: module.length, sha256: sha256(module) }), module);
+        assert.equal((await channel.next(5000, 'accept')).header.type, 'accept');
+        for (const [header, body] of messages) await channel.send(header, body);
+        return (await channel.next(5000, 'answer')).header;
+      } finally {
+        channel.destroy();
+      }
+    };
+    try {
+      const early = await run([pages(true)]);
+      assert.equal(early.type === 'fail' && early.code, 'ROAM_ERR_PEER_PROTOCOL');
+      assert.match(failed.pop() ?? '', /^precopy: .*unexpected pages during the precopy/);
+      const short = await run([state, pages(true), [{ type: 'end', pages: 2 }]]);
+      assert.equal(short.type === 'fail' && short.code, 'ROAM_ERR_PEER_PROTOCOL');
+      assert.match(failed.pop() ?? '', /^transfer: .*1 final pages came of 2/);
+      const twice = await run([state, state]);
+      assert.equal(twice.type === 'fail' && twice.code, 'ROAM_ERR_PEER_PROTOCOL');
+      assert.match(failed.pop() ?? '', /unexpected state during the transfer/);
+    } finally {
+      server.close();
+    }
   });
 });
 

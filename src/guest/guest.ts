@@ -105,6 +105,14 @@ export interface GuestExit {
 
 export type GuestStatus = 'running' | 'frozen' | 'exited';
 
+/** A moved guest whose host side is built and whose memory is still arriving: see `Guest.beginMoved`. */
+export interface MovedGuest {
+  /** Every page is in: the guest, whole (frozen if asked). */
+  land(): Guest;
+  /** The pages never came whole: the guest ends without having run. */
+  drop(): void;
+}
+
 /** A frozen guest's state, captured in memory (the pause ends when this exists). */
 export interface Capture {
   contents: ImageContents;
@@ -262,15 +270,17 @@ export class Guest {
   }
 
   /**
-   * Builds a guest whose memory a move already wrote into `sandbox` (pages against the runtime
-   * template), from the image's meta, state and files. With `frozen`, it does not run until
-   * `resume()`: a move's target waits for the proxy to commit first.
+   * A moved guest, in two steps: this rebuilds its host side (state, files, log, timers,
+   * connections) from the image's meta, state and files as soon as they arrive, while the move is
+   * still writing its last pages (against the runtime template) into `sandbox`; `land()` then hands
+   * it the sandbox, once every page is in. With `frozen`, it does not run until `resume()`: a move's
+   * target waits for the proxy to commit first. `drop()` ends it if the pages never come whole.
    */
-  static async assembleMoved(
+  static async beginMoved(
     sandbox: Sandbox,
     contents: Omit<ImageContents, 'memory'>,
     options: RestoreOptions & { frozen?: boolean } = {},
-  ): Promise<Guest> {
+  ): Promise<MovedGuest> {
     const state = parseGuestState(contents.state);
     const base = await runtimeTemplate();
     if (contents.meta.roamVersion !== ROAM_VERSION || contents.meta.base !== base.id) {
@@ -279,7 +289,14 @@ export class Guest {
         `unsupported version: the guest comes from Roam ${contents.meta.roamVersion} (runtime ${contents.meta.base ?? 'none'}), and this is Roam ${ROAM_VERSION} (runtime ${base.id})`,
       );
     }
-    return Guest.assemble(contents.meta, state, contents.files, sandbox, options, base);
+    const guest = Guest.build(contents.meta, state, contents.files, sandbox.limits, options, base);
+    return {
+      land: () => {
+        guest.land(sandbox, options.frozen === true);
+        return guest;
+      },
+      drop: () => guest.stop('killed', 0),
+    };
   }
 
   /** The prepared sandbox if it has the limits this guest needs, else a new one. */
@@ -307,34 +324,56 @@ export class Guest {
     options: RestoreOptions & { frozen?: boolean },
     base: RuntimeBase,
   ): Guest {
-    const clock = new VirtualClock(state.clock);
-    let files: VirtualFileSystem;
+    let guest: Guest;
     try {
-      files = VirtualFileSystem.deserialize(filesImage, { now: () => clock.wall() });
+      guest = Guest.build(meta, state, filesImage, sandbox.limits, options, base);
     } catch (err) {
       sandbox.dispose();
       throw err;
     }
+    guest.land(sandbox, options.frozen === true);
+    return guest;
+  }
+
+  /**
+   * A restored guest's host side, from the image's state and files, frozen and without a sandbox:
+   * nothing here reads guest memory, so it can be built while the memory is still being written.
+   */
+  private static build(
+    meta: ImageContents['meta'],
+    state: GuestState,
+    filesImage: Uint8Array,
+    limits: SandboxLimits,
+    options: RestoreOptions,
+    base: RuntimeBase,
+  ): Guest {
+    const clock = new VirtualClock(state.clock);
+    const files = VirtualFileSystem.deserialize(filesImage, { now: () => clock.wall() });
     const log = new GuestLog(undefined, options.onLog);
     log.restore(state.log);
-    const guest = new Guest({ ...options, id: meta.guestId, name: meta.name, argv: state.argv }, sandbox.limits, {
+    const guest = new Guest({ ...options, id: meta.guestId, name: meta.name, argv: state.argv }, limits, {
       clock,
       log,
       files,
     });
     guest.cpuMs = state.cpuMs;
     guest.base = base;
-    guest.attach(sandbox);
-    sandbox.finishRestore();
-    // Before anything the restore itself says: these happened first.
+    // Before anything the restore itself says: these happened first. (Frozen, the guest holds
+    // what they deliver until it runs.)
     guest.held.push(...decodeHeld(state.held));
     guest.timers.restore(state.timers);
     guest.net.restore(state.net);
     guest.dgram.restore(state.dgram);
     guest.immediatePending = state.immediatePending;
-    if (options.frozen) guest.freeze();
-    else guest.thaw();
     return guest;
+  }
+
+  /** Gives a built guest its sandbox, whose memory holds the image's; it runs unless `frozen`. */
+  private land(sandbox: Sandbox, frozen: boolean): void {
+    this.attach(sandbox);
+    sandbox.finishRestore();
+    if (frozen) this.freeze();
+    else this.thaw();
   }
 
   get state(): GuestStatus {

@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import type { HostGuest } from '../controller/hosted.js';
 import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import { RoamError } from '../errors.js';
-import { Guest } from '../guest/guest.js';
+import { Guest, type MovedGuest } from '../guest/guest.js';
 import type { ImageContents } from '../guest/image/index.js';
 import { PAGE_SIZE } from '../guest/image/format.js';
 import type { Sandbox, SandboxLimits } from '../guest/sandbox/sandbox.js';
@@ -93,8 +93,13 @@ export type MovedContents = Omit<ImageContents, 'memory' | 'meta'> & { meta: Omi
 export interface Landing {
   /** The memory the pages go into, grown (with zeros, or the base) to `byteLength`. */
   memory(byteLength: number): Uint8Array;
-  /** Rebuilds the guest, frozen, from its host state; the landing is used up. */
-  assemble(contents: MovedContents, network: TunnelNetwork): Promise<Guest | WasmGuest>;
+  /**
+   * The guest's host state has come (before its final pages): checked, and what needs no memory
+   * rebuilt now, while the pages are still arriving.
+   */
+  state(contents: MovedContents, network: TunnelNetwork): Promise<void>;
+  /** Every page is in: the guest, whole and frozen; the landing is used up. */
+  assemble(): Promise<Guest | WasmGuest>;
   /** Lets go of what was prepared (the move failed before the guest was assembled). Idempotent. */
   dispose(): void;
 }
@@ -146,19 +151,27 @@ async function prepareJs(offer: OfferMessage, sandboxFor: SandboxMaker): Promise
     bytes: offer.memoryBytes,
     faultIn: offer.precopy !== true,
   });
+  let moved: MovedGuest | undefined;
   return {
     // Grown with its contents kept: pages the source does not send are the template's, or zero.
     memory: (byteLength) => (sandbox as Sandbox).grow(byteLength),
-    assemble: async (contents, network) => {
-      const guest = await Guest.assembleMoved(
+    state: async (contents, network) => {
+      moved = await Guest.beginMoved(
         sandbox as Sandbox,
         { ...contents, meta: { kind: 'js', ...contents.meta } },
         { network, frozen: true },
       );
+    },
+    assemble: () => {
+      if (!moved) return Promise.reject(new RoamError('ROAM_ERR_PEER_PROTOCOL', 'no guest state came'));
+      const guest = moved.land();
+      moved = undefined;
       sandbox = undefined; // the guest owns it now
-      return guest;
+      return Promise.resolve(guest);
     },
     dispose: () => {
+      moved?.drop();
+      moved = undefined;
       sandbox?.dispose();
       sandbox = undefined;
     },
@@ -174,6 +187,8 @@ async function prepareWasm(offer: OfferMessage, body: Uint8Array): Promise<Landi
   const module = await compileModule(body);
   const moduleBytes = Uint8Array.from(body); // the body's buffer is the peer decoder's: keep our own
   let memory = new Uint8Array(0);
+  // Rebuilt only once every page is in: a WebAssembly guest's host side is cheap to make.
+  let moved: { contents: MovedContents; network: TunnelNetwork } | undefined;
   return {
     memory: (byteLength) => {
       if (byteLength % PAGE_SIZE !== 0 || byteLength > wasm.memoryLimit) {
@@ -189,13 +204,20 @@ async function prepareWasm(offer: OfferMessage, body: Uint8Array): Promise<Landi
       }
       return memory;
     },
-    assemble: (contents, network) =>
-      WasmGuest.assembleMoved(
+    state: (contents, network) => {
+      moved = { contents, network };
+      return Promise.resolve();
+    },
+    assemble: () => {
+      if (!moved) return Promise.reject(new RoamError('ROAM_ERR_PEER_PROTOCOL', 'no guest state came'));
+      const { contents, network } = moved;
+      return WasmGuest.assembleMoved(
         { module, moduleBytes },
         memory,
         { ...contents, meta: { kind: 'wasm', ...withoutBase(contents.meta) } },
         { network, frozen: true, memoryBytes: wasm.memoryLimit, sliceMs: wasm.sliceMs },
-      ),
+      );
+    },
     dispose: () => {
       memory = new Uint8Array(0);
     },

@@ -16,12 +16,13 @@ import { xxh3 } from '@node-rs/xxhash';
 import { z } from 'zod';
 import { RoamError } from '../errors.js';
 
-export const PEER_MAGIC = 0x524d_5034; // "RMP4"
+export const PEER_MAGIC = 0x524d_5035; // "RMP5"
 /**
  * The magics of the protocols before it (RMP1: a CRC-32 in a 16-byte prefix; RMP2: pages in
- * Snappy, not LZ4; RMP3: XXH64, not XXH3), refused with a clear word rather than a confusing one.
+ * Snappy, not LZ4; RMP3: XXH64, not XXH3; RMP4: the state after the final pages, no `end`),
+ * refused with a clear word rather than a confusing one.
  */
-const OLDER_MAGICS = new Set([0x524d_5031, 0x524d_5032, 0x524d_5033]);
+const OLDER_MAGICS = new Set([0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034]);
 
 /** A running hash of a message body, as the prefix carries it. */
 type BodyHash = ReturnType<typeof xxh3.Xxh3.withSeed>;
@@ -100,7 +101,10 @@ export const pagesSchema = z.object({
   codec,
   rawBytes: count,
 });
-/** The frozen guest's host-side state: the image's meta, its state JSON and its files, in that order. */
+/**
+ * The frozen guest's host-side state: the image's meta, its state JSON and its files, in that order.
+ * Sent first after the freeze, so that the target rebuilds it while the final pages are on their way.
+ */
 export const stateSchema = z.object({
   type: z.literal('state'),
   meta: z.object({
@@ -113,6 +117,8 @@ export const stateSchema = z.object({
   stateBytes: count,
   filesBytes: count,
 });
+/** Source -> target: the final round is complete, `pages` pages in it (the target checks the count). */
+export const endSchema = z.object({ type: z.literal('end'), pages: count });
 /** Target -> source: the proxy committed the move and the guest runs on the target. */
 export const resumedSchema = z.object({ type: z.literal('resumed'), restoreMs: z.number().min(0) });
 /** Either side: the move cannot go on. */
@@ -128,6 +134,7 @@ export const peerHeaderSchema = z.discriminatedUnion('type', [
   acceptSchema,
   pagesSchema,
   stateSchema,
+  endSchema,
   resumedSchema,
   failSchema,
 ]);

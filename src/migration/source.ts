@@ -114,10 +114,10 @@ async function moveOut(
     return ms === undefined ? bytes <= PRECOPY_SMALL_BYTES : ms <= PRECOPY_TAIL_MS;
   };
   // Milliseconds per step. Before the freeze: connect, offer (until the target's accept, its sandbox
-  // prepared), precopy. After it: freeze (capture of the host state), scan (the final dirty-page
-  // compare), copy (pages into the message and the shadow), compress, send (socket writes, waits for
-  // drain included), state (JSON and its message), then wait (until the target's word that the guest
-  // runs: its apply, restore, the proxy's commit and the message itself).
+  // prepared), precopy. After it: freeze (capture of the host state), state (JSON and its message,
+  // sent first), scan (the final dirty-page compare), copy (pages into the message), compress, send
+  // (socket writes, waits for the socket included), then wait (until the target's word that the
+  // guest runs: the rest of its transfer, its assembly, the proxy's commit and the message itself).
   const timings: Record<string, number> = {};
   const add = (key: string, since: number): number => {
     const now = performance.now();
@@ -147,7 +147,7 @@ async function moveOut(
     // The shadow's pages may change only once the socket holds none of them: the last round's
     // views are still being sent when the next round starts.
     if (newRound) await (channel as PeerChannel).flushed();
-    for (let i = 0; i < pages.length || (final && i === 0); i += PAGES_PER_MESSAGE) {
+    for (let i = 0; i < pages.length; i += PAGES_PER_MESSAGE) {
       // A view per message: the guest runs between them (pre-copy), and its memory may grow.
       const memory = source.memoryView();
       const part = pages.subarray(i, i + PAGES_PER_MESSAGE);
@@ -305,7 +305,7 @@ async function moveOut(
     return result('rolled-back', null, { step: failed.step, error: failed.reason });
   }
 
-  // Steps 4-5: freeze, send the pages still different and the host-side state.
+  // Steps 4-5: freeze, send the host-side state and the pages still different.
   let committedEarly = false;
   try {
     await new Promise((resolve) => setImmediate(resolve)); // a decision already on its way lands first
@@ -327,14 +327,11 @@ async function moveOut(
     ctx.progress({ step: 'freeze' });
     await reach('migrate.source.afterFreeze');
     await step('transfer', async () => {
-      t = performance.now();
-      const dirty = shadow.dirty(source.memoryView());
-      add('scan', t);
-      stats.finalBytes += await sendPages(dirty, stats.precopyRounds, true);
+      // The host state first: the target rebuilds it while the pages still different are on their way.
       t = performance.now();
       const stateJson = Buffer.from(JSON.stringify(host.state), 'utf8');
       const files = host.files;
-      const before = channel?.bytesSent ?? 0;
+      let before = channel?.bytesSent ?? 0;
       await channel.send(
         {
           type: 'state',
@@ -353,6 +350,13 @@ async function moveOut(
       );
       stats.finalBytes += (channel?.bytesSent ?? 0) - before;
       t = add('state', t);
+      const dirty = shadow.dirty(source.memoryView());
+      add('scan', t);
+      stats.finalBytes += await sendPages(dirty, stats.precopyRounds, true);
+      before = channel?.bytesSent ?? 0;
+      await channel.send({ type: 'end', pages: dirty.length });
+      stats.finalBytes += (channel?.bytesSent ?? 0) - before;
+      t = performance.now();
       await reach('migrate.source.afterTransfer');
       ctx.progress({
         step: 'transfer',

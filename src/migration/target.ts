@@ -11,7 +11,7 @@ import type { Guest } from '../guest/guest.js';
 import type { WasmGuest } from '../wasm/guest.js';
 import type { TunnelNetwork } from '../controller/tunnel-network.js';
 import type { MigrationStep } from '../wire/index.js';
-import { prepareLanding, type Landing, type SandboxMaker } from './movable.js';
+import { prepareLanding, type Landing, type MovedContents, type SandboxMaker } from './movable.js';
 import { formatTimings, pageSink } from './pages.js';
 import type { PeerChannel } from './peer-channel.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
@@ -60,6 +60,21 @@ function sameToken(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+/** The state message's parts, checked against its header. */
+function movedContents(message: PeerMessage): MovedContents {
+  const h = message.header;
+  if (h.type !== 'state' || h.stateBytes + h.filesBytes !== message.body.length) {
+    throw new TargetError('restore', 'ROAM_ERR_IMAGE_MALFORMED', 'the state message does not add up');
+  }
+  let state: unknown;
+  try {
+    state = JSON.parse(Buffer.from(message.body.subarray(0, h.stateBytes)).toString('utf8'));
+  } catch {
+    throw new TargetError('restore', 'ROAM_ERR_IMAGE_MALFORMED', 'the guest state is not JSON');
+  }
+  return { meta: h.meta, state, files: message.body.subarray(h.stateBytes) };
+}
+
 /** Serves one peer connection (`PeerChannel.accept`): at most one move. */
 export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Promise<void> {
   let offer: OfferMessage;
@@ -88,10 +103,10 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Prom
   let guest: Guest | WasmGuest | undefined;
   let step: MigrationStep = 'offer';
   // Milliseconds per step on this side: prepare (the sandbox, before the accept), precopy (until
-  // the first final page message has arrived whole), apply (from there until the state message
-  // has: decompressing and copying the final pages, receiving the rest), state (its JSON parsed),
-  // assemble (the guest rebuilt, frozen), commit (the proxy's round trip), resume (adopt, resume,
-  // the word to the source).
+  // the state message has arrived: pre-copy rounds, the freeze), state (its JSON parsed and the
+  // guest's host side rebuilt, while the final pages keep coming), apply (until the end of the
+  // final pages: received and copied, or decompressed), assemble (the sandbox attached: the guest
+  // is whole, frozen), commit (the proxy's round trip), resume (adopt, resume, the word to the source).
   const timings: Record<string, number> = {};
   let t = performance.now();
   const lap = (key: string): void => {
@@ -115,41 +130,34 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Prom
     await channel.send({ type: 'accept', migrationId, prepareMs: performance.now() - t });
     lap('prepare');
 
+    // Pre-copy rounds until the freeze; then the state, the final pages and their end.
     step = 'precopy';
-    let state: PeerMessage | undefined;
-    while (!state) {
+    let finalPages = 0;
+    const network = ctx.network(offer.guestId);
+    for (;;) {
       const message = await channel.next(timeout * 4, 'memory pages');
       const h = message.header;
-      if (h.type === 'pages') {
-        if (h.final && step !== 'transfer') {
-          step = 'transfer';
-          lap('precopy');
-        }
+      if (h.type === 'pages' && h.final === (step === 'transfer')) {
+        finalPages += h.final ? h.count : 0;
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
-      } else if (h.type === 'state') {
-        state = message;
+      } else if (h.type === 'state' && step === 'precopy') {
+        lap('precopy');
+        step = 'restore'; // what goes wrong here is the guest's state
+        await landing.state(movedContents(message), network);
+        step = 'transfer';
+        lap('state');
+      } else if (h.type === 'end' && step === 'transfer') {
+        if (h.pages !== finalPages) {
+          throw new TargetError('transfer', 'ROAM_ERR_PEER_PROTOCOL', `${finalPages} final pages came of ${h.pages}`);
+        }
         lap('apply');
+        break;
       } else if (h.type === 'fail') throw new TargetError(step, h.code, `the source gave up: ${h.message}`);
-      else throw new TargetError(step, 'ROAM_ERR_PEER_PROTOCOL', `unexpected ${h.type} during the transfer`);
+      else throw new TargetError(step, 'ROAM_ERR_PEER_PROTOCOL', `unexpected ${h.type} during the ${step}`);
     }
 
     step = 'restore';
-    const h = state.header;
-    if (h.type !== 'state' || h.stateBytes + h.filesBytes !== state.body.length) {
-      throw new TargetError('restore', 'ROAM_ERR_IMAGE_MALFORMED', 'the state message does not add up');
-    }
-    let stateJson: unknown;
-    try {
-      stateJson = JSON.parse(Buffer.from(state.body.subarray(0, h.stateBytes)).toString('utf8'));
-    } catch {
-      throw new TargetError('restore', 'ROAM_ERR_IMAGE_MALFORMED', 'the guest state is not JSON');
-    }
-    lap('state');
-    const network = ctx.network(offer.guestId);
-    guest = await landing.assemble(
-      { meta: h.meta, state: stateJson, files: state.body.subarray(h.stateBytes) },
-      network,
-    );
+    guest = await landing.assemble();
     landing = undefined; // the guest owns what it prepared
     lap('assemble');
     const t0 = performance.now();
