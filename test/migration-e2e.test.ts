@@ -46,6 +46,11 @@ test('a guest moves between hosts 6 times while a client talks to it: nothing lo
   assert.equal(guests.body[0]?.hostName, where);
   const events = await proxy.api<Array<{ kind: string }>>('GET', '/api/events?limit=1000');
   assert.equal(events.body.filter((e) => e.kind === 'migration.completed').length, 6);
+  // Each host moved the guest to the other three times: after the first, on the connection kept.
+  for (const host of [a, b]) {
+    const kept = host.output().match(/took records in \(move [\w-]+, on a kept peer connection\)/g) ?? [];
+    assert.equal(kept.length, 2, host.output());
+  }
 });
 
 test('`roam migrate` shows the progress and the pause; `roam host drain` and SIGTERM move guests away with their connections', async (t) => {

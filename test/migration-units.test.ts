@@ -26,6 +26,7 @@ import {
 } from '../src/migration/peer-wire.js';
 import { WASM_BASE, prepareLanding } from '../src/migration/movable.js';
 import { PeerChannel } from '../src/migration/peer-channel.js';
+import { PeerPool } from '../src/migration/peer-pool.js';
 import { acceptMove, type TargetContext } from '../src/migration/target.js';
 import type { TunnelNetwork } from '../src/controller/tunnel-network.js';
 import type { RoamError } from '../src/errors.js';
@@ -658,6 +659,70 @@ describe('the spare sandbox a target keeps for the next move', () => {
       plain.dispose();
     } finally {
       spare.close();
+    }
+  });
+});
+
+describe('peer connections kept between moves', () => {
+  /** A loopback connection: the source's channel, and the target's end of it. */
+  const pair = async (server: net.Server): Promise<{ channel: PeerChannel; far: net.Socket }> => {
+    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+    const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await once(socket, 'connect');
+    const [far] = await accepted;
+    return { channel: PeerChannel.connected(socket), far };
+  };
+
+  it('hands a kept connection to the next move there once, and never one the target closed', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const pool = new PeerPool();
+    try {
+      const one = await pair(server);
+      pool.give('b:1', one.channel);
+      assert.equal(pool.take('a:1'), undefined, 'kept per target');
+      assert.equal(pool.take('b:1'), one.channel);
+      assert.equal(pool.take('b:1'), undefined, 'handed out once');
+
+      // The target closes a kept connection: the pool does not hand it out.
+      pool.give('b:1', one.channel);
+      one.far.end();
+      await once(one.channel.socket, 'close');
+      assert.equal(pool.take('b:1'), undefined);
+
+      // One per target: a second one given closes the first.
+      const two = await pair(server);
+      const three = await pair(server);
+      pool.give('b:1', two.channel);
+      pool.give('b:1', three.channel);
+      await once(two.far, 'end');
+      assert.equal(pool.size, 1);
+      assert.equal(pool.take('b:1'), three.channel);
+      three.channel.destroy();
+    } finally {
+      pool.close();
+      server.close();
+    }
+  });
+
+  it('closes a connection left idle, and all of them on close', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const pool = new PeerPool(20);
+    try {
+      const idle = await pair(server);
+      pool.give('b:1', idle.channel);
+      await once(idle.far, 'end'); // the pool let it go
+      assert.equal(pool.take('b:1'), undefined);
+      const kept = await pair(server);
+      const longPool = new PeerPool(60_000);
+      longPool.give('c:1', kept.channel);
+      longPool.close();
+      await once(kept.far, 'end');
+      assert.equal(longPool.size, 0);
+    } finally {
+      pool.close();
+      server.close();
     }
   });
 });

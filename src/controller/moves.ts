@@ -10,11 +10,12 @@ import type { WasmGuest } from '../wasm/guest.js';
 import type { MoveSource } from '../migration/movable.js';
 import type { HostGuest } from './hosted.js';
 import { migrateOut, type Decision, type MoveResult } from '../migration/source.js';
-import { acceptMove, type Expectation } from '../migration/target.js';
+import { serveMoves, type Expectation } from '../migration/target.js';
 import type { ControlMessage, MigrateInMessage, MigrateMessage, MigrationStep } from '../wire/index.js';
 import type { TunnelNetwork } from './tunnel-network.js';
 import { CodecChooser, ShadowBuffers, formatTimings } from '../migration/pages.js';
 import { PeerChannel } from '../migration/peer-channel.js';
+import { PeerPool } from '../migration/peer-pool.js';
 import { SpareSandbox } from '../migration/spare.js';
 
 /** A move the proxy announced is good for this long without an offer. */
@@ -56,6 +57,8 @@ export class Moves {
   private readonly spare = new SpareSandbox();
   /** The last move's pre-copy shadow, kept warm for the next move out (a drain makes several). */
   private readonly shadows = new ShadowBuffers();
+  /** Peer connections to targets, kept open between moves. */
+  private readonly peers = new PeerPool();
 
   constructor(private readonly host: MoveHost) {}
 
@@ -66,22 +69,26 @@ export class Moves {
       const { socket } = channel;
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
-      void acceptMove(channel, {
-        expectation: (id) => this.takeExpectation(id),
-        network: (guestId) => this.host.network(guestId),
-        commit: (migrationId, streams) => this.decide(migrationId, { type: 'migrateCommit', migrationId, streams }),
-        adopt: (guest, network) => this.host.adopt(guest, network),
-        sandbox: (limits, need) => this.spare.take(limits, need),
-        failed: (migrationId, step, err) =>
-          this.host.control({
-            type: 'migrateFailed',
-            migrationId,
-            step,
-            code: 'ROAM_ERR_MIGRATION',
-            message: err.message,
-          }),
-        log: (line) => this.host.log(line),
-      }).finally(() => this.spare.refillSoon()); // the move that may have taken it is over
+      void serveMoves(
+        channel,
+        {
+          expectation: (id) => this.takeExpectation(id),
+          network: (guestId) => this.host.network(guestId),
+          commit: (migrationId, streams) => this.decide(migrationId, { type: 'migrateCommit', migrationId, streams }),
+          adopt: (guest, network) => this.host.adopt(guest, network),
+          sandbox: (limits, need) => this.spare.take(limits, need),
+          failed: (migrationId, step, err) =>
+            this.host.control({
+              type: 'migrateFailed',
+              migrationId,
+              step,
+              code: 'ROAM_ERR_MIGRATION',
+              message: err.message,
+            }),
+          log: (line) => this.host.log(line),
+        },
+        () => this.spare.refillSoon(), // the move that may have taken it is over
+      );
     });
     this.server = server;
     return new Promise((resolve, reject) => {
@@ -126,6 +133,7 @@ export class Moves {
   close(): void {
     this.spare.close();
     this.shadows.close();
+    this.peers.close();
     this.server?.close();
     for (const socket of this.sockets) socket.destroy();
     for (const { timer } of this.expected.values()) clearTimeout(timer);
@@ -194,6 +202,7 @@ export class Moves {
         guest: hosted.movable,
         codecs,
         shadows: this.shadows,
+        peers: this.peers,
         progress: (update) =>
           this.host.control({ type: 'migrateProgress', migrationId: message.migrationId, ...update }),
         abort: (step: MigrationStep, err: Error) => {

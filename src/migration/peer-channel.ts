@@ -87,6 +87,11 @@ export class PeerChannel {
     return this.failure !== undefined;
   }
 
+  /** Open, with nothing received that no one has taken and no one waiting: a move may start on it. */
+  get idle(): boolean {
+    return this.failure === undefined && this.inbox.length === 0 && this.waiter === undefined;
+  }
+
   /**
    * Sends a message (its body one buffer or parts that follow each other); resolves once the
    * message before it has gone to the kernel, so at most two are queued: the next one is made
@@ -141,8 +146,11 @@ export class PeerChannel {
     );
   }
 
-  /** From now on, bodies `sinkFor` takes go to their sink as they arrive (see `PeerDecoder`). */
-  streamBodies(sinkFor: SinkChooser): void {
+  /**
+   * From now on, bodies `sinkFor` takes go to their sink as they arrive (see `PeerDecoder`);
+   * `undefined` ends that (the move it wrote for is over).
+   */
+  streamBodies(sinkFor: SinkChooser | undefined): void {
     this.decoder.sinkFor = sinkFor;
   }
 

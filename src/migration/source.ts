@@ -13,6 +13,7 @@ import { ROAM_VERSION } from '../version.js';
 import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, type ShadowBuffers, packPages, viewPages } from './pages.js';
 import type { MoveSource } from './movable.js';
 import { PeerChannel } from './peer-channel.js';
+import type { PeerPool } from './peer-pool.js';
 import type { PeerHeader } from './peer-wire.js';
 
 /**
@@ -54,6 +55,8 @@ export interface SourceContext {
   codecs?: CodecChooser;
   /** Where the pre-copy shadow's buffer comes from and goes back to (a fresh one per move without). */
   shadows?: ShadowBuffers;
+  /** Connections to targets kept open between moves (a new one per move without). */
+  peers?: PeerPool;
 }
 
 export interface MoveResult {
@@ -197,8 +200,11 @@ async function moveOut(
     }
     return pages;
   };
-  // The connection is on its way while the shadow is made (a copy of the base, milliseconds).
-  const connecting = connectPeer(message.target.address, message.target.peerPort, timeout);
+  // A connection kept from a move before, or one on its way while the shadow is made.
+  const target = `${message.target.address}:${message.target.peerPort}`;
+  const kept = ctx.peers?.take(target);
+  const connect = (): Promise<PeerChannel> => connectPeer(message.target.address, message.target.peerPort, timeout);
+  const connecting = kept ? Promise.resolve(kept) : connect();
   connecting.catch(() => {}); // awaited below; a failure there is the connect step's
   let shadow: PageShadow;
   /** Asked for, and worth it: all of memory would take longer to send than the tail pre-copy leaves. */
@@ -234,11 +240,12 @@ async function moveOut(
   try {
     // Steps 2-3: the direct connection, and the target's ack (its sandbox is ready when it says so).
     channel = await step('connect', () => connecting);
+    channel.bytesSent = 0; // (a kept connection counts its earlier moves' too)
     let t = add('connect', t0);
     ctx.progress({ step: 'connect' });
-    await step('offer', async () => {
+    const offerOn = async (peer: PeerChannel): Promise<void> => {
       const memory = source.memoryView();
-      await (channel as PeerChannel).send(
+      await peer.send(
         {
           type: 'offer',
           migrationId: message.migrationId,
@@ -252,11 +259,30 @@ async function moveOut(
         },
         offer.body,
       );
-      const answer = await (channel as PeerChannel).next(timeout, 'answer to the offer');
+      const answer = await peer.next(timeout, 'answer to the offer');
       if (answer.header.type === 'fail')
         throw new RoamError('ROAM_ERR_MIGRATION', `the target refused: ${answer.header.message}`);
       if (answer.header.type !== 'accept')
         throw new RoamError('ROAM_ERR_PEER_PROTOCOL', `expected accept, got ${answer.header.type}`);
+    };
+    const connected = channel;
+    channel = await step('offer', async () => {
+      try {
+        await offerOn(connected);
+        return connected;
+      } catch (err) {
+        // A kept connection that the target closed meanwhile: once more, on a new one.
+        if (!kept || !connected.closed) throw err;
+        connected.destroy();
+        const fresh = await connect();
+        try {
+          await offerOn(fresh);
+        } catch (again) {
+          fresh.destroy();
+          throw again;
+        }
+        return fresh;
+      }
     });
     t = add('offer', t);
 
@@ -391,7 +417,9 @@ async function moveOut(
     // The pause ends when the target says the guest runs; its word may come just after the proxy's.
     const resumedAt = first.kind === 'resumed' ? first.at : await resumed.catch(() => undefined);
     if (resumedAt !== undefined) timings['wait'] = resumedAt - t;
-    channel.close();
+    // At rest (the target waits for another offer on it): kept for the next move there.
+    if (resumedAt !== undefined && ctx.peers) ctx.peers.give(target, channel);
+    else channel.close();
     return result('moved', resumedAt === undefined ? null : resumedAt - frozenAt);
   } catch (err) {
     const failed = err instanceof StepError ? err : new StepError('transfer', err as Error);

@@ -14,6 +14,7 @@ import type { MigrationStep } from '../wire/index.js';
 import { prepareLanding, type Landing, type MovedContents, type SandboxMaker } from './movable.js';
 import { formatTimings, pageSink } from './pages.js';
 import type { PeerChannel } from './peer-channel.js';
+import { TARGET_IDLE_MS } from './peer-pool.js';
 import type { OfferMessage, PeerMessage } from './peer-wire.js';
 import type { Decision } from './source.js';
 
@@ -75,16 +76,42 @@ function movedContents(message: PeerMessage): MovedContents {
   return { meta: h.meta, state, files: message.body.subarray(h.stateBytes) };
 }
 
-/** Serves one peer connection (`PeerChannel.accept`): at most one move. */
-export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Promise<void> {
+/**
+ * Serves a peer connection (`PeerChannel.accept`): one move after another, for as long as the
+ * source keeps it open between them (peer-pool.ts) and sends an offer within TARGET_IDLE_MS.
+ * `moveOver` is called after each move (or wait for one) is over.
+ */
+export async function serveMoves(channel: PeerChannel, ctx: TargetContext, moveOver: () => void): Promise<void> {
+  for (let first = true; ; first = false) {
+    const again = await acceptMove(channel, ctx, first);
+    moveOver();
+    if (!again) return;
+  }
+}
+
+/**
+ * Serves one move on `channel`; resolves with whether the connection can carry another (the move
+ * went through). `first`: the connection is new, and its offer is due at once.
+ */
+export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first = true): Promise<boolean> {
   let offer: OfferMessage;
   let offerBody: Uint8Array;
   let expected: Expectation | undefined;
   try {
-    const first = await channel.next(OFFER_TIMEOUT_MS, 'offer');
-    if (first.header.type !== 'offer') throw new Error(`expected an offer, got ${first.header.type}`);
-    offer = first.header;
-    offerBody = first.body;
+    let next: PeerMessage;
+    try {
+      next = await channel.next(first ? OFFER_TIMEOUT_MS : TARGET_IDLE_MS, 'offer');
+    } catch (err) {
+      // A kept connection that the source closed, or left idle: let it go without a word.
+      if (!first) {
+        channel.close();
+        return false;
+      }
+      throw err;
+    }
+    if (next.header.type !== 'offer') throw new Error(`expected an offer, got ${next.header.type}`);
+    offer = next.header;
+    offerBody = next.body;
     expected = ctx.expectation(offer.migrationId);
     if (!expected || !sameToken(expected.token, offer.token) || expected.guestId !== offer.guestId) {
       throw new Error('no such move was announced by the proxy, or the token is wrong');
@@ -95,7 +122,7 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Prom
       .send({ type: 'fail', step: 'offer', code: 'ROAM_ERR_UNAUTHORIZED', message: (err as Error).message })
       .catch(() => {});
     channel.close();
-    return;
+    return false;
   }
   const { migrationId } = offer;
   const timeout = expected.stepTimeoutMs;
@@ -171,7 +198,7 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Prom
       guest.stop('killed', 0);
       channel.destroy();
       ctx.log(`move ${migrationId} of ${offer.name} was aborted by the proxy; dropped the copy here`);
-      return;
+      return false;
     }
     step = 'resume';
     ctx.adopt(guest, network);
@@ -179,8 +206,10 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Prom
     await reach('migrate.target.afterResume');
     await channel.send({ type: 'resumed', restoreMs: performance.now() - t0 }).catch(() => {});
     lap('resume');
-    ctx.log(`took ${offer.name} in (move ${migrationId}); ms: ${formatTimings(timings)}`);
-    channel.close();
+    const kept = first ? '' : ', on a kept peer connection';
+    ctx.log(`took ${offer.name} in (move ${migrationId}${kept}); ms: ${formatTimings(timings)}`);
+    channel.streamBodies(undefined);
+    return true;
   } catch (err) {
     const code = err instanceof TargetError ? err.code : isRoamError(err) ? err.code : 'ROAM_ERR_MIGRATION';
     const failedStep = err instanceof TargetError ? err.step : step;
@@ -191,5 +220,6 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext): Prom
     ctx.failed(migrationId, failedStep, new RoamError('ROAM_ERR_MIGRATION', `${code}: ${message}`));
     await channel.send({ type: 'fail', step: failedStep, code, message: message.slice(0, 16_000) }).catch(() => {});
     channel.close();
+    return false;
   }
 }
