@@ -202,9 +202,12 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
     }
     step = 'resume';
     ctx.adopt(guest, network);
+    // The word goes first, then the guest runs: its first turn handles what was held during the
+    // pause (the guest's work, not the move's), and the word takes longer to arrive than that.
+    const word = channel.send({ type: 'resumed', restoreMs: performance.now() - t0 }).catch(() => {});
     guest.resume();
     await reach('migrate.target.afterResume');
-    await channel.send({ type: 'resumed', restoreMs: performance.now() - t0 }).catch(() => {});
+    await word;
     lap('resume');
     const kept = first ? '' : ', on a kept peer connection';
     ctx.log(`took ${offer.name} in (move ${migrationId}${kept}); ms: ${formatTimings(timings)}`);
