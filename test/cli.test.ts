@@ -23,7 +23,7 @@ test('usage errors exit 64 with a message; a missing program exits 66', async ()
     [
       ['guest', 'run', 'examples/counter.ts', '--checkpoint-after', 'soon', '--out', 'x'],
       64,
-      /invalid duration "soon"/,
+      /invalid --checkpoint-after "soon": use a number with ms, s, m, h or d/,
     ],
     [['guest', 'run', 'examples/counter.ts', '--memory-limit', 'lots'], 64, /invalid size "lots"/],
     [['guest', 'run', 'does-not-exist.js'], 66, /cannot read does-not-exist.js/],

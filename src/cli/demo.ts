@@ -152,7 +152,7 @@ function statusLine(stats: ClientStats, where: string, moves: number): string {
 }
 
 async function runDemo(opts: DemoOptions): Promise<void> {
-  const moveEveryMs = parseDuration(opts.moveEvery);
+  const moveEveryMs = parseDuration(opts.moveEvery, '--move-every');
   const maxMoves = opts.moves === undefined ? undefined : Number(opts.moves);
   if (maxMoves !== undefined && (!Number.isInteger(maxMoves) || maxMoves < 0))
     throw new RoamError('ROAM_ERR_USAGE', '--moves must be a whole number');

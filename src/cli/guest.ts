@@ -27,7 +27,7 @@ function printLog(record: LogRecord): void {
 function limitsFrom(opts: CommonOptions): Partial<SandboxLimits> {
   const limits: Partial<SandboxLimits> = {};
   if (opts.memoryLimit) limits.memoryBytes = parseBytes(opts.memoryLimit);
-  if (opts.cpuBudget) limits.cpuBudgetMs = parseDuration(opts.cpuBudget);
+  if (opts.cpuBudget) limits.cpuBudgetMs = parseDuration(opts.cpuBudget, '--cpu-budget');
   return limits;
 }
 
@@ -37,7 +37,7 @@ function checkpointPlan(opts: CommonOptions): { afterMs: number; out: string } |
     return undefined;
   }
   if (!opts.out) throw new RoamError('ROAM_ERR_USAGE', '--checkpoint-after needs --out IMAGE');
-  return { afterMs: parseDuration(opts.checkpointAfter), out: opts.out };
+  return { afterMs: parseDuration(opts.checkpointAfter, '--checkpoint-after'), out: opts.out };
 }
 
 /** Writes the file whole or not at all (a reader never sees half an image). */

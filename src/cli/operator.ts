@@ -23,6 +23,7 @@ import type {
 } from '../proxy/view.js';
 import type { PolicyStatus } from '../proxy/control-plane.js';
 import { DEFAULT_API, connect, type ApiFlags } from './api-client.js';
+import { parseDuration } from './duration.js';
 import { eventLine, guestsTable, hostsTable, placement } from './operator-view.js';
 import { Progress, style } from './style.js';
 
@@ -245,13 +246,6 @@ async function stop(name: string, opts: ApiFlags & { json?: boolean }): Promise<
 }
 
 /** `90s`, `10m`, `2h`, `1d` or plain milliseconds. */
-export function parseDuration(text: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
-  if (!m?.[1]) throw usage(`invalid ${flag} "${text}": use a duration such as 90s, 10m or 2h`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
-  return Math.round(Number(m[1]) * unit);
-}
-
 async function showPolicy(opts: ApiFlags & { json?: boolean }): Promise<void> {
   const status = await connect(opts).get<PolicyStatus>('api/policy');
   if (opts.json) {
