@@ -26,7 +26,7 @@ import {
 } from '../src/migration/peer-wire.js';
 import { WASM_BASE, prepareLanding } from '../src/migration/movable.js';
 import { PeerChannel } from '../src/migration/peer-channel.js';
-import { PeerPool } from '../src/migration/peer-pool.js';
+import { PeerPool, onKeptOrNew } from '../src/migration/peer-pool.js';
 import { acceptMove, type TargetContext } from '../src/migration/target.js';
 import type { TunnelNetwork } from '../src/controller/tunnel-network.js';
 import type { RoamError } from '../src/errors.js';
@@ -701,6 +701,59 @@ describe('peer connections kept between moves', () => {
       three.channel.destroy();
     } finally {
       pool.close();
+      server.close();
+    }
+  });
+
+  it('offers once more on a new connection when the target had closed the kept one, and only then', async () => {
+    // The target's side: each connection, in turn, is closed at once or answers its first message.
+    const plan: Array<PeerHeader | 'close'> = [];
+    const server = net.createServer((socket) => {
+      const step = plan.shift();
+      if (step === 'close' || step === undefined) return void socket.destroy();
+      const target = PeerChannel.accept(socket);
+      void target.next(5000, 'offer').then(
+        () => target.send(step),
+        () => {},
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const accept: PeerHeader = { type: 'accept', migrationId: 'm1', prepareMs: 0 };
+    const offer = async (channel: PeerChannel): Promise<void> => {
+      await channel.send({ type: 'resumed', restoreMs: 0 }); // any message: the target answers it
+      const answer = await channel.next(5000, 'answer');
+      if (answer.header.type === 'fail') throw new Error(`refused: ${answer.header.message}`);
+    };
+    const made: PeerChannel[] = [];
+    const connect = async (): Promise<PeerChannel> => {
+      const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      await once(socket, 'connect');
+      made.push(PeerChannel.connected(socket));
+      return made[made.length - 1] as PeerChannel;
+    };
+    try {
+      // Kept, and closed by the target as the offer goes out: once more, on a new connection.
+      plan.push('close', accept);
+      const kept = await connect();
+      const used = await onKeptOrNew(kept, true, connect, offer);
+      assert.equal(made.length, 2, 'one new connection');
+      assert.equal(used, made[1]);
+      used.destroy();
+
+      // The same on a connection that was not kept: its failure is the offer's.
+      plan.push('close', accept);
+      await assert.rejects(onKeptOrNew(await connect(), false, connect, offer), /closed/);
+      assert.equal(made.length, 3, 'no new connection for a first offer');
+
+      // Kept and open, and the target says no: that answer stands.
+      plan.length = 0;
+      plan.push({ type: 'fail', step: 'offer', code: 'ROAM_ERR_UNAUTHORIZED', message: 'no such move' }, accept);
+      const open = await connect();
+      await assert.rejects(onKeptOrNew(open, true, connect, offer), /refused: no such move/);
+      assert.equal(made.length, 4, 'no new connection after an answer');
+      open.destroy();
+    } finally {
+      for (const c of made) c.destroy();
       server.close();
     }
   });

@@ -7,7 +7,7 @@
  * the target checks against the move the proxy announced (target.ts). The target serves one move
  * after another on a kept connection and closes it after TARGET_IDLE_MS without an offer, longer
  * than a source keeps it, so that a source rarely offers on a connection the target is closing
- * (and when it does, source.ts opens a new one and offers again).
+ * (and when it does, `onKeptOrNew` offers again on a new one).
  */
 import type { PeerChannel } from './peer-channel.js';
 
@@ -64,5 +64,34 @@ export class PeerPool {
       channel.close();
     }
     this.idle.clear();
+  }
+}
+
+/**
+ * Runs `use` (an offer and its answer) on `channel`. If `channel` was `kept` from an earlier move
+ * and the target had closed it meanwhile, runs it once more on a new connection (nothing was
+ * frozen yet, and the target took nothing from a connection it closed). Resolves with the
+ * connection it went through on.
+ */
+export async function onKeptOrNew(
+  channel: PeerChannel,
+  kept: boolean,
+  connect: () => Promise<PeerChannel>,
+  use: (channel: PeerChannel) => Promise<void>,
+): Promise<PeerChannel> {
+  try {
+    await use(channel);
+    return channel;
+  } catch (err) {
+    if (!kept || !channel.closed) throw err;
+    channel.destroy();
+    const fresh = await connect();
+    try {
+      await use(fresh);
+    } catch (again) {
+      fresh.destroy();
+      throw again;
+    }
+    return fresh;
   }
 }

@@ -13,7 +13,7 @@ import { ROAM_VERSION } from '../version.js';
 import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, type ShadowBuffers, packPages, viewPages } from './pages.js';
 import type { MoveSource } from './movable.js';
 import { PeerChannel } from './peer-channel.js';
-import type { PeerPool } from './peer-pool.js';
+import { onKeptOrNew, type PeerPool } from './peer-pool.js';
 import type { PeerHeader } from './peer-wire.js';
 
 /**
@@ -266,24 +266,7 @@ async function moveOut(
         throw new RoamError('ROAM_ERR_PEER_PROTOCOL', `expected accept, got ${answer.header.type}`);
     };
     const connected = channel;
-    channel = await step('offer', async () => {
-      try {
-        await offerOn(connected);
-        return connected;
-      } catch (err) {
-        // A kept connection that the target closed meanwhile: once more, on a new one.
-        if (!kept || !connected.closed) throw err;
-        connected.destroy();
-        const fresh = await connect();
-        try {
-          await offerOn(fresh);
-        } catch (again) {
-          fresh.destroy();
-          throw again;
-        }
-        return fresh;
-      }
-    });
+    channel = await step('offer', () => onKeptOrNew(connected, kept !== undefined, connect, offerOn));
     t = add('offer', t);
 
     // Pre-copy: while the guest runs, send what changed since the last round.
