@@ -1,6 +1,7 @@
 /**
- * One peer connection of a move, as messages: `send` respects the socket's backpressure, `next`
- * waits for the next message with a deadline. Owns the socket; `close()` ends it.
+ * A peer connection (one move, or several one after another: peer-pool.ts), as messages: `send`
+ * respects the socket's backpressure, `next` waits for the next message with a deadline. Owns the
+ * socket; `close()` ends it.
  */
 import { Buffer } from 'node:buffer';
 import type net from 'node:net';
@@ -47,7 +48,7 @@ export class PeerChannel {
    * A channel on a connection the peer port accepted (a target's: it reads the whole guest). Its
    * socket reads into one buffer, reused (src/common/own-reads.ts): the decoder copies every byte
    * out (pages into the landing's memory), so no read needs a buffer of its own. (Reading plain
-   * pages straight into that memory instead was slower: see BENCHMARKS.md, migration, session 8.)
+   * pages straight into that memory instead was no faster: BENCHMARKS.md, migration, sessions 8-9.)
    * Use `channel.socket`, not `accepted`, from then on.
    */
   static accept(accepted: net.Socket): PeerChannel {
