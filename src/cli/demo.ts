@@ -22,6 +22,7 @@ import { DemoClient, type ClientStats } from './demo-client.js';
 import { canUseNamespaces, createDemoCgroups, createDemoNetwork, type DemoNetwork } from './demo-network.js';
 import { parseDuration } from './duration.js';
 import { style } from './style.js';
+import { formatMs } from './table.js';
 
 const HOSTS = ['host-a', 'host-b', 'host-c'];
 const LOADED = 'host-a';
@@ -332,7 +333,7 @@ async function runDemo(opts: DemoOptions): Promise<void> {
     out(`  commands   ./bin/roam ps --api ${base} --admin-token-file ${tokenFile}   (also hosts, events -f, migrate)`);
     out(`  logs       ${dir}/*.log`);
     out(
-      `Moving records by hand every ${moveEveryMs < 1000 ? `${moveEveryMs} ms` : `${moveEveryMs / 1000} s`}${opts.load ? `; ${LOADED} is loaded, so the control plane may move guests too` : ''}. Ctrl-C stops it all.`,
+      `Moving records by hand every ${formatMs(moveEveryMs)}${opts.load ? `; ${LOADED} is loaded, so the control plane may move guests too` : ''}. Ctrl-C stops it all.`,
     );
     out('');
 

@@ -10,8 +10,9 @@
  * in as another moves out) is then written into memory that is already backed: a first write to
  * fresh memory costs about 0.65 ms per MiB on this machine, seven times a warm copy (65 ms for a
  * 64-MiB guest's 100 MiB, the whole "prepare" of a move without pre-copy). Zeroing it costs about
- * a seventh of that (10.5 ms for 100 MiB against 70). (Spares faulted in afresh, as before, kept each host of bench:migrate busy for
- * about 100 ms after every move, and the next move waited on them: BENCHMARKS.md, session 8.)
+ * a seventh of that (10.5 ms for 100 MiB against 70). (Spares faulted in afresh, as before, kept
+ * each host of bench:migrate busy for about 100 ms after every move, and the next move waited on
+ * them: BENCHMARKS.md, session 8.)
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Guest } from '../guest/guest.js';
