@@ -91,9 +91,9 @@ let lastContents: ImageContents | undefined;
 // The target learns the memory size before the source freezes (from the image's header here),
 // so its sandbox is prepared with the memory grown and faulted in, outside the timed restore.
 const expectedBytes = inspectImage(image).memory.byteLength;
+const base = await runtimeTemplate();
 const fullMemory = await (async () => {
-  const { contents } = await decodeImage(image);
-  const base = await runtimeTemplate();
+  const { contents } = await decodeImage(image, { base });
   const flat = new Uint8Array(contents.memory.byteLength);
   restoreMemory(base.snapshot, flat);
   applyPages(contents.memory, flat);
@@ -102,7 +102,7 @@ const fullMemory = await (async () => {
 for (let rep = 0; rep < reps; rep++) {
   // For reference: decoding into a fresh buffer, as a reader of the image without a sandbox does.
   const t0 = performance.now();
-  const { contents } = await decodeImage(image);
+  const { contents } = await decodeImage(image, { base });
   const decodeMs = performance.now() - t0;
 
   const sandbox = await Guest.prepareSandbox(BENCH_LIMITS, expectedBytes);

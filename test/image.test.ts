@@ -4,10 +4,12 @@ import zlib from 'node:zlib';
 import fc from 'fast-check';
 import { compress as lz4Compress } from 'lz4-napi';
 import { RoamError, isRoamError, type RoamErrorCode } from '../src/errors.js';
+import { applyDiffs, diffRecord } from '../src/guest/image/diffs.js';
 import {
   IMAGE_FORMAT_VERSION,
   decodeImage,
   decodeImageInto,
+  decodeImageState,
   encodeImage,
   inspectImage,
   restoreMemory,
@@ -287,10 +289,10 @@ describe('encodeImage / decodeImage round trip', () => {
     assertSameContents(contents, smallContents);
     assert.equal(info.formatVersion, IMAGE_FORMAT_VERSION);
     assert.deepEqual(info.meta, META);
-    assert.deepEqual(info.memory, { byteLength: 4 * PAGE, nonZeroPages: 2, totalPages: 4 });
+    assert.deepEqual(info.memory, { byteLength: 4 * PAGE, nonZeroPages: 2, diffPages: 0, totalPages: 4 });
     assert.deepEqual(
       info.sections.map((s) => s.name),
-      ['pages', 'memory', 'state', 'files'],
+      ['pages', 'memory', 'state', 'files', 'diffs'],
     );
     assert.equal(info.sections[1]?.rawBytes, 2 * PAGE);
     assert.equal(info.totalBytes, smallImage.length);
@@ -338,7 +340,7 @@ describe('encodeImage / decodeImage round trip', () => {
       target.subarray(memory.length).every((b) => b === 0),
       'and everything past it zeroed',
     );
-    assert.deepEqual(Array.from(into.memory.pages), Array.from(contents.memory.pages));
+    assert.equal(into.info.memory.nonZeroPages, contents.memory.pages.length);
     assert.ok(Buffer.from(into.files).equals(contents.files));
   });
 
@@ -403,6 +405,219 @@ describe('encodeImage / decodeImage round trip', () => {
   });
 });
 
+// --- pages stored as diffs against a base -------------------------------------------------------
+
+function flip(bytes: Uint8Array, at: number, xor: number): void {
+  bytes[at] = (bytes[at] ?? 0) ^ xor;
+}
+
+/**
+ * A base of 24 pages (zero, heap-like and random ones) and a memory of 28 built on it: some of the
+ * base's pages changed in a few places (first and last bytes included), one rewritten in full, one
+ * left as it was, one zero page of the base filled, and pages past the base's end.
+ */
+function basedMemory(): { base: Uint8Array; memory: Uint8Array } {
+  const base = mixedMemory(24, 11);
+  const memory = new Uint8Array(28 * PAGE);
+  memory.set(base);
+  const nonZero = (page: number): boolean => base.subarray(page * PAGE, (page + 1) * PAGE).some((b) => b !== 0);
+  const changed = Array.from({ length: 24 }, (_, page) => page).filter(nonZero);
+  const next = rng(3);
+  for (const page of changed.slice(0, -2)) {
+    for (let k = 0; k < 40; k++) flip(memory, page * PAGE + (next() % PAGE), 1 + (next() % 255));
+  }
+  const first = changed[0] ?? 0;
+  flip(memory, first * PAGE, 0xff);
+  flip(memory, first * PAGE + PAGE - 1, 0xff);
+  memory.set(randomBytes(PAGE, 9), (changed.at(-2) ?? 0) * PAGE); // every byte new: stored whole
+  const zero = Array.from({ length: 24 }, (_, page) => page).find((page) => !nonZero(page)) ?? 0;
+  fillHeapPage(memory, zero, rng(4));
+  fillHeapPage(memory, 25, rng(6));
+  memory[27 * PAGE + 5] = 1;
+  return { base, memory };
+}
+
+const BASE_ID = 'runtime-test-base';
+
+function basedContents(): { base: Uint8Array; memory: Uint8Array; contents: ImageContents } {
+  const { base, memory } = basedMemory();
+  return {
+    base,
+    memory,
+    contents: {
+      meta: { ...META, base: BASE_ID },
+      memory: snapshotMemory(memory, base),
+      state: STATE,
+      files: new Uint8Array([4, 5]),
+    },
+  };
+}
+
+describe('diffRecord / applyDiffs', () => {
+  it('turns any base page into any page, in records never larger than the page', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: PAGE, maxLength: PAGE }),
+        fc.array(fc.tuple(fc.nat(PAGE - 1), fc.nat(300), fc.integer({ min: 1, max: 255 })), { maxLength: 60 }),
+        (basePage, edits) => {
+          const page = basePage.slice();
+          for (const [at, length, xor] of edits)
+            for (let i = at; i < Math.min(PAGE, at + length + 1); i++) flip(page, i, xor);
+          const record = diffRecord(7, page, basePage);
+          if (record === undefined) return;
+          assert.ok(record.length - 8 < PAGE);
+          const memory = new Uint8Array(9 * PAGE);
+          memory.set(basePage, 7 * PAGE);
+          applyDiffs(record, memory, (index) => index * PAGE);
+          assert.ok(Buffer.from(memory.subarray(7 * PAGE, 8 * PAGE)).equals(page));
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('leaves out pages equal to their base and pages that changed everywhere', () => {
+    const basePage = randomBytes(PAGE, 1);
+    assert.equal(diffRecord(0, basePage.slice(), basePage), undefined);
+    assert.equal(diffRecord(0, randomBytes(PAGE, 2), basePage), undefined);
+    const page = basePage.slice();
+    flip(page, 1000, 1);
+    assert.equal(diffRecord(0, page, basePage)?.length, 8 + 4 + 4, 'one word-aligned run of 4 bytes');
+  });
+});
+
+describe('pages stored as diffs against a base', () => {
+  it('stores the base pages that changed little as diffs, and round-trips with the base', async () => {
+    const { base, memory, contents } = basedContents();
+    const image = await encodeImage(contents, { base: { id: BASE_ID, full: base } });
+    const { info, contents: decoded } = await decodeImage(image, { base: { id: BASE_ID, full: base } });
+    assertSameContents(decoded, contents);
+    assert.ok(info.memory.diffPages >= 10, `only ${info.memory.diffPages} pages as diffs`);
+    assert.equal(info.memory.nonZeroPages + info.memory.diffPages, contents.memory.pages.length);
+    assert.ok(
+      info.memory.nonZeroPages >= 4,
+      'the rewritten page, the filled zero page and those past the base stay whole',
+    );
+    const diffs = info.sections[4];
+    assert.equal(diffs?.name, 'diffs');
+    assert.equal(diffs.encoding, 'none', 'LZ4 (the default) leaves diffs as they are');
+    assert.ok(diffs.rawBytes < info.memory.diffPages * PAGE * 0.1, `diffs of ${diffs.rawBytes} bytes`);
+
+    // Straight into a memory that holds the base: exactly the guest's memory comes out.
+    const target = new Uint8Array(memory.length);
+    target.set(base);
+    await decodeImageInto(image, () => target);
+    assert.ok(Buffer.from(target).equals(memory));
+
+    // Without its base the memory cannot be made, but everything else can.
+    await rejectsWith(decodeImage(image), 'ROAM_ERR_IMAGE_VERSION', /stored against base runtime-test-base/);
+    await rejectsWith(
+      decodeImage(image, { base: { id: 'runtime-other', full: base } }),
+      'ROAM_ERR_IMAGE_VERSION',
+      /this Roam's base is runtime-other/,
+    );
+    const parts = await decodeImageState(image);
+    assert.deepEqual(parts.state, JSON.parse(JSON.stringify(STATE)));
+    assert.deepEqual(Array.from(parts.files), [4, 5]);
+  });
+
+  it('packs diffs with deflate, stores whole pages without a base, and refuses a base of another id', async () => {
+    const { base, contents } = basedContents();
+    const full = { id: BASE_ID, full: base };
+    const deflated = await encodeImage(contents, { level: 6, base: full });
+    const { info, contents: decoded } = await decodeImage(deflated, { base: full });
+    assertSameContents(decoded, contents);
+    assert.equal(info.sections[4]?.encoding, 'deflate-raw');
+
+    const plain = await encodeImage(contents);
+    const plainInfo = inspectImage(plain);
+    assert.equal(plainInfo.memory.diffPages, 0);
+    assertSameContents((await decodeImage(plain)).contents, contents);
+
+    await rejectsWith(encodeImage(contents, { base: { id: 'runtime-other', full: base } }), 'ROAM_ERR_USAGE', /base/);
+  });
+
+  it('still decodes version 1 images (no diffs section)', async () => {
+    const contents = contentsOf(mixedMemory(20, 8));
+    const parts = split(await encodeImage(contents));
+    const header = structuredClone(parts.header);
+    delete header.memory.diffPages;
+    header.sections = header.sections.filter((s) => s.name !== 'diffs');
+    let offset = 0;
+    for (const s of header.sections) {
+      s.offset = offset;
+      offset += s.storedBytes;
+    }
+    const payload = Buffer.concat(header.sections.map((s) => parts.sections[s.name]));
+    const v1 = frame(new TextEncoder().encode(JSON.stringify(header)), payload, 1);
+    const { info, contents: decoded } = await decodeImage(v1);
+    assert.equal(info.formatVersion, 1);
+    assert.equal(info.memory.diffPages, 0);
+    assertSameContents(decoded, contents);
+    // A version 1 header with a diffs section, or a version 2 one without, is refused.
+    const v1WithDiffs = frame(
+      new TextEncoder().encode(JSON.stringify(parts.header)),
+      Buffer.concat(Object.values(parts.sections)),
+      1,
+    );
+    await rejectsWith(decodeImage(v1WithDiffs), 'ROAM_ERR_IMAGE_MALFORMED', /5 sections in a version 1 image/);
+    await rejectsWith(
+      decodeImage(frame(new TextEncoder().encode(JSON.stringify(header)), payload)),
+      'ROAM_ERR_IMAGE_MALFORMED',
+      /4 sections in a version 2 image/,
+    );
+  });
+
+  it('refuses diffs that are damaged, doubled or out of place', async () => {
+    const { base, contents } = basedContents();
+    const full = { id: BASE_ID, full: base };
+    const image = await encodeImage(contents, { level: 0, base: full });
+    const expect = async (mutate: (parts: Parts, records: Uint8Array) => void, pattern: RegExp): Promise<void> => {
+      const parts = split(image);
+      const records = parts.sections.diffs.slice();
+      mutate(parts, records);
+      parts.sections.diffs = records;
+      const damaged = join(parts);
+      await rejectsWith(decodeImage(damaged, { base: full }), 'ROAM_ERR_IMAGE_MALFORMED', pattern);
+      const target = new Uint8Array(28 * PAGE);
+      target.set(base);
+      await rejectsWith(
+        decodeImageInto(damaged, () => target),
+        'ROAM_ERR_IMAGE_MALFORMED',
+        pattern,
+      );
+    };
+    const u32 = (bytes: Uint8Array, at: number, value: number): void =>
+      new DataView(bytes.buffer, bytes.byteOffset).setUint32(at, value, true);
+    const u16 = (bytes: Uint8Array, at: number, value: number): void =>
+      new DataView(bytes.buffer, bytes.byteOffset).setUint16(at, value, true);
+    const wholePage = contents.memory.pages.find((page) => page >= 24) ?? 0;
+    await expect((_, r) => u32(r, 0, wholePage), /stored twice/);
+    await expect((_, r) => u32(r, 0, 9999), /beyond the memory/);
+    await expect((_, r) => u32(r, 4, 0), /0 runs/);
+    await expect((_, r) => u16(r, 8 + 2, 0xffff), /leave the page|cut off/);
+    await expect((_, r) => {
+      u16(r, 8, 100); // the first run at 100, the second before it
+      u16(r, 12, 0);
+    }, /overlap/);
+    await expect((p, r) => {
+      p.header.memory.diffPages = (p.header.memory.diffPages ?? 0) + 1;
+      void r;
+    }, /holds \d+ pages, the header says/);
+    await expect((p) => {
+      const diffs = section(p, 'diffs');
+      diffs.rawBytes -= 1;
+      diffs.storedBytes -= 1;
+      const last = diffs.chunks.at(-1);
+      if (last) diffs.chunks[diffs.chunks.length - 1] = [last[0] - 1, last[1] - 1];
+      p.sections.diffs = p.sections.diffs.subarray(0, -1);
+    }, /cut off/);
+    await expect((p) => {
+      delete p.header.meta.base;
+    }, /no base/);
+  });
+});
+
 describe('damaged images', () => {
   it('calls every proper prefix truncated', async () => {
     const big = await encodeImage(contentsOf(mixedMemory(24, 8)));
@@ -444,17 +659,17 @@ describe('damaged images', () => {
   });
 
   it('refuses other format versions, naming both', async () => {
-    for (const version of [0, 2, 0xffff]) {
+    for (const version of [0, 3, 0xffff]) {
       const image = smallImage.slice();
       new DataView(image.buffer).setUint16(8, version, true);
       const err = await rejectsWith(decodeImage(image), 'ROAM_ERR_IMAGE_VERSION', /unsupported version/);
       assert.match(err.message, new RegExp(`version ${version}\\b`));
-      assert.match(err.message, new RegExp(`supports version ${IMAGE_FORMAT_VERSION}\\b`));
+      assert.match(err.message, new RegExp(`supports versions 1 and ${IMAGE_FORMAT_VERSION}\\b`));
     }
     // A well-formed image from a future version is refused before its checksum is looked at.
     const { header, sections } = split(smallImage);
-    const future = frame(new TextEncoder().encode(JSON.stringify(header)), Buffer.concat(Object.values(sections)), 2);
-    await rejectsWith(decodeImage(future), 'ROAM_ERR_IMAGE_VERSION', /unsupported version 2/);
+    const future = frame(new TextEncoder().encode(JSON.stringify(header)), Buffer.concat(Object.values(sections)), 3);
+    await rejectsWith(decodeImage(future), 'ROAM_ERR_IMAGE_VERSION', /unsupported version 3/);
   });
 
   it('refuses what is not an image', async () => {
@@ -557,7 +772,7 @@ describe('well-framed but malformed images', () => {
     await expectMalformed((p) => ({ ...p.header, sections: p.header.sections.slice(1) }), /sections/);
     await expectMalformed(
       (p) => ({ ...p.header, sections: [...p.header.sections].reverse() }),
-      /section 0 is 'files', expected 'pages'/,
+      /section 0 is 'diffs', expected 'pages'/,
     );
   });
 
@@ -567,7 +782,7 @@ describe('well-framed but malformed images', () => {
     }, /multiple of 65536/);
     await expectMalformed((p) => {
       p.header.memory.byteLength = PAGE;
-    }, /non-zero pages in a memory of 1 pages/);
+    }, /2 whole and 0 diffed pages in a memory of 1 pages/);
     const parts = split(await level0);
     const payloadLength = Object.values(parts.sections).reduce((n, s) => n + s.length, 0);
     const headerBytes = (mutate: (h: ImageHeader) => void): Uint8Array => {
@@ -733,6 +948,7 @@ describe('hostile input (property-based)', () => {
     const targets: Array<(v: number) => void> = [
       (v) => (parts.header.memory.byteLength = v),
       (v) => (parts.header.memory.nonZeroPages = v),
+      (v) => (parts.header.memory.diffPages = v),
     ];
     for (const s of parts.header.sections) {
       targets.push(
@@ -759,10 +975,24 @@ describe('hostile input (property-based)', () => {
     fc.constantFrom(0, 1, 3, 4, PAGE - 1, PAGE, PAGE + 1, 2 ** 31, 2 ** 32, 2 ** 53 - 1),
   );
 
+  const based = basedContents();
+  const fullBase = { id: BASE_ID, full: based.base };
+
   async function mustOnlyThrowImageErrors(image: Uint8Array): Promise<void> {
+    const limits = { maxImageBytes: 1 << 26, maxMemoryBytes: 1 << 26 };
     for (const run of [
       () => inspectImage(image),
-      () => decodeImage(image, { maxImageBytes: 1 << 26, maxMemoryBytes: 1 << 26 }),
+      () => decodeImage(image, { ...limits, base: fullBase }),
+      () =>
+        decodeImageInto(
+          image,
+          (byteLength) => {
+            const target = new Uint8Array(Math.max(byteLength, based.base.length));
+            target.set(based.base);
+            return target;
+          },
+          limits,
+        ),
     ]) {
       try {
         await run();
@@ -775,9 +1005,10 @@ describe('hostile input (property-based)', () => {
     }
   }
 
+  // An image with every section, diffs included, stored verbatim so that mutations reach them.
   let base: Uint8Array | undefined;
   const baseImage = async (): Promise<Uint8Array> =>
-    (base ??= await encodeImage(contentsOf(mixedMemory(40, 77), STATE, mixedMemory(20, 5))));
+    (base ??= await encodeImage({ ...based.contents, files: mixedMemory(2, 5) }, { level: 0, base: fullBase }));
 
   it('raw mutations only ever produce RoamErrors', async () => {
     const image = await baseImage();

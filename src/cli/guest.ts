@@ -8,7 +8,8 @@ import { EXIT } from '../guest/exit-codes.js';
 import { Guest, type GuestExit, type GuestOptions } from '../guest/guest.js';
 import { parseGuestState } from '../guest/state-schema.js';
 import type { LogRecord } from '../guest/host/log.js';
-import { decodeImage, encodeImage, inspectImage } from '../guest/image/index.js';
+import { decodeImageState, inspectImage } from '../guest/image/index.js';
+import { encodeGuestImage } from '../guest/template.js';
 import type { SandboxLimits } from '../guest/sandbox/sandbox.js';
 import { parseBytes, parseDuration } from './duration.js';
 import { announceListeners, inspectWasm, resumeWasm, startWasm } from '../wasm/cli.js';
@@ -62,7 +63,7 @@ async function supervise(guest: Supervised, plan: { afterMs: number; out: string
   if (outcome === 'checkpoint' && plan && guest.state === 'running') {
     const capture = guest.checkpoint();
     guest.log.setSink(undefined);
-    const bytes = await encodeImage(capture.contents);
+    const bytes = await encodeGuestImage(capture.contents);
     await writeAtomically(plan.out, bytes);
     guest.stop('killed', 0);
     process.exitCode = EXIT.OK;
@@ -150,7 +151,7 @@ async function inspect(imagePath: string, opts: { json?: boolean }): Promise<voi
     process.stdout.write(await inspectWasm(imagePath, bytes, info, opts.json === true));
     return;
   }
-  const { contents } = await decodeImage(bytes);
+  const contents = await decodeImageState(bytes);
   const state = parseGuestState(contents.state);
   const files = (await import('../guest/vfs.js')).VirtualFileSystem.deserialize(contents.files).usage();
   const summary = {

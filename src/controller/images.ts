@@ -4,7 +4,8 @@
  * was lost. Its connections ended with that host: the guest sees each of them reset.
  */
 import { Guest, type Capture } from '../guest/guest.js';
-import { encodeImage, readImageMeta } from '../guest/image/index.js';
+import { readImageMeta } from '../guest/image/index.js';
+import { encodeGuestImage } from '../guest/template.js';
 import { WasmGuest } from '../wasm/guest.js';
 import type { HostGuest } from './hosted.js';
 import type { TunnelNetwork } from './tunnel-network.js';
@@ -26,7 +27,7 @@ export async function takeImage(guest: HostGuest): Promise<TakenImage> {
     capture = guest.checkpoint();
     guest.resume();
   }
-  return { bytes: await encodeImage(capture.contents), pauseMs: capture.pauseMs };
+  return { bytes: await encodeGuestImage(capture.contents), pauseMs: capture.pauseMs };
 }
 
 /** Resumes a guest of either kind from image bytes (refused before anything runs if damaged). */

@@ -11,7 +11,14 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageRoot } from '../package-root.js';
 import { ROAM_VERSION } from '../version.js';
-import { decodeImage, encodeImage, restoreMemory, snapshotMemory, type MemorySnapshot } from './image/index.js';
+import {
+  decodeImage,
+  encodeImage,
+  restoreMemory,
+  snapshotMemory,
+  type ImageContents,
+  type MemorySnapshot,
+} from './image/index.js';
 import { guestRuntimeSource } from './runtime-source.js';
 import { DEFAULT_LIMITS, Sandbox } from './sandbox/sandbox.js';
 
@@ -94,6 +101,14 @@ function asBase(snapshot: MemorySnapshot): RuntimeBase {
   const full = new Uint8Array(snapshot.byteLength);
   restoreMemory(snapshot, full);
   return { id: `runtime-${hash.digest('hex').slice(0, 32)}`, snapshot, full };
+}
+
+/**
+ * A guest's image, its pages stored against the runtime template they were captured against (a
+ * WebAssembly guest's, which has no base, as they are).
+ */
+export async function encodeGuestImage(contents: ImageContents): Promise<Uint8Array> {
+  return encodeImage(contents, contents.meta.base === undefined ? {} : { base: await runtimeTemplate() });
 }
 
 export function runtimeTemplate(): Promise<RuntimeBase> {

@@ -4,7 +4,9 @@
  * allocate beyond the caller's limits.
  */
 import { RoamError } from '../../errors.js';
+import { DiffError, RECORD_HEADER_BYTES, applyDiffs } from './diffs.js';
 import {
+  DECODABLE_FORMAT_VERSIONS,
   DEFAULT_MAX_IMAGE_BYTES,
   DEFAULT_MAX_MEMORY_BYTES,
   DIGEST_BYTES,
@@ -19,6 +21,7 @@ import {
   describeIssue,
   imageError,
   imageHeaderSchema,
+  type BaseMemory,
   type DecodeOptions,
   type ImageContents,
   type ImageHeader,
@@ -78,11 +81,11 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (length >= 10) {
     const version = view.getUint16(8, true);
-    if (version !== IMAGE_FORMAT_VERSION) {
+    if (!DECODABLE_FORMAT_VERSIONS.includes(version)) {
       throw imageError(
         'ROAM_ERR_IMAGE_VERSION',
-        `unsupported version ${version} of the checkpoint image format; this Roam supports version ${IMAGE_FORMAT_VERSION} ` +
-          '(the image comes from a different Roam version, or is damaged)',
+        `unsupported version ${version} of the checkpoint image format; this Roam supports versions ${DECODABLE_FORMAT_VERSIONS.join(' and ')} ` +
+          `and writes ${IMAGE_FORMAT_VERSION} (the image comes from a different Roam version, or is damaged)`,
       );
     }
   }
@@ -120,7 +123,7 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
     );
   }
   if (length > totalLength) throw malformed(`${length - totalLength} unexpected bytes after the end of the image`);
-  return { formatVersion: IMAGE_FORMAT_VERSION, headerLength, totalLength };
+  return { formatVersion: view.getUint16(8, true), headerLength, totalLength };
 }
 
 function checkDigest(bytes: Uint8Array, framing: Framing, digest: Uint8Array): void {
@@ -155,6 +158,20 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
   const header = parsed.data;
 
   const { byteLength, nonZeroPages } = header.memory;
+  const diffPages = header.memory.diffPages ?? 0;
+  const sectionCount = framing.formatVersion === 1 ? SECTION_NAMES.length - 1 : SECTION_NAMES.length;
+  if (header.sections.length !== sectionCount) {
+    throw malformed(
+      `${header.sections.length} sections in a version ${framing.formatVersion} image, expected ${sectionCount}`,
+    );
+  }
+  if ((header.memory.diffPages === undefined) !== (framing.formatVersion === 1)) {
+    const problem = framing.formatVersion === 1 ? 'is not expected' : 'is missing';
+    throw malformed(`memory.diffPages ${problem} in a version ${framing.formatVersion} image`);
+  }
+  if (diffPages > 0 && header.meta.base === undefined) {
+    throw malformed(`${diffPages} pages are stored as diffs, but there is no base`);
+  }
   if (byteLength % PAGE_SIZE !== 0) throw malformed(`memory size ${byteLength} is not a multiple of ${PAGE_SIZE}`);
   if (byteLength > limits.maxMemoryBytes) {
     throw imageError(
@@ -163,7 +180,9 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
     );
   }
   const totalPages = byteLength / PAGE_SIZE;
-  if (nonZeroPages > totalPages) throw malformed(`${nonZeroPages} non-zero pages in a memory of ${totalPages} pages`);
+  if (nonZeroPages + diffPages > totalPages) {
+    throw malformed(`${nonZeroPages} whole and ${diffPages} diffed pages in a memory of ${totalPages} pages`);
+  }
 
   const payloadStart = PREFIX_BYTES + framing.headerLength;
   const payloadLength = framing.totalLength - DIGEST_BYTES - payloadStart;
@@ -172,6 +191,7 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
     memory: nonZeroPages * PAGE_SIZE,
     state: undefined,
     files: undefined,
+    diffs: undefined,
   };
   const starts: number[] = [];
   let previousEnd = 0;
@@ -190,6 +210,9 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
       throw malformed(
         `section '${name}' holds ${section.rawBytes} bytes, expected ${expected} for ${nonZeroPages} pages`,
       );
+    }
+    if (name === 'diffs' && section.rawBytes > diffPages * (RECORD_HEADER_BYTES + PAGE_SIZE)) {
+      throw malformed(`section 'diffs' holds ${section.rawBytes} bytes, more than ${diffPages} records can`);
     }
     if (expected === undefined && section.rawBytes > limits.maxImageBytes) {
       throw imageError(
@@ -220,7 +243,7 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
   const info: ImageInfo = {
     formatVersion: framing.formatVersion,
     meta: header.meta,
-    memory: { byteLength, nonZeroPages, totalPages },
+    memory: { byteLength, nonZeroPages, diffPages, totalPages },
     sections: header.sections.map(({ name, rawBytes, storedBytes, encoding }) => ({
       name,
       rawBytes,
@@ -328,6 +351,7 @@ const PAGES = 0;
 const MEMORY = 1;
 const STATE = 2;
 const FILES = 3;
+const DIFFS = 4;
 
 /** Decodes the small sections (page list, state, files) into buffers of their own. */
 async function decodeSmallSections(
@@ -337,7 +361,7 @@ async function decodeSmallSections(
   info: ImageInfo,
 ): Promise<{ pages: Uint32Array; state: unknown; files: Uint8Array }> {
   const outputs = header.sections.map((section, index) =>
-    index === MEMORY ? new Uint8Array(0) : allocate(section.rawBytes, `'${section.name}' section`),
+    index === MEMORY || index === DIFFS ? new Uint8Array(0) : allocate(section.rawBytes, `'${section.name}' section`),
   );
   const jobs = chunkJobs(header, starts, [PAGES, STATE, FILES]);
   await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
@@ -370,24 +394,93 @@ async function decodeSmallSections(
   return { pages, state, files };
 }
 
-/** Unpacks the memory section, handing each chunk's raw bytes and section offset to `sink`. */
-async function decodeMemory(
+/**
+ * Unpacks the memory and diffs sections, handing each chunk's raw bytes, section and offset in it
+ * to `sink` (a verbatim chunk as a view of the image, not a copy).
+ */
+async function decodePages(
   bytes: Uint8Array,
   header: ImageHeader,
   starts: number[],
-  sink: (raw: Uint8Array, sectionOffset: number) => void,
+  sink: (raw: Uint8Array, section: number, sectionOffset: number) => void,
 ): Promise<void> {
-  const jobs = chunkJobs(header, starts, [MEMORY]);
+  const jobs = chunkJobs(header, starts, [MEMORY, DIFFS]);
   await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
     const job = jobs[index];
     if (job === undefined) return;
-    sink(await unpackChunk(bytes, header, job), job.to);
+    sink(await unpackChunk(bytes, header, job), job.section, job.to);
   });
+}
+
+/**
+ * The bookkeeping of the diffs' pages: each record's page must be in the memory, not stored whole
+ * and not diffed twice, and there must be as many as the header says. `place(index)` says where
+ * the page's bytes are (in a target memory or a buffer of diffed pages).
+ */
+class DiffPages {
+  private readonly seen: Uint8Array;
+  readonly indices: number[] = [];
+
+  constructor(
+    totalPages: number,
+    whole: Uint32Array,
+    private readonly expected: number,
+  ) {
+    this.seen = new Uint8Array(totalPages);
+    for (const page of whole) this.seen[page] = 1;
+  }
+
+  apply(raw: Uint8Array, chunk: number, memory: Uint8Array, place: (index: number, position: number) => number): void {
+    try {
+      applyDiffs(raw, memory, (index) => {
+        if (index >= this.seen.length)
+          throw new DiffError(`page ${index} is beyond the memory's ${this.seen.length} pages`);
+        if (this.seen[index] !== 0) throw new DiffError(`page ${index} is stored twice`);
+        if (this.indices.length === this.expected)
+          throw new DiffError(`more diffed pages than the header's ${this.expected}`);
+        this.seen[index] = 1;
+        this.indices.push(index);
+        return place(index, this.indices.length - 1);
+      });
+    } catch (err) {
+      if (err instanceof DiffError) throw malformed(`section 'diffs' chunk ${chunk}: ${err.message}`);
+      throw err;
+    }
+  }
+
+  checkComplete(): void {
+    if (this.indices.length !== this.expected) {
+      throw malformed(`section 'diffs' holds ${this.indices.length} pages, the header says ${this.expected}`);
+    }
+  }
+}
+
+function chunkAt(header: ImageHeader, section: number, sectionOffset: number): number {
+  let offset = 0;
+  const chunks = header.sections[section]?.chunks ?? [];
+  for (let i = 0; i < chunks.length; i++) {
+    if (offset === sectionOffset) return i;
+    offset += chunks[i]?.[0] ?? 0;
+  }
+  return -1;
+}
+
+/** The base an image with diffs needs, checked against the one given. */
+function baseOf(header: ImageHeader, base: BaseMemory | undefined): Uint8Array {
+  if (base === undefined || base.id !== header.meta.base) {
+    throw imageError(
+      'ROAM_ERR_IMAGE_VERSION',
+      `unsupported version: the image's pages are stored against base ${String(header.meta.base)}, and ` +
+        (base === undefined ? 'no base was given to decode them' : `this Roam's base is ${base.id}`),
+    );
+  }
+  return base.full;
 }
 
 /**
  * Decodes and fully validates a checkpoint image. The caller must not modify `bytes` until the
  * promise settles. Chunks unpack in parallel on the thread pool while the checksum is computed.
+ * An image with diffs needs its base (`options.base`) to make whole pages of them.
  */
 export async function decodeImage(
   bytes: Uint8Array,
@@ -398,17 +491,30 @@ export async function decodeImage(
   const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
   try {
     const { header, info, starts } = parseHeader(bytes, framing, limits);
-    const data = allocate(header.sections[MEMORY]?.rawBytes ?? 0, "'memory' section");
-    const [small] = await Promise.all([
-      decodeSmallSections(bytes, header, starts, info),
-      decodeMemory(bytes, header, starts, (raw, at) => data.set(raw, at)),
-    ]);
+    const base = info.memory.diffPages > 0 ? baseOf(header, options.base) : undefined;
+    const wholeData = allocate(header.sections[MEMORY]?.rawBytes ?? 0, "'memory' section");
+    const diffData = allocate(info.memory.diffPages * PAGE_SIZE, 'diffed pages');
+    const small = await decodeSmallSections(bytes, header, starts, info);
+    const diffs = new DiffPages(info.memory.totalPages, small.pages, info.memory.diffPages);
+    // Each diffed page starts as its base's page (zero beyond the base) in a buffer of its own.
+    const place = (index: number, position: number): number => {
+      const at = position * PAGE_SIZE;
+      if (base && (index + 1) * PAGE_SIZE <= base.length) {
+        diffData.set(base.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE), at);
+      }
+      return at;
+    };
+    await decodePages(bytes, header, starts, (raw, section, at) => {
+      if (section === MEMORY) wholeData.set(raw, at);
+      else diffs.apply(raw, chunkAt(header, DIFFS, at), diffData, place);
+    });
+    diffs.checkComplete();
     checkDigest(bytes, framing, await digest);
     return {
       info,
       contents: {
         meta: { ...header.meta },
-        memory: { byteLength: info.memory.byteLength, pageSize: PAGE_SIZE, pages: small.pages, data },
+        memory: mergePages(info.memory.byteLength, small.pages, wholeData, diffs.indices, diffData),
         state: small.state,
         files: small.files,
       },
@@ -420,21 +526,69 @@ export async function decodeImage(
   }
 }
 
+/** One snapshot of the whole pages and the diffed ones (in the order they came), pages ascending. */
+function mergePages(
+  byteLength: number,
+  whole: Uint32Array,
+  wholeData: Uint8Array,
+  diffed: readonly number[],
+  diffData: Uint8Array,
+): ImageContents['memory'] {
+  if (diffed.length === 0) return { byteLength, pageSize: PAGE_SIZE, pages: whole, data: wholeData };
+  const order = diffed.map((page, position) => ({ page, position })).sort((a, b) => a.page - b.page);
+  const pages = new Uint32Array(whole.length + diffed.length);
+  const data = allocate(pages.length * PAGE_SIZE, 'memory');
+  let w = 0;
+  let d = 0;
+  for (let i = 0; i < pages.length; i++) {
+    const next = order[d];
+    const fromWhole = w < whole.length && (next === undefined || (whole[w] ?? 0) < next.page);
+    const [page, from, at] = fromWhole
+      ? [whole[w] ?? 0, wholeData, w++ * PAGE_SIZE]
+      : [next?.page ?? 0, diffData, (order[d++]?.position ?? 0) * PAGE_SIZE];
+    pages[i] = page;
+    data.set(from.subarray(at, at + PAGE_SIZE), i * PAGE_SIZE);
+  }
+  return { byteLength, pageSize: PAGE_SIZE, pages, data };
+}
+
+/**
+ * Everything but the memory (checked against the checksum): for looking into an image, whatever
+ * base its pages are stored against.
+ */
+export async function decodeImageState(
+  bytes: Uint8Array,
+  options: DecodeOptions = {},
+): Promise<{ info: ImageInfo; meta: ImageContents['meta']; state: unknown; files: Uint8Array }> {
+  const limits = limitsOf(options);
+  const framing = readFraming(bytes, limits);
+  const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
+  try {
+    const { header, info, starts } = parseHeader(bytes, framing, limits);
+    const small = await decodeSmallSections(bytes, header, starts, info);
+    checkDigest(bytes, framing, await digest);
+    return { info, meta: { ...header.meta }, state: small.state, files: small.files };
+  } catch (err) {
+    checkDigest(bytes, framing, await digest);
+    throw err;
+  }
+}
+
 export interface DecodedInto {
   info: ImageInfo;
   meta: ImageContents['meta'];
   state: unknown;
   files: Uint8Array;
-  memory: { byteLength: number; pages: Uint32Array };
 }
 
 /**
  * Decodes an image straight into a guest's memory: `target(byteLength, state)` returns the view to
  * write (a prepared sandbox's memory, at least byteLength long; the state tells its limits; for an
- * image stored against a base (`meta.base`), the target must already hold that base). Each chunk's pages are copied to their
- * place as the chunk lands, and every other page of the target is zeroed, so the memory never
- * passes through an intermediate buffer. On any error the target's contents are undefined: the
- * caller throws that sandbox away.
+ * image stored against a base (`meta.base`), the target must already hold that base, zeros beyond
+ * it). Each chunk's pages are copied (and each diff applied) to their place as the chunk lands,
+ * and without a base every other page of the target is zeroed, so the memory never passes
+ * through an intermediate buffer. On any error the target's contents are undefined: the caller
+ * throws that sandbox away.
  */
 export async function decodeImageInto(
   bytes: Uint8Array,
@@ -445,20 +599,20 @@ export async function decodeImageInto(
   const framing = readFraming(bytes, limits);
   const hashed = bytes.subarray(0, framing.totalLength - DIGEST_BYTES);
   let digest: Promise<Uint8Array> | undefined;
-  let memoryDone: Promise<void> | undefined;
+  let pagesDone: Promise<void> | undefined;
   try {
     const { header, info, starts } = parseHeader(bytes, framing, limits);
-    // Every chunk goes to the thread pool at once, the memory's too; while they decompress, this
-    // thread hashes the image and readies the target, and chunks that land before the target is
-    // ready wait for it.
+    // Every compressed chunk goes to the thread pool at once; while they decompress, this thread
+    // hashes the image, readies the target and applies the diffs. Chunks that land before the
+    // target is ready wait for it.
     const smallDone = decodeSmallSections(bytes, header, starts, info);
-    let into: { pages: Uint32Array; memory: Uint8Array } | undefined = undefined;
-    const early: Array<[Uint8Array, number]> = [];
-    memoryDone = decodeMemory(bytes, header, starts, (raw, at) => {
-      if (into) copyToPages(raw, at, into.pages, into.memory);
-      else early.push([raw, at]);
+    let into: ((raw: Uint8Array, section: number, at: number) => void) | undefined = undefined;
+    const early: Array<[Uint8Array, number, number]> = [];
+    pagesDone = decodePages(bytes, header, starts, (raw, section, at) => {
+      if (into) into(raw, section, at);
+      else early.push([raw, section, at]);
     });
-    memoryDone.catch(() => undefined); // awaited below: not an unhandled rejection meanwhile
+    pagesDone.catch(() => undefined); // awaited below: not an unhandled rejection meanwhile
     digest = checksum(hashed);
     const small = await smallDone;
     const memory = await target(info.memory.byteLength, small.state, header.meta);
@@ -469,23 +623,23 @@ export async function decodeImageInto(
       );
     }
     const { pages } = small;
-    into = { pages, memory };
-    for (const [raw, at] of early.splice(0)) copyToPages(raw, at, pages, memory);
-    await memoryDone;
+    const diffs = new DiffPages(info.memory.totalPages, pages, info.memory.diffPages);
+    const inPlace = (index: number): number => index * PAGE_SIZE;
+    into = (raw, section, at) => {
+      if (section === MEMORY) copyToPages(raw, at, pages, memory);
+      else diffs.apply(raw, chunkAt(header, DIFFS, at), memory, inPlace);
+    };
+    for (const [raw, section, at] of early.splice(0)) into(raw, section, at);
+    await pagesDone;
+    diffs.checkComplete();
     // Without a base, every page the image does not list is zero; with one, the caller loaded it.
     if (header.meta.base === undefined) zeroOtherPages(pages, memory);
     checkDigest(bytes, framing, await digest);
-    return {
-      info,
-      meta: { ...header.meta },
-      state: small.state,
-      files: small.files,
-      memory: { byteLength: info.memory.byteLength, pages },
-    };
+    return { info, meta: { ...header.meta }, state: small.state, files: small.files };
   } catch (err) {
     // No chunk is left decompressing behind the caller's back, and a damaged image shows as a
     // checksum failure first, whatever else it broke.
-    await memoryDone?.catch(() => undefined);
+    await pagesDone?.catch(() => undefined);
     checkDigest(bytes, framing, await (digest ?? checksum(hashed)));
     throw err;
   }

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { RoamError } from '../../errors.js';
 import {
   DEFAULT_COMPRESSION_LEVEL,
@@ -9,6 +10,7 @@ import {
   imageError,
   imageMetaSchema,
   layoutImage,
+  type BaseMemory,
   type ImageCodec,
   type SectionEncoding,
   type EncodeOptions,
@@ -16,10 +18,14 @@ import {
   type ImageHeader,
   type SectionHeader,
 } from './format.js';
+import { diffRecord } from './diffs.js';
 import { checkSnapshot } from './memory.js';
 import { POOL_CONCURRENCY, checksum, deflateChunk, lz4Chunk, runPool, snappyChunk, yieldToLoop } from './work.js';
 
 const COPY_SLICE_BYTES = 4 * 1024 * 1024;
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+/** Bytes of pages compared against the base between two turns of the event loop. */
+const DIFF_SLICE_BYTES = 1024 * 1024;
 
 /** Page indices as u32 little-endian, whatever the host's byte order. */
 function encodePageIndices(pages: Uint32Array): Uint8Array {
@@ -84,26 +90,28 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
     throw imageError('ROAM_ERR_IMAGE_MALFORMED', 'cannot encode image: files must be a Uint8Array');
   }
 
-  const raws: Record<(typeof SECTION_NAMES)[number], Uint8Array> = {
-    pages: encodePageIndices(contents.memory.pages),
-    memory: contents.memory.data,
-    state: encodeState(contents.state),
-    files: contents.files,
+  const base = baseFor(contents, options.base);
+  const { whole, wholeChunks, diffChunks, diffPages } = await splitPages(contents.memory, base);
+  const chunksOf: Record<(typeof SECTION_NAMES)[number], Uint8Array[]> = {
+    pages: slices(encodePageIndices(whole)),
+    memory: wholeChunks,
+    state: slices(encodeState(contents.state)),
+    files: slices(contents.files),
+    diffs: diffChunks,
   };
 
   // One flat job list over every section's chunks, so small sections do not wait for big ones.
   const jobs: Array<{ section: number; raw: Uint8Array }> = [];
   SECTION_NAMES.forEach((name, section) => {
-    const raw = raws[name];
-    for (let offset = 0; offset < raw.length; offset += ENCODE_CHUNK_BYTES) {
-      jobs.push({ section, raw: raw.subarray(offset, offset + ENCODE_CHUNK_BYTES) });
-    }
+    for (const raw of chunksOf[name]) jobs.push({ section, raw });
   });
   const stored: Uint8Array[] = new Array<Uint8Array>(jobs.length);
   await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
     const job = jobs[index];
     if (job === undefined) return;
-    const packed = await packChunk(job.raw, codec, level);
+    // Diffs are already small and quick to apply: only deflate, the size-first codec, packs them.
+    const chunkCodec = SECTION_NAMES[job.section] === 'diffs' && codec !== 'deflate' ? 'none' : codec;
+    const packed = await packChunk(job.raw, chunkCodec, level);
     // Verbatim when compression does not help (stored === raw length marks such a chunk).
     stored[index] = packed.length < job.raw.length ? packed : job.raw;
   });
@@ -112,7 +120,7 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
     name,
     offset: 0,
     storedBytes: 0,
-    rawBytes: raws[name].length,
+    rawBytes: chunksOf[name].reduce((sum, raw) => sum + raw.length, 0),
     encoding: 'none',
     chunks: [],
   }));
@@ -135,7 +143,8 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
     memory: {
       byteLength: contents.memory.byteLength,
       pageSize: PAGE_SIZE,
-      nonZeroPages: contents.memory.pages.length,
+      nonZeroPages: whole.length,
+      diffPages,
     },
     sections,
   };
@@ -155,4 +164,94 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
   const digestAt = image.length - DIGEST_BYTES;
   image.set(await checksum(image.subarray(0, digestAt)), digestAt);
   return image;
+}
+
+/** `raw` cut into chunks of ENCODE_CHUNK_BYTES (views, no copy). */
+function slices(raw: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let offset = 0; offset < raw.length; offset += ENCODE_CHUNK_BYTES) {
+    out.push(raw.subarray(offset, offset + ENCODE_CHUNK_BYTES));
+  }
+  return out;
+}
+
+/** The base to store pages against: the one `meta.base` names, or none. */
+function baseFor(contents: ImageContents, base: BaseMemory | undefined): Uint8Array | undefined {
+  if (base === undefined || contents.meta.base === undefined) return undefined;
+  if (base.id !== contents.meta.base) {
+    throw new RoamError(
+      'ROAM_ERR_USAGE',
+      `cannot encode image: its pages are stored against base ${contents.meta.base}, but base ${base.id} was given`,
+    );
+  }
+  return base.full;
+}
+
+/**
+ * Sorts the snapshot's pages: those the base has (non-zero there) become diff records when that is
+ * smaller, the rest stay whole. Whole pages go into chunks that are views of the snapshot's data
+ * (a chunk ends where a diffed page was, or at ENCODE_CHUNK_BYTES); diff records are packed into
+ * chunks of whole records.
+ */
+async function splitPages(
+  memory: ImageContents['memory'],
+  base: Uint8Array | undefined,
+): Promise<{ whole: Uint32Array; wholeChunks: Uint8Array[]; diffChunks: Uint8Array[]; diffPages: number }> {
+  const { pages, data } = memory;
+  const whole = new Uint32Array(pages.length);
+  let wholeCount = 0;
+  const wholeChunks: Uint8Array[] = [];
+  let runStart = -1; // position (in `pages`) where the current run of whole pages began
+  const endRun = (end: number): void => {
+    if (runStart < 0) return;
+    wholeChunks.push(...slices(data.subarray(runStart * PAGE_SIZE, end * PAGE_SIZE)));
+    runStart = -1;
+  };
+  const diffChunks: Uint8Array[] = [];
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  let diffPages = 0;
+  let compared = 0;
+  const basePages = base ? Math.floor(base.length / PAGE_SIZE) : 0;
+  for (let i = 0; i < pages.length; i++) {
+    const index = pages[i] ?? 0;
+    const page = data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+    let record: Uint8Array | undefined;
+    if (base && index < basePages) {
+      const basePage = base.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
+      if (ZERO_PAGE.compare(basePage) !== 0) record = diffRecord(index, page, basePage);
+      compared += PAGE_SIZE;
+    }
+    if (record === undefined) {
+      whole[wholeCount++] = index;
+      if (runStart < 0) runStart = i;
+    } else {
+      endRun(i);
+      diffPages++;
+      pending.push(record);
+      pendingBytes += record.length;
+      if (pendingBytes >= ENCODE_CHUNK_BYTES) {
+        diffChunks.push(concat(pending, pendingBytes));
+        pending = [];
+        pendingBytes = 0;
+      }
+    }
+    if (compared >= DIFF_SLICE_BYTES) {
+      compared = 0;
+      await yieldToLoop();
+    }
+  }
+  endRun(pages.length);
+  if (pendingBytes > 0) diffChunks.push(concat(pending, pendingBytes));
+  return { whole: whole.slice(0, wholeCount), wholeChunks, diffChunks, diffPages };
+}
+
+function concat(parts: readonly Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }
