@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { compress as lz4Compress } from 'lz4-napi';
 import { RoamError, isRoamError, type RoamErrorCode } from '../src/errors.js';
 import { applyDiffs, diffRecord } from '../src/guest/image/diffs.js';
+import { parseImageHeader } from '../src/guest/image/header.js';
 import {
   IMAGE_FORMAT_VERSION,
   decodeImage,
@@ -23,7 +24,6 @@ import {
   ENCODE_CHUNK_BYTES,
   PAGE_SIZE,
   PREFIX_BYTES,
-  imageHeaderSchema,
   writePrefix,
   type ImageHeader,
   type SectionName,
@@ -144,7 +144,7 @@ interface Parts {
 
 function split(image: Uint8Array): Parts {
   const headerLength = new DataView(image.buffer, image.byteOffset).getUint32(12, true);
-  const header = imageHeaderSchema.parse(
+  const header = parseImageHeader(
     JSON.parse(new TextDecoder().decode(image.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength))),
   );
   const payload = PREFIX_BYTES + headerLength;
@@ -769,6 +769,25 @@ describe('well-framed but malformed images', () => {
     await expectMalformed((p) => ({ ...p.header, memory: { ...p.header.memory, pageSize: 4096 } }), /memory\.pageSize/);
     await expectMalformed((p) => ({ ...p.header, extra: 1 }), /header field/);
     await expectMalformed((p) => ({ ...p.header, meta: { ...p.header.meta, kind: 'python' } }), /meta\.kind/);
+    await expectMalformed(
+      (p) => ({ ...p.header, meta: { ...p.header.meta, createdAt: '2025-01-02' } }),
+      /meta\.createdAt/,
+    );
+    await expectMalformed((p) => ({ ...p.header, meta: { ...p.header.meta, base: '' } }), /meta\.base/);
+    await expectMalformed(
+      (p) => ({ ...p.header, memory: { ...p.header.memory, nonZeroPages: -1 } }),
+      /memory\.nonZeroPages/,
+    );
+    await expectMalformed((p) => {
+      const sections = structuredClone(p.header.sections);
+      sections[1]?.chunks.push([1, 2, 3] as unknown as [number, number]);
+      return { ...p.header, sections };
+    }, /sections\[1\]\.chunks\[\d+\]: expected \[rawBytes, storedBytes\]/);
+    await expectMalformed((p) => ({ ...p.header, meta: null }), /meta: expected an object/);
+    // A zone offset instead of Z is a date-time too.
+    const offset = split(await level0);
+    offset.header.meta.createdAt = '2025-01-02T03:04:05+01:00';
+    assert.equal((await decodeImage(join(offset))).info.meta.createdAt, '2025-01-02T03:04:05+01:00');
     await expectMalformed((p) => ({ ...p.header, sections: p.header.sections.slice(1) }), /sections/);
     await expectMalformed(
       (p) => ({ ...p.header, sections: [...p.header.sections].reverse() }),

@@ -5,6 +5,7 @@
  */
 import { RoamError } from '../../errors.js';
 import { DiffError, RECORD_HEADER_BYTES, applyDiffs } from './diffs.js';
+import { HeaderError, parseImageHeader } from './header.js';
 import {
   DECODABLE_FORMAT_VERSIONS,
   DEFAULT_MAX_IMAGE_BYTES,
@@ -18,9 +19,7 @@ import {
   PREFIX_BYTES,
   SECTION_NAMES,
   crc32,
-  describeIssue,
   imageError,
-  imageHeaderSchema,
   type BaseMemory,
   type DecodeOptions,
   type ImageContents,
@@ -153,9 +152,13 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
   } catch (err) {
     throw malformed('header is not UTF-8 JSON', err);
   }
-  const parsed = imageHeaderSchema.safeParse(json);
-  if (!parsed.success) throw malformed(`header field ${describeIssue(parsed.error)}`);
-  const header = parsed.data;
+  let header: ImageHeader;
+  try {
+    header = parseImageHeader(json);
+  } catch (err) {
+    if (err instanceof HeaderError) throw malformed(`header field ${err.message}`);
+    throw err;
+  }
 
   const { byteLength, nonZeroPages } = header.memory;
   const diffPages = header.memory.diffPages ?? 0;

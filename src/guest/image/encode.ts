@@ -6,9 +6,7 @@ import {
   ENCODE_CHUNK_BYTES,
   PAGE_SIZE,
   SECTION_NAMES,
-  describeIssue,
   imageError,
-  imageMetaSchema,
   layoutImage,
   type BaseMemory,
   type ImageCodec,
@@ -16,9 +14,11 @@ import {
   type EncodeOptions,
   type ImageContents,
   type ImageHeader,
+  type ImageMeta,
   type SectionHeader,
 } from './format.js';
 import { diffRecord } from './diffs.js';
+import { HeaderError, parseImageMeta } from './header.js';
 import { checkSnapshot } from './memory.js';
 import { POOL_CONCURRENCY, checksum, deflateChunk, lz4Chunk, runPool, snappyChunk, yieldToLoop } from './work.js';
 
@@ -81,9 +81,12 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
   }
   const codec: ImageCodec = options.codec ?? (options.level === undefined ? 'lz4' : level === 0 ? 'none' : 'deflate');
   const encoding: SectionEncoding = codec === 'lz4' || codec === 'snappy' ? codec : 'deflate-raw';
-  const meta = imageMetaSchema.safeParse(contents.meta);
-  if (!meta.success) {
-    throw imageError('ROAM_ERR_IMAGE_MALFORMED', `cannot encode image: meta.${describeIssue(meta.error)}`);
+  let meta: ImageMeta;
+  try {
+    meta = parseImageMeta(contents.meta);
+  } catch (err) {
+    if (err instanceof HeaderError) throw imageError('ROAM_ERR_IMAGE_MALFORMED', `cannot encode image: ${err.message}`);
+    throw err;
   }
   checkSnapshot(contents.memory, 'cannot encode image');
   if (!(contents.files instanceof Uint8Array)) {
@@ -139,7 +142,7 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
   }
 
   const header: ImageHeader = {
-    meta: meta.data,
+    meta,
     memory: {
       byteLength: contents.memory.byteLength,
       pageSize: PAGE_SIZE,

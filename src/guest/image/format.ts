@@ -38,7 +38,6 @@
  * (the encoder does that when compression does not shrink it, e.g. for random bytes). In a 'none'
  * section every chunk is verbatim.
  */
-import { z } from 'zod';
 import { RoamError, type RoamErrorCode } from '../../errors.js';
 
 export const IMAGE_FORMAT_VERSION = 2;
@@ -47,7 +46,7 @@ export const DECODABLE_FORMAT_VERSIONS: readonly number[] = [1, 2];
 export const IMAGE_MAGIC = new Uint8Array([0x52, 0x4f, 0x41, 0x4d, 0x49, 0x4d, 0x47, 0x00]); // "ROAMIMG\0"
 export const PREFIX_BYTES = 32;
 export const DIGEST_BYTES = 4;
-export const PAGE_SIZE = 65536;
+export const PAGE_SIZE = 65536 as const;
 
 export const SECTION_NAMES = ['pages', 'memory', 'state', 'files', 'diffs'] as const;
 export type SectionName = (typeof SECTION_NAMES)[number];
@@ -155,55 +154,33 @@ export interface DecodeOptions {
   base?: BaseMemory;
 }
 
-const size = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
-const chunkSize = z.number().int().min(1).max(MAX_CHUNK_BYTES);
+export interface SectionHeader {
+  name: SectionName;
+  /** Relative to the start of the payload. */
+  offset: number;
+  storedBytes: number;
+  rawBytes: number;
+  encoding: SectionEncoding;
+  /** `[rawBytes, storedBytes]` of each chunk, in order. */
+  chunks: Array<[number, number]>;
+}
 
-export const imageMetaSchema = z.strictObject({
-  kind: z.enum(['js', 'wasm']),
-  guestId: z.string().min(1).max(1024),
-  name: z.string().max(1024),
-  roamVersion: z.string().min(1).max(256),
-  createdAt: z.iso.datetime({ offset: true }),
-  base: z.string().min(1).max(128).optional(),
-});
-
-export const sectionSchema = z.strictObject({
-  name: z.enum(SECTION_NAMES),
-  offset: size,
-  storedBytes: size,
-  rawBytes: size,
-  encoding: z.enum(SECTION_ENCODINGS),
-  chunks: z.array(z.tuple([chunkSize, chunkSize])),
-});
-export type SectionHeader = z.infer<typeof sectionSchema>;
-
-export const imageHeaderSchema = z.strictObject({
-  meta: imageMetaSchema,
-  memory: z.strictObject({
-    byteLength: size,
-    pageSize: z.literal(PAGE_SIZE),
-    nonZeroPages: size,
+/** The header JSON, as header.ts's `parseImageHeader` checks it. */
+export interface ImageHeader {
+  meta: ImageMeta;
+  memory: {
+    byteLength: number;
+    pageSize: typeof PAGE_SIZE;
+    nonZeroPages: number;
     /** Version 2 only. */
-    diffPages: size.optional(),
-  }),
+    diffPages?: number;
+  };
   /** Version 1 has no diffs section. */
-  sections: z
-    .array(sectionSchema)
-    .min(SECTION_NAMES.length - 1)
-    .max(SECTION_NAMES.length),
-});
-export type ImageHeader = z.infer<typeof imageHeaderSchema>;
+  sections: SectionHeader[];
+}
 
 export function imageError(code: RoamErrorCode, message: string, cause?: unknown): RoamError {
   return new RoamError(code, message, cause === undefined ? undefined : { cause });
-}
-
-/** Short, path-qualified description of the first schema problem, for error messages. */
-export function describeIssue(error: z.ZodError): string {
-  const issue = error.issues[0];
-  if (issue === undefined) return 'invalid';
-  const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
-  return `${path === '' ? '(root)' : path.slice(path.startsWith('.') ? 1 : 0)}: ${issue.message}`;
 }
 
 let crcTable: Uint32Array | undefined;
