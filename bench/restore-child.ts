@@ -19,6 +19,7 @@ import {
   snapshotMemory,
   type ImageContents,
 } from '../src/guest/image/index.js';
+import { applyDiffs } from '../src/guest/image/diffs.js';
 import { runtimeTemplate } from '../src/guest/template.js';
 import { PREFIX_BYTES, DIGEST_BYTES, type ImageHeader } from '../src/guest/image/format.js';
 import {
@@ -51,6 +52,8 @@ export interface ChildProfile {
   filesMs: number;
   growMs: number;
   restoreMemoryMs: number;
+  /** The diffs section's records applied into a sandbox that holds the runtime template. */
+  applyDiffsMs: number;
   copyOnlyMs: number;
   zeroFillOnlyMs: number;
   zeroFillBytes: number;
@@ -139,6 +142,18 @@ function readHeader(bytes: Uint8Array): { header: ImageHeader; payload: number }
   return { header: JSON.parse(text) as ImageHeader, payload: PREFIX_BYTES + headerLength };
 }
 
+/** Applies every (verbatim) chunk of the diffs section into `memory`, which holds the base. */
+function applyAllDiffs(bytes: Uint8Array, memory: Uint8Array): void {
+  const { header, payload } = readHeader(bytes);
+  const diffs = header.sections.find((s) => s.name === 'diffs');
+  if (diffs === undefined || diffs.encoding !== 'none') return;
+  let from = payload + diffs.offset;
+  for (const [, stored] of diffs.chunks) {
+    applyDiffs(bytes.subarray(from, from + stored), memory, (index) => index * PAGE);
+    from += stored;
+  }
+}
+
 async function inflateAll(bytes: Uint8Array): Promise<void> {
   const { header, payload } = readHeader(bytes);
   const jobs: Array<{ from: number; stored: number; raw: number; encoding: string }> = [];
@@ -193,6 +208,7 @@ const samples: Record<keyof ChildProfile, number[]> = {
   filesMs: [],
   growMs: [],
   restoreMemoryMs: [],
+  applyDiffsMs: [],
   copyOnlyMs: [],
   zeroFillOnlyMs: [],
   zeroFillBytes: [],
@@ -213,6 +229,10 @@ for (let i = 0; i < 3; i++) {
   samples.restoreMemoryMs.push(timed(() => restoreMemory(memory, viewA))[1]);
   samples.finishRestoreMs.push(timed(() => a.finishRestore())[1]);
   a.dispose();
+
+  const c = await Guest.prepareSandbox(BENCH_LIMITS, memory.byteLength);
+  samples.applyDiffsMs.push(timed(() => applyAllDiffs(image, c.memoryView()))[1]);
+  c.dispose();
 
   const b = await Guest.prepareSandbox(BENCH_LIMITS);
   const viewB = b.prepareRestore(memory.byteLength);
