@@ -52,6 +52,10 @@ console.log('holding');`,
   assert.equal(text.code, 0, text.stderr);
   assert.match(text.stdout, /guest +holder/);
   assert.match(text.stdout, /timers +1: #\d+ in \d+ ms/);
+  // Every page the guest changed is stored, here all as differences from the runtime's.
+  const stored = /(\d+) of \d+ pages stored, (\d+) of them as differences/.exec(text.stdout);
+  assert.ok(stored, text.stdout);
+  assert.ok(Number(stored[1]) > 0 && Number(stored[2]) > 0 && Number(stored[2]) <= Number(stored[1]), text.stdout);
   const json = await runRoam(['guest', 'inspect', image, '--json']);
   const info = JSON.parse(json.stdout) as {
     meta: { name: string; kind: string };

@@ -176,7 +176,7 @@ async function inspect(imagePath: string, opts: { json?: boolean }): Promise<voi
     `guest        ${info.meta.name} (${info.meta.guestId}), ${info.meta.kind}`,
     `size         ${mib(info.totalBytes)} on disk`,
     info.meta.base
-      ? `memory       ${mib(info.memory.byteLength)} linear memory, ${info.memory.nonZeroPages} of ${info.memory.totalPages} pages stored (the others are the runtime's, ${info.meta.base})`
+      ? `memory       ${mib(info.memory.byteLength)} linear memory, ${info.memory.nonZeroPages + info.memory.diffPages} of ${info.memory.totalPages} pages stored, ${info.memory.diffPages} of them as differences (the others are the runtime's, ${info.meta.base})`
       : `memory       ${mib(info.memory.byteLength)} linear memory, ${info.memory.nonZeroPages} of ${info.memory.totalPages} pages non-zero`,
     ...info.sections.map(
       (s) =>

@@ -417,7 +417,7 @@ async function decodePages(
 
 /**
  * The bookkeeping of the diffs' pages: each record's page must be in the memory, not stored whole
- * and not diffed twice, and there must be as many as the header says. `place(index)` says where
+ * and not diffed twice, and there must be as many as the header says. `place` says where
  * the page's bytes are (in a target memory or a buffer of diffed pages).
  */
 class DiffPages {
