@@ -149,7 +149,7 @@ function applyAllDiffs(bytes: Uint8Array, memory: Uint8Array): void {
   if (diffs === undefined || diffs.encoding !== 'none') return;
   let from = payload + diffs.offset;
   for (const [, stored] of diffs.chunks) {
-    applyDiffs(bytes.subarray(from, from + stored), memory, (index) => index * PAGE);
+    applyDiffs(bytes.subarray(from, from + stored), memory, { place: (index) => index * PAGE });
     from += stored;
   }
 }

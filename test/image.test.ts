@@ -468,7 +468,7 @@ describe('diffRecord / applyDiffs', () => {
           assert.ok(record.length - 8 < PAGE);
           const memory = new Uint8Array(9 * PAGE);
           memory.set(basePage, 7 * PAGE);
-          applyDiffs(record, memory, (index) => index * PAGE);
+          applyDiffs(record, memory, { place: (index) => index * PAGE });
           assert.ok(Buffer.from(memory.subarray(7 * PAGE, 8 * PAGE)).equals(page));
         },
       ),

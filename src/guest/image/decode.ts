@@ -4,7 +4,7 @@
  * allocate beyond the caller's limits.
  */
 import { RoamError } from '../../errors.js';
-import { DiffError, RECORD_HEADER_BYTES, applyDiffs } from './diffs.js';
+import { DiffError, RECORD_HEADER_BYTES, applyDiffs, type PagePlacer } from './diffs.js';
 import { HeaderError, parseImageHeader } from './header.js';
 import {
   DECODABLE_FORMAT_VERSIONS,
@@ -417,10 +417,11 @@ async function decodePages(
 
 /**
  * The bookkeeping of the diffs' pages: each record's page must be in the memory, not stored whole
- * and not diffed twice, and there must be as many as the header says. `place` says where
- * the page's bytes are (in a target memory or a buffer of diffed pages).
+ * and not diffed twice, and there must be as many as the header says. A page goes to its place in
+ * the target memory, or, with `packed` (a buffer of diffed pages), to the next free slot there,
+ * starting as its base's page (zero beyond the base).
  */
-class DiffPages {
+class DiffPages implements PagePlacer {
   private readonly seen: Uint8Array;
   readonly indices: number[] = [];
 
@@ -428,23 +429,31 @@ class DiffPages {
     totalPages: number,
     whole: Uint32Array,
     private readonly expected: number,
+    private readonly packed?: { into: Uint8Array; base: Uint8Array | undefined },
   ) {
     this.seen = new Uint8Array(totalPages);
     for (const page of whole) this.seen[page] = 1;
   }
 
-  apply(raw: Uint8Array, chunk: number, memory: Uint8Array, place: (index: number, position: number) => number): void {
+  place(index: number): number {
+    if (index >= this.seen.length)
+      throw new DiffError(`page ${index} is beyond the memory's ${this.seen.length} pages`);
+    if (this.seen[index] !== 0) throw new DiffError(`page ${index} is stored twice`);
+    if (this.indices.length === this.expected)
+      throw new DiffError(`more diffed pages than the header's ${this.expected}`);
+    this.seen[index] = 1;
+    this.indices.push(index);
+    if (this.packed === undefined) return index * PAGE_SIZE;
+    const at = (this.indices.length - 1) * PAGE_SIZE;
+    const { into, base } = this.packed;
+    if (base && (index + 1) * PAGE_SIZE <= base.length)
+      into.set(base.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE), at);
+    return at;
+  }
+
+  apply(raw: Uint8Array, chunk: number, memory: Uint8Array): void {
     try {
-      applyDiffs(raw, memory, (index) => {
-        if (index >= this.seen.length)
-          throw new DiffError(`page ${index} is beyond the memory's ${this.seen.length} pages`);
-        if (this.seen[index] !== 0) throw new DiffError(`page ${index} is stored twice`);
-        if (this.indices.length === this.expected)
-          throw new DiffError(`more diffed pages than the header's ${this.expected}`);
-        this.seen[index] = 1;
-        this.indices.push(index);
-        return place(index, this.indices.length - 1);
-      });
+      applyDiffs(raw, memory, this);
     } catch (err) {
       if (err instanceof DiffError) throw malformed(`section 'diffs' chunk ${chunk}: ${err.message}`);
       throw err;
@@ -498,18 +507,13 @@ export async function decodeImage(
     const wholeData = allocate(header.sections[MEMORY]?.rawBytes ?? 0, "'memory' section");
     const diffData = allocate(info.memory.diffPages * PAGE_SIZE, 'diffed pages');
     const small = await decodeSmallSections(bytes, header, starts, info);
-    const diffs = new DiffPages(info.memory.totalPages, small.pages, info.memory.diffPages);
-    // Each diffed page starts as its base's page (zero beyond the base) in a buffer of its own.
-    const place = (index: number, position: number): number => {
-      const at = position * PAGE_SIZE;
-      if (base && (index + 1) * PAGE_SIZE <= base.length) {
-        diffData.set(base.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE), at);
-      }
-      return at;
-    };
+    const diffs = new DiffPages(info.memory.totalPages, small.pages, info.memory.diffPages, {
+      into: diffData,
+      base,
+    });
     await decodePages(bytes, header, starts, (raw, section, at) => {
       if (section === MEMORY) wholeData.set(raw, at);
-      else diffs.apply(raw, chunkAt(header, DIFFS, at), diffData, place);
+      else diffs.apply(raw, chunkAt(header, DIFFS, at), diffData);
     });
     diffs.checkComplete();
     checkDigest(bytes, framing, await digest);
@@ -627,10 +631,9 @@ export async function decodeImageInto(
     }
     const { pages } = small;
     const diffs = new DiffPages(info.memory.totalPages, pages, info.memory.diffPages);
-    const inPlace = (index: number): number => index * PAGE_SIZE;
     into = (raw, section, at) => {
       if (section === MEMORY) copyToPages(raw, at, pages, memory);
-      else diffs.apply(raw, chunkAt(header, DIFFS, at), memory, inPlace);
+      else diffs.apply(raw, chunkAt(header, DIFFS, at), memory);
     };
     for (const [raw, section, at] of early.splice(0)) into(raw, section, at);
     await pagesDone;

@@ -99,13 +99,19 @@ function words(page: Uint8Array, which: 0 | 1): Int32Array {
   return copy;
 }
 
+/** Where a record's page goes: checks its index and returns where it starts in the memory. */
+export interface PagePlacer {
+  place(index: number): number;
+}
+
 /**
- * Applies every record in `chunk` (whole records only). `pageAt(index)` checks a record's page
- * index and returns where that page starts in `memory`, which holds the page's base there. Every
- * field is checked before the bytes it describes are written; on an error, pages already written
- * stay written (the caller throws the memory away).
+ * Applies every record in `chunk` (whole records only). `pages.place(index)` checks a record's
+ * page index and returns where that page starts in `memory`, which holds the page's base there.
+ * (An object, not a closure: a new closure per call made the optimized code throw itself away.)
+ * Every field is checked before the bytes it describes are written; on an error, pages already
+ * written stay written (the caller throws the memory away).
  */
-export function applyDiffs(chunk: Uint8Array, memory: Uint8Array, pageAt: (index: number) => number): void {
+export function applyDiffs(chunk: Uint8Array, memory: Uint8Array, pages: PagePlacer): void {
   const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   let at = 0;
   while (at < chunk.length) {
@@ -116,7 +122,7 @@ export function applyDiffs(chunk: Uint8Array, memory: Uint8Array, pageAt: (index
     if (count === 0 || count > MAX_RUNS) throw new DiffError(`page ${index}'s record has ${count} runs`);
     let bytes = table + RUN_BYTES * count;
     if (bytes > chunk.length) throw new DiffError(`page ${index}'s run table is cut off`);
-    const base = pageAt(index);
+    const base = pages.place(index);
     if (base < 0 || base + PAGE_SIZE > memory.length) throw new DiffError(`page ${index} is outside the memory`);
     let previousEnd = 0;
     for (let r = table; r < table + RUN_BYTES * count; r += RUN_BYTES) {
