@@ -1,8 +1,8 @@
 /**
  * Checkpoint image format, version 2 (version 1 images still decode). Everything here is pure:
- * constants, types, the header schema and the fixed-size prefix. Invariant 4 ("portable images")
- * lives in this file: every multi-byte number is little-endian and nothing depends on the host's
- * word size or byte order.
+ * constants, types and the fixed-size prefix (header.ts checks the header, diffs.ts lays out the
+ * diffs). Invariant 4 ("portable images") lives in this file: every multi-byte number is
+ * little-endian and nothing depends on the host's word size or byte order.
  *
  * Layout (offsets in bytes):
  *
@@ -140,7 +140,8 @@ export interface EncodeOptions {
    * The base `contents.meta.base` names: pages it has (non-zero there) are stored as their
    * differences from it. Without it every page is stored whole. The diffs are compressed only by
    * deflate (the codec that puts size first): LZ4 would halve them again but, measured on the 1 MiB
-   * bench guest, double the restore's time (2 against 4 ms), and restore time is what LZ4 is for.
+   * bench guest, double the time to put them in (about 4 ms against 2), and restore time is what
+   * LZ4 is for.
    */
   base?: BaseMemory;
 }
