@@ -784,6 +784,10 @@ describe('well-framed but malformed images', () => {
       return { ...p.header, sections };
     }, /sections\[1\]\.chunks\[\d+\]: expected \[rawBytes, storedBytes\]/);
     await expectMalformed((p) => ({ ...p.header, meta: null }), /meta: expected an object/);
+    await expectMalformed((p) => {
+      const { guestId: _, ...meta } = p.header.meta;
+      return { ...p.header, meta };
+    }, /meta\.guestId: missing/);
     // A zone offset instead of Z is a date-time too.
     const offset = split(await level0);
     offset.header.meta.createdAt = '2025-01-02T03:04:05+01:00';

@@ -27,7 +27,7 @@ function object(value: unknown, path: string, required: readonly string[], optio
   for (const key of Object.keys(fields)) {
     if (!required.includes(key) && !optional.includes(key)) throw new HeaderError(`${path}: unknown key "${key}"`);
   }
-  for (const key of required) if (!(key in fields)) throw new HeaderError(`${at(path, key)}: missing`);
+  for (const key of required) if (!Object.hasOwn(fields, key)) throw new HeaderError(`${at(path, key)}: missing`);
   return fields;
 }
 
