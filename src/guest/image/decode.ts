@@ -398,20 +398,20 @@ async function decodeSmallSections(
 }
 
 /**
- * Unpacks the memory and diffs sections, handing each chunk's raw bytes, section and offset in it
- * to `sink` (a verbatim chunk as a view of the image, not a copy).
+ * Unpacks the memory and diffs sections, handing each chunk's raw bytes and its job (section,
+ * chunk, offset in the section) to `sink` (a verbatim chunk as a view of the image, not a copy).
  */
 async function decodePages(
   bytes: Uint8Array,
   header: ImageHeader,
   starts: number[],
-  sink: (raw: Uint8Array, section: number, sectionOffset: number) => void,
+  sink: (raw: Uint8Array, job: ChunkJob) => void,
 ): Promise<void> {
   const jobs = chunkJobs(header, starts, [MEMORY, DIFFS]);
   await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
     const job = jobs[index];
     if (job === undefined) return;
-    sink(await unpackChunk(bytes, header, job), job.section, job.to);
+    sink(await unpackChunk(bytes, header, job), job);
   });
 }
 
@@ -467,16 +467,6 @@ class DiffPages implements PagePlacer {
   }
 }
 
-function chunkAt(header: ImageHeader, section: number, sectionOffset: number): number {
-  let offset = 0;
-  const chunks = header.sections[section]?.chunks ?? [];
-  for (let i = 0; i < chunks.length; i++) {
-    if (offset === sectionOffset) return i;
-    offset += chunks[i]?.[0] ?? 0;
-  }
-  return -1;
-}
-
 /** The base an image with diffs needs, checked against the one given. */
 function baseOf(header: ImageHeader, base: BaseMemory | undefined): Uint8Array {
   if (base === undefined || base.id !== header.meta.base) {
@@ -511,9 +501,9 @@ export async function decodeImage(
       into: diffData,
       base,
     });
-    await decodePages(bytes, header, starts, (raw, section, at) => {
-      if (section === MEMORY) wholeData.set(raw, at);
-      else diffs.apply(raw, chunkAt(header, DIFFS, at), diffData);
+    await decodePages(bytes, header, starts, (raw, job) => {
+      if (job.section === MEMORY) wholeData.set(raw, job.to);
+      else diffs.apply(raw, job.chunk, diffData);
     });
     diffs.checkComplete();
     checkDigest(bytes, framing, await digest);
@@ -613,11 +603,11 @@ export async function decodeImageInto(
     // hashes the image, readies the target and applies the diffs. Chunks that land before the
     // target is ready wait for it.
     const smallDone = decodeSmallSections(bytes, header, starts, info);
-    let into: ((raw: Uint8Array, section: number, at: number) => void) | undefined = undefined;
-    const early: Array<[Uint8Array, number, number]> = [];
-    pagesDone = decodePages(bytes, header, starts, (raw, section, at) => {
-      if (into) into(raw, section, at);
-      else early.push([raw, section, at]);
+    let into: ((raw: Uint8Array, job: ChunkJob) => void) | undefined = undefined;
+    const early: Array<[Uint8Array, ChunkJob]> = [];
+    pagesDone = decodePages(bytes, header, starts, (raw, job) => {
+      if (into) into(raw, job);
+      else early.push([raw, job]);
     });
     pagesDone.catch(() => undefined); // awaited below: not an unhandled rejection meanwhile
     digest = checksum(hashed);
@@ -631,11 +621,11 @@ export async function decodeImageInto(
     }
     const { pages } = small;
     const diffs = new DiffPages(info.memory.totalPages, pages, info.memory.diffPages);
-    into = (raw, section, at) => {
-      if (section === MEMORY) copyToPages(raw, at, pages, memory);
-      else diffs.apply(raw, chunkAt(header, DIFFS, at), memory);
+    into = (raw, job) => {
+      if (job.section === MEMORY) copyToPages(raw, job.to, pages, memory);
+      else diffs.apply(raw, job.chunk, memory);
     };
-    for (const [raw, section, at] of early.splice(0)) into(raw, section, at);
+    for (const [raw, job] of early.splice(0)) into(raw, job);
     await pagesDone;
     diffs.checkComplete();
     // Without a base, every page the image does not list is zero; with one, the caller loaded it.

@@ -1,4 +1,3 @@
-import { Buffer } from 'node:buffer';
 import { RoamError } from '../../errors.js';
 import {
   DEFAULT_COMPRESSION_LEVEL,
@@ -19,11 +18,10 @@ import {
 } from './format.js';
 import { diffRecord } from './diffs.js';
 import { HeaderError, parseImageMeta } from './header.js';
-import { checkSnapshot } from './memory.js';
+import { checkSnapshot, isZeroPage } from './memory.js';
 import { POOL_CONCURRENCY, checksum, deflateChunk, lz4Chunk, runPool, snappyChunk, yieldToLoop } from './work.js';
 
 const COPY_SLICE_BYTES = 4 * 1024 * 1024;
-const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 /** Bytes of pages compared against the base between two turns of the event loop. */
 const DIFF_SLICE_BYTES = 1024 * 1024;
 
@@ -222,7 +220,7 @@ async function splitPages(
     let record: Uint8Array | undefined;
     if (base && index < basePages) {
       const basePage = base.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
-      if (ZERO_PAGE.compare(basePage) !== 0) record = diffRecord(index, page, basePage);
+      if (!isZeroPage(basePage)) record = diffRecord(index, page, basePage);
       compared += PAGE_SIZE;
     }
     if (record === undefined) {

@@ -75,6 +75,9 @@ export function lz4DeclaredLength(block: Uint8Array): number {
   return new DataView(block.buffer, block.byteOffset, 4).getUint32(0, true);
 }
 
+/** Chunks up to this size decode on the calling thread (see unlz4Chunk). */
+const SMALL_CHUNK_BYTES = 64 * 1024;
+
 /**
  * Decompresses one LZ4 chunk that must come to exactly `rawBytes`; the declared length is checked
  * first, so a lying block cannot make the decoder allocate more than the header promised.
@@ -87,8 +90,6 @@ export async function unlz4Chunk(stored: Uint8Array, rawBytes: number): Promise<
   // pool would cost more, and would wait behind the large chunks queued there.
   return rawBytes <= SMALL_CHUNK_BYTES ? lz4UncompressSync(input) : lz4Uncompress(input);
 }
-
-const SMALL_CHUNK_BYTES = 64 * 1024;
 
 export async function snappyChunk(raw: Uint8Array): Promise<Uint8Array> {
   return snappyCompress(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength));
