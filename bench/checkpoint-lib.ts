@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { uninitialized } from '../src/guest/image/memory.js';
 
 export const PAGE = 65536;
 
@@ -31,11 +32,12 @@ export function percentile(values: readonly number[], p: number): number {
 }
 
 /**
- * The plain copy floor, variant "pages": a fresh buffer of exactly `pages.length` pages, filled
- * with one `set()` per page from where each page lives in `source` (a whole linear memory).
+ * The plain copy floor, variant "pages": a fresh buffer of exactly `pages.length` pages (not
+ * zeroed first, as a checkpoint's own copy is not), filled with one `set()` per page from where
+ * each page lives in `source` (a whole linear memory).
  */
 export function copyPages(source: Uint8Array, pages: Uint32Array): Uint8Array {
-  const out = new Uint8Array(pages.length * PAGE);
+  const out = uninitialized(pages.length * PAGE);
   for (let i = 0; i < pages.length; i++) {
     const at = (pages[i] ?? 0) * PAGE;
     out.set(source.subarray(at, at + PAGE), i * PAGE);

@@ -20,6 +20,7 @@ import {
   type ImageContents,
 } from '../src/guest/image/index.js';
 import { applyDiffs } from '../src/guest/image/diffs.js';
+import { uninitialized } from '../src/guest/image/memory.js';
 import { runtimeTemplate } from '../src/guest/template.js';
 import { PREFIX_BYTES, DIGEST_BYTES, type ImageHeader } from '../src/guest/image/format.js';
 import {
@@ -80,7 +81,7 @@ const image = new Uint8Array(readFileSync(imagePath));
 function floorCopies(data: Uint8Array): { pages: number; slice: number } {
   const count = data.length / PAGE;
   const [, pages] = timed(() => {
-    const out = new Uint8Array(count * PAGE);
+    const out = uninitialized(count * PAGE);
     for (let i = 0; i < count; i++) out.set(data.subarray(i * PAGE, (i + 1) * PAGE), i * PAGE);
     return out;
   });

@@ -484,6 +484,38 @@ describe('diffRecord / applyDiffs', () => {
     flip(page, 1000, 1);
     assert.equal(diffRecord(0, page, basePage)?.length, 8 + 4 + 4, 'one word-aligned run of 4 bytes');
   });
+
+  it('applies runs of any alignment and length, also into a memory view that is not word-aligned', () => {
+    // Our encoder writes whole words; a record from elsewhere may not, and must apply all the same.
+    const runs: Array<[number, number]> = [
+      [1, 3],
+      [9, 8],
+      [33, 255],
+      [300, 256],
+      [1001, 1],
+      [4096, 5000],
+    ];
+    const data = runs.map(([, length], r) => randomBytes(length, 10 + r));
+    const record = new Uint8Array(8 + 4 * runs.length + data.reduce((n, d) => n + d.length, 0));
+    const view = new DataView(record.buffer);
+    view.setUint32(0, 2, true);
+    view.setUint32(4, runs.length, true);
+    let at = 8 + 4 * runs.length;
+    runs.forEach(([start, length], r) => {
+      view.setUint16(8 + 4 * r, start, true);
+      view.setUint16(8 + 4 * r + 2, length - 1, true);
+      record.set(data[r] ?? new Uint8Array(0), at);
+      at += length;
+    });
+    for (const offset of [0, 1, 2]) {
+      const backing = new Uint8Array(3 * PAGE + offset).fill(0x5a);
+      const memory = backing.subarray(offset);
+      const expected = memory.slice();
+      runs.forEach(([start], r) => expected.set(data[r] ?? new Uint8Array(0), 2 * PAGE + start));
+      applyDiffs(record, memory, { place: (index) => index * PAGE });
+      assert.ok(Buffer.from(memory).equals(expected), `memory view at byte offset ${offset}`);
+    }
+  });
 });
 
 describe('pages stored as diffs against a base', () => {

@@ -15,7 +15,9 @@ export function isZeroPage(page: Uint8Array): boolean {
 /**
  * Finds the non-zero pages and copies only them. The test is Buffer#compare against a zero page:
  * native memcmp, stops at the first difference, and measured about 10x faster than a Uint32Array
- * or BigUint64Array loop on all-zero memory (the loop's worst case).
+ * or BigUint64Array loop on all-zero memory (the loop's worst case). Against a base, a page is
+ * kept when it differs from the base's page, and compared with the (cached) zero page wherever
+ * the base's page is zero: most of a guest's memory, read once instead of twice.
  */
 export function snapshotMemory(memory: Uint8Array, base?: Uint8Array): MemorySnapshot {
   const byteLength = memory.length;
@@ -30,15 +32,14 @@ export function snapshotMemory(memory: Uint8Array, base?: Uint8Array): MemorySna
   const found = new Uint32Array(totalPages);
   let count = 0;
   const baseBuf = base ? Buffer.from(base.buffer, base.byteOffset, base.byteLength) : undefined;
-  const basePages = baseBuf ? Math.floor(baseBuf.length / PAGE_SIZE) : 0;
+  const baseZero = base ? zeroPagesOf(base) : undefined;
   for (let page = 0, offset = 0; page < totalPages; page++, offset += PAGE_SIZE) {
-    // Against a base, a page is kept when it differs from the base's (zero beyond the base).
-    const reference = baseBuf && page < basePages ? baseBuf : ZERO_PAGE;
+    const reference = baseBuf && baseZero?.[page] === 0 ? baseBuf : ZERO_PAGE;
     const at = reference === ZERO_PAGE ? 0 : offset;
     if (buf.compare(reference, at, at + PAGE_SIZE, offset, offset + PAGE_SIZE) !== 0) found[count++] = page;
   }
   const pages = found.slice(0, count);
-  const data = new Uint8Array(count * PAGE_SIZE);
+  const data = uninitialized(count * PAGE_SIZE); // every byte is copied over below
   // Copy runs of consecutive pages with one memcpy each.
   for (let i = 0; i < count;) {
     const first = pages[i] ?? 0;
@@ -48,6 +49,29 @@ export function snapshotMemory(memory: Uint8Array, base?: Uint8Array): MemorySna
     i = j;
   }
   return { byteLength, pageSize: PAGE_SIZE, pages, data };
+}
+
+/**
+ * A plain Uint8Array (not a Buffer, whose slice() is a view) of fresh memory that is not zeroed
+ * first: for a copy that overwrites all of it, zeroing was a quarter of the copy's time.
+ */
+export function uninitialized(byteLength: number): Uint8Array {
+  return new Uint8Array(Buffer.allocUnsafeSlow(byteLength).buffer, 0, byteLength);
+}
+
+/** Which whole pages of a base are zero (1) or not (0): found once per base, which never changes. */
+const zeroPagesCache = new WeakMap<Uint8Array, Uint8Array>();
+
+function zeroPagesOf(base: Uint8Array): Uint8Array {
+  let zero = zeroPagesCache.get(base);
+  if (zero === undefined) {
+    zero = new Uint8Array(Math.floor(base.length / PAGE_SIZE));
+    for (let page = 0; page < zero.length; page++) {
+      zero[page] = isZeroPage(base.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE)) ? 1 : 0;
+    }
+    zeroPagesCache.set(base, zero);
+  }
+  return zero;
 }
 
 /** Checks a snapshot's own consistency; `what` prefixes the message so callers can say whose it is. */
