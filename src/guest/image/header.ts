@@ -1,8 +1,9 @@
 /**
- * The image header's validator, written out by hand. Every restore checks a header, and the
- * schema library cost more than the rest of reading it: zod took 4-7 ms over the first header a
- * process checked and 0.25-0.6 ms per header after (of a 1 MiB guest's 3 ms restore), this 0.01.
- * The rules are the format's (format.ts); an error names the field, as in `meta.kind: ...`.
+ * The image header's validator, written out by hand (with src/common/validate.ts). Every restore
+ * checks a header, and the schema library cost more than the rest of reading it: zod took 4-7 ms
+ * over the first header a process checked and 0.25-0.6 ms per header after (of a 1 MiB guest's
+ * 3 ms restore), this 0.01. The rules are the format's (format.ts); an error names the field, as
+ * in `meta.kind: ...`.
  */
 import {
   MAX_CHUNK_BYTES,
@@ -13,49 +14,12 @@ import {
   type ImageMeta,
   type SectionHeader,
 } from './format.js';
+import { ValidationError as HeaderError, at, integer, object, oneOf, text } from '../../common/validate.js';
 
-export class HeaderError extends Error {}
-
-type Fields = Record<string, unknown>;
-
-/** `value` as an object with exactly these keys (those in `optional` may be missing). */
-function object(value: unknown, path: string, required: readonly string[], optional: readonly string[] = []): Fields {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new HeaderError(`${path}: expected an object`);
-  }
-  const fields = value as Fields;
-  for (const key of Object.keys(fields)) {
-    if (!required.includes(key) && !optional.includes(key)) throw new HeaderError(`${path}: unknown key "${key}"`);
-  }
-  for (const key of required) if (!Object.hasOwn(fields, key)) throw new HeaderError(`${at(path, key)}: missing`);
-  return fields;
-}
-
-function at(path: string, key: string | number): string {
-  if (typeof key === 'number') return `${path}[${key}]`;
-  return path === '(root)' ? key : `${path}.${key}`;
-}
-
-function integer(value: unknown, path: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new HeaderError(`${path}: expected an integer from ${min} to ${max}`);
-  }
-  return value;
-}
+/** A header that breaks the format's rules; the message names the field. */
+export { HeaderError };
 
 const size = (value: unknown, path: string): number => integer(value, path, 0, Number.MAX_SAFE_INTEGER);
-
-function text(value: unknown, path: string, min: number, max: number): string {
-  if (typeof value !== 'string' || value.length < min || value.length > max) {
-    throw new HeaderError(`${path}: expected a string of ${min} to ${max} characters`);
-  }
-  return value;
-}
-
-function oneOf<T extends string>(value: unknown, path: string, options: readonly T[]): T {
-  if (!options.includes(value as T)) throw new HeaderError(`${path}: expected one of ${options.join(', ')}`);
-  return value as T;
-}
 
 /** An ISO 8601 date-time with seconds and a zone (Z or an offset), as `toISOString` writes. */
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
