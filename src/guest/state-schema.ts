@@ -10,6 +10,7 @@ import { Buffer } from 'node:buffer';
 import { RoamError } from '../errors.js';
 import {
   ValidationError,
+  type Fields,
   array,
   at,
   base64,
@@ -27,8 +28,7 @@ import type { LogRecord, LogState } from './host/log.js';
 import type { NetState, ServerState, SocketState } from './host/net.js';
 import type { TimerState } from './host/timers.js';
 import type { AddressInfo, CarriedConnection, Endpoints } from './network/types.js';
-import type { SandboxLimits } from './sandbox/sandbox.js';
-import type { HostValue } from './sandbox/sandbox.js';
+import type { HostValue, SandboxLimits } from './sandbox/sandbox.js';
 
 /** A value a held event carries, as JSON has it: bytes as `{ b64 }`, undefined as `{ undefined: true }`. */
 export type HeldValue = string | number | boolean | null | { b64: string } | { undefined: true };
@@ -52,13 +52,16 @@ export interface GuestState {
 }
 
 const MAX_BYTES_B64 = 64 * 1024 * 1024;
+/** An object of the state: these keys must be there; any others are dropped. */
+const fields = (value: unknown, path: string, required: readonly string[]): Fields =>
+  object(value, path, required, [], false);
 const id = (v: unknown, path: string): number => integer(v, path, 1, Number.MAX_SAFE_INTEGER);
 const port = (v: unknown, path: string): number => integer(v, path, 0, 65535);
 const count = (v: unknown, path: string): number => finite(v, path, 0);
 const host = (v: unknown, path: string): string | null => nullable(v, path, (h, p) => text(h, p, 0, 256));
 
 function address(value: unknown, path: string): AddressInfo {
-  const f = object(value, path, ['address', 'family', 'port'], [], false);
+  const f = fields(value, path, ['address', 'family', 'port']);
   return {
     address: text(f['address'], at(path, 'address'), 0, 256),
     family: oneOf(f['family'], at(path, 'family'), ['IPv4', 'IPv6'] as const),
@@ -67,13 +70,7 @@ function address(value: unknown, path: string): AddressInfo {
 }
 
 function endpoints(value: unknown, path: string): Endpoints {
-  const f = object(
-    value,
-    path,
-    ['localAddress', 'localPort', 'remoteAddress', 'remotePort', 'remoteFamily'],
-    [],
-    false,
-  );
+  const f = fields(value, path, ['localAddress', 'localPort', 'remoteAddress', 'remotePort', 'remoteFamily']);
   return {
     localAddress: text(f['localAddress'], at(path, 'localAddress'), 0, 256),
     localPort: port(f['localPort'], at(path, 'localPort')),
@@ -84,7 +81,7 @@ function endpoints(value: unknown, path: string): Endpoints {
 }
 
 function carried(value: unknown, path: string): CarriedConnection {
-  const f = object(value, path, ['streamId', 'received', 'sent', 'acked', 'unacked', 'ended'], [], false);
+  const f = fields(value, path, ['streamId', 'received', 'sent', 'acked', 'unacked', 'ended']);
   return {
     streamId: integer(f['streamId'], at(path, 'streamId'), 0, 0xffff_ffff),
     received: count(f['received'], at(path, 'received')),
@@ -96,7 +93,7 @@ function carried(value: unknown, path: string): CarriedConnection {
 }
 
 function socket(value: unknown, path: string): SocketState {
-  const f = object(value, path, ['id', 'endpoints', 'bytesIn', 'bytesOut', 'ref'], [], false);
+  const f = fields(value, path, ['id', 'endpoints', 'bytesIn', 'bytesOut', 'ref']);
   const out: SocketState = {
     id: id(f['id'], at(path, 'id')),
     endpoints: nullable(f['endpoints'], at(path, 'endpoints'), endpoints),
@@ -111,8 +108,8 @@ function socket(value: unknown, path: string): SocketState {
 }
 
 function server(value: unknown, path: string): ServerState {
-  const f = object(value, path, ['id', 'request', 'address', 'ref'], [], false);
-  const request = object(f['request'], at(path, 'request'), ['port', 'host'], [], false);
+  const f = fields(value, path, ['id', 'request', 'address', 'ref']);
+  const request = fields(f['request'], at(path, 'request'), ['port', 'host']);
   return {
     id: id(f['id'], at(path, 'id')),
     request: {
@@ -125,8 +122,8 @@ function server(value: unknown, path: string): ServerState {
 }
 
 function datagramSocket(value: unknown, path: string): DgramState['sockets'][number] {
-  const f = object(value, path, ['id', 'request', 'address', 'ref'], [], false);
-  const request = object(f['request'], at(path, 'request'), ['type', 'port', 'host'], [], false);
+  const f = fields(value, path, ['id', 'request', 'address', 'ref']);
+  const request = fields(f['request'], at(path, 'request'), ['type', 'port', 'host']);
   return {
     id: id(f['id'], at(path, 'id')),
     request: {
@@ -140,7 +137,7 @@ function datagramSocket(value: unknown, path: string): DgramState['sockets'][num
 }
 
 function timer(value: unknown, path: string): TimerState {
-  const f = object(value, path, ['id', 'remaining', 'ref'], [], false);
+  const f = fields(value, path, ['id', 'remaining', 'ref']);
   return {
     id: id(f['id'], at(path, 'id')),
     remaining: count(f['remaining'], at(path, 'remaining')),
@@ -149,7 +146,7 @@ function timer(value: unknown, path: string): TimerState {
 }
 
 function logRecord(value: unknown, path: string): LogRecord {
-  const f = object(value, path, ['t', 'stream', 'text'], [], false);
+  const f = fields(value, path, ['t', 'stream', 'text']);
   return {
     t: count(f['t'], at(path, 't')),
     stream: oneOf(f['stream'], at(path, 'stream'), ['out', 'err'] as const),
@@ -176,14 +173,13 @@ export function parseHeld(value: unknown, path = 'held'): NonNullable<GuestState
 }
 
 function guestState(value: unknown): GuestState {
-  const path = '(root)';
   const required = ['limits', 'argv', 'clock', 'timers', 'immediatePending', 'net', 'dgram', 'log', 'cpuMs'];
-  const f = object(value, path, required, ['held'], false);
-  const limits = object(f['limits'], 'limits', ['memoryBytes', 'cpuBudgetMs', 'stackBytes'], [], false);
-  const clock = object(f['clock'], 'clock', ['wall', 'mono'], [], false);
-  const net = object(f['net'], 'net', ['nextId', 'sockets', 'servers'], [], false);
-  const dgram = object(f['dgram'], 'dgram', ['sockets'], [], false);
-  const log = object(f['log'], 'log', ['records', 'written'], [], false);
+  const f = fields(value, '(root)', required); // and `held`, optional
+  const limits = fields(f['limits'], 'limits', ['memoryBytes', 'cpuBudgetMs', 'stackBytes']);
+  const clock = fields(f['clock'], 'clock', ['wall', 'mono']);
+  const net = fields(f['net'], 'net', ['nextId', 'sockets', 'servers']);
+  const dgram = fields(f['dgram'], 'dgram', ['sockets']);
+  const log = fields(f['log'], 'log', ['records', 'written']);
   const state: GuestState = {
     limits: {
       memoryBytes: integer(limits['memoryBytes'], 'limits.memoryBytes', 16 * 1024 * 1024, 4 * 1024 ** 3),
