@@ -487,12 +487,14 @@ describe('diffRecord / applyDiffs', () => {
 
   it('applies runs of any alignment and length, also into a memory view that is not word-aligned', () => {
     // Our encoder writes whole words; a record from elsewhere may not, and must apply all the same.
+    // (2048 + 64 bytes is the one short run that is whole words: copied a word at a time at offset 0.)
     const runs: Array<[number, number]> = [
       [1, 3],
       [9, 8],
       [33, 255],
       [300, 256],
       [1001, 1],
+      [2048, 64],
       [4096, 5000],
     ];
     const data = runs.map(([, length], r) => randomBytes(length, 10 + r));
