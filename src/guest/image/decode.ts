@@ -490,8 +490,7 @@ export async function decodeImage(
 ): Promise<{ info: ImageInfo; contents: ImageContents }> {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
-  try {
+  return checkedAgainstDigest(bytes, framing, async () => {
     const { header, info, starts } = parseHeader(bytes, framing, limits);
     const base = info.memory.diffPages > 0 ? baseOf(header, options.base) : undefined;
     const wholeData = allocate(header.sections[MEMORY]?.rawBytes ?? 0, "'memory' section");
@@ -506,7 +505,6 @@ export async function decodeImage(
       else diffs.apply(raw, job.chunk, diffData);
     });
     diffs.checkComplete();
-    checkDigest(bytes, framing, await digest);
     return {
       info,
       contents: {
@@ -516,11 +514,24 @@ export async function decodeImage(
         files: small.files,
       },
     };
+  });
+}
+
+/**
+ * Runs `decode` while the image's checksum is computed, and checks the checksum after it, also
+ * when it threw: a damaged image shows as a checksum failure first, whatever else it broke.
+ */
+async function checkedAgainstDigest<T>(bytes: Uint8Array, framing: Framing, decode: () => Promise<T>): Promise<T> {
+  const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
+  let result: T;
+  try {
+    result = await decode();
   } catch (err) {
-    // A damaged image shows as a checksum failure first, whatever else it broke.
     checkDigest(bytes, framing, await digest);
     throw err;
   }
+  checkDigest(bytes, framing, await digest);
+  return result;
 }
 
 /** One snapshot of the whole pages and the diffed ones (in the order they came), pages ascending. */
@@ -559,16 +570,11 @@ export async function decodeImageState(
 ): Promise<{ info: ImageInfo; meta: ImageContents['meta']; state: unknown; files: Uint8Array }> {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
-  try {
+  return checkedAgainstDigest(bytes, framing, async () => {
     const { header, info, starts } = parseHeader(bytes, framing, limits);
     const small = await decodeSmallSections(bytes, header, starts, info);
-    checkDigest(bytes, framing, await digest);
     return { info, meta: { ...header.meta }, state: small.state, files: small.files };
-  } catch (err) {
-    checkDigest(bytes, framing, await digest);
-    throw err;
-  }
+  });
 }
 
 export interface DecodedInto {

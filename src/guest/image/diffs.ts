@@ -15,6 +15,7 @@
  * A record is never larger than the page (the encoder stores such a page whole), which bounds
  * what a hostile image can make us write per record.
  */
+import { endianness } from 'node:os';
 import { PAGE_SIZE } from './format.js';
 
 export const RECORD_HEADER_BYTES = 8;
@@ -103,7 +104,7 @@ function words(page: Uint8Array, which: 0 | 1): Int32Array {
 /** Runs shorter than this are copied in a loop rather than by `set()`. */
 const SHORT_RUN_BYTES = 256;
 /** Words are read in the order an Int32Array writes them, so that bytes land unchanged. */
-const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const HOST_LITTLE_ENDIAN = endianness() === 'LE';
 
 /** Where a record's page goes: checks its index and returns where it starts in the memory. */
 export interface PagePlacer {

@@ -18,7 +18,7 @@ import {
 } from './format.js';
 import { diffRecord } from './diffs.js';
 import { HeaderError, parseImageMeta } from './header.js';
-import { checkSnapshot, isZeroPage } from './memory.js';
+import { checkSnapshot, zeroPagesOf } from './memory.js';
 import { POOL_CONCURRENCY, checksum, deflateChunk, lz4Chunk, runPool, snappyChunk, yieldToLoop } from './work.js';
 
 const COPY_SLICE_BYTES = 4 * 1024 * 1024;
@@ -213,14 +213,13 @@ async function splitPages(
   let pendingBytes = 0;
   let diffPages = 0;
   let compared = 0;
-  const basePages = base ? Math.floor(base.length / PAGE_SIZE) : 0;
+  const baseZero = base ? zeroPagesOf(base) : undefined;
   for (let i = 0; i < pages.length; i++) {
     const index = pages[i] ?? 0;
     const page = data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
     let record: Uint8Array | undefined;
-    if (base && index < basePages) {
-      const basePage = base.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
-      if (!isZeroPage(basePage)) record = diffRecord(index, page, basePage);
+    if (base && baseZero?.[index] === 0) {
+      record = diffRecord(index, page, base.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE));
       compared += PAGE_SIZE;
     }
     if (record === undefined) {

@@ -8,7 +8,7 @@ import { PAGE_SIZE, imageError, type MemorySnapshot } from './format.js';
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
 /** Whether a page (PAGE_SIZE bytes) is all zero: one native compare. */
-export function isZeroPage(page: Uint8Array): boolean {
+function isZeroPage(page: Uint8Array): boolean {
   return ZERO_PAGE.compare(page) === 0;
 }
 
@@ -62,7 +62,7 @@ export function uninitialized(byteLength: number): Uint8Array {
 /** Which whole pages of a base are zero (1) or not (0): found once per base, which never changes. */
 const zeroPagesCache = new WeakMap<Uint8Array, Uint8Array>();
 
-function zeroPagesOf(base: Uint8Array): Uint8Array {
+export function zeroPagesOf(base: Uint8Array): Uint8Array {
   let zero = zeroPagesCache.get(base);
   if (zero === undefined) {
     zero = new Uint8Array(Math.floor(base.length / PAGE_SIZE));
