@@ -330,16 +330,16 @@ function profileTable(results: Result[]): string {
       const p = r.child.profile;
       // What the restore does besides: the checksum, the diffs, the LZ4 chunks (on the pool), state and files.
       const restoreRest =
-        r.restoreMed - p.sha256Ms - p.applyDiffsMs - p.inflateMs - p.finishRestoreMs - p.parseStateMs - p.filesMs;
+        r.restoreMed - p.checksumMs - p.applyDiffsMs - p.inflateMs - p.finishRestoreMs - p.parseStateMs - p.filesMs;
       return [
         `${r.targetMiB} MiB`,
         `${ms(r.floorPagesMed)} / ${ms(r.floorSliceMed)}`,
         ms(r.scanMed),
         ms(r.snapshotMed),
         rest(r.pauseMed - r.snapshotMed),
-        ms(p.sha256Ms),
+        ms(p.checksumMs),
         ms(p.inflateMs),
-        rest(r.decodeMed - p.sha256Ms - p.inflateMs),
+        rest(r.decodeMed - p.checksumMs - p.inflateMs),
         ms(p.growMs),
         ms(p.applyDiffsMs),
         ms(p.restoreMemoryMs),

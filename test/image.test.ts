@@ -20,7 +20,10 @@ import {
   type MemorySnapshot,
 } from '../src/guest/image/index.js';
 import {
+  DECODABLE_FORMAT_VERSIONS,
   DIGEST_BYTES,
+  WRITTEN_DIGEST_BYTES,
+  digestKind,
   ENCODE_CHUNK_BYTES,
   PAGE_SIZE,
   PREFIX_BYTES,
@@ -28,6 +31,7 @@ import {
   type ImageHeader,
   type SectionName,
 } from '../src/guest/image/format.js';
+import { checksumSync } from '../src/guest/image/work.js';
 
 const PAGE = PAGE_SIZE;
 
@@ -155,7 +159,8 @@ function split(image: Uint8Array): Parts {
 }
 
 function frame(headerBytes: Uint8Array, payload: Uint8Array, version = IMAGE_FORMAT_VERSION): Uint8Array {
-  const total = PREFIX_BYTES + headerBytes.length + payload.length + DIGEST_BYTES;
+  const kind = digestKind(version);
+  const total = PREFIX_BYTES + headerBytes.length + payload.length + DIGEST_BYTES[kind];
   const image = new Uint8Array(total);
   writePrefix(image, {
     formatVersion: version,
@@ -165,11 +170,8 @@ function frame(headerBytes: Uint8Array, payload: Uint8Array, version = IMAGE_FOR
   });
   image.set(headerBytes, PREFIX_BYTES);
   image.set(payload, PREFIX_BYTES + headerBytes.length);
-  new DataView(image.buffer, image.byteOffset).setUint32(
-    total - DIGEST_BYTES,
-    zlib.crc32(image.subarray(0, total - DIGEST_BYTES)),
-    false,
-  );
+  const digestAt = total - DIGEST_BYTES[kind];
+  image.set(checksumSync(image.subarray(0, digestAt), kind), digestAt);
   return image;
 }
 
@@ -595,11 +597,31 @@ describe('pages stored as diffs against a base', () => {
       1,
     );
     await rejectsWith(decodeImage(v1WithDiffs), 'ROAM_ERR_IMAGE_MALFORMED', /5 sections in a version 1 image/);
-    await rejectsWith(
-      decodeImage(frame(new TextEncoder().encode(JSON.stringify(header)), payload)),
-      'ROAM_ERR_IMAGE_MALFORMED',
-      /4 sections in a version 2 image/,
-    );
+    for (const version of [2, 3]) {
+      await rejectsWith(
+        decodeImage(frame(new TextEncoder().encode(JSON.stringify(header)), payload, version)),
+        'ROAM_ERR_IMAGE_MALFORMED',
+        new RegExp(`4 sections in a version ${version} image`),
+      );
+    }
+  });
+
+  it('still decodes version 2 images (a CRC-32 at the end)', async () => {
+    const contents = contentsOf(mixedMemory(20, 8));
+    const image = await encodeImage(contents);
+    assert.deepEqual(image.subarray(-8), checksumSync(image.subarray(0, -8), 'xxh3-64'), 'ends in its XXH3-64');
+    const { header, sections } = split(image);
+    const v2 = frame(new TextEncoder().encode(JSON.stringify(header)), Buffer.concat(Object.values(sections)), 2);
+    assert.equal(v2.length, image.length - 4);
+    const { info, contents: decoded } = await decodeImage(v2);
+    assert.equal(info.formatVersion, 2);
+    assertSameContents(decoded, contents);
+    const damaged = v2.slice();
+    damaged[v2.length - 100] = (damaged[v2.length - 100] ?? 0) ^ 0x10;
+    await rejectsWith(decodeImage(damaged), 'ROAM_ERR_IMAGE_CHECKSUM', /checksum \(CRC-32\) mismatch/);
+    const damaged3 = image.slice();
+    damaged3[image.length - 100] = (damaged3[image.length - 100] ?? 0) ^ 0x10;
+    await rejectsWith(decodeImage(damaged3), 'ROAM_ERR_IMAGE_CHECKSUM', /checksum \(XXH3-64\) mismatch/);
   });
 
   it('refuses diffs that are damaged, doubled or out of place', async () => {
@@ -659,7 +681,7 @@ describe('damaged images', () => {
       const offsets = new Set<number>();
       for (let i = 0; i < 200; i++) offsets.add(i);
       for (let i = 0; i < 300; i++) offsets.add(Math.floor((image.length * i) / 300));
-      for (let i = 1; i <= DIGEST_BYTES + 1; i++) offsets.add(image.length - i);
+      for (let i = 1; i <= WRITTEN_DIGEST_BYTES + 1; i++) offsets.add(image.length - i);
       for (const at of offsets) {
         if (at >= image.length) continue;
         const cut = image.subarray(0, at);
@@ -670,22 +692,24 @@ describe('damaged images', () => {
   });
 
   it('catches a flipped byte anywhere', async () => {
-    const expected = (at: number): [RoamErrorCode, RegExp] =>
+    // A flip in the version field that makes another version this Roam reads is caught by the
+    // prefix's CRC; any other is an unsupported version.
+    const expected = (at: number, damaged: Uint8Array): [RoamErrorCode, RegExp] =>
       at < 8
         ? ['ROAM_ERR_IMAGE_MALFORMED', /not a Roam checkpoint image/]
-        : at < 10
+        : at < 10 && !DECODABLE_FORMAT_VERSIONS.includes(new DataView(damaged.buffer).getUint16(8, true))
           ? ['ROAM_ERR_IMAGE_VERSION', /unsupported version/]
           : ['ROAM_ERR_IMAGE_CHECKSUM', /checksum/];
     // Every byte of the prefix, the header and the start of the payload, then a sample of the rest.
     const offsets = new Set<number>();
     for (let at = 0; at < Math.min(1024, smallImage.length); at++) offsets.add(at);
     for (let i = 0; i < 400; i++) offsets.add(Math.floor((smallImage.length * i) / 400));
-    for (let at = smallImage.length - DIGEST_BYTES - 8; at < smallImage.length; at++) offsets.add(at);
+    for (let at = smallImage.length - WRITTEN_DIGEST_BYTES - 8; at < smallImage.length; at++) offsets.add(at);
     for (const at of offsets) {
       for (const xor of [0x01, 0x80]) {
         const damaged = smallImage.slice();
         damaged[at] = (damaged[at] ?? 0) ^ xor;
-        const [code, pattern] = expected(at);
+        const [code, pattern] = expected(at, damaged);
         throwsWith(() => inspectImage(damaged), code, pattern);
         await rejectsWith(decodeImage(damaged), code, pattern);
       }
@@ -693,17 +717,17 @@ describe('damaged images', () => {
   });
 
   it('refuses other format versions, naming both', async () => {
-    for (const version of [0, 3, 0xffff]) {
+    for (const version of [0, IMAGE_FORMAT_VERSION + 1, 0xffff]) {
       const image = smallImage.slice();
       new DataView(image.buffer).setUint16(8, version, true);
       const err = await rejectsWith(decodeImage(image), 'ROAM_ERR_IMAGE_VERSION', /unsupported version/);
       assert.match(err.message, new RegExp(`version ${version}\\b`));
-      assert.match(err.message, new RegExp(`supports versions 1 and ${IMAGE_FORMAT_VERSION}\\b`));
+      assert.match(err.message, new RegExp(`supports versions 1, 2 and 3 and writes ${IMAGE_FORMAT_VERSION}\\b`));
     }
     // A well-formed image from a future version is refused before its checksum is looked at.
     const { header, sections } = split(smallImage);
-    const future = frame(new TextEncoder().encode(JSON.stringify(header)), Buffer.concat(Object.values(sections)), 3);
-    await rejectsWith(decodeImage(future), 'ROAM_ERR_IMAGE_VERSION', /unsupported version 3/);
+    const future = frame(new TextEncoder().encode(JSON.stringify(header)), Buffer.concat(Object.values(sections)), 4);
+    await rejectsWith(decodeImage(future), 'ROAM_ERR_IMAGE_VERSION', /unsupported version 4/);
   });
 
   it('refuses what is not an image', async () => {
@@ -790,7 +814,7 @@ describe('well-framed but malformed images', () => {
     const headerLength = new DataView(image.buffer).getUint32(12, true);
     await rejectsWith(
       decodeImage(
-        frame(new TextEncoder().encode('{"meta":'), image.subarray(PREFIX_BYTES + headerLength, -DIGEST_BYTES)),
+        frame(new TextEncoder().encode('{"meta":'), image.subarray(PREFIX_BYTES + headerLength, -WRITTEN_DIGEST_BYTES)),
       ),
       'ROAM_ERR_IMAGE_MALFORMED',
       /header is not UTF-8 JSON/,
@@ -993,7 +1017,7 @@ describe('hostile input (property-based)', () => {
   /** Mutates the body (header + payload) and re-frames it with a valid CRC and checksum. */
   function resealBody(image: Uint8Array, mutations: Mutation[]): Uint8Array {
     const headerLength = new DataView(image.buffer, image.byteOffset).getUint32(12, true);
-    let body: Uint8Array = image.slice(PREFIX_BYTES, image.length - DIGEST_BYTES);
+    let body: Uint8Array = image.slice(PREFIX_BYTES, image.length - WRITTEN_DIGEST_BYTES);
     for (const m of mutations) body = apply(body, m);
     const headerEnd = Math.min(headerLength, body.length);
     return frame(body.subarray(0, headerEnd), body.subarray(headerEnd));

@@ -18,10 +18,12 @@ import {
   PAGE_SIZE,
   PREFIX_BYTES,
   SECTION_NAMES,
-  crc32,
+  digestKind,
   imageError,
+  prefixCrc,
   type BaseMemory,
   type DecodeOptions,
+  type DigestKind,
   type ImageContents,
   type ImageHeader,
   type ImageInfo,
@@ -39,6 +41,9 @@ interface Framing {
   formatVersion: number;
   headerLength: number;
   totalLength: number;
+  digest: DigestKind;
+  /** Where the digest starts: every byte before it is hashed. */
+  digestAt: number;
 }
 
 function limitsOf(options: DecodeOptions): Limits {
@@ -83,7 +88,7 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
     if (!DECODABLE_FORMAT_VERSIONS.includes(version)) {
       throw imageError(
         'ROAM_ERR_IMAGE_VERSION',
-        `unsupported version ${version} of the checkpoint image format; this Roam supports versions ${DECODABLE_FORMAT_VERSIONS.join(' and ')} ` +
+        `unsupported version ${version} of the checkpoint image format; this Roam supports versions ${listed(DECODABLE_FORMAT_VERSIONS)} ` +
           `and writes ${IMAGE_FORMAT_VERSION} (the image comes from a different Roam version, or is damaged)`,
       );
     }
@@ -94,7 +99,7 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
       `checkpoint image is truncated: ${length} bytes, less than its ${PREFIX_BYTES}-byte prefix`,
     );
   }
-  if (view.getUint32(28, true) !== crc32(bytes.subarray(0, 28))) {
+  if (view.getUint32(28, true) !== prefixCrc(bytes)) {
     throw imageError('ROAM_ERR_IMAGE_CHECKSUM', 'checkpoint image is damaged: prefix checksum mismatch');
   }
   const flags = view.getUint16(10, true);
@@ -112,7 +117,9 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
   if (headerLength > MAX_HEADER_BYTES) {
     throw malformed(`header of ${headerLength} bytes is over the ${MAX_HEADER_BYTES}-byte maximum`);
   }
-  if (totalLength < PREFIX_BYTES + headerLength + DIGEST_BYTES) {
+  const formatVersion = view.getUint16(8, true);
+  const digest = digestKind(formatVersion);
+  if (totalLength < PREFIX_BYTES + headerLength + DIGEST_BYTES[digest]) {
     throw malformed(`declared length ${totalLength} cannot hold its ${headerLength}-byte header`);
   }
   if (length < totalLength) {
@@ -122,14 +129,28 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
     );
   }
   if (length > totalLength) throw malformed(`${length - totalLength} unexpected bytes after the end of the image`);
-  return { formatVersion: view.getUint16(8, true), headerLength, totalLength };
+  return { formatVersion, headerLength, totalLength, digest, digestAt: totalLength - DIGEST_BYTES[digest] };
 }
 
+/** "1, 2 and 3" */
+function listed(values: readonly number[]): string {
+  return values.length < 2 ? values.join('') : `${values.slice(0, -1).join(', ')} and ${String(values.at(-1))}`;
+}
+
+const DIGEST_NAMES: Record<DigestKind, string> = { 'xxh3-64': 'XXH3-64', 'crc-32': 'CRC-32' };
+
+/** The digest of everything before it, computed in slices (see work.ts's `checksum`). */
+const digestOf = (bytes: Uint8Array, framing: Framing): Promise<Uint8Array> =>
+  checksum(bytes.subarray(0, framing.digestAt), framing.digest);
+
 function checkDigest(bytes: Uint8Array, framing: Framing, digest: Uint8Array): void {
-  const stored = bytes.subarray(framing.totalLength - DIGEST_BYTES, framing.totalLength);
-  for (let i = 0; i < DIGEST_BYTES; i++) {
+  const stored = bytes.subarray(framing.digestAt, framing.totalLength);
+  for (let i = 0; i < stored.length; i++) {
     if (stored[i] !== digest[i]) {
-      throw imageError('ROAM_ERR_IMAGE_CHECKSUM', 'checkpoint image is damaged: checksum (CRC-32) mismatch');
+      throw imageError(
+        'ROAM_ERR_IMAGE_CHECKSUM',
+        `checkpoint image is damaged: checksum (${DIGEST_NAMES[framing.digest]}) mismatch`,
+      );
     }
   }
 }
@@ -188,7 +209,7 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
   }
 
   const payloadStart = PREFIX_BYTES + framing.headerLength;
-  const payloadLength = framing.totalLength - DIGEST_BYTES - payloadStart;
+  const payloadLength = framing.digestAt - payloadStart;
   const expectedRaw: Record<SectionName, number | undefined> = {
     pages: nonZeroPages * 4,
     memory: nonZeroPages * PAGE_SIZE,
@@ -262,7 +283,7 @@ function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): Parse
 export function inspectImage(bytes: Uint8Array, options: DecodeOptions = {}): ImageInfo {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  checkDigest(bytes, framing, checksumSync(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
+  checkDigest(bytes, framing, checksumSync(bytes.subarray(0, framing.digestAt), framing.digest));
   return parseHeader(bytes, framing, limits).info;
 }
 
@@ -273,7 +294,7 @@ export function inspectImage(bytes: Uint8Array, options: DecodeOptions = {}): Im
 export async function verifyImage(bytes: Uint8Array, options: DecodeOptions = {}): Promise<ImageInfo> {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  checkDigest(bytes, framing, await checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES)));
+  checkDigest(bytes, framing, await digestOf(bytes, framing));
   return parseHeader(bytes, framing, limits).info;
 }
 
@@ -522,7 +543,7 @@ export async function decodeImage(
  * when it threw: a damaged image shows as a checksum failure first, whatever else it broke.
  */
 async function checkedAgainstDigest<T>(bytes: Uint8Array, framing: Framing, decode: () => Promise<T>): Promise<T> {
-  const digest = checksum(bytes.subarray(0, framing.totalLength - DIGEST_BYTES));
+  const digest = digestOf(bytes, framing);
   let result: T;
   try {
     result = await decode();
@@ -600,7 +621,6 @@ export async function decodeImageInto(
 ): Promise<DecodedInto> {
   const limits = limitsOf(options);
   const framing = readFraming(bytes, limits);
-  const hashed = bytes.subarray(0, framing.totalLength - DIGEST_BYTES);
   let digest: Promise<Uint8Array> | undefined;
   let pagesDone: Promise<void> | undefined;
   try {
@@ -616,7 +636,7 @@ export async function decodeImageInto(
       else early.push([raw, job]);
     });
     pagesDone.catch(() => undefined); // awaited below: not an unhandled rejection meanwhile
-    digest = checksum(hashed);
+    digest = digestOf(bytes, framing);
     const small = await smallDone;
     const memory = await target(info.memory.byteLength, small.state, header.meta);
     if (memory.length < info.memory.byteLength) {
@@ -642,7 +662,7 @@ export async function decodeImageInto(
     // No chunk is left decompressing behind the caller's back, and a damaged image shows as a
     // checksum failure first, whatever else it broke.
     await pagesDone?.catch(() => undefined);
-    checkDigest(bytes, framing, await (digest ?? checksum(hashed)));
+    checkDigest(bytes, framing, await (digest ?? digestOf(bytes, framing)));
     throw err;
   }
 }

@@ -1,10 +1,12 @@
 import { RoamError } from '../../errors.js';
 import {
   DEFAULT_COMPRESSION_LEVEL,
-  DIGEST_BYTES,
   ENCODE_CHUNK_BYTES,
+  IMAGE_FORMAT_VERSION,
   PAGE_SIZE,
   SECTION_NAMES,
+  WRITTEN_DIGEST_BYTES,
+  digestKind,
   imageError,
   layoutImage,
   type BaseMemory,
@@ -162,8 +164,8 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
       await yieldToLoop();
     }
   }
-  const digestAt = image.length - DIGEST_BYTES;
-  image.set(await checksum(image.subarray(0, digestAt)), digestAt);
+  const digestAt = image.length - WRITTEN_DIGEST_BYTES;
+  image.set(await checksum(image.subarray(0, digestAt), digestKind(IMAGE_FORMAT_VERSION)), digestAt);
   return image;
 }
 
