@@ -346,6 +346,28 @@ describe('encodeImage / decodeImage round trip', () => {
     assert.ok(Buffer.from(into.files).equals(contents.files));
   });
 
+  it('stores chunks under 4 KiB verbatim with the fast codecs, and deflates them all the same', async () => {
+    const compressible = { log: 'x'.repeat(3000) }; // about 3 KB of JSON that LZ4 would shrink
+    const contents = contentsOf(mixedMemory(4, 3), compressible, new Uint8Array(2000));
+    for (const codec of ['lz4', 'snappy'] as const) {
+      const image = await encodeImage(contents, { codec });
+      const { info, contents: decoded } = await decodeImage(image);
+      assertSameContents(decoded, contents);
+      const state = info.sections.find((section) => section.name === 'state');
+      const files = info.sections.find((section) => section.name === 'files');
+      assert.equal(state?.encoding, 'none', `${codec}: state`);
+      assert.equal(state?.storedBytes, state?.rawBytes);
+      assert.equal(files?.encoding, 'none', `${codec}: files`);
+    }
+    const deflated = await decodeImage(await encodeImage(contents, { codec: 'deflate' }));
+    const state = deflated.info.sections.find((section) => section.name === 'state');
+    assert.equal(state?.encoding, 'deflate-raw');
+    assert.ok((state?.storedBytes ?? Infinity) < 200, 'deflate still packs a small chunk');
+    // A larger state is compressed as before.
+    const big = await decodeImage(await encodeImage(contentsOf(mixedMemory(4, 3), { log: 'x'.repeat(10_000) })));
+    assert.equal(big.info.sections.find((section) => section.name === 'state')?.encoding, 'lz4');
+  });
+
   it('still decodes Snappy images (the default before LZ4)', async () => {
     const memory = mixedMemory(40, 17);
     const contents = contentsOf(memory, STATE, mixedMemory(2, 3));

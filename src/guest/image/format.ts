@@ -49,10 +49,10 @@ export const IMAGE_MAGIC = new Uint8Array([0x52, 0x4f, 0x41, 0x4d, 0x49, 0x4d, 0
 export const PREFIX_BYTES = 32;
 
 /**
- * How an image's last bytes check the rest. XXH3-64 since version 3: measured here on the 1 MiB
- * bench guest's 1.66 MB image, 0.06 ms against CRC-32's 0.27 (and on 64 MiB, about 4x faster),
- * time a restore spent before its guest could run. (An earlier trial found XXH3 slower than CRC-32:
- * it used `xxh3.xxh64()`, the one-shot call, which runs at a tenth of the streaming hasher's speed.)
+ * How an image's last bytes check the rest. XXH3-64 since version 3, for speed: a restore hashes
+ * the whole image before its guest may run, and here the 1 MiB bench guest's 1.66 MB image hashes
+ * in 0.07 ms against CRC-32's 0.31, 31.5 MB in 1.27 ms against 5.77 (BENCHMARKS.md, session 12).
+ * Only the streaming hasher is that fast: `xxh3.xxh64()`, the one-shot call, runs at a tenth of it.
  */
 export type DigestKind = 'xxh3-64' | 'crc-32';
 export const digestKind = (formatVersion: number): DigestKind => (formatVersion >= 3 ? 'xxh3-64' : 'crc-32');
