@@ -51,6 +51,7 @@ console.log('holding');`,
   const text = await runRoam(['guest', 'inspect', image], { cwd: ROOT });
   assert.equal(text.code, 0, text.stderr);
   assert.match(text.stdout, /guest +holder/);
+  assert.match(text.stdout, /format +v3 \(checksum XXH3-64\), written by roam/);
   assert.match(text.stdout, /timers +1: #\d+ in \d+ ms/);
   // Every page the guest changed is stored, here all as differences from the runtime's.
   const stored = /(\d+) of \d+ pages stored, (\d+) of them as differences/.exec(text.stdout);

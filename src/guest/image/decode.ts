@@ -11,6 +11,7 @@ import {
   DEFAULT_MAX_IMAGE_BYTES,
   DEFAULT_MAX_MEMORY_BYTES,
   DIGEST_BYTES,
+  DIGEST_NAMES,
   IMAGE_FORMAT_VERSION,
   IMAGE_MAGIC,
   MAX_DEFLATE_RATIO,
@@ -136,8 +137,6 @@ function readFraming(bytes: Uint8Array, limits: Limits): Framing {
 function listed(values: readonly number[]): string {
   return values.length < 2 ? values.join('') : `${values.slice(0, -1).join(', ')} and ${String(values.at(-1))}`;
 }
-
-const DIGEST_NAMES: Record<DigestKind, string> = { 'xxh3-64': 'XXH3-64', 'crc-32': 'CRC-32' };
 
 /** The digest of everything before it, computed in slices (see work.ts's `checksum`). */
 const digestOf = (bytes: Uint8Array, framing: Framing): Promise<Uint8Array> =>

@@ -57,6 +57,7 @@ export const PREFIX_BYTES = 32;
 export type DigestKind = 'xxh3-64' | 'crc-32';
 export const digestKind = (formatVersion: number): DigestKind => (formatVersion >= 3 ? 'xxh3-64' : 'crc-32');
 export const DIGEST_BYTES: Record<DigestKind, number> = { 'xxh3-64': 8, 'crc-32': 4 };
+export const DIGEST_NAMES: Record<DigestKind, string> = { 'xxh3-64': 'XXH3-64', 'crc-32': 'CRC-32' };
 /** The digest length of the version this Roam writes. */
 export const WRITTEN_DIGEST_BYTES = DIGEST_BYTES[digestKind(IMAGE_FORMAT_VERSION)];
 export const PAGE_SIZE = 65536 as const;
