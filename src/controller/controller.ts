@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { RoamError } from '../errors.js';
 import { Guest, type GuestExit } from '../guest/guest.js';
+import { TurnGate } from '../guest/turn-gate.js';
 import { moveSource, type MoveSource } from '../migration/movable.js';
 import { WasmGuest } from '../wasm/guest.js';
 import { LinkSession } from '../link/session.js';
@@ -87,6 +88,8 @@ export class Controller implements TunnelLink {
   private readonly closed = new AbortController();
   private nextOutbound = 2 * (1 + Math.floor(Math.random() * 0x3fff_0000));
   private readonly moves: Moves;
+  /** Held during a move's pause: the guests here take no turns then (src/guest/turn-gate.ts). */
+  private readonly turns = new TurnGate();
   private peerPort = 0;
   private drained: (() => void) | undefined;
   private joinedOnce: { resolve: () => void; reject: (err: Error) => void } | undefined;
@@ -106,6 +109,7 @@ export class Controller implements TunnelLink {
       adopt: (guest, network) => this.adopt(guest, network),
       network: (guestId) => new TunnelNetwork(guestId, this),
       log: (line, fields) => this.log(line, fields),
+      turns: this.turns,
     });
   }
 
@@ -410,7 +414,7 @@ export class Controller implements TunnelLink {
     try {
       const bytes = await readImage(stream, frame.bytes, IMAGE_TIMEOUT_MS);
       const network = new TunnelNetwork(message.guestId, this, { fromBackup: true });
-      const guest = await resumeFromImage(bytes, network, this.closed.signal);
+      const guest = await resumeFromImage(bytes, network, this.closed.signal, this.turns);
       if (guest.id !== message.guestId) {
         guest.stop();
         throw new RoamError('ROAM_ERR_IMAGE_MALFORMED', `the image is of guest ${guest.id}, not ${message.guestId}`);
@@ -439,7 +443,11 @@ export class Controller implements TunnelLink {
         ...(message.limits?.memoryBytes ? { memoryBytes: message.limits.memoryBytes } : {}),
       });
     }
-    return Guest.start(message.bundle ?? '', { ...common, ...(message.limits ? { limits: message.limits } : {}) });
+    return Guest.start(message.bundle ?? '', {
+      ...common,
+      gate: this.turns,
+      ...(message.limits ? { limits: message.limits } : {}),
+    });
   }
 
   /** The guest moved to another host: forget it, and let its streams go without a reset. */

@@ -6,6 +6,7 @@
 import { Guest, type Capture } from '../guest/guest.js';
 import { readImageMeta } from '../guest/image/index.js';
 import { encodeGuestImage } from '../guest/template.js';
+import type { TurnGate } from '../guest/turn-gate.js';
 import { WasmGuest } from '../wasm/guest.js';
 import type { HostGuest } from './hosted.js';
 import type { TunnelNetwork } from './tunnel-network.js';
@@ -35,9 +36,10 @@ export function resumeFromImage(
   bytes: Uint8Array,
   network: TunnelNetwork,
   signal: AbortSignal,
+  gate?: TurnGate,
 ): Promise<Guest | WasmGuest> {
   // Each restore checks the whole image's checksum itself: hashing it here too would be twice.
   return readImageMeta(bytes).kind === 'wasm'
     ? WasmGuest.restoreImage(bytes, { network, signal })
-    : Guest.restoreImage(bytes, { network });
+    : Guest.restoreImage(bytes, { network, ...(gate ? { gate } : {}) });
 }

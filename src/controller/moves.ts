@@ -6,6 +6,7 @@
 import net from 'node:net';
 import { failpoint, reach } from '../common/failpoints.js';
 import type { Guest } from '../guest/guest.js';
+import type { TurnGate } from '../guest/turn-gate.js';
 import type { WasmGuest } from '../wasm/guest.js';
 import type { MoveSource } from '../migration/movable.js';
 import type { HostGuest } from './hosted.js';
@@ -34,6 +35,8 @@ export interface MoveHost {
   adopt(guest: Guest | WasmGuest, network: TunnelNetwork): void;
   network(guestId: string): TunnelNetwork;
   log(line: string, fields?: { guest?: string; migration?: string; level?: 'info' | 'warn' | 'error' }): void;
+  /** The host's hold on its guests' turns, closed during a move's pause (TurnGate). */
+  turns: TurnGate;
 }
 
 interface Waiting {
@@ -86,6 +89,7 @@ export class Moves {
               message: err.message,
             }),
           log: (line) => this.host.log(line),
+          turns: this.host.turns,
         },
         () => this.spare.refillSoon(), // the move that may have taken it is over
       );
@@ -203,6 +207,7 @@ export class Moves {
         codecs,
         shadows: this.shadows,
         peers: this.peers,
+        turns: this.host.turns,
         progress: (update) =>
           this.host.control({ type: 'migrateProgress', migrationId: message.migrationId, ...update }),
         abort: (step: MigrationStep, err: Error) => {

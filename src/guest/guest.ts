@@ -28,6 +28,7 @@ import {
 import { LoopbackNetwork } from './network/loopback.js';
 import type { VirtualNetwork } from './network/types.js';
 import { DEFAULT_LIMITS, GuestFault, Sandbox, type HostValue, type SandboxLimits } from './sandbox/sandbox.js';
+import type { TurnGate } from './turn-gate.js';
 import { VirtualFileSystem } from './vfs.js';
 import { FsHost } from './host/fs.js';
 import { DgramHost } from './host/dgram.js';
@@ -51,6 +52,8 @@ export interface GuestOptions {
   limits?: Partial<SandboxLimits>;
   network?: VirtualNetwork;
   onLog?: LogSink;
+  /** The host's hold on guest turns (see TurnGate): while it is closed, this guest takes none. */
+  gate?: TurnGate;
 }
 
 /**
@@ -158,6 +161,7 @@ export class Guest {
   private base!: RuntimeBase;
   private argv: string[];
   private readonly network: VirtualNetwork;
+  private readonly gate: TurnGate | undefined;
 
   private constructor(options: GuestOptions, limits: SandboxLimits, parts: Parts) {
     this.id = options.id ?? randomUUID();
@@ -168,6 +172,7 @@ export class Guest {
     this.log = parts.log;
     this.files = parts.files;
     this.network = options.network ?? new LoopbackNetwork();
+    this.gate = options.gate;
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
     const deliver = (kind: string, ...args: HostValue[]): void => this.deliver(kind, args);
     const ids = new IdAllocator();
@@ -512,6 +517,17 @@ export class Guest {
     this.livenessCheck = undefined;
   }
 
+  /** The gate opened: what arrived while it was closed runs now, in order (a frozen guest's waits for thaw). */
+  private readonly releaseHeld = (): void => {
+    if (this.status !== 'running') return;
+    if (this.gate?.closed === true) {
+      this.gate.whenOpen(this.releaseHeld); // closed again before this ran
+      return;
+    }
+    for (const [kind, args] of this.held.splice(0)) this.deliver(kind, args);
+    this.scheduleLivenessCheck();
+  };
+
   private thaw(): void {
     this.status = 'running';
     this.timers.thaw();
@@ -525,8 +541,9 @@ export class Guest {
 
   private deliver(kind: string, args: HostValue[]): void {
     if (this.status === 'exited') return;
-    if (this.status === 'frozen') {
+    if (this.status === 'frozen' || this.gate?.closed === true) {
       this.held.push([kind, args]);
+      if (this.status === 'running') this.gate?.whenOpen(this.releaseHeld);
       return;
     }
     this.turn(kind, args);

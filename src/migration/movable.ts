@@ -19,6 +19,7 @@ import { Guest, type MovedGuest } from '../guest/guest.js';
 import type { ImageContents } from '../guest/image/index.js';
 import { PAGE_SIZE } from '../guest/image/format.js';
 import type { Sandbox, SandboxLimits } from '../guest/sandbox/sandbox.js';
+import type { TurnGate } from '../guest/turn-gate.js';
 import { runtimeTemplate } from '../guest/template.js';
 import { ROAM_VERSION } from '../version.js';
 import { WasmGuest, compileModule } from '../wasm/guest.js';
@@ -97,7 +98,7 @@ export interface Landing {
    * The guest's host state has come (before its final pages): checked, and what needs no memory
    * rebuilt now, while the pages are still arriving.
    */
-  state(contents: MovedContents, network: TunnelNetwork): Promise<void>;
+  state(contents: MovedContents, network: TunnelNetwork, gate?: TurnGate): Promise<void>;
   /** Every page is in: the guest, whole and frozen; the landing is used up. */
   assemble(): Promise<Guest | WasmGuest>;
   /** Lets go of what was prepared (the move failed before the guest was assembled). Idempotent. */
@@ -155,11 +156,11 @@ async function prepareJs(offer: OfferMessage, sandboxFor: SandboxMaker): Promise
   return {
     // Grown with its contents kept: pages the source does not send are the template's, or zero.
     memory: (byteLength) => (sandbox as Sandbox).grow(byteLength),
-    state: async (contents, network) => {
+    state: async (contents, network, gate) => {
       moved = await Guest.beginMoved(
         sandbox as Sandbox,
         { ...contents, meta: { kind: 'js', ...contents.meta } },
-        { network, frozen: true },
+        { network, frozen: true, ...(gate ? { gate } : {}) },
       );
     },
     assemble: () => {

@@ -5,6 +5,7 @@
  * frozen guest stays here and can always resume; once it commits, the copy here is dropped.
  */
 import net from 'node:net';
+import type { TurnGate } from '../guest/turn-gate.js';
 import { RoamError } from '../errors.js';
 import { failpoint, reach } from '../common/failpoints.js';
 import { PAGE_SIZE } from '../guest/image/format.js';
@@ -57,6 +58,8 @@ export interface SourceContext {
   shadows?: ShadowBuffers;
   /** Connections to targets kept open between moves (a new one per move without). */
   peers?: PeerPool;
+  /** This host's hold on guest turns: closed from the freeze until the move is over (TurnGate). */
+  turns?: TurnGate;
 }
 
 export interface MoveResult {
@@ -314,8 +317,11 @@ async function moveOut(
     return result('rolled-back', null, { step: failed.step, error: failed.reason });
   }
 
-  // Steps 4-5: freeze, send the host-side state and the pages still different.
+  // Steps 4-5: freeze, send the host-side state and the pages still different. From the freeze
+  // on, the host's other guests take no turns until the move is over: the pause does not wait
+  // behind them.
   let committedEarly = false;
+  let releaseTurns: (() => void) | undefined;
   try {
     await new Promise((resolve) => setImmediate(resolve)); // a decision already on its way lands first
     if (abortedEarly) {
@@ -325,6 +331,7 @@ async function moveOut(
       return result('rolled-back', null, { step: 'freeze', error });
     }
     frozenAt = performance.now();
+    releaseTurns = ctx.turns?.hold();
     const opening = source.connectsInFlight();
     const host = await source.freezeForMove();
     let t = add('freeze', frozenAt);
@@ -413,9 +420,12 @@ async function moveOut(
       drop(ctx);
       return result('moved', null, { step: failed.step, error: failed.reason });
     }
+    releaseTurns?.();
     guest.resume();
     ctx.log(`move of ${guest.name} rolled back at ${failed.step}: ${failed.reason.message}`);
     return result('rolled-back', null, { step: failed.step, error: failed.reason });
+  } finally {
+    releaseTurns?.();
   }
 }
 

@@ -5,6 +5,7 @@
  * commit. Only once the proxy has recorded the switch does the guest run here.
  */
 import { timingSafeEqual } from 'node:crypto';
+import type { TurnGate } from '../guest/turn-gate.js';
 import { RoamError, isRoamError } from '../errors.js';
 import { reach } from '../common/failpoints.js';
 import type { Guest } from '../guest/guest.js';
@@ -41,6 +42,12 @@ export interface TargetContext {
   /** Tells the proxy this side gave up. */
   failed(migrationId: string, step: MigrationStep, err: Error): void;
   log(line: string): void;
+  /**
+   * This host's hold on guest turns: closed from the moved guest's state (the source has frozen
+   * it) until it resumes here, so the pause does not wait behind the guests here (TurnGate). The
+   * moved guest is built with it too.
+   */
+  turns?: TurnGate;
 }
 
 const OFFER_TIMEOUT_MS = 10_000;
@@ -135,6 +142,7 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
   // final pages: received and copied, or decompressed), assemble (the sandbox attached: the guest
   // is whole, frozen), commit (the proxy's round trip), resume (adopt, resume, the word to the source).
   const timings: Record<string, number> = {};
+  let releaseTurns: (() => void) | undefined;
   let t = performance.now();
   const lap = (key: string): void => {
     const now = performance.now();
@@ -169,8 +177,9 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
       } else if (h.type === 'state' && step === 'precopy') {
         lap('precopy');
+        releaseTurns = ctx.turns?.hold();
         step = 'restore'; // what goes wrong here is the guest's state
-        await landing.state(movedContents(message), network);
+        await landing.state(movedContents(message), network, ctx.turns);
         step = 'transfer';
         lap('state');
       } else if (h.type === 'end' && step === 'transfer') {
@@ -205,6 +214,7 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
     // The word goes first, then the guest runs: its first turn handles what was held during the
     // pause (the guest's work, not the move's), and the word takes longer to arrive than that.
     const word = channel.send({ type: 'resumed', restoreMs: performance.now() - t0 }).catch(() => {});
+    releaseTurns?.();
     guest.resume();
     await reach('migrate.target.afterResume');
     await word;
@@ -224,5 +234,7 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
     await channel.send({ type: 'fail', step: failedStep, code, message: message.slice(0, 16_000) }).catch(() => {});
     channel.close();
     return false;
+  } finally {
+    releaseTurns?.();
   }
 }
