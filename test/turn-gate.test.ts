@@ -1,6 +1,11 @@
 /** The host's hold on guest turns (src/guest/turn-gate.ts) and how a guest keeps to it. */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { bundleGuest } from '../src/guest/bundle.js';
 import { Guest } from '../src/guest/guest.js';
 import { TurnGate } from '../src/guest/turn-gate.js';
 
@@ -103,4 +108,56 @@ test('what a gated guest was due travels in its checkpoint and runs after a rest
   await ticked;
   assert.equal(lines[0], `tick ${seen + 1}`, 'the copy goes on from the tick that was held');
   assert.equal(held.lines.length, seen, 'the original is still held');
+});
+
+const COUNTER = `const net = require('net');
+const server = net.createServer((socket) => {
+  let bytes = 0;
+  socket.on('data', (chunk) => { bytes += chunk.length; });
+  socket.on('end', () => { console.log('got ' + bytes); socket.end(); });
+});
+server.listen(0, '127.0.0.1', () => console.log('listening ' + server.address().port));`;
+
+test('a gated guest reads nothing meanwhile, so what is held stays small, and gets every byte after', async (t) => {
+  const gate = new TurnGate();
+  const free = await ticker(t);
+  const lines: string[] = [];
+  const waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  const dir = mkdtempSync(join(tmpdir(), 'roam-gate-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'counter.js'), COUNTER);
+  const { code } = await bundleGuest(join(dir, 'counter.js'));
+  const guest = await Guest.start(code, {
+    gate,
+    onLog: (record) => {
+      lines.push(record.text.trim());
+      for (const w of waiters.splice(0)) {
+        const m = lines.map((line) => w.re.exec(line)).find((x) => x !== null);
+        if (m) w.resolve(m);
+        else waiters.push(w);
+      }
+    },
+  });
+  t.after(() => guest.stop());
+  const logged = (re: RegExp): Promise<RegExpMatchArray> => {
+    const m = lines.map((line) => re.exec(line)).find((x) => x !== null);
+    return m ? Promise.resolve(m) : new Promise((resolve) => waiters.push({ re, resolve }));
+  };
+  const port = Number((await logged(/^listening (\d+)$/))[1]);
+  const client = connect(port, '127.0.0.1');
+  t.after(() => client.destroy());
+  await new Promise((resolve) => client.once('connect', resolve));
+
+  const release = gate.hold();
+  t.after(release);
+  const total = 64 * 1024 * 1024;
+  client.write(Buffer.alloc(total, 7));
+  // While 40 turns of another guest pass, the gated one's socket is not read: most of the 64 MiB
+  // is still in the client's buffer (read into the host, it would all be held in memory).
+  await free.until(free.lines.length + 40);
+  assert.ok(client.writableLength > total / 2, `only ${client.writableLength} bytes still to write`);
+
+  release();
+  client.end();
+  assert.equal((await logged(/^got (\d+)$/))[1], String(total));
 });

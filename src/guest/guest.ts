@@ -162,6 +162,8 @@ export class Guest {
   private argv: string[];
   private readonly network: VirtualNetwork;
   private readonly gate: TurnGate | undefined;
+  /** Its sockets stopped reading because the gate closed (its bindings frozen, the guest not). */
+  private gatePaused = false;
 
   private constructor(options: GuestOptions, limits: SandboxLimits, parts: Parts) {
     this.id = options.id ?? randomUUID();
@@ -517,12 +519,29 @@ export class Guest {
     this.livenessCheck = undefined;
   }
 
+  /**
+   * Something arrived while the host's gate is closed: held until it opens. Its sockets stop
+   * reading meanwhile, as a frozen guest's do, so that what is held stays bounded (the guest cannot
+   * pause a stream that outpaces it while it takes no turns).
+   */
+  private waitForGate(): void {
+    if (!this.gatePaused) {
+      this.gatePaused = true;
+      for (const b of this.bindings) b.freeze?.();
+    }
+    this.gate?.whenOpen(this.releaseHeld);
+  }
+
   /** The gate opened: what arrived while it was closed runs now, in order (a frozen guest's waits for thaw). */
   private readonly releaseHeld = (): void => {
     if (this.status !== 'running') return;
     if (this.gate?.closed === true) {
       this.gate.whenOpen(this.releaseHeld); // closed again before this ran
       return;
+    }
+    if (this.gatePaused) {
+      this.gatePaused = false;
+      for (const b of this.bindings) b.thaw?.();
     }
     for (const [kind, args] of this.held.splice(0)) this.deliver(kind, args);
     this.scheduleLivenessCheck();
@@ -531,6 +550,7 @@ export class Guest {
   private thaw(): void {
     this.status = 'running';
     this.timers.thaw();
+    this.gatePaused = false;
     for (const b of this.bindings) b.thaw?.();
     if (this.immediatePending) this.scheduleImmediate();
     // Events that arrived while frozen, in their order.
@@ -543,7 +563,7 @@ export class Guest {
     if (this.status === 'exited') return;
     if (this.status === 'frozen' || this.gate?.closed === true) {
       this.held.push([kind, args]);
-      if (this.status === 'running') this.gate?.whenOpen(this.releaseHeld);
+      if (this.status === 'running') this.waitForGate();
       return;
     }
     this.turn(kind, args);
