@@ -7,12 +7,14 @@
  * (and travels in a checkpoint the same way), and runs once the last hold is released. A turn
  * already running when the gate closes finishes first: a turn cannot be cut short.
  */
+
 /**
  * The longest a hold lasts. A move's pause is 8-15 ms in bench:migrate (16 and 64 MiB guests);
  * one that takes longer than this has stalled, and the guests here run again meanwhile.
  */
 const MAX_HOLD_MS = 1000;
 
+/** A host's hold on its guests' turns; guests take it as `GuestOptions.gate`. */
 export class TurnGate {
   private holds = 0;
   private readonly waiting = new Set<() => void>();
