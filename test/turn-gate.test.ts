@@ -11,31 +11,51 @@ import { TurnGate } from '../src/guest/turn-gate.js';
 
 const TICKER = `let n = 0; setInterval(() => console.log('tick ' + ++n), 1);`;
 
-/** A guest that logs `tick N` every millisecond, and a way to await its next lines. */
-async function ticker(t: { after: (fn: () => void) => void }, gate?: TurnGate) {
+/** A guest's log lines, and promises for lines still to come. */
+function watchLog() {
   const lines: string[] = [];
-  let waiter: { count: number; resolve: () => void } | undefined;
-  const guest = await Guest.start(TICKER, {
-    ...(gate ? { gate } : {}),
-    onLog: (record) => {
+  const waiters: Array<{ ready: () => boolean; resolve: () => void }> = [];
+  const wait = (ready: () => boolean): Promise<void> =>
+    ready() ? Promise.resolve() : new Promise((resolve) => waiters.push({ ready, resolve }));
+  const match = (re: RegExp): RegExpExecArray | undefined =>
+    lines.map((line) => re.exec(line)).find((m): m is RegExpExecArray => m !== null);
+  return {
+    lines,
+    onLog: (record: { text: string }): void => {
       lines.push(record.text.trim());
-      if (waiter && lines.length >= waiter.count) {
-        waiter.resolve();
-        waiter = undefined;
-      }
+      for (const w of waiters.splice(0)) (w.ready() ? w.resolve : () => waiters.push(w))();
     },
-  });
-  t.after(() => guest.stop());
-  const until = (count: number): Promise<void> =>
-    lines.length >= count ? Promise.resolve() : new Promise((resolve) => (waiter = { count, resolve }));
-  return { guest, lines, until };
+    /** Until there are `count` lines. */
+    until: (count: number): Promise<void> => wait(() => lines.length >= count),
+    /** The first line matching `re`, once there is one. */
+    logged: async (re: RegExp): Promise<RegExpExecArray> => {
+      await wait(() => match(re) !== undefined);
+      return match(re) as RegExpExecArray;
+    },
+  };
 }
 
-test('no guest takes a turn while the gate is held, and each goes on in order once it opens', async (t) => {
+type After = { after: (fn: () => void) => void };
+
+/** A guest that logs `tick N` every millisecond. */
+async function ticker(t: After, gate?: TurnGate) {
+  const log = watchLog();
+  const guest = await Guest.start(TICKER, { ...(gate ? { gate } : {}), onLog: log.onLog });
+  t.after(() => guest.stop());
+  return { guest, ...log };
+}
+
+/** A ticker behind a new gate (it has ticked twice), and one outside it whose ticks pace the test. */
+async function gatedAndFree(t: After) {
   const gate = new TurnGate();
   const held = await ticker(t, gate);
   const free = await ticker(t);
-  await held.until(3);
+  await held.until(2);
+  return { gate, held, free };
+}
+
+test('no guest takes a turn while the gate is held, and each goes on in order once it opens', async (t) => {
+  const { gate, held, free } = await gatedAndFree(t);
 
   const release = gate.hold();
   assert.equal(gate.closed, true);
@@ -58,10 +78,7 @@ test('no guest takes a turn while the gate is held, and each goes on in order on
 });
 
 test('holds nest, and a hold ends by itself after its longest time', async (t) => {
-  const gate = new TurnGate();
-  const held = await ticker(t, gate);
-  const free = await ticker(t);
-  await held.until(2);
+  const { gate, held, free } = await gatedAndFree(t);
 
   const outer = gate.hold();
   const inner = gate.hold();
@@ -83,10 +100,7 @@ test('holds nest, and a hold ends by itself after its longest time', async (t) =
 });
 
 test('what a gated guest was due travels in its checkpoint and runs after a restore', async (t) => {
-  const gate = new TurnGate();
-  const held = await ticker(t, gate);
-  const free = await ticker(t);
-  await held.until(2);
+  const { gate, held, free } = await gatedAndFree(t);
   const release = gate.hold();
   t.after(release);
   await free.until(free.lines.length + 10);
@@ -95,18 +109,11 @@ test('what a gated guest was due travels in its checkpoint and runs after a rest
   const capture = held.guest.checkpoint();
   const due = (capture.contents.state as { held?: unknown[] }).held ?? [];
   assert.ok(due.length > 0, 'the timer events held at the gate are in the image');
-  const lines: string[] = [];
-  let resolve!: () => void;
-  const ticked = new Promise<void>((r) => (resolve = r));
-  const copy = await Guest.restore(capture.contents, {
-    onLog: (record) => {
-      lines.push(record.text.trim());
-      if (lines.length >= 2) resolve();
-    },
-  });
+  const log = watchLog();
+  const copy = await Guest.restore(capture.contents, { onLog: log.onLog });
   t.after(() => copy.stop());
-  await ticked;
-  assert.equal(lines[0], `tick ${seen + 1}`, 'the copy goes on from the tick that was held');
+  await log.until(2);
+  assert.equal(log.lines[0], `tick ${seen + 1}`, 'the copy goes on from the tick that was held');
   assert.equal(held.lines.length, seen, 'the original is still held');
 });
 
@@ -121,28 +128,13 @@ server.listen(0, '127.0.0.1', () => console.log('listening ' + server.address().
 test('a gated guest reads nothing meanwhile, so what is held stays small, and gets every byte after', async (t) => {
   const gate = new TurnGate();
   const free = await ticker(t);
-  const lines: string[] = [];
-  const waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  const { onLog, logged } = watchLog();
   const dir = mkdtempSync(join(tmpdir(), 'roam-gate-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'counter.js'), COUNTER);
   const { code } = await bundleGuest(join(dir, 'counter.js'));
-  const guest = await Guest.start(code, {
-    gate,
-    onLog: (record) => {
-      lines.push(record.text.trim());
-      for (const w of waiters.splice(0)) {
-        const m = lines.map((line) => w.re.exec(line)).find((x) => x !== null);
-        if (m) w.resolve(m);
-        else waiters.push(w);
-      }
-    },
-  });
+  const guest = await Guest.start(code, { gate, onLog });
   t.after(() => guest.stop());
-  const logged = (re: RegExp): Promise<RegExpMatchArray> => {
-    const m = lines.map((line) => re.exec(line)).find((x) => x !== null);
-    return m ? Promise.resolve(m) : new Promise((resolve) => waiters.push({ re, resolve }));
-  };
   const port = Number((await logged(/^listening (\d+)$/))[1]);
   const client = connect(port, '127.0.0.1');
   t.after(() => client.destroy());
