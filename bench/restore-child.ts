@@ -108,8 +108,9 @@ let stillRunning = true;
 let lastContents: ImageContents | undefined;
 // The target learns the memory size before the source freezes (from the image's header here),
 // so its sandbox is prepared with the memory grown and faulted in, outside the timed restore.
-const { formatVersion: version, memory: imageMemory } = inspectImage(image);
+const { formatVersion, memory: imageMemory } = inspectImage(image);
 const expectedBytes = imageMemory.byteLength;
+const digest = digestKind(formatVersion);
 const base = await runtimeTemplate();
 const fullMemory = await (async () => {
   const { contents } = await decodeImage(image, { base });
@@ -234,13 +235,8 @@ const samples: Record<keyof ChildProfile, number[]> = {
 };
 const { memory } = contents;
 for (let i = 0; i < 3; i++) {
-  samples.checksumMs.push(
-    (
-      await timedAsync(() =>
-        checksum(image.subarray(0, image.length - DIGEST_BYTES[digestKind(version)]), digestKind(version)),
-      )
-    )[1],
-  );
+  const hashed = image.subarray(0, image.length - DIGEST_BYTES[digest]);
+  samples.checksumMs.push((await timedAsync(() => checksum(hashed, digest)))[1]);
   samples.inflateMs.push((await timedAsync(() => inflateAll(image)))[1]);
   samples.parseStateMs.push(timed(() => parseGuestState(contents.state))[1]);
   samples.filesMs.push(timed(() => VirtualFileSystem.deserialize(contents.files, { now: () => Date.now() }))[1]);

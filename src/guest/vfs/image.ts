@@ -51,23 +51,10 @@ function damaged(detail: string): RoamError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CRC-32 (zlib's polynomial). zlib.crc32 only exists from Node 20.15; fall back to a table.
-
-const CRC_TABLE = ((): Uint32Array => {
-  const table = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
-  }
-  return table;
-})();
+// CRC-32 (zlib's polynomial), as package.json's engines (Node >= 20.15) guarantee zlib has it.
 
 export function crc32(bytes: Uint8Array): number {
-  if (typeof zlib.crc32 === 'function') return zlib.crc32(bytes) >>> 0;
-  let c = 0xffffffff;
-  for (const byte of bytes) c = (CRC_TABLE[(c ^ byte) & 0xff] ?? 0) ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
+  return zlib.crc32(bytes) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------
