@@ -170,13 +170,24 @@ export class VirtualFileSystem {
   private files = 0;
   private dirs = 0;
 
-  constructor(options: VfsOptions = {}) {
+  /** An empty file system (the root and /tmp), or with `from` the one `serialize()` wrote (see deserialize). */
+  constructor(options: VfsOptions = {}, from?: { image: Uint8Array }) {
     this.limits = resolveLimits(options);
     this.now = options.now ?? ((): number => Date.now());
     this.pool = new MemoryPool(this.limits.maxBytes);
-    const op = { syscall: 'mkdir' };
-    this.root = this.newDir(0o755, op);
-    this.root.entries.set('tmp', this.newDir(0o1777, op));
+    if (from === undefined) {
+      const op = { syscall: 'mkdir' };
+      this.root = this.newDir(0o755, op);
+      this.root.entries.set('tmp', this.newDir(0o1777, op));
+      return;
+    }
+    const state = decodeImage(from.image, this.limits, this.pool);
+    this.root = state.root;
+    this.fds = state.fds;
+    this.nextIno = state.nextIno;
+    this.nextFd = state.nextFd;
+    this.files = state.files;
+    this.dirs = state.dirs;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -484,16 +495,7 @@ export class VirtualFileSystem {
 
   /** Restores a file system from serialize()'s bytes; throws RoamError('ROAM_ERR_VFS_IMAGE'). */
   static deserialize(bytes: Uint8Array, options?: VfsOptions): VirtualFileSystem {
-    const vfs = new VirtualFileSystem(options);
-    // The fresh root and /tmp hold no file bytes, so the pool is still empty for the image.
-    const state = decodeImage(bytes, vfs.limits, vfs.pool);
-    vfs.root = state.root;
-    vfs.fds = state.fds;
-    vfs.nextIno = state.nextIno;
-    vfs.nextFd = state.nextFd;
-    vfs.files = state.files;
-    vfs.dirs = state.dirs;
-    return vfs;
+    return new VirtualFileSystem(options, { image: bytes });
   }
 
   // -------------------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ function limitsOf(options: DecodeOptions): Limits {
   };
 }
 
+/** Strict UTF-8, made once: making a decoder cost more than decoding a header with it. */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 const malformed = (message: string, cause?: unknown): RoamError =>
   imageError('ROAM_ERR_IMAGE_MALFORMED', `malformed checkpoint image: ${message}`, cause);
 
@@ -165,9 +168,7 @@ interface ParsedImage {
 function parseHeader(bytes: Uint8Array, framing: Framing, limits: Limits): ParsedImage {
   let json: unknown;
   try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(
-      bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + framing.headerLength),
-    );
+    const text = utf8.decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + framing.headerLength));
     json = JSON.parse(text);
   } catch (err) {
     throw malformed('header is not UTF-8 JSON', err);
@@ -410,7 +411,7 @@ async function decodeSmallSections(
 
   let state: unknown;
   try {
-    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(stateBytes));
+    state = JSON.parse(utf8.decode(stateBytes));
   } catch (err) {
     throw malformed('state section is not UTF-8 JSON', err);
   }
