@@ -61,6 +61,12 @@ const cases: Case[] = [
     says: /offer/,
   },
   {
+    name: "the target's word that it holds its turns comes after the timeout",
+    target: 'migrate.target.beforeHolding=delay(6500)',
+    outcome: 'rolled-back',
+    says: /holds its turns/,
+  },
+  {
     name: 'the image is damaged in transit',
     source: 'migrate.source.corrupt=corrupt',
     outcome: 'rolled-back',

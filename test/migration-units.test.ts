@@ -80,9 +80,9 @@ describe('peer protocol codec', () => {
     assert.throws(() => new PeerDecoder().push(hash), /checksum mismatch/);
   });
 
-  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages, RMP3: XXH64, RMP4: state last) to run the same Roam version', () => {
+  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages, RMP3: XXH64, RMP4: state last, RMP5: no freezing word) to run the same Roam version', () => {
     const json = Buffer.from(JSON.stringify({ type: 'resumed', restoreMs: 1 }));
-    for (const magic of [0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034]) {
+    for (const magic of [0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034, 0x524d_5035]) {
       const old = Buffer.alloc(20 + json.length);
       old.writeUInt32BE(magic, 0);
       old.writeUInt32BE(json.length, 4);

@@ -16,13 +16,13 @@ import { xxh3 } from '@node-rs/xxhash';
 import { z } from 'zod';
 import { RoamError } from '../errors.js';
 
-export const PEER_MAGIC = 0x524d_5035; // "RMP5"
+export const PEER_MAGIC = 0x524d_5036; // "RMP6"
 /**
  * The magics of the protocols before it (RMP1: a CRC-32 in a 16-byte prefix; RMP2: pages in
- * Snappy, not LZ4; RMP3: XXH64, not XXH3; RMP4: the state after the final pages, no `end`),
- * refused with a clear word rather than a confusing one.
+ * Snappy, not LZ4; RMP3: XXH64, not XXH3; RMP4: the state after the final pages, no `end`; RMP5:
+ * no `freezing` and `holding` before the freeze), refused with a clear word rather than a confusing one.
  */
-const OLDER_MAGICS = new Set([0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034]);
+const OLDER_MAGICS = new Set([0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034, 0x524d_5035]);
 
 /** A running hash of a message body, as the prefix carries it. */
 type BodyHash = ReturnType<typeof xxh3.Xxh3.withSeed>;
@@ -102,6 +102,14 @@ export const pagesSchema = z.object({
   rawBytes: count,
 });
 /**
+ * Source -> target: the source freezes the guest next. The target closes its gate on guest turns
+ * (src/guest/turn-gate.ts) and answers `holding`: from then until the move is over its other guests
+ * start no turn, so the pause never waits for one of theirs to end (a turn cannot be cut short).
+ */
+export const freezingSchema = z.object({ type: z.literal('freezing') });
+/** Target -> source: turns are held here; the source may freeze. */
+export const holdingSchema = z.object({ type: z.literal('holding') });
+/**
  * The frozen guest's host-side state: the image's meta, its state JSON and its files, in that order.
  * Sent first after the freeze, so that the target rebuilds it while the final pages are on their way.
  */
@@ -133,6 +141,8 @@ export const peerHeaderSchema = z.discriminatedUnion('type', [
   offerSchema,
   acceptSchema,
   pagesSchema,
+  freezingSchema,
+  holdingSchema,
   stateSchema,
   endSchema,
   resumedSchema,

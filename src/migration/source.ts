@@ -120,7 +120,7 @@ async function moveOut(
     return ms === undefined ? bytes <= PRECOPY_SMALL_BYTES : ms <= PRECOPY_TAIL_MS;
   };
   // Milliseconds per step. Before the freeze: connect, offer (until the target's accept, its sandbox
-  // prepared), precopy. After it: freeze (capture of the host state), state (JSON and its message,
+  // prepared), precopy, hold (until the target's word that its turns are held). After it: freeze (capture of the host state), state (JSON and its message,
   // sent first), scan (the final dirty-page compare), copy (pages into the message), compress, send
   // (socket writes, waits for the socket included), then wait (until the target's word that the
   // guest runs: the rest of its transfer, its assembly, the proxy's commit and the message itself).
@@ -309,6 +309,19 @@ async function moveOut(
       });
       add('precopy', t);
     }
+    // The target holds its guests' turns first (peer-wire.ts, `freezing`): the pause then waits
+    // for no turn of theirs that was running. The guest runs here meanwhile.
+    const asked = performance.now();
+    const peer = channel;
+    await step('freeze', async () => {
+      await peer.send({ type: 'freezing' });
+      const answer = await peer.next(timeout, 'word that the target holds its turns');
+      if (answer.header.type === 'fail')
+        throw new RoamError('ROAM_ERR_MIGRATION', `the target gave up: ${answer.header.message}`);
+      if (answer.header.type !== 'holding')
+        throw new RoamError('ROAM_ERR_PEER_PROTOCOL', `expected holding, got ${answer.header.type}`);
+    });
+    add('hold', asked);
   } catch (err) {
     // Nothing was frozen: the guest never stopped. The proxy still has to know the move is off.
     const failed = err as StepError;

@@ -43,9 +43,9 @@ export interface TargetContext {
   failed(migrationId: string, step: MigrationStep, err: Error): void;
   log(line: string): void;
   /**
-   * This host's hold on guest turns: closed from the moved guest's state (the source has frozen
-   * it) until it resumes here, so the pause does not wait behind the guests here (TurnGate). The
-   * moved guest is built with it too.
+   * This host's hold on guest turns: closed when the source says it freezes the guest next (or at
+   * the latest at its state) until the guest resumes here, so that the pause does not wait behind
+   * the guests here (TurnGate). The moved guest is built with it too.
    */
   turns?: TurnGate;
 }
@@ -175,9 +175,14 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
       if (h.type === 'pages' && h.final === (step === 'transfer')) {
         finalPages += h.final ? h.count : 0;
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
+      } else if (h.type === 'freezing' && step === 'precopy' && releaseTurns === undefined) {
+        // Taken after any turn already running here: the source freezes only once this is held.
+        releaseTurns = ctx.turns?.hold() ?? ((): void => {});
+        await reach('migrate.target.beforeHolding');
+        await channel.send({ type: 'holding' });
       } else if (h.type === 'state' && step === 'precopy') {
         lap('precopy');
-        releaseTurns = ctx.turns?.hold();
+        releaseTurns ??= ctx.turns?.hold();
         step = 'restore'; // what goes wrong here is the guest's state
         await landing.state(movedContents(message), network, ctx.turns);
         step = 'transfer';
