@@ -21,17 +21,14 @@ import {
   PREFIX_BYTES,
   PeerDecoder,
   encodePeer,
-  type OfferMessage,
   type PeerHeader,
 } from '../src/migration/peer-wire.js';
 import { WASM_BASE, prepareLanding } from '../src/migration/movable.js';
 import { PeerChannel } from '../src/migration/peer-channel.js';
 import { PeerPool, onKeptOrNew } from '../src/migration/peer-pool.js';
-import { acceptMove, type TargetContext } from '../src/migration/target.js';
-import type { TunnelNetwork } from '../src/controller/tunnel-network.js';
+import { EMPTY_MODULE, serveTarget, targetContext, wasmOffer } from './helpers/move-target.js';
 import type { RoamError } from '../src/errors.js';
 import { ROAM_VERSION } from '../src/version.js';
-import { createHash } from 'node:crypto';
 import { Migrations, type MigrationPorts } from '../src/proxy/migrations.js';
 import type { ControlMessage } from '../src/wire/index.js';
 import { SpareSandbox } from '../src/migration/spare.js';
@@ -138,27 +135,15 @@ describe('peer protocol codec', () => {
 });
 
 describe('a WebAssembly guest landing on a target', () => {
-  const module = Buffer.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]); // the empty module
-  const offer = (wasm: { moduleBytes: number; sha256: string }): OfferMessage => ({
-    type: 'offer',
-    migrationId: 'm1',
-    token: 't'.repeat(32),
-    guestId: 'g1',
-    name: 'job',
-    roamVersion: ROAM_VERSION,
-    kind: 'wasm',
-    base: WASM_BASE,
-    wasm: { ...wasm, memoryLimit: 4 * PAGE_SIZE, sliceMs: 20 },
-    memoryBytes: PAGE_SIZE,
-  });
-  const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+  const module = EMPTY_MODULE;
+  const offer = wasmOffer;
 
   it('refuses a module that is not the one the offer names, and memory beyond its limit', async () => {
     await assert.rejects(
       prepareLanding(offer({ moduleBytes: module.length, sha256: 'b'.repeat(64) }), module),
       (err: RoamError) => err.code === 'ROAM_ERR_IMAGE_MALFORMED' && /does not match/.test(err.message),
     );
-    const landing = await prepareLanding(offer({ moduleBytes: module.length, sha256: sha256(module) }), module);
+    const landing = await prepareLanding(offer(), module);
     const memory = landing.memory(2 * PAGE_SIZE);
     assert.equal(memory.length, 2 * PAGE_SIZE);
     assert.ok(
@@ -171,30 +156,13 @@ describe('a WebAssembly guest landing on a target', () => {
   });
 
   it('refuses an offer from another Roam version', async () => {
-    const m = { ...offer({ moduleBytes: module.length, sha256: sha256(module) }), roamVersion: '0.0.0-other' };
+    const m = { ...offer(), roamVersion: '0.0.0-other' };
     await assert.rejects(prepareLanding(m, module), (err: RoamError) => err.code === 'ROAM_ERR_IMAGE_VERSION');
   });
 
   it('takes the transfer only in its order: state, final pages, then an end that counts them', async () => {
     const failed: string[] = [];
-    const ctx: TargetContext = {
-      expectation: (migrationId) => ({
-        migrationId,
-        guestId: 'g1',
-        name: 'job',
-        token: 't'.repeat(32),
-        stepTimeoutMs: 5000,
-      }),
-      network: () => ({}) as TunnelNetwork, // a WebAssembly guest's is used only once it is assembled
-      commit: () => assert.fail('no commit before the transfer is whole'),
-      adopt: () => assert.fail('nothing to adopt'),
-      sandbox: () => assert.fail('a WebAssembly guest needs no sandbox'),
-      failed: (_id, step, err) => failed.push(`${step}: ${err.message}`),
-      log: () => {},
-    };
-    const server = net.createServer((socket) => void acceptMove(PeerChannel.accept(socket), ctx));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as net.AddressInfo;
+    const target = await serveTarget(targetContext(failed));
     const pages = (final: boolean): [PeerHeader, Uint8Array[]] => [
       { type: 'pages', round: 0, final, byteLength: PAGE_SIZE, count: 1, codec: 'none', rawBytes: PAGE_SIZE },
       packPages({ indices: Buffer.alloc(4), parts: [Buffer.alloc(PAGE_SIZE, 9)], rawBytes: PAGE_SIZE }, 'none'),
@@ -210,12 +178,8 @@ describe('a WebAssembly guest landing on a target', () => {
     ];
     /** Offers the guest, sends `messages` after the accept, and returns the target's answer. */
     const run = async (messages: [PeerHeader, (Uint8Array | Uint8Array[])?][]): Promise<PeerHeader> => {
-      const socket = net.connect(port, '127.0.0.1');
-      await once(socket, 'connect');
-      const channel = PeerChannel.connected(socket);
+      const channel = await target.offered();
       try {
-        await channel.send(offer({ moduleBytes: module.length, sha256: sha256(module) }), module);
-        assert.equal((await channel.next(5000, 'accept')).header.type, 'accept');
         for (const [header, body] of messages) await channel.send(header, body);
         return (await channel.next(5000, 'answer')).header;
       } finally {
@@ -232,8 +196,19 @@ describe('a WebAssembly guest landing on a target', () => {
       const twice = await run([state, state]);
       assert.equal(twice.type === 'fail' && twice.code, 'ROAM_ERR_PEER_PROTOCOL');
       assert.match(failed.pop() ?? '', /unexpected state during the transfer/);
+      const channel = await target.offered();
+      try {
+        await channel.send({ type: 'freezing' });
+        assert.equal((await channel.next(5000, 'holding')).header.type, 'holding');
+        await channel.send({ type: 'freezing' });
+        const again = (await channel.next(5000, 'answer')).header;
+        assert.equal(again.type === 'fail' && again.code, 'ROAM_ERR_PEER_PROTOCOL');
+        assert.match(failed.pop() ?? '', /^precopy: .*unexpected freezing during the precopy/);
+      } finally {
+        channel.destroy();
+      }
     } finally {
-      server.close();
+      target.close();
     }
   });
 });

@@ -4,18 +4,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import net from 'node:net';
 import { bundleGuest } from '../src/guest/bundle.js';
 import { Guest } from '../src/guest/guest.js';
 import { TurnGate } from '../src/guest/turn-gate.js';
-import { PAGE_SIZE } from '../src/guest/image/format.js';
-import { WASM_BASE } from '../src/migration/movable.js';
-import { PeerChannel } from '../src/migration/peer-channel.js';
-import { acceptMove, type TargetContext } from '../src/migration/target.js';
-import type { TunnelNetwork } from '../src/controller/tunnel-network.js';
-import { ROAM_VERSION } from '../src/version.js';
+import { serveTarget, targetContext } from './helpers/move-target.js';
 
 const TICKER = `let n = 0; setInterval(() => console.log('tick ' + ++n), 1);`;
 
@@ -165,50 +158,10 @@ test('a gated guest reads nothing meanwhile, so what is held stays small, and ge
 test("a move's target holds its turns from the source's word that it freezes next until the move is over", async (t) => {
   const { gate, held, free } = await gatedAndFree(t);
   const failed: string[] = [];
-  const ctx: TargetContext = {
-    expectation: (migrationId) => ({
-      migrationId,
-      guestId: 'g1',
-      name: 'job',
-      token: 't'.repeat(32),
-      stepTimeoutMs: 5000,
-    }),
-    network: () => ({}) as TunnelNetwork,
-    commit: () => assert.fail('the move never gets that far'),
-    adopt: () => assert.fail('nothing to adopt'),
-    sandbox: () => assert.fail('a WebAssembly guest needs no sandbox'),
-    failed: (_id, step) => failed.push(step),
-    log: () => {},
-    turns: gate,
-  };
-  const moves: Array<Promise<boolean>> = [];
-  const server = net.createServer((socket) => moves.push(acceptMove(PeerChannel.accept(socket), ctx)));
-  t.after(() => server.close());
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-  await once(socket, 'connect');
-  const channel = PeerChannel.connected(socket);
+  const target = await serveTarget(targetContext(failed, { turns: gate }));
+  t.after(() => target.close());
+  const channel = await target.offered();
   t.after(() => channel.destroy());
-
-  // The empty WebAssembly module: the smallest guest there is to offer.
-  const module = Buffer.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
-  const sha256 = createHash('sha256').update(module).digest('hex');
-  await channel.send(
-    {
-      type: 'offer',
-      migrationId: 'm1',
-      token: 't'.repeat(32),
-      guestId: 'g1',
-      name: 'job',
-      roamVersion: ROAM_VERSION,
-      kind: 'wasm',
-      base: WASM_BASE,
-      wasm: { moduleBytes: module.length, sha256, memoryLimit: 4 * PAGE_SIZE, sliceMs: 20 },
-      memoryBytes: PAGE_SIZE,
-    },
-    module,
-  );
-  assert.equal((await channel.next(5000, 'accept')).header.type, 'accept');
   assert.equal(gate.closed, false, 'no hold while pages are pre-copied');
 
   await channel.send({ type: 'freezing' });
@@ -220,8 +173,8 @@ test("a move's target holds its turns from the source's word that it freezes nex
 
   // The source goes away: the move fails here, and the hold ends with it.
   channel.destroy();
-  assert.equal(await moves[0], false);
-  assert.deepEqual(failed, ['precopy']);
+  assert.equal(await target.moves[0], false);
+  assert.match(failed.join('\n'), /^precopy: /);
   assert.equal(gate.closed, false);
   await held.until(before + 2);
 });
