@@ -120,10 +120,11 @@ async function moveOut(
     return ms === undefined ? bytes <= PRECOPY_SMALL_BYTES : ms <= PRECOPY_TAIL_MS;
   };
   // Milliseconds per step. Before the freeze: connect, offer (until the target's accept, its sandbox
-  // prepared), precopy, hold (until the target's word that its turns are held). After it: freeze (capture of the host state), state (JSON and its message,
-  // sent first), scan (the final dirty-page compare), copy (pages into the message), compress, send
-  // (socket writes, waits for the socket included), then wait (until the target's word that the
-  // guest runs: the rest of its transfer, its assembly, the proxy's commit and the message itself).
+  // prepared), precopy, hold (until the target's word that its turns are held). After it: freeze
+  // (capture of the host state), state (JSON and its message, sent first), scan (the final
+  // dirty-page compare), copy (pages into the message), compress, send (socket writes, waits for
+  // the socket included), then wait (until the target's word that the guest runs: the rest of its
+  // transfer, its assembly, the proxy's commit and the message itself).
   const timings: Record<string, number> = {};
   const add = (key: string, since: number): number => {
     const now = performance.now();
