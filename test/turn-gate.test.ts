@@ -1,6 +1,7 @@
 /** The host's hold on guest turns (src/guest/turn-gate.ts) and how a guest keeps to it. */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -8,6 +9,8 @@ import net from 'node:net';
 import { bundleGuest } from '../src/guest/bundle.js';
 import { Guest } from '../src/guest/guest.js';
 import { TurnGate } from '../src/guest/turn-gate.js';
+import { WasmGuest } from '../src/wasm/guest.js';
+import { ROOT, tempDir } from './helpers/roam.js';
 import { serveTarget, targetContext } from './helpers/move-target.js';
 
 const TICKER = `let n = 0; setInterval(() => console.log('tick ' + ++n), 1);`;
@@ -178,3 +181,38 @@ test("a move's target holds its turns from the source's word that it freezes nex
   assert.equal(gate.closed, false);
   await held.until(before + 2);
 });
+
+const hasClang = spawnSync('clang', ['--version']).status === 0;
+
+test(
+  'a WebAssembly guest starts no slice while the gate is held',
+  { skip: hasClang ? false : 'clang for wasm32-wasi is not installed (apt-get install clang lld wasi-libc)' },
+  async (t) => {
+    const dir = tempDir(t, 'roam-gate-wasm-');
+    process.env['ROAM_CACHE_DIR'] = join(dir, 'cache'); // instrumented modules: a cache of this test's own
+    const made = spawnSync('bash', [join(ROOT, 'examples/wasm/build.sh'), dir], { encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    const free = await ticker(t);
+    const gate = new TurnGate();
+    // A loop long enough to compute through the whole test, 5 ms at a time.
+    const guest = await WasmGuest.start(readFileSync(join(dir, 'journey.wasm')), {
+      gate,
+      argv: ['100000000000'],
+      sliceMs: 5,
+    });
+    t.after(() => guest.stop());
+    const computed = (): number => guest.usage().cpuMs;
+    await free.until(free.lines.length + 10);
+    assert.ok(computed() > 0, 'it computes while the gate is open');
+
+    const release = gate.hold();
+    t.after(release);
+    const before = computed();
+    await free.until(free.lines.length + 20);
+    assert.equal(computed(), before, 'a slice ran while the gate was held');
+
+    release();
+    await free.until(free.lines.length + 20);
+    assert.ok(computed() > before, 'it computes again once the gate opens');
+  },
+);

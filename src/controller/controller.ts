@@ -440,6 +440,7 @@ export class Controller implements TunnelLink {
         ...common,
         listen,
         signal: this.closed.signal,
+        gate: this.turns,
         ...(message.limits?.memoryBytes ? { memoryBytes: message.limits.memoryBytes } : {}),
       });
     }

@@ -40,6 +40,6 @@ export function resumeFromImage(
 ): Promise<Guest | WasmGuest> {
   // Each restore checks the whole image's checksum itself: hashing it here too would be twice.
   return readImageMeta(bytes).kind === 'wasm'
-    ? WasmGuest.restoreImage(bytes, { network, signal })
+    ? WasmGuest.restoreImage(bytes, { network, signal, ...(gate ? { gate } : {}) })
     : Guest.restoreImage(bytes, { network, ...(gate ? { gate } : {}) });
 }

@@ -3,9 +3,10 @@
  * while a move is in its pause (the source froze the guest; the target has not resumed it), the
  * move's steps wait behind whatever turns the host's other guests take: a guest that computes for
  * 42 ms of every 50 (the demo's burner) made each step wait up to 42 ms. While the gate is held,
- * no guest starts a turn; what arrives for them meanwhile is held, in order, as for a frozen guest
- * (and travels in a checkpoint the same way), and runs once the last hold is released. A turn
- * already running when the gate closes finishes first: a turn cannot be cut short.
+ * no guest starts a turn (a WebAssembly guest, a slice); what arrives for a JavaScript guest
+ * meanwhile is held, in order, as for a frozen guest (and travels in a checkpoint the same way),
+ * and runs once the last hold is released. A turn already running when the gate closes finishes
+ * first: a turn cannot be cut short.
  */
 
 /**

@@ -189,7 +189,7 @@ async function prepareWasm(offer: OfferMessage, body: Uint8Array): Promise<Landi
   const moduleBytes = Uint8Array.from(body); // the body's buffer is the peer decoder's: keep our own
   let memory = new Uint8Array(0);
   // Rebuilt only once every page is in: a WebAssembly guest's host side is cheap to make.
-  let moved: { contents: MovedContents; network: TunnelNetwork } | undefined;
+  let moved: { contents: MovedContents; network: TunnelNetwork; gate: TurnGate | undefined } | undefined;
   return {
     memory: (byteLength) => {
       if (byteLength % PAGE_SIZE !== 0 || byteLength > wasm.memoryLimit) {
@@ -205,18 +205,18 @@ async function prepareWasm(offer: OfferMessage, body: Uint8Array): Promise<Landi
       }
       return memory;
     },
-    state: (contents, network) => {
-      moved = { contents, network };
+    state: (contents, network, gate) => {
+      moved = { contents, network, gate };
       return Promise.resolve();
     },
     assemble: () => {
       if (!moved) return Promise.reject(new RoamError('ROAM_ERR_PEER_PROTOCOL', 'no guest state came'));
-      const { contents, network } = moved;
+      const { contents, network, gate } = moved;
       return WasmGuest.assembleMoved(
         { module, moduleBytes },
         memory,
         { ...contents, meta: { kind: 'wasm', ...withoutBase(contents.meta) } },
-        { network, frozen: true, memoryBytes: wasm.memoryLimit, sliceMs: wasm.sliceMs },
+        { network, frozen: true, memoryBytes: wasm.memoryLimit, sliceMs: wasm.sliceMs, ...(gate ? { gate } : {}) },
       );
     },
     dispose: () => {

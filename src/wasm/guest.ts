@@ -43,6 +43,7 @@ import { FdTable } from './wasi/fds.js';
 import { Wasi, type Wait } from './wasi/preview1.js';
 import { SeededRandom } from './wasi/random.js';
 import { NetTable } from './wasi/sockets.js';
+import type { TurnGate } from '../guest/turn-gate.js';
 
 export interface WasmGuestOptions extends LoadOptions {
   id?: string;
@@ -61,6 +62,8 @@ export interface WasmGuestOptions extends LoadOptions {
    * or an arriving connection waits). Default 20 ms.
    */
   sliceMs?: number;
+  /** The host's hold on guest turns (src/guest/turn-gate.ts): no slice starts while it is closed. */
+  gate?: TurnGate;
 }
 
 export const DEFAULT_WASM_MEMORY_BYTES = 1024 * 1024 * 1024;
@@ -115,6 +118,7 @@ export class WasmGuest {
   private readonly env: Record<string, string>;
   private readonly memoryLimit: number;
   private readonly sliceMs: number;
+  private readonly gate: TurnGate | undefined;
   private instance!: WebAssembly.Instance;
   private memory!: WebAssembly.Memory;
   private asyncify!: Asyncify;
@@ -146,6 +150,7 @@ export class WasmGuest {
     this.env = parts.env;
     this.memoryLimit = options.memoryBytes ?? DEFAULT_WASM_MEMORY_BYTES;
     this.sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
+    this.gate = options.gate;
     this.net = new NetTable(options.network ?? new LoopbackNetwork(), () => this.wake?.());
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
   }
@@ -635,7 +640,18 @@ export class WasmGuest {
     if (wait.kind === 'yield') await new Promise<void>((resolve) => setImmediate(resolve));
     for (;;) {
       if (this.phase === 'exited') throw new Stopped();
-      if (!this.frozen && this.ready(wait)) return;
+      if (!this.frozen && this.ready(wait)) {
+        if (this.gate?.closed !== true) return;
+        // A move's pause on this host: the slice starts once the gate opens (or the guest stops).
+        await new Promise<void>((resolve) => {
+          this.wake = () => {
+            this.wake = undefined;
+            resolve();
+          };
+          this.gate?.whenOpen(() => this.wake?.());
+        });
+        continue;
+      }
       await new Promise<void>((resolve) => {
         let timer: NodeJS.Timeout | undefined;
         this.wake = () => {
