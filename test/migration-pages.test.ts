@@ -24,6 +24,20 @@ describe('CodecChooser', () => {
     assert.equal(slow.choose(), 'lz4');
   });
 
+  it('tries nothing out in the pause: until LZ4 is measured, it goes by its usual cost', () => {
+    const fast = new CodecChooser();
+    assert.equal(fast.choose(true), 'none', 'the link is not known yet');
+    fast.record('none', 8 * MIB, 8 * MIB, 0, 4); // 2 GB/s
+    assert.equal(fast.choose(true), 'none', 'a fast link: plain, without trying LZ4');
+    assert.equal(fast.choose(), 'lz4', 'before the freeze, LZ4 is tried');
+
+    const slow = new CodecChooser();
+    slow.record('none', 8 * MIB, 8 * MIB, 0, 80); // 100 MB/s
+    assert.equal(slow.choose(true), 'lz4', 'a slow link: LZ4, as it usually pays there');
+    slow.record('lz4', 8 * MIB, 8 * MIB, 200, 80); // measured: slow, and no smaller
+    assert.equal(slow.choose(true), 'none', 'once measured, the measure decides');
+  });
+
   it('learns nothing of the link from small messages, and keeps a fixed codec', () => {
     const chooser = new CodecChooser();
     chooser.record('none', 64 * 1024, 64 * 1024, 0, 0);

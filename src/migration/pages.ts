@@ -202,12 +202,23 @@ export type PageCodec = 'lz4' | 'none';
 const LINK_SAMPLE_BYTES = 1 << 20;
 
 /**
+ * What LZ4 is taken to cost before it was measured for this target: 3 ns per raw byte, to 0.42 of
+ * the size (8 MiB of the 16-MiB bench guest's pages here: 270-360 MB/s, 0.424). By it, plain pays on
+ * links faster than about 190 MB/s.
+ */
+const LZ4_PRIOR = { compress: 3e-6, ratio: 0.42 };
+
+/**
  * Picks each page message's codec from what the move measured so far: compression pays only when
  * the link is slower than the compressor. Per raw byte, sending it plain costs `link`; compressed,
  * it costs `compress + ratio * link`. The first large message goes plain (it measures the link),
  * the next compressed (it measures the compressor and the ratio); from then on the cheaper one wins,
  * with the estimates kept up to date (moving averages). On a fast link between hosts (here: veth,
  * over 1 GB/s) that is plain; on a slow one (a 1 Gbit/s link and below), LZ4.
+ *
+ * In the pause (`paused`), nothing is tried out: the guest waits for every millisecond there, and a
+ * process's first LZ4 calls are slow (33 ms to compress a 1 MiB guest's last pages, its first move in
+ * `roam demo`). Until LZ4 was measured, the pause goes by LZ4_PRIOR.
  */
 export class CodecChooser {
   private link: number | undefined; // ms per wire byte, from the time a large message took to send
@@ -216,11 +227,12 @@ export class CodecChooser {
 
   constructor(private readonly fixed?: PageCodec) {}
 
-  choose(): PageCodec {
+  choose(paused = false): PageCodec {
     if (this.fixed) return this.fixed;
     if (this.link === undefined) return 'none';
-    if (this.compress === undefined) return 'lz4';
-    return this.compress + this.ratio * this.link < this.link ? 'lz4' : 'none';
+    if (this.compress === undefined && !paused) return 'lz4';
+    const lz4 = this.compress === undefined ? LZ4_PRIOR : { compress: this.compress, ratio: this.ratio };
+    return lz4.compress + lz4.ratio * this.link < this.link ? 'lz4' : 'none';
   }
 
   /** Whether a large message to this target has been timed yet (`sendMs` knows the link). */

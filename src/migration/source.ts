@@ -163,7 +163,7 @@ async function moveOut(
       // guest's memory no longer changes and is sent as it is (nothing needs the shadow any more).
       const batch = final ? viewPages(memory, part) : shadow.take(memory, part);
       t = add(final ? 'copy' : 'precopyCopy', t);
-      const codec = codecs.choose();
+      const codec = codecs.choose(final);
       const body = packPages(batch, codec);
       const compressMs = performance.now() - t;
       t = add(final ? 'compress' : 'precopyCompress', t);
