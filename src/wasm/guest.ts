@@ -25,6 +25,7 @@ import {
 } from '../guest/image/index.js';
 import { LoopbackNetwork } from '../guest/network/loopback.js';
 import type { VirtualNetwork } from '../guest/network/types.js';
+import type { TurnGate } from '../guest/turn-gate.js';
 import { VirtualFileSystem } from '../guest/vfs.js';
 import { ROAM_VERSION } from '../version.js';
 import { Asyncify, asyncifyExports } from './asyncify.js';
@@ -43,7 +44,6 @@ import { FdTable } from './wasi/fds.js';
 import { Wasi, type Wait } from './wasi/preview1.js';
 import { SeededRandom } from './wasi/random.js';
 import { NetTable } from './wasi/sockets.js';
-import type { TurnGate } from '../guest/turn-gate.js';
 
 export interface WasmGuestOptions extends LoadOptions {
   id?: string;
