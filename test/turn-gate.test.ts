@@ -94,6 +94,15 @@ test('holds nest, and a hold ends by itself after its longest time', async (t) =
   inner();
   await held.until(before + 2);
 
+  // A renewed hold keeps the gate closed, and the one it replaced no longer counts.
+  const first = gate.hold();
+  const renewed = gate.renew(first);
+  assert.equal(gate.closed, true);
+  first();
+  assert.equal(gate.closed, true, 'the first hold was already ended by the renewal');
+  renewed();
+  assert.equal(gate.closed, false);
+
   // A hold never released (a move that stalled) lets go after its longest time.
   gate.hold(30);
   const stalled = held.lines.length;

@@ -48,6 +48,16 @@ export class TurnGate {
     return release;
   }
 
+  /**
+   * A new hold in place of `previous`, which may have run out (a step that waited long): the gate
+   * stays closed from one to the other.
+   */
+  renew(previous: (() => void) | undefined, maxMs = MAX_HOLD_MS): () => void {
+    const release = this.hold(maxMs);
+    previous?.();
+    return release;
+  }
+
   /** Calls `resume` once the gate opens (a set: asking twice before then calls it once). */
   whenOpen(resume: () => void): void {
     this.waiting.add(resume);

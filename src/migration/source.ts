@@ -348,6 +348,8 @@ async function moveOut(
     releaseTurns = ctx.turns?.hold();
     const opening = source.connectsInFlight();
     const host = await source.freezeForMove();
+    // Renewed: the freeze may have waited up to 2 s for connections still opening.
+    if (ctx.turns) releaseTurns = ctx.turns.renew(releaseTurns);
     let t = add('freeze', frozenAt);
     if (opening > 0) {
       ctx.log(

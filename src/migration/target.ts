@@ -182,7 +182,9 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
         await channel.send({ type: 'holding' });
       } else if (h.type === 'state' && step === 'precopy') {
         lap('precopy');
-        releaseTurns ??= ctx.turns?.hold();
+        // Renewed: the hold taken at `freezing` may have run out (the source's freeze waits up to
+        // 2 s for a connection still opening).
+        if (ctx.turns) releaseTurns = ctx.turns.renew(releaseTurns);
         step = 'restore'; // what goes wrong here is the guest's state
         await landing.state(movedContents(message), network, ctx.turns);
         step = 'transfer';
