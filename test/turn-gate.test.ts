@@ -1,11 +1,14 @@
-/** The host's hold on guest turns (src/guest/turn-gate.ts) and how a guest keeps to it. */
+/**
+ * The host's hold on guest turns (src/guest/turn-gate.ts): how JavaScript and WebAssembly guests
+ * keep to it, and how a move's target takes it.
+ */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import net from 'node:net';
 import { bundleGuest } from '../src/guest/bundle.js';
 import { Guest } from '../src/guest/guest.js';
 import { TurnGate } from '../src/guest/turn-gate.js';
@@ -198,7 +201,11 @@ test(
   { skip: hasClang ? false : 'clang for wasm32-wasi is not installed (apt-get install clang lld wasi-libc)' },
   async (t) => {
     const dir = tempDir(t, 'roam-gate-wasm-');
+    const cache = process.env['ROAM_CACHE_DIR'];
     process.env['ROAM_CACHE_DIR'] = join(dir, 'cache'); // instrumented modules: a cache of this test's own
+    t.after(() =>
+      cache === undefined ? delete process.env['ROAM_CACHE_DIR'] : (process.env['ROAM_CACHE_DIR'] = cache),
+    );
     const made = spawnSync('bash', [join(ROOT, 'examples/wasm/build.sh'), dir], { encoding: 'utf8' });
     assert.equal(made.status, 0, made.stderr);
     const free = await ticker(t);
