@@ -9,7 +9,7 @@ import { Guest, type GuestExit, type GuestOptions } from '../guest/guest.js';
 import { parseGuestState } from '../guest/state-schema.js';
 import type { LogRecord } from '../guest/host/log.js';
 import { decodeImageState, inspectImage } from '../guest/image/index.js';
-import { DIGEST_NAMES, digestKind } from '../guest/image/format.js';
+import { describeFormat } from '../guest/image/format.js';
 import { encodeGuestImage } from '../guest/template.js';
 import type { SandboxLimits } from '../guest/sandbox/sandbox.js';
 import { parseBytes, parseDuration } from './duration.js';
@@ -173,7 +173,7 @@ async function inspect(imagePath: string, opts: { json?: boolean }): Promise<voi
   const mib = (n: number) => `${(n / 1048576).toFixed(2)} MiB`;
   const lines = [
     `image        ${imagePath}`,
-    `format       v${info.formatVersion} (checksum ${DIGEST_NAMES[digestKind(info.formatVersion)]}), written by roam ${info.meta.roamVersion} at ${info.meta.createdAt}`,
+    `format       ${describeFormat(info)}`,
     `guest        ${info.meta.name} (${info.meta.guestId}), ${info.meta.kind}`,
     `size         ${mib(info.totalBytes)} on disk`,
     info.meta.base

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { RoamError } from '../errors.js';
 import type { LogSink } from '../guest/host/log.js';
 import { decodeImage, type ImageInfo } from '../guest/image/index.js';
-import { DIGEST_NAMES, digestKind } from '../guest/image/format.js';
+import { describeFormat } from '../guest/image/format.js';
 import { VirtualFileSystem } from '../guest/vfs.js';
 import { WasmGuest } from './guest.js';
 import { decodeParts, parseWasmState } from './image.js';
@@ -103,7 +103,7 @@ export async function inspectWasm(
   const wait = state.suspended?.wait;
   const lines = [
     `image        ${imagePath}`,
-    `format       v${info.formatVersion} (checksum ${DIGEST_NAMES[digestKind(info.formatVersion)]}), written by roam ${info.meta.roamVersion} at ${info.meta.createdAt}`,
+    `format       ${describeFormat(info)}`,
     `guest        ${info.meta.name} (${info.meta.guestId}), wasm`,
     `size         ${mib(info.totalBytes)} on disk`,
     `memory       ${mib(info.memory.byteLength)} linear memory, ${info.memory.nonZeroPages} of ${info.memory.totalPages} pages non-zero`,

@@ -2,11 +2,10 @@ import { RoamError } from '../../errors.js';
 import {
   DEFAULT_COMPRESSION_LEVEL,
   ENCODE_CHUNK_BYTES,
-  IMAGE_FORMAT_VERSION,
   PAGE_SIZE,
   SECTION_NAMES,
+  WRITTEN_DIGEST,
   WRITTEN_DIGEST_BYTES,
-  digestKind,
   imageError,
   layoutImage,
   type BaseMemory,
@@ -169,7 +168,7 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
     }
   }
   const digestAt = image.length - WRITTEN_DIGEST_BYTES;
-  image.set(await checksum(image.subarray(0, digestAt), digestKind(IMAGE_FORMAT_VERSION)), digestAt);
+  image.set(await checksum(image.subarray(0, digestAt), WRITTEN_DIGEST), digestAt);
   return image;
 }
 

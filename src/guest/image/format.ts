@@ -58,8 +58,9 @@ export type DigestKind = 'xxh3-64' | 'crc-32';
 export const digestKind = (formatVersion: number): DigestKind => (formatVersion >= 3 ? 'xxh3-64' : 'crc-32');
 export const DIGEST_BYTES: Record<DigestKind, number> = { 'xxh3-64': 8, 'crc-32': 4 };
 export const DIGEST_NAMES: Record<DigestKind, string> = { 'xxh3-64': 'XXH3-64', 'crc-32': 'CRC-32' };
-/** The digest length of the version this Roam writes. */
-export const WRITTEN_DIGEST_BYTES = DIGEST_BYTES[digestKind(IMAGE_FORMAT_VERSION)];
+/** The digest of the version this Roam writes, and its length. */
+export const WRITTEN_DIGEST = digestKind(IMAGE_FORMAT_VERSION);
+export const WRITTEN_DIGEST_BYTES = DIGEST_BYTES[WRITTEN_DIGEST];
 export const PAGE_SIZE = 65536 as const;
 
 export const SECTION_NAMES = ['pages', 'memory', 'state', 'files', 'diffs'] as const;
@@ -134,6 +135,12 @@ export interface ImageInfo {
   memory: { byteLength: number; nonZeroPages: number; diffPages: number; totalPages: number };
   sections: Array<{ name: string; rawBytes: number; storedBytes: number; encoding: string }>;
   totalBytes: number;
+}
+
+/** `roam guest inspect`'s word on the format: "v3 (checksum XXH3-64), written by roam 0.1.0 at ...". */
+export function describeFormat(info: Pick<ImageInfo, 'formatVersion' | 'meta'>): string {
+  const checksum = DIGEST_NAMES[digestKind(info.formatVersion)];
+  return `v${info.formatVersion} (checksum ${checksum}), written by roam ${info.meta.roamVersion} at ${info.meta.createdAt}`;
 }
 
 /**
