@@ -61,21 +61,28 @@ describe('page messages in parts', () => {
         round: 0,
         final: true,
         byteLength: 4 * 65536,
+        block: 65536,
         count: 2,
         codec,
         rawBytes: data.length,
       } as const;
-      const parts = encodePeer(header, packPages({ indices, parts: [data], rawBytes: data.length }, codec));
+      const parts = encodePeer(
+        header,
+        packPages({ indices, parts: [data], count: 2, block: 65536, rawBytes: data.length }, codec),
+      );
       const decoder = new PeerDecoder();
       const messages = parts.flatMap((part) => decoder.push(part));
       assert.equal(messages.length, 1);
       const memory = new Uint8Array(4 * 65536);
-      applyPackedPages(messages[0]!.body, 2, codec, data.length, memory);
+      applyPackedPages(messages[0]!.body, header, memory);
       assert.ok(Buffer.from(memory.subarray(65536, 2 * 65536)).equals(data.subarray(0, 65536)));
       assert.ok(Buffer.from(memory.subarray(3 * 65536)).equals(data.subarray(65536)));
       assert.equal(memory[0], 0);
 
-      const damaged = encodePeer(header, packPages({ indices, parts: [data], rawBytes: data.length }, codec));
+      const damaged = encodePeer(
+        header,
+        packPages({ indices, parts: [data], count: 2, block: 65536, rawBytes: data.length }, codec),
+      );
       const last = damaged[damaged.length - 1]!;
       last[last.length >> 1] = (last[last.length >> 1] ?? 0) ^ 0xff;
       const whole = Buffer.concat(damaged);
@@ -95,18 +102,22 @@ describe('page messages streamed into memory', () => {
     round: 0,
     final: false,
     byteLength: 3 * 65536,
+    block: 65536,
     count: 2,
     codec: 'none',
     rawBytes: data.length,
   } as const;
   const streamInto = (memory: Uint8Array): PeerDecoder =>
-    new PeerDecoder((h) => (h.type === 'pages' ? new PageWriter(h.count, h.rawBytes, memory) : undefined));
+    new PeerDecoder((h) => (h.type === 'pages' ? new PageWriter(h.count, h.rawBytes, memory, h.block) : undefined));
 
   it('writes the pages where they belong as chunks arrive, then hands on the header alone', () => {
     const memory = new Uint8Array(3 * 65536);
     const decoder = streamInto(memory);
     const whole = Buffer.concat([
-      ...encodePeer(header, packPages({ indices, parts: [data], rawBytes: data.length }, 'none')),
+      ...encodePeer(
+        header,
+        packPages({ indices, parts: [data], count: 2, block: 65536, rawBytes: data.length }, 'none'),
+      ),
       ...encodePeer({ type: 'resumed', restoreMs: 1 }),
     ]);
     const messages = [];
@@ -124,7 +135,10 @@ describe('page messages streamed into memory', () => {
   });
 
   it('still refuses a damaged body (its checksum is checked at its last byte)', () => {
-    const parts = encodePeer(header, packPages({ indices, parts: [Buffer.from(data)], rawBytes: data.length }, 'none'));
+    const parts = encodePeer(
+      header,
+      packPages({ indices, parts: [Buffer.from(data)], count: 2, block: 65536, rawBytes: data.length }, 'none'),
+    );
     const last = parts[parts.length - 1]!;
     last[100] = (last[100] ?? 0) ^ 1;
     assert.throws(() => streamInto(new Uint8Array(3 * 65536)).push(Buffer.concat(parts)), /checksum mismatch/);

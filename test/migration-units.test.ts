@@ -9,12 +9,15 @@ import { describe, it } from 'node:test';
 import { PAGE_SIZE } from '../src/guest/image/format.js';
 import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
 import {
+  BLOCK_SIZE,
   PageShadow,
   PageWriter,
   ShadowBuffers,
   applyPackedPages,
   packPages,
   pageSink,
+  viewBlocks,
+  type PageBatch,
 } from '../src/migration/pages.js';
 import {
   MAX_HEADER_BYTES,
@@ -44,6 +47,7 @@ describe('peer protocol codec', () => {
     round: 2,
     final: false,
     byteLength: 4 * PAGE_SIZE,
+    block: PAGE_SIZE,
     count: 1,
     codec: 'none',
     rawBytes: PAGE_SIZE,
@@ -77,9 +81,9 @@ describe('peer protocol codec', () => {
     assert.throws(() => new PeerDecoder().push(hash), /checksum mismatch/);
   });
 
-  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages, RMP3: XXH64, RMP4: state last, RMP5: no freezing word) to run the same Roam version', () => {
+  it('tells a peer of an earlier protocol (RMP1: CRC-32, RMP2: Snappy pages, RMP3: XXH64, RMP4: state last, RMP5: no freezing word, RMP6: whole pages) to run the same Roam version', () => {
     const json = Buffer.from(JSON.stringify({ type: 'resumed', restoreMs: 1 }));
-    for (const magic of [0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034, 0x524d_5035]) {
+    for (const magic of [0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034, 0x524d_5035, 0x524d_5036]) {
       const old = Buffer.alloc(20 + json.length);
       old.writeUInt32BE(magic, 0);
       old.writeUInt32BE(json.length, 4);
@@ -164,8 +168,23 @@ describe('a WebAssembly guest landing on a target', () => {
     const failed: string[] = [];
     const target = await serveTarget(targetContext(failed));
     const pages = (final: boolean): [PeerHeader, Uint8Array[]] => [
-      { type: 'pages', round: 0, final, byteLength: PAGE_SIZE, count: 1, codec: 'none', rawBytes: PAGE_SIZE },
-      packPages({ indices: Buffer.alloc(4), parts: [Buffer.alloc(PAGE_SIZE, 9)], rawBytes: PAGE_SIZE }, 'none'),
+      {
+        type: 'pages',
+        round: 0,
+        final,
+        byteLength: PAGE_SIZE,
+        block: 4096,
+        count: 16,
+        codec: 'none',
+        rawBytes: PAGE_SIZE,
+      },
+      packPages(
+        viewBlocks(
+          Buffer.alloc(PAGE_SIZE, 9),
+          Uint32Array.from({ length: 16 }, (_, i) => i),
+        ),
+        'none',
+      ),
     ];
     const state: [PeerHeader, Uint8Array] = [
       {
@@ -190,9 +209,9 @@ describe('a WebAssembly guest landing on a target', () => {
       const early = await run([pages(true)]);
       assert.equal(early.type === 'fail' && early.code, 'ROAM_ERR_PEER_PROTOCOL');
       assert.match(failed.pop() ?? '', /^precopy: .*unexpected pages during the precopy/);
-      const short = await run([state, pages(true), [{ type: 'end', pages: 2 }]]);
+      const short = await run([state, pages(true), [{ type: 'end', count: 17 }]]);
       assert.equal(short.type === 'fail' && short.code, 'ROAM_ERR_PEER_PROTOCOL');
-      assert.match(failed.pop() ?? '', /^transfer: .*1 final pages came of 2/);
+      assert.match(failed.pop() ?? '', /^transfer: .*16 final blocks came of 17/);
       const twice = await run([state, state]);
       assert.equal(twice.type === 'fail' && twice.code, 'ROAM_ERR_PEER_PROTOCOL');
       assert.match(failed.pop() ?? '', /unexpected state during the transfer/);
@@ -236,6 +255,11 @@ describe('pre-copy page tracking', () => {
       const target = new Uint8Array(6 * PAGE_SIZE);
       target.set(base);
       const batch = shadow.take(memory, dirty);
+      // Of pages the target holds (here the template's), only the blocks that differ; beyond the
+      // template, a page never sent goes whole.
+      const blocksOf = (b: PageBatch): number[] => [...new Uint32Array(Uint8Array.from(b.indices).buffer)];
+      assert.deepEqual(blocksOf(batch), [16, 48, ...Array.from({ length: 16 }, (_, i) => 80 + i)]);
+      assert.equal(batch.rawBytes, 18 * BLOCK_SIZE);
       // The hash `take` computed on the way is the plain body's: a decoder accepts the message.
       assert.ok(batch.hash !== undefined);
       const header: PeerHeader = {
@@ -243,7 +267,8 @@ describe('pre-copy page tracking', () => {
         round: 0,
         final: false,
         byteLength: memory.length,
-        count: dirty.length,
+        block: batch.block,
+        count: batch.count,
         codec: 'none',
         rawBytes: batch.rawBytes,
       };
@@ -252,13 +277,13 @@ describe('pre-copy page tracking', () => {
       assert.equal(new PeerDecoder().push(wire).length, 1);
       for (const codec of ['lz4', 'none'] as const) {
         const copy = target.slice();
-        applyPackedPages(Buffer.concat(packPages(batch, codec)), dirty.length, codec, batch.rawBytes, copy);
+        applyPackedPages(Buffer.concat(packPages(batch, codec)), { ...header, codec }, copy);
         assert.ok(Buffer.from(copy).equals(Buffer.from(memory)), codec);
       }
       // The batch is a view of the shadow, not of the guest's memory: later changes do not leak in.
       memory[3 * PAGE_SIZE] = 10;
       const streamed = target.slice();
-      const writer = new PageWriter(dirty.length, batch.rawBytes, streamed);
+      const writer = new PageWriter(batch.count, batch.rawBytes, streamed, batch.block);
       for (const part of packPages(batch, 'none')) {
         for (let at = 0; at < part.length; at += 1000) writer.write(part.subarray(at, at + 1000));
       }
@@ -267,6 +292,23 @@ describe('pre-copy page tracking', () => {
       memory[3 * PAGE_SIZE] = 9;
       assert.ok(Buffer.from(streamed).equals(Buffer.from(memory)), 'written chunk by chunk');
       assert.deepEqual([...shadow.dirty(memory)], [], 'nothing left once sent');
+
+      // A page sent before: the next round sends only its blocks changed since, as does the last.
+      memory[3 * PAGE_SIZE + 5000] = 7;
+      memory[3 * PAGE_SIZE + 5001] = 7;
+      memory[5 * PAGE_SIZE + 4 * BLOCK_SIZE] = 1;
+      const again = shadow.dirty(memory);
+      assert.deepEqual([...again], [3, 5]);
+      assert.deepEqual(blocksOf(shadow.view(memory, again)), [49, 84], 'the last round, from memory itself');
+      const next = shadow.take(memory, again);
+      assert.deepEqual(blocksOf(next), [49, 84]);
+      applyPackedPages(
+        Buffer.concat(packPages(next, 'none')),
+        { ...header, count: next.count, rawBytes: next.rawBytes },
+        streamed,
+      );
+      assert.ok(Buffer.from(streamed).equals(Buffer.from(memory)), 'the blocks complete the pages sent before');
+      assert.deepEqual([...shadow.dirty(memory)], []);
 
       // Memory that grows past the shadow: held pages move to the larger buffer, the new ones are compared with zero.
       const grown = new Uint8Array(12 * PAGE_SIZE);
@@ -299,16 +341,19 @@ describe('pre-copy page tracking', () => {
     // The same page sent three times: compressed, then plain, then compressed again. Whatever the
     // read boundaries, the last copy must be what the target's memory holds.
     const message = (fill: number, codec: 'lz4' | 'none'): Buffer => {
-      const indices = Buffer.alloc(4);
-      const batch = { indices, parts: [Buffer.alloc(PAGE_SIZE, fill)], rawBytes: PAGE_SIZE };
+      const batch = viewBlocks(
+        Buffer.alloc(PAGE_SIZE, fill),
+        Uint32Array.from({ length: 16 }, (_, i) => i),
+      );
       const header: PeerHeader = {
         type: 'pages',
         round: 0,
         final: false,
         byteLength: PAGE_SIZE,
-        count: 1,
+        block: batch.block,
+        count: batch.count,
         codec,
-        rawBytes: PAGE_SIZE,
+        rawBytes: batch.rawBytes,
       };
       return Buffer.concat(encodePeer(header, packPages(batch, codec)));
     };
@@ -336,27 +381,56 @@ describe('pre-copy page tracking', () => {
 
   it('refuses hostile page messages: out of range, out of order, lengths that do not add up', () => {
     const memory = new Uint8Array(2 * PAGE_SIZE);
-    const pack = (pages: number[]): Buffer => {
-      const indices = Buffer.alloc(pages.length * 4);
-      pages.forEach((p, i) => indices.writeUInt32LE(p, i * 4));
-      const parts = [Buffer.alloc(pages.length * PAGE_SIZE)];
-      return Buffer.concat(packPages({ indices, parts, rawBytes: pages.length * PAGE_SIZE }, 'none'));
+    const pack = (blocks: number[]): Buffer => {
+      const indices = Buffer.alloc(blocks.length * 4);
+      blocks.forEach((p, i) => indices.writeUInt32LE(p, i * 4));
+      const rawBytes = blocks.length * BLOCK_SIZE;
+      return Buffer.concat(
+        packPages({ indices, parts: [Buffer.alloc(rawBytes)], count: blocks.length, block: 4096, rawBytes }, 'none'),
+      );
     };
-    assert.throws(() => applyPackedPages(pack([5]), 1, 'none', PAGE_SIZE, memory), /beyond the memory/);
-    assert.throws(() => applyPackedPages(pack([1, 0]), 2, 'none', 2 * PAGE_SIZE, memory), /not ascending/);
-    assert.throws(() => applyPackedPages(pack([0]), 1, 'none', 2 * PAGE_SIZE, memory), /raw bytes/);
+    const plain = (count: number, rawBytes = count * BLOCK_SIZE) =>
+      ({ count, block: 4096, codec: 'none', rawBytes }) as const;
+    assert.throws(() => applyPackedPages(pack([32]), plain(1), memory), /block 32 is beyond the memory's 32 blocks/);
+    assert.throws(() => applyPackedPages(pack([1, 0]), plain(2), memory), /not ascending/);
+    assert.throws(() => applyPackedPages(pack([1, 1]), plain(2), memory), /not ascending/);
+    assert.throws(() => applyPackedPages(pack([0]), plain(1, 2 * BLOCK_SIZE), memory), /raw bytes/);
+    // 64-KiB blocks: the same memory holds 2 of them.
+    const big = { count: 1, block: 65536, codec: 'none', rawBytes: PAGE_SIZE } as const;
+    const page = (index: number): Buffer =>
+      Buffer.concat(
+        packPages(
+          {
+            indices: Buffer.from([index, 0, 0, 0]),
+            parts: [Buffer.alloc(PAGE_SIZE, 3)],
+            count: 1,
+            block: 65536,
+            rawBytes: PAGE_SIZE,
+          },
+          'none',
+        ),
+      );
+    assert.throws(() => applyPackedPages(page(2), big, memory), /block 2 is beyond the memory's 2 blocks of 65536/);
+    applyPackedPages(page(1), big, memory);
+    assert.equal(memory[PAGE_SIZE], 3);
     assert.throws(
-      () => applyPackedPages(pack([0]), 1, 'lz4', PAGE_SIZE, memory),
-      /LZ4 block declares \d+ bytes, expected 65536/,
+      () => applyPackedPages(pack([0]), { ...plain(1), codec: 'lz4' }, memory),
+      /LZ4 block declares \d+ bytes, expected 4096/,
     );
     // An LZ4 block that declares more than the header: refused before the decoder allocates it.
     const indices = Buffer.alloc(4);
     const lying = Buffer.concat(
-      packPages({ indices, parts: [Buffer.alloc(2 * PAGE_SIZE)], rawBytes: 2 * PAGE_SIZE }, 'lz4'),
+      packPages(
+        { indices, parts: [Buffer.alloc(2 * BLOCK_SIZE)], count: 1, block: 4096, rawBytes: 2 * BLOCK_SIZE },
+        'lz4',
+      ),
     );
-    assert.throws(() => applyPackedPages(lying, 1, 'lz4', PAGE_SIZE, memory), /declares 131072 bytes, expected 65536/);
-    const garbage = Buffer.concat([indices, Buffer.from([0, 0, 1, 0]), Buffer.alloc(40, 0xff)]);
-    assert.throws(() => applyPackedPages(garbage, 1, 'lz4', PAGE_SIZE, memory), /do not decompress/);
+    assert.throws(
+      () => applyPackedPages(lying, { ...plain(1), codec: 'lz4' }, memory),
+      /declares 8192 bytes, expected 4096/,
+    );
+    const garbage = Buffer.concat([indices, Buffer.from([0, 16, 0, 0]), Buffer.alloc(40, 0xff)]); // declares 4096
+    assert.throws(() => applyPackedPages(garbage, { ...plain(1), codec: 'lz4' }, memory), /do not decompress/);
   });
 });
 

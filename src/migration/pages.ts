@@ -6,7 +6,8 @@
  * with the template; each round sends the pages that differ and copies them into the shadow.
  * Pages are compared by content (native memcmp per 64-KiB page, stopping at the first
  * difference), which finds every change, including a page that went back to zero, without hooks
- * in the guest.
+ * in the guest. Of a changed page, only the 4-KiB blocks that differ from what the target holds
+ * are sent (BLOCK_SIZE).
  */
 import { compressSync as lz4Compress, uncompressSync as lz4Uncompress } from 'lz4-napi';
 import { PAGE_SIZE } from '../guest/image/format.js';
@@ -14,16 +15,29 @@ import { lz4DeclaredLength } from '../guest/image/work.js';
 import { RoamError } from '../errors.js';
 import { type BodySink, type PagesMessage, bodyHash } from './peer-wire.js';
 
-/** Pages per peer message: 8 MiB raw, so compression, sending and applying overlap. */
+/** Pages per peer message: 8 MiB raw at most, so compression, sending and applying overlap. */
 export const PAGES_PER_MESSAGE = 128;
 
 /**
- * A batch of pages for one message: the indices (u32 LE), then the pages' bytes in that order as
- * views (one per run of consecutive pages), never copied again on the way to the socket.
+ * The unit a page message carries: an OS page, a sixteenth of a WebAssembly page. A guest that
+ * runs between two rounds changes a word here and there, so what changed of a 64-KiB page is mostly
+ * one or two of its blocks: the bench's guests dirtied 0.4-1.0 MB of pages in 5-50 ms, and 0.02-0.09
+ * MB of blocks. The last round, in the pause, sends only those.
+ */
+export const BLOCK_SIZE = 4096;
+const BLOCKS_PER_PAGE = PAGE_SIZE / BLOCK_SIZE;
+
+/**
+ * A batch of blocks for one message: their indices (u32 LE, in `block`-byte units), then their
+ * bytes in that order as views (one per run of consecutive blocks), never copied again on the way
+ * to the socket.
  */
 export interface PageBatch {
   indices: Uint8Array;
   parts: Uint8Array[];
+  /** How many indices, and the bytes each stands for. */
+  count: number;
+  block: PagesMessage['block'];
   rawBytes: number;
   /** The plain body's hash (indices, then the parts), when it was computed on the way (`take`). */
   hash?: bigint;
@@ -82,38 +96,96 @@ export class PageShadow {
 
   private differs(buf: Buffer, page: number): boolean {
     const at = page * PAGE_SIZE;
-    const against = this.held[page] === 1 ? this.buffer : page < this.basePages ? this.base : undefined;
-    // Beyond the base, what the target has not been sent is zero (its memory grows with zeros).
+    const against = this.holds(page);
     return against ? buf.compare(against, at, at + PAGE_SIZE, at, at + PAGE_SIZE) !== 0 : !isZero(buf, at);
   }
 
   /**
-   * Copies `pages` of the running guest's `memory` into the shadow and returns them as views of the
-   * shadow: the one copy a page needs while the guest can still change it. The views are valid
-   * until the shadow changes again, so the sender waits until the socket has taken them (see
-   * `PeerChannel.flushed`) before the next round's `take`.
+   * What the target's copy of `page` is, at the page's own offset: the shadow's once it was sent,
+   * else the base's. Undefined beyond the base: zeros (the target's memory grows with zeros).
+   */
+  private holds(page: number): Buffer | undefined {
+    return this.held[page] === 1 ? this.buffer : page < this.basePages ? this.base : undefined;
+  }
+
+  /**
+   * The blocks of `pages` in `memory` that differ from what the target holds, as block indices.
+   * Beyond the base, a page the target was never sent goes whole: it is mostly a large guest's
+   * first round, where comparing with zeros would read every page once more for little.
+   */
+  private changedBlocks(buf: Buffer, pages: Uint32Array): Uint32Array {
+    const blocks = new Uint32Array(pages.length * BLOCKS_PER_PAGE);
+    let count = 0;
+    for (const page of pages) {
+      const against = this.holds(page);
+      const first = page * BLOCKS_PER_PAGE;
+      for (let b = 0; b < BLOCKS_PER_PAGE; b++) {
+        const at = (first + b) * BLOCK_SIZE;
+        if (!against || buf.compare(against, at, at + BLOCK_SIZE, at, at + BLOCK_SIZE) !== 0)
+          blocks[count++] = first + b;
+      }
+    }
+    return blocks.subarray(0, count);
+  }
+
+  /**
+   * Copies `pages` of the running guest's `memory` into the shadow and returns their changed
+   * blocks as views of the shadow: the one copy a page needs while the guest can still change it. The views are valid until the shadow changes again, so the sender waits until the
+   * socket has taken them (see `PeerChannel.flushed`) before the next round's `take`.
    */
   take(memory: Uint8Array, pages: Uint32Array): PageBatch {
     if (this.buffer.length < memory.byteLength) {
       // Only held pages matter; the rest of the new buffer stays untouched (not faulted in).
       const grown = Buffer.alloc(memory.byteLength);
-      forRuns(heldPages(this.held), (at, length) => grown.set(this.buffer.subarray(at, at + length), at));
+      forRuns(heldPages(this.held), PAGE_SIZE, (at, length) => grown.set(this.buffer.subarray(at, at + length), at));
       this.buffer = grown;
       const held = new Uint8Array(Math.ceil(grown.length / PAGE_SIZE));
       held.set(this.held);
       this.held = held;
     }
-    const batch = viewPages(this.buffer, pages);
+    const source = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
+    const blocks = this.changedBlocks(source, pages); // against what the shadow holds before the copy
+    // Pages are copied whole (the buffer may hold another move's bytes in a page not held yet, and
+    // the few pages of a later round cost little), and only their changed blocks sent.
+    const batch = viewBlocks(this.buffer, blocks);
     const hash = bodyHash().update(batch.indices);
-    forRuns(pages, (at, length) => {
+    // The parts are the blocks' runs, in order: `hashUpTo` hashes them as far as the copy has come.
+    let part = 0;
+    let partDone = 0; // bytes of parts[part] hashed
+    const hashUpTo = (end: number): void => {
+      for (; part < batch.parts.length; part++, partDone = 0) {
+        const view = batch.parts[part] as Uint8Array;
+        const start = view.byteOffset - this.buffer.byteOffset;
+        const upTo = Math.min(view.length, end - start);
+        if (upTo > partDone) hash.update(view.subarray(partDone, upTo));
+        if (upTo < view.length) {
+          partDone = Math.max(partDone, upTo);
+          return;
+        }
+      }
+    };
+    const copy = (at: number, length: number): void => {
+      // A slice at a time, hashed at once: the hash reads what was just copied, still in cache.
       for (let from = at, end = at + length; from < end; from += TAKE_SLICE_BYTES) {
         const to = Math.min(from + TAKE_SLICE_BYTES, end);
         this.buffer.set(memory.subarray(from, to), from);
-        hash.update(this.buffer.subarray(from, to));
+        hashUpTo(to);
       }
-    });
+    };
+    forRuns(pages, PAGE_SIZE, copy);
+    hashUpTo(Infinity);
     for (const page of pages) this.held[page] = 1;
     return { ...batch, hash: hash.digest() };
+  }
+
+  /**
+   * The changed blocks of `pages` as views of `memory` itself, not copies: for a frozen guest's
+   * last round (its memory does not change until the move is decided, and the peer connection is
+   * gone before it runs again).
+   */
+  view(memory: Uint8Array, pages: Uint32Array): PageBatch {
+    const source = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
+    return viewBlocks(memory, this.changedBlocks(source, pages));
   }
 }
 
@@ -167,26 +239,23 @@ export class ShadowBuffers {
   }
 }
 
-/**
- * `pages` of `memory` as views, not copies: for a frozen guest's last round (its memory does not
- * change until the move is decided, and the peer connection is gone before it runs again).
- */
-export function viewPages(memory: Uint8Array, pages: Uint32Array): PageBatch {
+/** `blocks` (ascending indices) of `memory` as a batch of views, one per run of consecutive blocks. */
+export function viewBlocks(memory: Uint8Array, blocks: Uint32Array): PageBatch {
   const parts: Uint8Array[] = [];
-  forRuns(pages, (at, length) => parts.push(memory.subarray(at, at + length)));
-  const indices = new Uint8Array(pages.length * 4);
+  forRuns(blocks, BLOCK_SIZE, (at, length) => parts.push(memory.subarray(at, at + length)));
+  const indices = new Uint8Array(blocks.length * 4);
   const view = new DataView(indices.buffer);
-  for (let i = 0; i < pages.length; i++) view.setUint32(i * 4, pages[i] ?? 0, true);
-  return { indices, parts, rawBytes: pages.length * PAGE_SIZE };
+  for (let i = 0; i < blocks.length; i++) view.setUint32(i * 4, blocks[i] ?? 0, true);
+  return { indices, parts, count: blocks.length, block: BLOCK_SIZE, rawBytes: blocks.length * BLOCK_SIZE };
 }
 
-/** Calls `each(byteOffset, byteLength)` once per run of consecutive pages. */
-function forRuns(pages: Uint32Array, each: (at: number, length: number) => void): void {
-  for (let i = 0; i < pages.length;) {
-    const first = pages[i] ?? 0;
+/** Calls `each(byteOffset, byteLength)` once per run of consecutive indices of `unit` bytes each. */
+function forRuns(indices: Uint32Array, unit: number, each: (at: number, length: number) => void): void {
+  for (let i = 0; i < indices.length;) {
+    const first = indices[i] ?? 0;
     let j = i + 1;
-    while (j < pages.length && pages[j] === first + (j - i)) j++;
-    each(first * PAGE_SIZE, (j - i) * PAGE_SIZE);
+    while (j < indices.length && indices[j] === first + (j - i)) j++;
+    each(first * unit, (j - i) * unit);
     i = j;
   }
 }
@@ -278,65 +347,78 @@ function malformed(message: string): never {
 
 /**
  * Writes a plain page message's body into `memory` (the target's sandbox memory, grown to the
- * guest's size) as its bytes arrive: the indices first, all checked before a page is written (a
- * body can be hostile), then each page in its place. No buffer holds the message on the way.
+ * guest's size) as its bytes arrive: the indices first, all checked before a byte is written (a
+ * body can be hostile), then each run of consecutive blocks in its place. No buffer holds the
+ * message on the way.
  */
 export class PageWriter {
   private readonly indexBytes: Uint8Array;
   private indexFill = 0;
-  private pages: Uint32Array | undefined;
+  /** Where each run of blocks goes: start and end byte offsets in `memory`, in turn. */
+  private runs: number[] | undefined;
+  private run = 0;
+  private runDone = 0; // bytes of the current run written
   private written = 0;
 
   constructor(
     private readonly count: number,
     private readonly rawBytes: number,
     private readonly memory: Uint8Array,
+    private readonly block: number,
   ) {
-    if (rawBytes !== count * PAGE_SIZE) malformed(`${rawBytes} raw bytes for ${count} pages`);
+    if (rawBytes !== count * block) malformed(`${rawBytes} raw bytes for ${count} blocks of ${block}`);
     this.indexBytes = new Uint8Array(count * 4);
-    if (count === 0) this.pages = new Uint32Array(0);
+    if (count === 0) this.runs = [];
   }
 
   write(chunk: Uint8Array): void {
     let at = 0;
-    if (!this.pages) {
+    if (!this.runs) {
       const n = Math.min(this.indexBytes.length - this.indexFill, chunk.length);
       this.indexBytes.set(chunk.subarray(0, n), this.indexFill);
       this.indexFill += n;
       at = n;
       if (this.indexFill < this.indexBytes.length) return;
-      this.pages = this.checkIndices();
+      this.runs = this.checkIndices();
     }
-    const pages = this.pages;
+    const runs = this.runs;
     while (at < chunk.length) {
-      if (this.written >= this.rawBytes) malformed(`more than the ${this.rawBytes} bytes of its ${this.count} pages`);
-      const within = this.written % PAGE_SIZE;
-      const page = pages[Math.floor(this.written / PAGE_SIZE)] ?? 0;
-      const n = Math.min(PAGE_SIZE - within, chunk.length - at);
-      this.memory.set(chunk.subarray(at, at + n), page * PAGE_SIZE + within);
+      if (this.written >= this.rawBytes) malformed(`more than the ${this.rawBytes} bytes of its ${this.count} blocks`);
+      const start = runs[this.run] ?? 0;
+      const length = (runs[this.run + 1] ?? 0) - start;
+      const n = Math.min(length - this.runDone, chunk.length - at);
+      this.memory.set(chunk.subarray(at, at + n), start + this.runDone);
       this.written += n;
+      this.runDone += n;
       at += n;
+      if (this.runDone === length) {
+        this.run += 2;
+        this.runDone = 0;
+      }
     }
   }
 
-  /** The body is over: it must have held every page. */
+  /** The body is over: it must have held every block. */
   end(): void {
-    if (!this.pages || this.written !== this.rawBytes) {
-      malformed(`${this.indexFill + this.written} bytes of pages, expected ${this.count * 4 + this.rawBytes}`);
+    if (!this.runs || this.written !== this.rawBytes) {
+      malformed(`${this.indexFill + this.written} bytes of blocks, expected ${this.count * 4 + this.rawBytes}`);
     }
   }
 
-  private checkIndices(): Uint32Array {
+  private checkIndices(): number[] {
     const view = new DataView(this.indexBytes.buffer);
-    const pages = new Uint32Array(this.count);
-    const total = Math.floor(this.memory.byteLength / PAGE_SIZE);
+    const total = Math.floor(this.memory.byteLength / this.block);
+    const runs: number[] = [];
+    let previous = -1;
     for (let i = 0; i < this.count; i++) {
-      const page = view.getUint32(i * 4, true);
-      if (page >= total) malformed(`page ${page} is beyond the memory's ${total} pages`);
-      if (i > 0 && page <= (pages[i - 1] ?? 0)) malformed('page indices are not ascending');
-      pages[i] = page;
+      const index = view.getUint32(i * 4, true);
+      if (index >= total) malformed(`block ${index} is beyond the memory's ${total} blocks of ${this.block} bytes`);
+      if (index <= previous) malformed('block indices are not ascending');
+      if (index === previous + 1 && runs.length > 0) runs[runs.length - 1] = (index + 1) * this.block;
+      else runs.push(index * this.block, (index + 1) * this.block);
+      previous = index;
     }
-    return pages;
+    return runs;
   }
 }
 
@@ -352,9 +434,7 @@ export class PackedPageSink {
 
   constructor(
     bodyBytes: number,
-    private readonly count: number,
-    private readonly codec: PageCodec,
-    private readonly rawBytes: number,
+    private readonly layout: PageLayout,
     private readonly memory: Uint8Array,
   ) {
     this.body = new Uint8Array(bodyBytes);
@@ -367,9 +447,12 @@ export class PackedPageSink {
   }
 
   end(): void {
-    applyPackedPages(this.body.subarray(0, this.fill), this.count, this.codec, this.rawBytes, this.memory);
+    applyPackedPages(this.body.subarray(0, this.fill), this.layout, this.memory);
   }
 }
+
+/** What a page message's header says of its body. */
+export type PageLayout = Pick<PagesMessage, 'count' | 'block' | 'codec' | 'rawBytes'>;
 
 /**
  * Where a page message's body goes as it arrives: a plain one straight into `memory`, a
@@ -377,20 +460,15 @@ export class PackedPageSink {
  */
 export function pageSink(header: PagesMessage, bodyBytes: number, memory: Uint8Array): BodySink {
   return header.codec === 'none'
-    ? new PageWriter(header.count, header.rawBytes, memory)
-    : new PackedPageSink(bodyBytes, header.count, header.codec, header.rawBytes, memory);
+    ? new PageWriter(header.count, header.rawBytes, memory, header.block)
+    : new PackedPageSink(bodyBytes, header, memory);
 }
 
 /** Writes a whole (buffered) page message's body into `memory`: see `PageWriter`. */
-export function applyPackedPages(
-  body: Uint8Array,
-  count: number,
-  codec: PageCodec,
-  rawBytes: number,
-  memory: Uint8Array,
-): void {
-  const writer = new PageWriter(count, rawBytes, memory);
-  if (body.length < count * 4) malformed(`${count} page indices do not fit in ${body.length} bytes`);
+export function applyPackedPages(body: Uint8Array, layout: PageLayout, memory: Uint8Array): void {
+  const { count, codec, rawBytes } = layout;
+  const writer = new PageWriter(count, rawBytes, memory, layout.block);
+  if (body.length < count * 4) malformed(`${count} block indices do not fit in ${body.length} bytes`);
   if (codec === 'none') writer.write(body);
   else {
     writer.write(body.subarray(0, count * 4));
@@ -401,9 +479,9 @@ export function applyPackedPages(
     try {
       data = lz4Uncompress(Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength));
     } catch (err) {
-      return malformed(`its pages do not decompress: ${(err as Error).message}`);
+      return malformed(`its blocks do not decompress: ${(err as Error).message}`);
     }
-    if (data.length !== rawBytes) malformed(`${data.length} bytes of pages, expected ${rawBytes}`);
+    if (data.length !== rawBytes) malformed(`${data.length} bytes of blocks, expected ${rawBytes}`);
     writer.write(data);
   }
   writer.end();

@@ -16,13 +16,14 @@ import { xxh3 } from '@node-rs/xxhash';
 import { z } from 'zod';
 import { RoamError } from '../errors.js';
 
-export const PEER_MAGIC = 0x524d_5036; // "RMP6"
+export const PEER_MAGIC = 0x524d_5037; // "RMP7"
 /**
  * The magics of the protocols before it (RMP1: a CRC-32 in a 16-byte prefix; RMP2: pages in
  * Snappy, not LZ4; RMP3: XXH64, not XXH3; RMP4: the state after the final pages, no `end`; RMP5:
- * no `freezing` and `holding` before the freeze), refused with a clear word rather than a confusing one.
+ * no `freezing` and `holding` before the freeze; RMP6: whole 64-KiB pages only), refused with a clear
+ * word rather than a confusing one.
  */
-const OLDER_MAGICS = new Set([0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034, 0x524d_5035]);
+const OLDER_MAGICS = new Set([0x524d_5031, 0x524d_5032, 0x524d_5033, 0x524d_5034, 0x524d_5035, 0x524d_5036]);
 
 /** A running hash of a message body, as the prefix carries it. */
 type BodyHash = ReturnType<typeof xxh3.Xxh3.withSeed>;
@@ -87,13 +88,18 @@ export const offerSchema = z
     },
   );
 export const acceptSchema = z.object({ type: z.literal('accept'), migrationId: id, prepareMs: z.number().min(0) });
-/** Memory pages: `count` page indices (u32 LE) then their bytes, compressed with `codec`. */
+/**
+ * Memory: `count` indices (u32 LE, ascending) of blocks of `block` bytes, then those blocks' bytes,
+ * compressed with `codec`. Block `i` is memory bytes [i * block, (i + 1) * block).
+ */
 export const pagesSchema = z.object({
   type: z.literal('pages'),
   /** 0 for the first pre-copy round; the final round (after the freeze) has `final: true`. */
   round: z.int().min(0).max(1000),
   final: z.boolean(),
   byteLength: count,
+  /** An OS page or a WebAssembly page (src/migration/pages.ts, BLOCK_SIZE). */
+  block: z.union([z.literal(4096), z.literal(65536)]),
   count: z
     .int()
     .min(0)
@@ -125,8 +131,8 @@ export const stateSchema = z.object({
   stateBytes: count,
   filesBytes: count,
 });
-/** Source -> target: the final round is complete, `pages` pages in it (the target checks the count). */
-export const endSchema = z.object({ type: z.literal('end'), pages: count });
+/** Source -> target: the final round is complete, `count` blocks in it (the target checks them all came). */
+export const endSchema = z.object({ type: z.literal('end'), count });
 /** Target -> source: the proxy committed the move and the guest runs on the target. */
 export const resumedSchema = z.object({ type: z.literal('resumed'), restoreMs: z.number().min(0) });
 /** Either side: the move cannot go on. */

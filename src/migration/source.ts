@@ -11,7 +11,7 @@ import { failpoint, reach } from '../common/failpoints.js';
 import { PAGE_SIZE } from '../guest/image/format.js';
 import type { MigrateMessage, MigrateProgressMessage, MigrationStep } from '../wire/index.js';
 import { ROAM_VERSION } from '../version.js';
-import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, type ShadowBuffers, packPages, viewPages } from './pages.js';
+import { CodecChooser, PAGES_PER_MESSAGE, PageShadow, type ShadowBuffers, packPages } from './pages.js';
 import type { MoveSource } from './movable.js';
 import { PeerChannel } from './peer-channel.js';
 import { onKeptOrNew, type PeerPool } from './peer-pool.js';
@@ -19,10 +19,12 @@ import type { PeerHeader } from './peer-wire.js';
 
 /**
  * Pre-copy freezes the guest once what is left would take at most this long to send, as the link to
- * this target was measured (by this move or those before): another round would shorten the pause by
- * less than its scan costs. A guest whose whole memory fits goes without pre-copy.
+ * this target was measured (by this move or those before). A guest whose whole memory fits goes
+ * without pre-copy. Short, because the pause is what clients see: at 6 ms the 1 MiB bench guest
+ * (4 MB against the template, 2.5-3 ms on the bench's link) went without, and paused 9.6-10.6 ms;
+ * at 2 ms it pre-copies, and paused 7.4-8.7 ms, for 3.5 ms more in all (bench:migrate, 3 runs each).
  */
-const PRECOPY_TAIL_MS = 6;
+const PRECOPY_TAIL_MS = 2;
 /** Until the link is measured, what is left is small at this size. */
 const PRECOPY_SMALL_BYTES = 512 * 1024;
 /** Between rounds, every this-many-th page is compared to estimate what is left (an eighth of a scan). */
@@ -148,9 +150,18 @@ async function moveOut(
   });
   const damage = failpoint('migrate.source.corrupt')?.kind === 'corrupt';
 
-  /** `newRound`: the first message of a pre-copy round (the round before may still be in the socket). */
-  const sendPages = async (pages: Uint32Array, round: number, final: boolean, newRound = !final): Promise<number> => {
-    let sent = 0;
+  /**
+   * Sends what changed of `pages` (the blocks of each that differ from the target's copy) and
+   * returns the bytes and blocks sent. `newRound`: the first message of a pre-copy round (the round
+   * before may still be in the socket).
+   */
+  const sendPages = async (
+    pages: Uint32Array,
+    round: number,
+    final: boolean,
+    newRound = !final,
+  ): Promise<{ bytes: number; blocks: number }> => {
+    const sent = { bytes: 0, blocks: 0 };
     // The shadow's pages may change only once the socket holds none of them: the last round's
     // views are still being sent when the next round starts.
     if (newRound) await (channel as PeerChannel).flushed();
@@ -159,9 +170,9 @@ async function moveOut(
       const memory = source.memoryView();
       const part = pages.subarray(i, i + PAGES_PER_MESSAGE);
       let t = performance.now();
-      // Before the freeze a page is copied once, into the shadow, and sent from there; after it the
+      // Before the freeze a block is copied once, into the shadow, and sent from there; after it the
       // guest's memory no longer changes and is sent as it is (nothing needs the shadow any more).
-      const batch = final ? viewPages(memory, part) : shadow.take(memory, part);
+      const batch = final ? shadow.view(memory, part) : shadow.take(memory, part);
       t = add(final ? 'copy' : 'precopyCopy', t);
       const codec = codecs.choose(final);
       const body = packPages(batch, codec);
@@ -172,7 +183,8 @@ async function moveOut(
         round,
         final,
         byteLength: memory.byteLength,
-        count: part.length,
+        block: batch.block,
+        count: batch.count,
         codec,
         rawBytes: batch.rawBytes,
       };
@@ -180,7 +192,8 @@ async function moveOut(
       await (channel as PeerChannel).send(header, body, { damage, hash: codec === 'none' ? batch.hash : undefined });
       const sendMs = performance.now() - t;
       add(final ? 'send' : 'precopySend', t);
-      sent += (channel?.bytesSent ?? 0) - before;
+      sent.bytes += (channel?.bytesSent ?? 0) - before;
+      sent.blocks += batch.count;
       const wireBytes = body.reduce((sum, b) => sum + b.length, 0);
       codecs.record(codec, batch.rawBytes, wireBytes, codec === 'none' ? 0 : compressMs, sendMs);
       if (failpoint('migrate.source.cutPeer') && final) (channel as PeerChannel).destroy();
@@ -199,7 +212,7 @@ async function moveOut(
       const dirty = shadow.dirty(source.memoryView(), from, from + FIRST_ROUND_SLICE_PAGES);
       add('precopyScan', scanned);
       if (dirty.length === 0) continue;
-      stats.precopyBytes += await sendPages(dirty, 0, false, pages === 0);
+      stats.precopyBytes += (await sendPages(dirty, 0, false, pages === 0)).bytes;
       pages += dirty.length;
     }
     return pages;
@@ -283,7 +296,7 @@ async function moveOut(
           step: 'precopy',
           round: 0,
           pages: previous,
-          bytes: previous * PAGE_SIZE,
+          bytes: stats.precopyBytes,
           ms: performance.now() - first,
         });
         for (let round = 1; round < PRECOPY_MAX_ROUNDS; round++) {
@@ -298,12 +311,12 @@ async function moveOut(
           }
           const dirty = shadow.dirty(source.memoryView());
           add('precopyScan', scanned);
-          const bytes = dirty.length * PAGE_SIZE;
           // Not converging (the guest changes pages as fast as they go): the pause sends them.
           if (dirty.length >= previous) break;
           previous = dirty.length;
           const t = performance.now();
-          stats.precopyBytes += await sendPages(dirty, round, false);
+          const { bytes } = await sendPages(dirty, round, false);
+          stats.precopyBytes += bytes;
           stats.precopyRounds = round + 1;
           ctx.progress({ step: 'precopy', round, pages: dirty.length, bytes, ms: performance.now() - t });
         }
@@ -384,9 +397,10 @@ async function moveOut(
       t = add('state', t);
       const dirty = shadow.dirty(source.memoryView());
       add('scan', t);
-      stats.finalBytes += await sendPages(dirty, stats.precopyRounds, true);
+      const last = await sendPages(dirty, stats.precopyRounds, true);
+      stats.finalBytes += last.bytes;
       before = channel?.bytesSent ?? 0;
-      await channel.send({ type: 'end', pages: dirty.length });
+      await channel.send({ type: 'end', count: last.blocks });
       stats.finalBytes += (channel?.bytesSent ?? 0) - before;
       t = performance.now();
       await reach('migrate.source.afterTransfer');

@@ -167,13 +167,13 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
 
     // Pre-copy rounds until the freeze; then the state, the final pages and their end.
     step = 'precopy';
-    let finalPages = 0;
+    let finalBlocks = 0;
     const network = ctx.network(offer.guestId);
     for (;;) {
       const message = await channel.next(timeout * 4, 'memory pages');
       const h = message.header;
       if (h.type === 'pages' && h.final === (step === 'transfer')) {
-        finalPages += h.final ? h.count : 0;
+        finalBlocks += h.final ? h.count : 0;
         await reach(`migrate.target.${h.final ? 'final' : 'precopy'}Pages`);
       } else if (h.type === 'freezing' && step === 'precopy' && releaseTurns === undefined) {
         // Taken after any turn already running here: the source freezes only once this is held.
@@ -190,8 +190,8 @@ export async function acceptMove(channel: PeerChannel, ctx: TargetContext, first
         step = 'transfer';
         lap('state');
       } else if (h.type === 'end' && step === 'transfer') {
-        if (h.pages !== finalPages) {
-          throw new TargetError('transfer', 'ROAM_ERR_PEER_PROTOCOL', `${finalPages} final pages came of ${h.pages}`);
+        if (h.count !== finalBlocks) {
+          throw new TargetError('transfer', 'ROAM_ERR_PEER_PROTOCOL', `${finalBlocks} final blocks came of ${h.count}`);
         }
         lap('apply');
         break;
