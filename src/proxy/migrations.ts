@@ -212,11 +212,11 @@ export class Migrations {
     const mib = (bytes: number | undefined): string => `${((bytes ?? 0) / 1048576).toFixed(1)} MiB`;
     const what =
       p.step === 'precopy'
-        ? `pre-copy round ${(p.round ?? 0) + 1}: ${p.pages ?? 0} pages (${mib(p.bytes)}) in ${(p.ms ?? 0).toFixed(1)} ms`
+        ? `pre-copy round ${(p.round ?? 0) + 1}: ${p.pages ?? 0} pages changed, ${mib(p.bytes)} sent in ${(p.ms ?? 0).toFixed(1)} ms`
         : p.step === 'freeze'
           ? 'frozen'
           : p.step === 'transfer'
-            ? `sent the rest: ${p.pages ?? 0} pages and the state (${mib(p.bytes)}), ${(p.ms ?? 0).toFixed(1)} ms after the freeze`
+            ? `sent the rest: what changed of ${p.pages ?? 0} pages and the state (${mib(p.bytes)}), ${(p.ms ?? 0).toFixed(1)} ms after the freeze`
             : p.step === 'connect'
               ? 'connected to the target'
               : p.step;
