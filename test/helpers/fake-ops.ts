@@ -183,7 +183,12 @@ export class FakeOps implements ProxyOperations {
       finalBytes: 1_100_000,
     };
     this.emit('migration.started', `moving ${name} from ${view.from} to ${to}`, guest.hostId, guest.id);
-    this.emit('migration.progress', `${name}: pre-copy round 1: 120 pages changed, 7.5 MiB sent in 12.0 ms`, null, guest.id);
+    this.emit(
+      'migration.progress',
+      `${name}: pre-copy round 1: 120 pages changed, 7.5 MiB sent in 12.0 ms`,
+      null,
+      guest.id,
+    );
     guest.hostName = to;
     this.emit('migration.completed', `moved ${name} from ${view.from} to ${to}: pause 12.5 ms`, null, guest.id);
     return Promise.resolve(view);
