@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { netnsAvailable } from './helpers/netns.js';
-import { runRoam } from './helpers/roam.js';
+import { runRoam, startRoam } from './helpers/roam.js';
 
 for (const mode of ['loopback', 'namespaces'] as const) {
   test(`roam demo (${mode}): the guest moves twice, the client loses nothing, everything is removed`, async (t) => {
@@ -50,3 +50,20 @@ for (const mode of ['loopback', 'namespaces'] as const) {
     }
   });
 }
+
+test('roam demo, interrupted by the same signal twice at once (as `timeout` and a process group deliver it): one orderly stop', async (t) => {
+  const demo = startRoam(['demo', '--move-every', '1s', '--api-port', '0', '--no-netns', '--no-load']);
+  t.after(() => demo.child.kill('SIGKILL'));
+  await demo.waitFor(/^moved records host-\w → host-\w/m, 90_000);
+  const dir = /logs +(\/\S+)\/\*\.log/.exec(demo.output())?.[1];
+  assert.ok(dir, demo.output());
+  demo.child.kill('SIGINT');
+  // The second comes once the first was taken (two sent at once may reach it as one).
+  await demo.waitFor(/interrupted: stopping everything/, 10_000);
+  demo.child.kill('SIGINT');
+  const r = await demo.exited;
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  assert.match(r.stdout, /got every answer, in order and intact/);
+  assert.match(r.stdout, /removed the hosts, the proxy/);
+  assert.equal(existsSync(dir), false, 'its folder is removed');
+});

@@ -152,6 +152,9 @@ function statusLine(stats: ClientStats, where: string, moves: number): string {
   );
 }
 
+/** Signals this close together are one interruption (see onSignal). */
+const SAME_SIGNAL_MS = 500;
+
 async function runDemo(opts: DemoOptions): Promise<void> {
   const moveEveryMs = parseDuration(opts.moveEvery, '--move-every');
   const maxMoves = opts.moves === undefined ? undefined : Number(opts.moves);
@@ -202,12 +205,18 @@ async function runDemo(opts: DemoOptions): Promise<void> {
       out('removed the hosts, the proxy, their namespaces, cgroups and files');
       process.exitCode = failed ? 1 : 0;
     })());
-  let interrupted = 0;
+  // Files go even when a second signal cuts the orderly stop short (the namespaces and cgroups
+  // have their own exit hooks); the folder holds the proxy's tokens.
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  let interruptedAt: number | undefined;
   const onSignal = (): void => {
-    if (++interrupted > 1) {
+    // A second signal forces the stop, unless it is the same one again: `timeout` and a terminal's
+    // process group can deliver one interruption to this process twice, a moment apart.
+    if (interruptedAt !== undefined && performance.now() - interruptedAt > SAME_SIGNAL_MS) {
       for (const c of children) c.child.kill('SIGKILL');
       process.exit(130);
     }
+    interruptedAt ??= performance.now();
     void finish('interrupted');
   };
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
@@ -427,7 +436,8 @@ export function demoCommand(): Command {
     .addHelpText(
       'after',
       `
-Ctrl-C stops and removes everything the demo started (processes, namespaces, cgroups, files).
+Ctrl-C stops and removes everything the demo started (processes, namespaces, cgroups, files);
+a second Ctrl-C, half a second or more later, kills what is left at once (exit code 130).
 Exit code 0 when the client lost nothing, 1 when it saw a problem.`,
     )
     .action(async (opts: DemoOptions) => runDemo(opts));
