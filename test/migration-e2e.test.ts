@@ -79,8 +79,10 @@ test('`roam migrate` shows the progress and the pause; `roam host drain` and SIG
   assert.match(drained.stdout, /drained host-b: 1 guest\(s\) moved, 0 not/);
   await client.waitForAnswers(100);
 
-  // SIGTERM on host-a: it asks the proxy to move its guests away first, then leaves.
+  // SIGTERM on host-a: it asks the proxy to move its guests away first, then leaves. The SIGINT
+  // right after is the same stop delivered twice (as `timeout` does): it must not cut the drain short.
   a.child.kill('SIGTERM');
+  a.child.kill('SIGINT');
   await a.exited;
   const guest = await eventually(async () => {
     const g = (await proxy.api<Array<{ hostName: string; state: string }>>('GET', '/api/guests')).body[0];

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { createLogger, type Logger } from '../common/log.js';
 import { resolveSecret } from '../common/secrets.js';
+import { onStopSignals } from '../common/stop-signals.js';
 import { drainCommand } from './operator.js';
 import { Controller } from '../controller/controller.js';
 import { RoamError } from '../errors.js';
@@ -20,22 +21,19 @@ function int(value: string, what: string): number {
   return n;
 }
 
-/** Runs `stop` on SIGINT or SIGTERM, once; a second signal exits at once. */
+/** Runs `stop` on SIGINT or SIGTERM, once; a second interruption exits at once (stop-signals.ts). */
 function onShutdown(stop: () => Promise<void>): void {
-  let stopping = false;
-  const handler = (): void => {
-    if (stopping) process.exit(130);
-    stopping = true;
-    stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        process.stderr.write(`roam: ${(err as Error).message}\n`);
-        process.exit(70);
-      },
-    );
-  };
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
+  onStopSignals(
+    () =>
+      void stop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          process.stderr.write(`roam: ${(err as Error).message}\n`);
+          process.exit(70);
+        },
+      ),
+    () => process.exit(130),
+  );
 }
 
 interface ProxyCliOptions {

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { DAEMON_NODE_FLAGS } from '../common/node-flags.js';
+import { onStopSignals } from '../common/stop-signals.js';
 import { RoamError, isRoamError } from '../errors.js';
 import { bundleGuest } from '../guest/bundle.js';
 import { packageRoot } from '../package-root.js';
@@ -152,9 +153,6 @@ function statusLine(stats: ClientStats, where: string, moves: number): string {
   );
 }
 
-/** Signals this close together are one interruption (see onSignal). */
-const SAME_SIGNAL_MS = 500;
-
 async function runDemo(opts: DemoOptions): Promise<void> {
   const moveEveryMs = parseDuration(opts.moveEvery, '--move-every');
   const maxMoves = opts.moves === undefined ? undefined : Number(opts.moves);
@@ -208,18 +206,13 @@ async function runDemo(opts: DemoOptions): Promise<void> {
   // Files go even when a second signal cuts the orderly stop short (the namespaces and cgroups
   // have their own exit hooks); the folder holds the proxy's tokens.
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  let interruptedAt: number | undefined;
-  const onSignal = (): void => {
-    // A second signal forces the stop, unless it is the same one again: `timeout` and a terminal's
-    // process group can deliver one interruption to this process twice, a moment apart.
-    if (interruptedAt !== undefined && performance.now() - interruptedAt > SAME_SIGNAL_MS) {
+  const offSignals = onStopSignals(
+    () => void finish('interrupted'),
+    () => {
       for (const c of children) c.child.kill('SIGKILL');
       process.exit(130);
-    }
-    interruptedAt ??= performance.now();
-    void finish('interrupted');
-  };
-  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+    },
+  );
 
   try {
     // --- the machines ---
@@ -418,7 +411,7 @@ async function runDemo(opts: DemoOptions): Promise<void> {
     await finish(`the demo could not start: ${(err as Error).message}`);
     throw err;
   } finally {
-    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    offSignals();
   }
 }
 
