@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { netnsAvailable } from './helpers/netns.js';
 import { runRoam, startRoam } from './helpers/roam.js';
@@ -20,6 +21,14 @@ for (const mode of ['loopback', 'namespaces'] as const) {
         return;
       }
     }
+    const cgroupRoots = ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpuacct', '/sys/fs/cgroup'].filter((r) => existsSync(r));
+    const demoGroups = (): string[] =>
+      cgroupRoots.flatMap((root) =>
+        readdirSync(root)
+          .filter((n) => n.startsWith('roam-demo-'))
+          .map((n) => join(root, n)),
+      );
+    const groupsBefore = new Set(demoGroups()); // a demo killed earlier may have left some: not this one's
     const r = await runRoam(
       ['demo', '--move-every', '1s', '--moves', '2', '--api-port', '0', ...(mode === 'loopback' ? ['--no-netns'] : [])],
       { timeoutMs: 110_000 },
@@ -40,13 +49,11 @@ for (const mode of ['loopback', 'namespaces'] as const) {
     if (mode === 'namespaces') {
       const left = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
       assert.doesNotMatch(left, /roam-demo-/, 'its namespaces are deleted');
-      for (const root of ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpuacct', '/sys/fs/cgroup']) {
-        if (existsSync(root))
-          assert.deepEqual(
-            readdirSync(root).filter((n) => n.startsWith('roam-demo-')),
-            [],
-          );
-      }
+      assert.deepEqual(
+        demoGroups().filter((g) => !groupsBefore.has(g)),
+        [],
+        'its cgroups are removed',
+      );
     }
   });
 }

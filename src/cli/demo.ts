@@ -153,6 +153,9 @@ function statusLine(stats: ClientStats, where: string, moves: number): string {
   );
 }
 
+/** After a forced stop's SIGKILLs, how long to wait for the processes to be gone before exiting. */
+const FORCED_EXIT_WAIT_MS = 2000;
+
 async function runDemo(opts: DemoOptions): Promise<void> {
   const moveEveryMs = parseDuration(opts.moveEvery, '--move-every');
   const maxMoves = opts.moves === undefined ? undefined : Number(opts.moves);
@@ -210,7 +213,10 @@ async function runDemo(opts: DemoOptions): Promise<void> {
     () => void finish('interrupted'),
     () => {
       for (const c of children) c.child.kill('SIGKILL');
-      process.exit(130);
+      // Exit hooks remove the cgroups, and a cgroup goes only once its processes are gone.
+      const gone = Promise.all(children.map((c) => c.exited));
+      const limit = new Promise((resolve) => setTimeout(resolve, FORCED_EXIT_WAIT_MS).unref());
+      void Promise.race([gone, limit]).then(() => process.exit(130));
     },
   );
 
