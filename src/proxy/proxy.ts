@@ -934,14 +934,11 @@ export class Proxy implements ProxyOperations {
     ids: { hostId?: string | null; guestId?: string | null } = {},
     data: unknown = null,
   ): void {
-    const row = this.store.addEvent({
-      t: Date.now(),
-      kind,
-      hostId: ids.hostId ?? null,
-      guestId: ids.guestId ?? null,
-      message,
-      data,
-    });
+    const row = this.store.addEvent(
+      { t: Date.now(), kind, hostId: ids.hostId ?? null, guestId: ids.guestId ?? null, message, data },
+      // A move's progress comes in its pause too, where the target's commit may wait behind it.
+      kind !== 'migration.progress',
+    );
     for (const listener of this.subscribers) listener(row);
     // Joins, leaves and evictions are the availability model's history.
     if (kind.startsWith('host.')) this.controlPlane?.historyChanged();
