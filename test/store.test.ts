@@ -61,30 +61,3 @@ test('a database from before guest kinds gains the column; its guests are JavaSc
     ],
   );
 });
-
-test('events written without a sync of their own are kept, in order, with the durable ones after them', (t) => {
-  const file = join(tempDir(t), 'roam.db');
-  const store = new Store(file);
-  const event = (kind: string): Parameters<Store['addEvent']>[0] => ({
-    t: 1,
-    kind,
-    hostId: null,
-    guestId: null,
-    message: kind,
-    data: { n: 1 },
-  });
-  store.addEvent(event('migration.progress'), false);
-  store.addEvent(event('migration.committed'));
-  store.addEvent(event('migration.progress'), false);
-  store.close();
-  const again = new Store(file);
-  t.after(() => again.close());
-  assert.deepEqual(
-    again.events().map((e) => [e.id, e.kind, e.data]),
-    [
-      [1, 'migration.progress', { n: 1 }],
-      [2, 'migration.committed', { n: 1 }],
-      [3, 'migration.progress', { n: 1 }],
-    ],
-  );
-});

@@ -238,16 +238,10 @@ export class Migrations {
       this.ports.send(fromId, { type: 'migrateAborted', migrationId: m.id, reason: 'the move was aborted' });
       return;
     }
-    const committing = m.state === 'pending';
-    if (committing) {
+    if (m.state === 'pending') {
       m.state = 'committed';
       m.view.state = 'committed';
-      this.ports.switchHost(m.guestId, m.targetId, c.streams); // the commit point, written to disk
-    }
-    // The guest waits, frozen, for this word: it goes before the event, another write to disk.
-    this.ports.send(m.targetId, { type: 'migrateCommitted', migrationId: m.id });
-    this.ports.send(m.sourceId, { type: 'migrateCommitted', migrationId: m.id });
-    if (committing) {
+      this.ports.switchHost(m.guestId, m.targetId, c.streams);
       this.ports.event(
         'migration.committed',
         `${m.guestName} now lives on ${m.view.to} (${c.streams.length} connection(s) carried on)`,
@@ -257,6 +251,8 @@ export class Migrations {
       // If the source never reports the cost (it died, say), answer without it.
       m.timers.push(setTimeout(() => this.finish(m, 'moved'), DONE_GRACE_MS));
     }
+    this.ports.send(m.targetId, { type: 'migrateCommitted', migrationId: m.id });
+    this.ports.send(m.sourceId, { type: 'migrateCommitted', migrationId: m.id });
   }
 
   private onAbort(fromId: string, a: MigrateAbortMessage): void {

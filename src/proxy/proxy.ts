@@ -883,11 +883,12 @@ export class Proxy implements ProxyOperations {
   }
 
   /** The commit point of a move: the guest lives on `targetId` from now on. */
+  /** A move's commit point: the guest's new host, on disk (even should the machine fail) before anyone hears of it. */
   private switchHost(guestId: string, targetId: string, carried: number[]): void {
     const guest = this.guestTable.get(guestId);
     if (!guest) return;
     guest.hostId = targetId;
-    this.setGuestState(guest, 'running');
+    this.setGuestState(guest, 'running', true);
     this.connections.moved(guestId, carried);
   }
 
@@ -919,12 +920,13 @@ export class Proxy implements ProxyOperations {
     return guest;
   }
 
-  private setGuestState(guest: GuestEntry, state: GuestState): void {
+  private setGuestState(guest: GuestEntry, state: GuestState, durable = false): void {
     guest.state = state;
     guest.since = Date.now();
     if (state === 'stopped' || state === 'exited' || state === 'failed') this.backups.forget(guest.id);
     if (this.guestTable.has(guest.id)) {
-      this.store.updateGuest(guest.id, { state, hostId: guest.hostId, exitCode: guest.exitCode }, guest.since);
+      const change = { state, hostId: guest.hostId, exitCode: guest.exitCode };
+      this.store.updateGuest(guest.id, change, guest.since, durable);
     }
   }
 
@@ -934,11 +936,14 @@ export class Proxy implements ProxyOperations {
     ids: { hostId?: string | null; guestId?: string | null } = {},
     data: unknown = null,
   ): void {
-    const row = this.store.addEvent(
-      { t: Date.now(), kind, hostId: ids.hostId ?? null, guestId: ids.guestId ?? null, message, data },
-      // A move's progress comes in its pause too, where the target's commit may wait behind it.
-      kind !== 'migration.progress',
-    );
+    const row = this.store.addEvent({
+      t: Date.now(),
+      kind,
+      hostId: ids.hostId ?? null,
+      guestId: ids.guestId ?? null,
+      message,
+      data,
+    });
     for (const listener of this.subscribers) listener(row);
     // Joins, leaves and evictions are the availability model's history.
     if (kind.startsWith('host.')) this.controlPlane?.historyChanged();
