@@ -882,8 +882,7 @@ export class Proxy implements ProxyOperations {
     });
   }
 
-  /** The commit point of a move: the guest lives on `targetId` from now on. */
-  /** A move's commit point: the guest's new host, on disk (even should the machine fail) before anyone hears of it. */
+  /** A move's commit point: the guest lives on `targetId` from now on, on disk before anyone hears of it. */
   private switchHost(guestId: string, targetId: string, carried: number[]): void {
     const guest = this.guestTable.get(guestId);
     if (!guest) return;

@@ -316,7 +316,7 @@ export class Store {
   }
 
   /**
-   * Runs `write` with the log synced to disk at its commit (0.3-0.8 ms here), and with it every
+   * Runs `write` with the log synced to disk at its commit (0.3-1.4 ms here), and with it every
    * write before it. The others are committed to the log without a sync (WAL, synchronous NORMAL,
    * better-sqlite3's default, made explicit above): they survive the proxy's crash, not the
    * machine's. Kept for what must survive that too: a move's commit point.
