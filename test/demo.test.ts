@@ -5,12 +5,12 @@
  * cgroups when this runs as root.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { netnsAvailable } from './helpers/netns.js';
-import { runRoam, startRoam } from './helpers/roam.js';
+import { ROAM, ROOT, runRoam, startRoam } from './helpers/roam.js';
 
 for (const mode of ['loopback', 'namespaces'] as const) {
   test(`roam demo (${mode}): the guest moves twice, the client loses nothing, everything is removed`, async (t) => {
@@ -73,4 +73,62 @@ test('roam demo, interrupted by the same signal twice at once (as `timeout` and 
   assert.match(r.stdout, /got every answer, in order and intact/);
   assert.match(r.stdout, /removed the hosts, the proxy/);
   assert.equal(existsSync(dir), false, 'its folder is removed');
+});
+
+/** The process group of `pid`, from /proc (Linux). */
+function processGroup(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+}
+
+test('roam demo, Ctrl-C in a terminal (SIGINT to its whole process group): its processes hear it from the demo alone', async (t) => {
+  if (!existsSync('/proc/self/stat') || !['/usr/bin/setpriv', '/bin/setpriv'].some((p) => existsSync(p))) {
+    t.skip('needs Linux and util-linux setpriv (the demo then keeps its processes in its own group)');
+    return;
+  }
+  // Its own process group, as a terminal gives a command it runs.
+  const demo = spawn(
+    process.execPath,
+    [ROAM, 'demo', '--move-every', '1s', '--api-port', '0', '--no-netns', '--no-load'],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    },
+  );
+  t.after(() => {
+    try {
+      process.kill(-(demo.pid as number), 'SIGKILL'); // the group: what a failed check left running too
+    } catch {
+      // already gone
+    }
+  });
+  let stdout = '';
+  const moved = new Promise<void>((resolve) =>
+    demo.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      if (/^moved records/m.test(stdout)) resolve();
+    }),
+  );
+  const exited = new Promise<number | null>((resolve) => demo.on('close', (code) => resolve(code)));
+  await Promise.race([moved, exited]);
+  const pid = demo.pid as number;
+  const children = readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .map(Number)
+    .filter((p) => {
+      try {
+        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+        const cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid && cmdline.includes('bin/roam');
+      } catch {
+        return false; // gone meanwhile
+      }
+    });
+  assert.equal(children.length, 4, `the proxy and three hosts\n${stdout}`);
+  for (const child of children) assert.notEqual(processGroup(child), processGroup(pid), "not in the demo's group");
+  process.kill(-pid, 'SIGINT');
+  assert.equal(await exited, 0, stdout);
+  assert.match(stdout, /got every answer, in order and intact/);
+  assert.match(stdout, /removed the hosts, the proxy/);
 });

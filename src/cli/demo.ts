@@ -7,7 +7,7 @@
  * URL is printed; Ctrl-C stops and removes everything the demo started.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,9 +53,23 @@ interface Child {
   waitFor(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
 }
 
+/**
+ * util-linux's `setpriv`, where there is one. With it the demo's processes run in their own process
+ * group, so that a terminal's Ctrl-C reaches the demo alone, which stops them in order (the client
+ * first: a proxy stopping at the same moment resets its connection); and each is killed if the demo
+ * dies without stopping them (its parent-death signal). Without it they share the demo's group.
+ */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => existsSync(path));
+
 /** Starts a process; its output goes to `log`, and `waitFor` watches its stdout. */
 function start(name: string, command: string, args: string[], log: string): Child {
-  const child = spawn(command, args, { cwd: packageRoot(), stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  const [program, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', command, ...args]] : [command, args];
+  const child = spawn(program, argv, {
+    cwd: packageRoot(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+    detached: SETPRIV !== undefined,
+  });
   const file = createWriteStream(log);
   let stdout = '';
   const waiters = new Set<() => void>();
