@@ -75,10 +75,15 @@ test('roam demo, interrupted by the same signal twice at once (as `timeout` and 
   assert.equal(existsSync(dir), false, 'its folder is removed');
 });
 
-/** The process group of `pid`, from /proc (Linux). */
-function processGroup(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+/** The parent, process group and command line of `pid`, from /proc (Linux); undefined once it is gone. */
+function procStat(pid: number): { ppid: number; pgid: number; cmdline: string } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const [, ppid, pgid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { ppid: Number(ppid), pgid: Number(pgid), cmdline: readFileSync(`/proc/${pid}/cmdline`, 'utf8') };
+  } catch {
+    return undefined;
+  }
 }
 
 test('roam demo, Ctrl-C in a terminal (SIGINT to its whole process group): its processes hear it from the demo alone', async (t) => {
@@ -117,16 +122,11 @@ test('roam demo, Ctrl-C in a terminal (SIGINT to its whole process group): its p
     .filter((p) => /^\d+$/.test(p))
     .map(Number)
     .filter((p) => {
-      try {
-        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-        const cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid && cmdline.includes('bin/roam');
-      } catch {
-        return false; // gone meanwhile
-      }
+      const stat = procStat(p);
+      return stat?.ppid === pid && stat.cmdline.includes('bin/roam');
     });
   assert.equal(children.length, 4, `the proxy and three hosts\n${stdout}`);
-  for (const child of children) assert.notEqual(processGroup(child), processGroup(pid), "not in the demo's group");
+  for (const child of children) assert.notEqual(procStat(child)?.pgid, procStat(pid)?.pgid, "not in the demo's group");
   process.kill(-pid, 'SIGINT');
   assert.equal(await exited, 0, stdout);
   assert.match(stdout, /got every answer, in order and intact/);

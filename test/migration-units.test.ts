@@ -9,7 +9,6 @@ import { describe, it } from 'node:test';
 import { PAGE_SIZE } from '../src/guest/image/format.js';
 import { LinkStream, type StreamCarrier } from '../src/link/stream.js';
 import {
-  BLOCK_SIZE,
   PageShadow,
   PageWriter,
   ShadowBuffers,
@@ -20,6 +19,7 @@ import {
   type PageBatch,
 } from '../src/migration/pages.js';
 import {
+  BLOCK_SIZE,
   MAX_HEADER_BYTES,
   PREFIX_BYTES,
   PeerDecoder,

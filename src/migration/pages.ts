@@ -13,18 +13,11 @@ import { compressSync as lz4Compress, uncompressSync as lz4Uncompress } from 'lz
 import { PAGE_SIZE } from '../guest/image/format.js';
 import { lz4DeclaredLength } from '../guest/image/work.js';
 import { RoamError } from '../errors.js';
-import { type BodySink, type PagesMessage, bodyHash } from './peer-wire.js';
+import { BLOCK_SIZE, type BodySink, type PagesMessage, bodyHash } from './peer-wire.js';
 
 /** Pages per peer message: 8 MiB raw at most, so compression, sending and applying overlap. */
 export const PAGES_PER_MESSAGE = 128;
 
-/**
- * The unit a page message carries: an OS page, a sixteenth of a WebAssembly page. A guest that
- * runs between two rounds changes a word here and there, so what changed of a 64-KiB page is mostly
- * one or two of its blocks: the bench's guests dirtied 0.4-1.0 MB of pages in 5-50 ms, and 0.02-0.09
- * MB of blocks. The last round, in the pause, sends only those.
- */
-export const BLOCK_SIZE = 4096;
 const BLOCKS_PER_PAGE = PAGE_SIZE / BLOCK_SIZE;
 
 /**
