@@ -2,7 +2,9 @@
  * Checkpoint benchmark: `npm run bench:checkpoint`.
  *
  * For guests holding about 1, 16 and 64 MiB of live JavaScript heap it measures
- *   - the pause: `guest.checkpoint().pauseMs`, from freeze until the capture is complete in memory;
+ *   - the pause: `guest.checkpointLive().pauseMs` (how Roam captures a running guest for an image), from
+ *     freeze until the capture is complete in memory; `guest.checkpoint()`, frozen for the whole
+ *     copy, beside it for reference;
  *   - the floor: a plain copy of the same non-zero pages in the same process and run;
  *   - the image: raw and compressed size, and how long `encodeImage` takes;
  *   - the restore: in a fresh Node process with a warm sandbox (`Guest.prepareSandbox`, memory
@@ -17,7 +19,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Guest } from '../src/guest/guest.js';
+import { Guest, type Capture } from '../src/guest/guest.js';
 import { inspectImage, snapshotMemory, type ImageContents } from '../src/guest/image/index.js';
 import { encodeGuestImage } from '../src/guest/template.js';
 import {
@@ -127,6 +129,9 @@ interface Result {
   memoryBytes: number;
   pauseMed: number;
   pauseP90: number;
+  /** The same guest captured by `checkpoint()`, frozen for the whole copy. */
+  frozenMed: number;
+  frozenP90: number;
   floorPagesMed: number;
   floorSliceMed: number;
   floorMed: number;
@@ -155,6 +160,7 @@ async function measure(targetMiB: number, baselineUsed: number, dir: string): Pr
     const heapBytes = quickjsUsed(guest) - baselineUsed;
 
     const pauses: number[] = [];
+    const frozenPauses: number[] = [];
     const floorPages: number[] = [];
     const floorSlice: number[] = [];
     const scans: number[] = [];
@@ -163,7 +169,13 @@ async function measure(targetMiB: number, baselineUsed: number, dir: string): Pr
     let storedPages = 0;
     let fullBytes = 0;
     for (let rep = 0; rep < WARMUP + PAUSE_REPS; rep++) {
-      await sleep(5); // the guest runs a few timer turns between checkpoints
+      // Both kinds of capture, in alternating order, with a few timer turns of the guest before each.
+      let live: Capture | undefined;
+      if (rep % 2 === 0) {
+        await sleep(5);
+        live = await guest.checkpointLive();
+      }
+      await sleep(5);
       const capture = guest.checkpoint();
       // Still frozen: the floor copies the same non-zero pages of the same memory.
       const memory = liveMemory(guest);
@@ -182,8 +194,14 @@ async function measure(targetMiB: number, baselineUsed: number, dir: string): Pr
       storedPages = capture.contents.memory.pages.length;
       fullBytes = data.length;
       guest.resume();
+      if (live === undefined) {
+        await sleep(5);
+        live = await guest.checkpointLive();
+      }
+      if (live.contents.memory.pages.length === 0) throw new Error('the live capture holds no pages');
       if (rep < WARMUP) continue;
-      pauses.push(capture.pauseMs);
+      pauses.push(live.pauseMs);
+      frozenPauses.push(capture.pauseMs);
       floorPages.push(byPage);
       floorSlice.push(bySlice);
       scans.push(scan[1]);
@@ -229,6 +247,8 @@ async function measure(targetMiB: number, baselineUsed: number, dir: string): Pr
       memoryBytes: memory.byteLength,
       pauseMed: median(pauses),
       pauseP90: percentile(pauses, 90),
+      frozenMed: median(frozenPauses),
+      frozenP90: percentile(frozenPauses, 90),
       floorPagesMed,
       floorSliceMed,
       floorMed: Math.min(floorPagesMed, floorSliceMed),
@@ -264,6 +284,7 @@ function resultsTable(results: Result[]): string {
       'pause p90 ms',
       'floor med ms',
       'pause/floor',
+      'checkpoint() pause med / p90 ms (/floor)',
       'raw bytes',
       'image bytes',
       'encode ms',
@@ -287,6 +308,7 @@ function resultsTable(results: Result[]): string {
         ms(r.pauseP90),
         `${ms(r.floorMed)} (${r.floorKind})`,
         ratio(pauseRatio),
+        `${ms(r.frozenMed)} / ${ms(r.frozenP90)} (${ratio(r.frozenMed / r.floorMed)})`,
         String(r.rawBytes),
         `${r.imageBytes} (${((100 * r.imageBytes) / r.rawBytes).toFixed(1)}%)`,
         ms(r.encodeMed),
@@ -311,9 +333,9 @@ function profileTable(results: Result[]): string {
     [
       'heap (target)',
       'floor: pages / slice ms',
-      'pause: page scan ms',
-      'pause: snapshotMemory ms',
-      'pause: rest ms',
+      'checkpoint(): page scan ms',
+      'checkpoint(): snapshotMemory ms',
+      'checkpoint(): rest ms',
       'decode: checksum ms',
       'decode: decompress ms',
       'decode: rest ms',
@@ -336,7 +358,7 @@ function profileTable(results: Result[]): string {
         `${ms(r.floorPagesMed)} / ${ms(r.floorSliceMed)}`,
         ms(r.scanMed),
         ms(r.snapshotMed),
-        rest(r.pauseMed - r.snapshotMed),
+        rest(r.frozenMed - r.snapshotMed),
         ms(p.checksumMs),
         ms(p.inflateMs),
         rest(r.decodeMed - p.checksumMs - p.inflateMs),
@@ -360,9 +382,14 @@ function method(): string {
     `reachable and then runs a 2 ms interval that writes one record per tick; it prints nothing. "QuickJS heap"`,
     `is the growth of QuickJS's own "memory used" over an idle guest; "non-zero" is the guest's non-zero 64-KiB`,
     `pages (its whole state, the runtime's ~4 MiB included) out of the linear memory, and "stored" the pages the`,
-    `image keeps (those that differ from the runtime template). Pause is \`Guest.checkpoint().pauseMs\` (freeze,`,
-    `page scan and copy, host state, files), ${PAUSE_REPS} checkpoints after ${WARMUP} warm-ups, 5 ms of guest run time between`,
-    `them. The floor is measured in the same process while the guest is frozen: a plain copy of every non-zero`,
+    `image keeps (those that differ from the runtime template). Pause is \`Guest.checkpointLive().pauseMs\`, the`,
+    `capture Roam makes of a running guest for its image (src/controller/images.ts): memory copied in slices while`,
+    `the guest runs, then, frozen, every page that differs from that copy copied again (a page that was zero in the`,
+    `copy read against a zero page), host state and files. "checkpoint() pause" is \`Guest.checkpoint().pauseMs\`, the`,
+    `guest frozen for the whole page scan and copy, for reference (\`roam guest run --checkpoint-after\`, which ends the`,
+    `guest anyway); the profile's checkpoint() columns are its parts. ${PAUSE_REPS} of each after ${WARMUP} warm-ups, in`,
+    `alternating order, 5 ms of guest run time before each.`,
+    `The floor is measured in the same process while the guest is frozen: a plain copy of every non-zero`,
     `byte, into a new buffer (not zeroed first, as the checkpoint's own is not) with one \`set()\` per page ("pages")`,
     `or one \`slice()\` ("slice"); the faster median is the floor. Raw bytes are stored pages + page index + state JSON + files; the image is \`encodeImage\``,
     `with its defaults (pages the runtime template has stored as their differences from it, the rest LZ4;`,

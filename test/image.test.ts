@@ -8,6 +8,8 @@ import { applyDiffs, diffRecord } from '../src/guest/image/diffs.js';
 import { parseImageHeader } from '../src/guest/image/header.js';
 import {
   IMAGE_FORMAT_VERSION,
+  catchUp,
+  copyLive,
   decodeImage,
   decodeImageInto,
   decodeImageState,
@@ -248,6 +250,42 @@ describe('snapshotMemory', () => {
 
   it('refuses a memory that is not whole pages', () => {
     throwsWith(() => snapshotMemory(new Uint8Array(PAGE + 1)), 'ROAM_ERR_IMAGE_MALFORMED', /multiple/);
+  });
+});
+
+describe('copyLive / catchUp', () => {
+  it('brings a live copy up to the memory: pages that were zero, changed, zeroed or grown since', async () => {
+    let memory = new Uint8Array(6 * PAGE);
+    memory[1 * PAGE + 5] = 1; // non-zero in the copy, changed later
+    memory[2 * PAGE + 9] = 2; // non-zero in the copy, zeroed later
+    memory[4 * PAGE + 3] = 3; // non-zero in the copy, unchanged
+    const copy = await copyLive(
+      () => memory,
+      () => true,
+      2 * PAGE,
+    );
+    assert.deepEqual([...copy.zero], [1, 0, 0, 1, 0, 1]);
+    memory[1 * PAGE + 5] = 7;
+    memory[2 * PAGE + 9] = 0;
+    memory[3 * PAGE] = 4; // zero in the copy, written at its first byte
+    memory[5 * PAGE + PAGE - 1] = 5; // and at its last
+    const grown = new Uint8Array(8 * PAGE);
+    grown.set(memory);
+    grown[7 * PAGE + 1] = 6; // beyond the copy
+    memory = grown;
+    assert.deepEqual(catchUp(memory, copy), Buffer.from(memory));
+  });
+
+  it('copies again whatever a copy that stopped early left out', async () => {
+    const memory = new Uint8Array(4 * PAGE).fill(9);
+    let slices = 0;
+    const copy = await copyLive(
+      () => memory,
+      () => slices++ < 1,
+      PAGE,
+    );
+    assert.deepEqual([...copy.zero], [0, 0, 0, 0]);
+    assert.deepEqual(catchUp(memory, copy), Buffer.from(memory));
   });
 });
 

@@ -167,40 +167,58 @@ export function applyPages(snapshot: MemorySnapshot, target: Uint8Array): void {
 /** What a live copy takes between two turns of the guest. */
 export const LIVE_SLICE_BYTES = 8 * 1024 * 1024;
 
+/** A live copy of a guest's memory, and which of its pages were all zero when copied. */
+export interface LiveCopy {
+  bytes: Buffer;
+  /** 1 where the copy's page is all zero: catchUp reads such a page of memory against a cached zero page. */
+  zero: Uint8Array;
+}
+
 /**
  * A live copy, the first half of a capture with a short pause: copies a running guest's memory
  * in slices, letting the event loop (and so the guest) run between them. `memory` gives the view
- * now (a grown memory is a new buffer); the copy stops early once `running()` says no.
+ * now (a grown memory is a new buffer); the copy stops early once `running()` says no. Each slice
+ * is checked for zero pages just after its copy, while it is still in the cache.
  */
 export async function copyLive(
   memory: () => Uint8Array,
   running: () => boolean,
   sliceBytes = LIVE_SLICE_BYTES,
-): Promise<Buffer> {
-  const copy = Buffer.allocUnsafe(memory().byteLength);
-  for (let at = 0; at < copy.length && running(); at += sliceBytes) {
-    copy.set(memory().subarray(at, Math.min(at + sliceBytes, copy.length)), at);
+): Promise<LiveCopy> {
+  const bytes = Buffer.allocUnsafe(memory().byteLength);
+  const zero = new Uint8Array(Math.floor(bytes.length / PAGE_SIZE));
+  for (let at = 0; at < bytes.length && running(); at += sliceBytes) {
+    const end = Math.min(at + sliceBytes, bytes.length);
+    bytes.set(memory().subarray(at, end), at);
+    for (let page = Math.ceil(at / PAGE_SIZE); (page + 1) * PAGE_SIZE <= end; page++) {
+      zero[page] = isZeroPage(bytes.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE)) ? 1 : 0;
+    }
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
-  return copy;
+  return { bytes, zero };
 }
 
 /**
  * The second half, with the guest frozen: brings a live copy up to `memory` by copying again every
  * page whose contents differ (found by compare, as pre-copy finds them) and whatever it grew by.
- * Returns the copy, now exactly the frozen memory.
+ * A page that was zero in the copy is compared with a cached zero page, so most of a small
+ * guest's memory is read once, not twice. Returns the copy, now exactly the frozen memory.
  */
-export function catchUp(memory: Uint8Array, copy: Buffer): Buffer {
-  let out = copy;
-  if (memory.byteLength !== copy.length) {
+export function catchUp(memory: Uint8Array, copy: LiveCopy): Buffer {
+  let out = copy.bytes;
+  if (memory.byteLength !== out.length) {
     out = Buffer.allocUnsafe(memory.byteLength);
-    copy.copy(out, 0, 0, Math.min(copy.length, out.length));
-    if (out.length > copy.length) out.set(memory.subarray(copy.length), copy.length);
+    copy.bytes.copy(out, 0, 0, Math.min(copy.bytes.length, out.length));
+    if (out.length > copy.bytes.length) out.set(memory.subarray(copy.bytes.length), copy.bytes.length);
   }
   const live = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
-  for (let at = 0; at < live.length; at += PAGE_SIZE) {
+  for (let page = 0, at = 0; at < live.length; page++, at += PAGE_SIZE) {
     const end = Math.min(at + PAGE_SIZE, live.length);
-    if (live.compare(out, at, end, at, end) !== 0) live.copy(out, at, at, end);
+    const same =
+      copy.zero[page] === 1 && end - at === PAGE_SIZE
+        ? live.compare(ZERO_PAGE, 0, PAGE_SIZE, at, end) === 0
+        : live.compare(out, at, end, at, end) === 0;
+    if (!same) live.copy(out, at, at, end);
   }
   return out;
 }
