@@ -399,7 +399,7 @@ export class Guest {
   checkpoint(): Capture {
     const t0 = performance.now();
     this.freezeForCapture();
-    const memory: MemorySnapshot = snapshotMemory(this.sandbox.memoryView(), this.base.full);
+    const memory: MemorySnapshot = snapshotMemory(this.sandbox.memoryView(), this.base.full, this.sandbox.heapEnd());
     const contents: ImageContents = { ...this.captureHost(), memory };
     return { contents, pauseMs: performance.now() - t0 };
   }
@@ -415,11 +415,12 @@ export class Guest {
     const copy = await copyLive(view, () => this.status === 'running', sliceBytes);
     const t0 = performance.now();
     this.freezeForCapture(); // refuses a guest that exited or froze for a move meanwhile
-    const memory = catchUp(view(), copy);
+    const end = this.sandbox.heapEnd();
+    const memory = catchUp(view(), copy, end);
     const host = this.captureHost();
     const pauseMs = performance.now() - t0;
     this.thaw();
-    return { contents: { ...host, memory: snapshotMemory(memory, this.base.full) }, pauseMs };
+    return { contents: { ...host, memory: snapshotMemory(memory, this.base.full, end) }, pauseMs };
   }
 
   /**

@@ -17,9 +17,10 @@ function isZeroPage(page: Uint8Array): boolean {
  * native memcmp, stops at the first difference, and measured about 10x faster than a Uint32Array
  * or BigUint64Array loop on all-zero memory (the loop's worst case). Against a base, a page is
  * kept when it differs from the base's page, and compared with the (cached) zero page wherever
- * the base's page is zero: most of a guest's memory, read once instead of twice.
+ * the base's page is zero: most of a guest's memory, read once instead of twice. Pages at or past
+ * `end` (where the guest's heap ends: sandbox/heap-end.ts) are not read, and left out.
  */
-export function snapshotMemory(memory: Uint8Array, base?: Uint8Array): MemorySnapshot {
+export function snapshotMemory(memory: Uint8Array, base?: Uint8Array, end = memory.length): MemorySnapshot {
   const byteLength = memory.length;
   if (byteLength % PAGE_SIZE !== 0) {
     throw imageError(
@@ -28,7 +29,7 @@ export function snapshotMemory(memory: Uint8Array, base?: Uint8Array): MemorySna
     );
   }
   const buf = Buffer.from(memory.buffer, memory.byteOffset, byteLength);
-  const totalPages = byteLength / PAGE_SIZE;
+  const totalPages = Math.ceil(Math.min(byteLength, end) / PAGE_SIZE);
   const found = new Uint32Array(totalPages);
   let count = 0;
   const baseBuf = base ? Buffer.from(base.buffer, base.byteOffset, base.byteLength) : undefined;
@@ -202,9 +203,10 @@ export async function copyLive(
  * The second half, with the guest frozen: brings a live copy up to `memory` by copying again every
  * page whose contents differ (found by compare, as pre-copy finds them) and whatever it grew by.
  * A page that was zero in the copy is compared with a cached zero page, so most of a small
- * guest's memory is read once, not twice. Returns the copy, now exactly the frozen memory.
+ * guest's memory is read once, not twice. Pages at or past `end` (where the guest's heap ends) are
+ * not in use and are left as the copy has them. Returns the copy, now the frozen memory.
  */
-export function catchUp(memory: Uint8Array, copy: LiveCopy): Buffer {
+export function catchUp(memory: Uint8Array, copy: LiveCopy, end = memory.length): Buffer {
   let out = copy.bytes;
   if (memory.byteLength !== out.length) {
     out = Buffer.allocUnsafe(memory.byteLength);
@@ -212,13 +214,14 @@ export function catchUp(memory: Uint8Array, copy: LiveCopy): Buffer {
     if (out.length > copy.bytes.length) out.set(memory.subarray(copy.bytes.length), copy.bytes.length);
   }
   const live = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
-  for (let page = 0, at = 0; at < live.length; page++, at += PAGE_SIZE) {
-    const end = Math.min(at + PAGE_SIZE, live.length);
+  const used = Math.min(live.length, Math.ceil(end / PAGE_SIZE) * PAGE_SIZE);
+  for (let page = 0, at = 0; at < used; page++, at += PAGE_SIZE) {
+    const stop = Math.min(at + PAGE_SIZE, used);
     const same =
-      copy.zero[page] === 1 && end - at === PAGE_SIZE
-        ? live.compare(ZERO_PAGE, 0, PAGE_SIZE, at, end) === 0
-        : live.compare(out, at, end, at, end) === 0;
-    if (!same) live.copy(out, at, at, end);
+      copy.zero[page] === 1 && stop - at === PAGE_SIZE
+        ? live.compare(ZERO_PAGE, 0, PAGE_SIZE, at, stop) === 0
+        : live.compare(out, at, stop, at, stop) === 0;
+    if (!same) live.copy(out, at, at, stop);
   }
   return out;
 }

@@ -25,16 +25,22 @@ const variant = variantModule as unknown as QuickJSSyncVariant;
 
 export const WASM_PAGE = 65536;
 
+let wasmBytes: Promise<Uint8Array> | undefined;
 let compiled: Promise<WebAssembly.Module> | undefined;
+
+/** The QuickJS module's binary. */
+export function quickjsBinary(): Promise<Uint8Array> {
+  wasmBytes ??= (async () => {
+    const require = createRequire(import.meta.url);
+    const pkg = dirname(require.resolve('@jitl/quickjs-wasmfile-release-sync/package.json'));
+    return readFile(join(pkg, 'dist', 'emscripten-module.wasm'));
+  })();
+  return wasmBytes;
+}
 
 /** The compiled QuickJS module, shared by every sandbox in this process. */
 export function quickjsModule(): Promise<WebAssembly.Module> {
-  compiled ??= (async () => {
-    const require = createRequire(import.meta.url);
-    const pkg = dirname(require.resolve('@jitl/quickjs-wasmfile-release-sync/package.json'));
-    const bytes = await readFile(join(pkg, 'dist', 'emscripten-module.wasm'));
-    return WebAssembly.compile(bytes);
-  })();
+  compiled ??= (async () => WebAssembly.compile(await quickjsBinary()))();
   return compiled;
 }
 
@@ -64,6 +70,8 @@ export interface Instance {
   readonly memory: WebAssembly.Memory;
   /** Grows the linear memory through the module's own allocator, so Emscripten's views follow. */
   growTo(byteLength: number): void;
+  /** Allocates raw bytes in the instance's heap (0 if it cannot): for probing its layout (heap-end.ts). */
+  malloc(size: number): number;
 }
 
 /**
@@ -92,6 +100,7 @@ export async function instantiate(maxBytes: number, initialBytes = 0, reuse?: We
   return {
     qjs,
     memory,
+    malloc: (size: number) => heap._malloc(size),
     growTo(byteLength: number) {
       // Growing the Memory directly would leave Emscripten's typed-array views on the old buffer;
       // allocating makes Emscripten grow it and refresh them. The allocator writes its bookkeeping

@@ -19,7 +19,8 @@
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime } from 'quickjs-emscripten-core';
 import { RoamError } from '../../errors.js';
 import { zeroOtherPages } from '../image/memory.js';
-import { instantiate, type Instance } from './module.js';
+import { breakAddress, heapEnd } from './heap-end.js';
+import { WASM_PAGE, instantiate, type Instance } from './module.js';
 
 export interface SandboxLimits {
   /** Ceiling on the guest's linear memory, in bytes: everything the guest holds lives in it. */
@@ -78,6 +79,8 @@ export class Sandbox {
   private memoryReleased = false;
   /** How much of the memory is known to be backed (`prefault` touches only beyond). */
   private faultedBytes = 0;
+  /** The allocator's break variable (heap-end.ts), if found. */
+  private breakAt: number | undefined;
 
   private constructor(
     private readonly instance: Instance,
@@ -94,7 +97,10 @@ export class Sandbox {
   static async create(limits: SandboxLimits, initialBytes = 0, reuse?: WebAssembly.Memory): Promise<Sandbox> {
     // Zeroed in full, every page of a reused memory is backed.
     const backed = reuse?.buffer.byteLength ?? 0;
-    const instance = await instantiate(limits.memoryBytes, initialBytes, reuse);
+    const [instance, breakAt] = await Promise.all([
+      instantiate(limits.memoryBytes, initialBytes, reuse),
+      breakAddress(),
+    ]);
     const runtime = instance.qjs.newRuntime();
     // QuickJS counts requested bytes, not what the allocator really uses, so its limit is a second
     // line: the linear memory's maximum is the limit that bites first.
@@ -103,6 +109,7 @@ export class Sandbox {
     const context = runtime.newContext();
     const sandbox = new Sandbox(instance, runtime, context, limits);
     sandbox.faultedBytes = backed;
+    sandbox.breakAt = breakAt;
     runtime.setInterruptHandler(() => sandbox.shouldInterrupt());
     const host = context.newFunction('__roam_host', (opHandle, ...argHandles) =>
       sandbox.hostCall(opHandle, argHandles),
@@ -164,6 +171,14 @@ export class Sandbox {
     if (this.memoryBytes >= this.limits.memoryBytes * 0.9) return true;
     const { allocated, limit } = this.heapUsage();
     return allocated >= limit - Math.max(1 << 20, limit * 0.05);
+  }
+
+  /**
+   * Where the guest's heap ends (page-aligned): no byte at or past it is in use. The whole memory
+   * when the allocator's break could not be found (heap-end.ts).
+   */
+  heapEnd(): number {
+    return heapEnd(this.memoryView(), this.breakAt, WASM_PAGE);
   }
 
   /** A live view of the whole linear memory. Copy it before the guest runs again. */
