@@ -447,6 +447,11 @@ export class Guest {
     return this.sandbox.memoryView();
   }
 
+  /** Where the guest's heap ends now: no page at or past it is in use (sandbox/heap-end.ts). */
+  heapEnd(): number {
+    return this.sandbox.heapEnd();
+  }
+
   /** The runtime template this guest's memory is stored against. */
   get runtimeBase(): RuntimeBase {
     return this.base;

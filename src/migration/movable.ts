@@ -40,6 +40,8 @@ export interface MoveSource {
   readonly base: Uint8Array;
   /** The live memory (a new view each call: a WebAssembly memory's buffer changes when it grows). */
   memoryView(): Uint8Array;
+  /** Pages this far into memory and beyond are not in use (a JavaScript guest's heap ends there). */
+  heapEnd(): number;
   /** Freezes the guest and captures its host state (everything but memory); it stays frozen. */
   freezeForMove(): Promise<Omit<ImageContents, 'memory'>>;
   /** Outbound connections still opening (the freeze waits for them). */
@@ -68,6 +70,7 @@ export function moveSource(guest: Guest | WasmGuest): MoveSource {
         body: info.moduleBytes,
       }),
       memoryView: () => guest.memoryView(),
+      heapEnd: () => guest.memoryView().byteLength,
       freezeForMove: () => Promise.resolve(guest.freezeForMove()),
       connectsInFlight: () => 0, // WASI has no outbound connect
       releaseMemory: () => undefined,
@@ -78,6 +81,7 @@ export function moveSource(guest: Guest | WasmGuest): MoveSource {
     base: guest.runtimeBase.full,
     offer: () => ({ fields: { base: guest.runtimeBase.id, limits: guest.limits }, body: new Uint8Array(0) }),
     memoryView: () => guest.memoryView(),
+    heapEnd: () => guest.heapEnd(),
     freezeForMove: () => guest.freezeForMove(),
     connectsInFlight: () => guest.connectsInFlight,
     releaseMemory: () => {

@@ -75,13 +75,13 @@ export class PageShadow {
   }
 
   /**
-   * About how many pages `dirty` would find, from every `stride`-th page only: a stride of 8 costs
+   * About how many pages `dirty` would find (in [0, to)), from every `stride`-th page only: a stride of 8 costs
    * an eighth of a scan. (What a guest dirties comes in runs of pages, so the sample is rough; it
    * only decides whether another round is worth a scan.)
    */
-  sampleDirty(memory: Uint8Array, stride: number): number {
+  sampleDirty(memory: Uint8Array, stride: number, to = Infinity): number {
     const buf = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
-    const total = Math.floor(memory.byteLength / PAGE_SIZE);
+    const total = Math.min(to, Math.floor(memory.byteLength / PAGE_SIZE));
     let count = 0;
     for (let page = 0; page < total; page += stride) if (this.differs(buf, page)) count++;
     return count * stride;

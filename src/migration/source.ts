@@ -206,7 +206,7 @@ async function moveOut(
    */
   const firstRound = async (): Promise<number> => {
     let pages = 0;
-    for (let from = 0; from < source.memoryView().byteLength / PAGE_SIZE; from += FIRST_ROUND_SLICE_PAGES) {
+    for (let from = 0; from < source.heapEnd() / PAGE_SIZE; from += FIRST_ROUND_SLICE_PAGES) {
       stillWanted();
       const scanned = performance.now();
       const dirty = shadow.dirty(source.memoryView(), from, from + FIRST_ROUND_SLICE_PAGES);
@@ -233,9 +233,15 @@ async function moveOut(
     const bytes = memory.byteLength;
     // Round 0 would send what differs from the template: when the link to this target is known to
     // send that in little time, the pause does. (Unmeasured, round 0 runs, and measures it.)
-    precopy =
-      message.precopy &&
-      !(codecs.measured && small(new PageShadow(source.base).sampleDirty(memory, PRECOPY_SAMPLE_STRIDE) * PAGE_SIZE));
+    const round0IsSmall = (): boolean => {
+      const sample = new PageShadow(source.base).sampleDirty(
+        memory,
+        PRECOPY_SAMPLE_STRIDE,
+        source.heapEnd() / PAGE_SIZE,
+      );
+      return small(sample * PAGE_SIZE);
+    };
+    precopy = message.precopy && !(codecs.measured && round0IsSmall());
     shadow = new PageShadow(source.base, precopy ? (ctx.shadows?.take(bytes) ?? Buffer.alloc(bytes)) : undefined);
     lease.shadow = shadow;
     lease.precopy = precopy;
@@ -305,11 +311,12 @@ async function moveOut(
           stillWanted();
           const scanned = performance.now();
           // A sample first: when it finds little left, the scan after the freeze finds the rest.
-          if (small(shadow.sampleDirty(source.memoryView(), PRECOPY_SAMPLE_STRIDE) * PAGE_SIZE)) {
+          const used = source.heapEnd() / PAGE_SIZE;
+          if (small(shadow.sampleDirty(source.memoryView(), PRECOPY_SAMPLE_STRIDE, used) * PAGE_SIZE)) {
             add('precopyScan', scanned);
             break;
           }
-          const dirty = shadow.dirty(source.memoryView());
+          const dirty = shadow.dirty(source.memoryView(), 0, used);
           add('precopyScan', scanned);
           // Not converging (the guest changes pages as fast as they go): the pause sends them.
           if (dirty.length >= previous) break;
@@ -395,7 +402,8 @@ async function moveOut(
       );
       stats.finalBytes += (channel?.bytesSent ?? 0) - before;
       t = add('state', t);
-      const dirty = shadow.dirty(source.memoryView());
+      // Frozen, the heap's end is final: the pages past it are in use on neither side.
+      const dirty = shadow.dirty(source.memoryView(), 0, source.heapEnd() / PAGE_SIZE);
       add('scan', t);
       const last = await sendPages(dirty, stats.precopyRounds, true);
       stats.finalBytes += last.bytes;
