@@ -25,11 +25,11 @@ const variant = variantModule as unknown as QuickJSSyncVariant;
 
 export const WASM_PAGE = 65536;
 
-let wasmBytes: Promise<Uint8Array> | undefined;
+let wasmBytes: Promise<Uint8Array<ArrayBuffer>> | undefined;
 let compiled: Promise<WebAssembly.Module> | undefined;
 
 /** The QuickJS module's binary. */
-export function quickjsBinary(): Promise<Uint8Array> {
+export function quickjsBinary(): Promise<Uint8Array<ArrayBuffer>> {
   wasmBytes ??= (async () => {
     const require = createRequire(import.meta.url);
     const pkg = dirname(require.resolve('@jitl/quickjs-wasmfile-release-sync/package.json'));
