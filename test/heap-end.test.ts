@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Guest } from '../src/guest/guest.js';
-import { breakAddress, heapEnd } from '../src/guest/sandbox/heap-end.js';
+import { breakAddress, dataSegments, heapEnd } from '../src/guest/sandbox/heap-end.js';
+import { quickjsBinary } from '../src/guest/sandbox/module.js';
 
 const PAGE = 65536;
 
@@ -108,6 +109,31 @@ describe('where a guest heap ends', () => {
     const turns = restoredLines.map((l) => Number(l.split(' ')[0]));
     assert.deepEqual(turns, [4, 5, 6, 7, 8, 9, 10]);
     assert.equal(restoredLines[2]?.split(' ')[2], String(24 * 1024 * 1024));
+  });
+
+  it('finds the break inside one of the module data segments', async () => {
+    const address = (await breakAddress()) ?? -1;
+    const segments = dataSegments(await quickjsBinary());
+    assert.ok(
+      segments.some(([start, end]) => address + 4 > start && address < end),
+      String(address),
+    );
+  });
+
+  it('reads the data segments of a binary, and none from one it cannot read', () => {
+    const body = [
+      3, // segments
+      ...[0, 0x41, 0x80, 0x08, 0x0b, 3, 1, 2, 3], // active at i32.const 1024, 3 bytes
+      ...[1, 2, 9, 9], // passive, 2 bytes
+      ...[2, 0, 0x41, 0xf0, 0xa2, 0x04, 0x0b, 1, 7], // active in memory 0 at i32.const 70000, 1 byte
+    ];
+    const binary = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 0, 11, body.length, ...body]);
+    assert.deepEqual(dataSegments(binary), [
+      [1024, 1027],
+      [70000, 70001],
+    ]);
+    assert.deepEqual(dataSegments(binary.subarray(0, binary.length - 3)), []);
+    assert.deepEqual(dataSegments(new Uint8Array(binary.length)), []);
   });
 
   it('reads the whole memory when the break is unknown or implausible', () => {

@@ -97,12 +97,12 @@ export function dataSegments(binary: Uint8Array): Array<[number, number]> {
       for (let count = unsigned(); count > 0; count--) {
         const flags = unsigned();
         if (flags === 1) {
-          at += unsigned(); // passive: copied in by code, at no fixed place
+          const length = unsigned(); // passive: copied in by code, at no fixed place
+          at += length;
           continue;
         }
-        if (flags === 2)
-          unsigned(); // the memory's index
-        else if (flags !== 0) return [];
+        if (flags !== 0 && flags !== 2) return [];
+        if (flags === 2) unsigned(); // past the memory's index
         if (byte() !== 0x41) return []; // i32.const
         const offset = signed32();
         if (byte() !== 0x0b) return []; // end
