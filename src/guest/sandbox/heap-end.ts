@@ -18,9 +18,12 @@ const PROBE_BYTES = 2 * 1024 * 1024;
 
 let probed: Promise<number | undefined> | undefined;
 
-/** The address of the allocator's break variable in every QuickJS instance, if found. */
+/**
+ * The address of the allocator's break variable in every QuickJS instance, if found. A probe that
+ * fails (no memory for its instance, say) finds nothing: guests start all the same.
+ */
 export function breakAddress(): Promise<number | undefined> {
-  probed ??= probeBreakAddress();
+  probed ??= probeBreakAddress().catch(() => undefined);
   return probed;
 }
 
