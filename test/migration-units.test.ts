@@ -250,6 +250,9 @@ describe('pre-copy page tracking', () => {
       // The sample reads every second page here (0, 2, 4): of those, none changed.
       assert.equal(shadow.sampleDirty(memory, 2), 0);
       assert.equal(shadow.sampleDirty(memory, 1), 3, 'a stride of 1 is the whole scan');
+      // Bounded where the guest's heap ends: pages past it are not looked at.
+      assert.deepEqual([...shadow.dirty(memory, 0, 4)], [1, 3]);
+      assert.equal(shadow.sampleDirty(memory, 1, 4), 2);
 
       // What the target rebuilds from the packed pages equals the source's memory.
       const target = new Uint8Array(6 * PAGE_SIZE);
