@@ -217,8 +217,9 @@ export function catchUp(memory: Uint8Array, copy: LiveCopy, end = memory.length)
   const used = Math.min(live.length, Math.ceil(end / PAGE_SIZE) * PAGE_SIZE);
   for (let page = 0, at = 0; at < used; page++, at += PAGE_SIZE) {
     const stop = Math.min(at + PAGE_SIZE, used);
+    // (The zero map covers whole pages only: a partial last page is compared with the copy.)
     const same =
-      copy.zero[page] === 1 && stop - at === PAGE_SIZE
+      copy.zero[page] === 1
         ? live.compare(ZERO_PAGE, 0, PAGE_SIZE, at, stop) === 0
         : live.compare(out, at, stop, at, stop) === 0;
     if (!same) live.copy(out, at, at, stop);
