@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { Guest, type Capture } from '../src/guest/guest.js';
 import { inspectImage, snapshotMemory, type ImageContents } from '../src/guest/image/index.js';
 import { encodeGuestImage } from '../src/guest/template.js';
+import { DAEMON_NODE_FLAGS } from '../src/common/node-flags.js';
 import {
   BENCH_LIMITS,
   BYTES_PER_UNIT,
@@ -87,7 +88,8 @@ function scanOnly(memory: Uint8Array): number {
 
 function runChild(imagePath: string, reps: number): Promise<ChildReport> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, imagePath, String(reps)], {
+    // The child restores as `roam host` does, so it runs with the hosts' Node flags.
+    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, '--import', 'tsx', CHILD, imagePath, String(reps)], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -393,8 +395,8 @@ function method(): string {
     `byte, into a new buffer (not zeroed first, as the checkpoint's own is not) with one \`set()\` per page ("pages")`,
     `or one \`slice()\` ("slice"); the faster median is the floor. Raw bytes are stored pages + page index + state JSON + files; the image is \`encodeImage\``,
     `with its defaults (pages the runtime template has stored as their differences from it, the rest LZ4;`,
-    `median of ${ENCODE_REPS}). Restore runs in a fresh Node process`,
-    `(bench/restore-child.ts) that reads the image into memory first, then ${RESTORE_REPS} times prepares a warm sandbox`,
+    `median of ${ENCODE_REPS}). Restore runs in a fresh Node process with the Node flags of \`roam host\``,
+    `(${DAEMON_NODE_FLAGS.map((f) => `\`${f}\``).join(' ')}, src/common/node-flags.ts; bench/restore-child.ts) that reads the image into memory first, then ${RESTORE_REPS} times prepares a warm sandbox`,
     `(\`Guest.prepareSandbox\` with the image's memory size: compiled module, instance, runtime template loaded,`,
     `memory grown and faulted in; not timed, as a migration target does it before the source freezes) and times`,
     `\`Guest.restoreImage\` (checksum, diffs applied and LZ4 chunks decoded straight into the sandbox's pages, state`,
