@@ -35,6 +35,7 @@ import { ROAM_VERSION } from '../src/version.js';
 import { Migrations, type MigrationPorts } from '../src/proxy/migrations.js';
 import type { ControlMessage } from '../src/wire/index.js';
 import { SpareSandbox } from '../src/migration/spare.js';
+import { rehearseMoveIn } from '../src/migration/rehearsal.js';
 import { Guest } from '../src/guest/guest.js';
 import { DEFAULT_LIMITS } from '../src/guest/sandbox/sandbox.js';
 import { runtimeTemplate } from '../src/guest/template.js';
@@ -712,6 +713,20 @@ describe('the spare sandbox a target keeps for the next move', () => {
     } finally {
       spare.close();
     }
+  });
+});
+
+describe('the rehearsal of a move in, when a host gets ready for moves', () => {
+  it("runs a guest through a target's rebuild and leaves nothing running", async () => {
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    await rehearseMoveIn(DEFAULT_LIMITS);
+    // Its guests' intervals and timeouts would each hold a host timer had they not been stopped.
+    assert.equal(timers(), before);
+    const aborted = new AbortController();
+    aborted.abort();
+    await rehearseMoveIn(DEFAULT_LIMITS, aborted.signal);
+    assert.equal(timers(), before);
   });
 });
 

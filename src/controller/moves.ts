@@ -18,6 +18,8 @@ import { CodecChooser, ShadowBuffers, formatTimings } from '../migration/pages.j
 import { PeerChannel } from '../migration/peer-channel.js';
 import { PeerPool } from '../migration/peer-pool.js';
 import { SpareSandbox } from '../migration/spare.js';
+import { rehearseMoveIn } from '../migration/rehearsal.js';
+import { DEFAULT_LIMITS } from '../guest/sandbox/sandbox.js';
 
 /** A move the proxy announced is good for this long without an offer. */
 const EXPECTATION_TTL_MS = 60_000;
@@ -62,6 +64,8 @@ export class Moves {
   private readonly shadows = new ShadowBuffers();
   /** Peer connections to targets, kept open between moves. */
   private readonly peers = new PeerPool();
+  /** Ends the rehearsal of a move in (rehearsal.ts) if the host closes while it runs. */
+  private readonly closing = new AbortController();
 
   constructor(private readonly host: MoveHost) {}
 
@@ -99,8 +103,18 @@ export class Moves {
       server.once('error', reject);
       server.listen(port, bind, () => {
         server.off('error', reject);
-        this.spare.refillSoon(); // ready for moves: the first spare
         resolve((server.address() as net.AddressInfo).port);
+        // Ready for moves: the code that takes a guest in compiled, then the first spare.
+        void rehearseMoveIn(DEFAULT_LIMITS, this.closing.signal)
+          .catch((err: unknown) =>
+            this.host.log(
+              `the rehearsal of a move in failed (the first guest to move here pauses longer): ${String(err)}`,
+              {
+                level: 'warn',
+              },
+            ),
+          )
+          .finally(() => this.spare.refillSoon());
       });
     });
   }
@@ -135,6 +149,7 @@ export class Moves {
   }
 
   close(): void {
+    this.closing.abort();
     this.spare.close();
     this.shadows.close();
     this.peers.close();
