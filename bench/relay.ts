@@ -312,7 +312,7 @@ async function countIncoming(socket: net.Socket, ms: number): Promise<Bulk> {
  * What the download client reads into, reused: it only counts bytes. (With a new 64-KiB buffer per
  * read, as 'data' events give, this client used 0.38-0.95 ns of CPU per byte in most runs, but
  * 2.5-3.9 in some, and then it was what limited every case, direct included: 289 and 442 MB/s
- * against 1940-2583. Reading so, it used 0.30-0.52.)
+ * against 1940-2583. Reading so, it used 0.28-0.52.)
  */
 const downloadBuffer = Buffer.allocUnsafe(256 * 1024);
 

@@ -2,11 +2,11 @@
  * A rehearsal of a move's restore, once per host process, before any move asks for one. The first
  * time a process runs the code that rebuilds a moved guest (its state parsed, its file system, log
  * and timers rebuilt, the sandbox attached, the guest resumed), V8 has yet to compile it, and the
- * guest that first moves here waits for that in its pause. Measured in `roam demo` (host logs):
- * the target's "state" step of each host's first move took 7.3, 7.3 and 11.3 ms, against about 1
- * for later moves; the file system's first decode alone took 1.6-15 ms of it. After this
- * rehearsal: 4.4, 2.6 and 3.6 ms. (Most of the rest is the guest's connections, rebuilt on the
- * host's tunnel: not rehearsed, as that needs a proxy.)
+ * guest that first moves here waits for that in its pause. Measured in fresh processes with the
+ * hosts' flags, taking the 1 MiB bench guest in: the first `Guest.beginMoved` took 3.9-4.9 ms and
+ * its `land()` and `resume()` 0.5-1.1 ms; after this rehearsal 0.4-0.7 and 0.06-0.13 ms, as later
+ * moves take (BENCHMARKS.md, Migration findings, session 16). The guest's connections, rebuilt on
+ * the host's tunnel, are not rehearsed: that needs a proxy.
  *
  * So a small guest is started here, captured, and rebuilt in a sandbox of its own as a move's
  * target rebuilds one; then all of it is thrown away. It costs the host 0.3 s (0.36-0.39 s of CPU)
