@@ -216,9 +216,9 @@ async function compileBaseline(ref: string): Promise<{ files: { proxy: string; c
 
 const chunk = Buffer.alloc(CHUNK, 0x62);
 
-function connect(port: number): Promise<net.Socket> {
+function connect(port: number, options: Pick<net.TcpSocketConnectOpts, 'onread'> = {}): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: HOST, port, noDelay: true });
+    const socket = net.connect({ host: HOST, port, noDelay: true, ...options });
     socket.once('connect', () => {
       socket.off('error', reject);
       resolve(socket);
@@ -295,17 +295,22 @@ async function upload(port: number, ms: number): Promise<Bulk> {
   return { rate: (last[1] - first[1]) / ((last[0] - first[0]) / 1000), bytes };
 }
 
+/** How fast `counted()` grows between WARM_MS and `ms` (per second), and where it ends. */
+async function steadyRate(counted: () => number, ms: number): Promise<Bulk> {
+  await sleep(WARM_MS);
+  const c0 = counted();
+  const t0 = performance.now();
+  await sleep(ms - WARM_MS);
+  const c1 = counted();
+  const t1 = performance.now();
+  return { rate: (c1 - c0) / ((t1 - t0) / 1000), bytes: c1 };
+}
+
 /** Counts what arrives on `socket` between WARM_MS and `ms` (bytes per second) and in all. */
 async function countIncoming(socket: net.Socket, ms: number): Promise<Bulk> {
   let count = 0;
   socket.on('data', (d: Buffer) => (count += d.length));
-  await sleep(WARM_MS);
-  const c0 = count;
-  const t0 = performance.now();
-  await sleep(ms - WARM_MS);
-  const c1 = count;
-  const t1 = performance.now();
-  return { rate: (c1 - c0) / ((t1 - t0) / 1000), bytes: c1 };
+  return steadyRate(() => count, ms);
 }
 
 /**
@@ -318,28 +323,13 @@ const downloadBuffer = Buffer.allocUnsafe(256 * 1024);
 
 async function download(port: number, ms: number): Promise<Bulk> {
   let count = 0;
-  const socket = await new Promise<net.Socket>((resolve, reject) => {
-    const s = net.connect({
-      host: HOST,
-      port,
-      noDelay: true,
-      onread: { buffer: downloadBuffer, callback: (bytes: number) => ((count += bytes), true) },
-    });
-    s.once('connect', () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-    s.once('error', reject);
+  const socket = await connect(port, {
+    onread: { buffer: downloadBuffer, callback: (bytes: number) => ((count += bytes), true) },
   });
   socket.on('error', () => {});
-  await sleep(WARM_MS);
-  const c0 = count;
-  const t0 = performance.now();
-  await sleep(ms - WARM_MS);
-  const c1 = count;
-  const t1 = performance.now();
+  const result = await steadyRate(() => count, ms);
   socket.destroy();
-  return { rate: (c1 - c0) / ((t1 - t0) / 1000), bytes: c1 };
+  return result;
 }
 
 /** Echo throughput: we write as fast as the connection takes it and count what comes back. */

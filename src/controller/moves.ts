@@ -107,12 +107,9 @@ export class Moves {
         // Ready for moves: the code that takes a guest in compiled, then the first spare.
         void rehearseMoveIn(DEFAULT_LIMITS, this.closing.signal)
           .catch((err: unknown) =>
-            this.host.log(
-              `the rehearsal of a move in failed (the first guest to move here pauses longer): ${String(err)}`,
-              {
-                level: 'warn',
-              },
-            ),
+            this.host.log(`rehearsing a move in failed (the first one will pause longer): ${String(err)}`, {
+              level: 'warn',
+            }),
           )
           .finally(() => this.spare.refillSoon());
       });

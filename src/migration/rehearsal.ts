@@ -47,8 +47,17 @@ export async function rehearseMoveIn(limits: SandboxLimits, signal?: AbortSignal
     sandbox.dispose();
     throw err;
   });
-  applyPages(contents.memory, sandbox.grow(bytes));
-  const moved = moving.land();
-  moved.resume();
-  moved.stop();
+  let moved: Guest | undefined;
+  try {
+    applyPages(contents.memory, sandbox.grow(bytes));
+    moved = moving.land();
+    moved.resume();
+  } finally {
+    if (moved)
+      moved.stop(); // (with its sandbox)
+    else {
+      moving.drop();
+      sandbox.dispose();
+    }
+  }
 }
