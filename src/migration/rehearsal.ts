@@ -53,8 +53,8 @@ export async function rehearseMoveIn(limits: SandboxLimits, signal?: AbortSignal
     moved = moving.land();
     moved.resume();
   } finally {
-    if (moved)
-      moved.stop(); // (with its sandbox)
+    // A guest that landed takes its sandbox with it when it stops.
+    if (moved) moved.stop();
     else {
       moving.drop();
       sandbox.dispose();
