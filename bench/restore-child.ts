@@ -3,6 +3,8 @@
  *
  *   node --import tsx bench/restore-child.ts IMAGE_FILE REPS
  *
+ * (bench/checkpoint.ts runs it bundled by esbuild instead, as dist/cli.js is: see compileChild.)
+ *
  * Reads the image into memory, then REPS times: prepares a warm sandbox (compiled module,
  * instance, runtime: `Guest.prepareSandbox`), and only then times `decodeImage` and
  * `Guest.restore(contents, { sandbox })` until the guest is runnable. In the same process it times
