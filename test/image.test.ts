@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import zlib from 'node:zlib';
 import fc from 'fast-check';
 import { compress as lz4Compress } from 'lz4-napi';
+import { crc32 } from '../src/common/crc32.js';
 import { RoamError, isRoamError, type RoamErrorCode } from '../src/errors.js';
 import { applyDiffs, diffRecord } from '../src/guest/image/diffs.js';
 import { parseImageHeader } from '../src/guest/image/header.js';
@@ -212,6 +213,20 @@ fillHeapPage(smallMemory, 1, rng(5));
 smallMemory[3 * PAGE + 100] = 42;
 const smallContents = contentsOf(smallMemory);
 const smallImage = await encodeImage(smallContents);
+
+describe('crc32', () => {
+  it('is zlib.crc32 for every length, on both sides of the table loop', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 3000 }), (bytes) => {
+        assert.equal(crc32(bytes), zlib.crc32(bytes) >>> 0);
+      }),
+    );
+    for (const length of [0, 1, 28, 1024, 1025]) {
+      const bytes = Uint8Array.from({ length }, (_, i) => (i * 151 + 7) & 0xff);
+      assert.equal(crc32(bytes), zlib.crc32(bytes) >>> 0, `${length} bytes`);
+    }
+  });
+});
 
 describe('snapshotMemory', () => {
   it('finds exactly the non-zero pages, including a single byte at either end of a page', () => {

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { RoamError } from '../src/errors.js';
 import { VirtualFileSystem, VfsError, type VfsErrorCode, type VfsOptions } from '../src/guest/vfs.js';
 import { CHUNK_SIZE, FileContent, MemoryPool } from '../src/guest/vfs/content.js';
-import { crc32 } from '../src/guest/vfs/image.js';
+import { crc32 } from '../src/common/crc32.js';
 
 const enc = (text: string): Uint8Array => new TextEncoder().encode(text);
 const dec = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);

@@ -371,6 +371,30 @@ async function unpackChunk(bytes: Uint8Array, header: ImageHeader, job: ChunkJob
   return out;
 }
 
+/**
+ * Hands each chunk's raw bytes to `sink`: a chunk stored verbatim at once (a view of the image),
+ * the others as they come off the thread pool. Every chunk of a small guest's image is stored
+ * verbatim (its pages as diffs, its state and files too small to compress), and a restore then
+ * needs no pool, promise or worker at all.
+ */
+async function unpackChunks(
+  bytes: Uint8Array,
+  header: ImageHeader,
+  jobs: readonly ChunkJob[],
+  sink: (raw: Uint8Array, job: ChunkJob) => void,
+): Promise<void> {
+  const packed: ChunkJob[] = [];
+  for (const job of jobs) {
+    if (job.stored === job.raw) sink(bytes.subarray(job.from, job.from + job.stored), job);
+    else packed.push(job);
+  }
+  if (packed.length === 0) return;
+  await runPool(packed.length, POOL_CONCURRENCY, async (index) => {
+    const job = packed[index];
+    if (job !== undefined) sink(await unpackChunk(bytes, header, job), job);
+  });
+}
+
 const PAGES = 0;
 const MEMORY = 1;
 const STATE = 2;
@@ -387,12 +411,9 @@ async function decodeSmallSections(
   const outputs = header.sections.map((section, index) =>
     index === MEMORY || index === DIFFS ? new Uint8Array(0) : allocate(section.rawBytes, `'${section.name}' section`),
   );
-  const jobs = chunkJobs(header, starts, [PAGES, STATE, FILES]);
-  await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
-    const job = jobs[index];
-    if (job === undefined) return;
-    outputs[job.section]?.set(await unpackChunk(bytes, header, job), job.to);
-  });
+  await unpackChunks(bytes, header, chunkJobs(header, starts, [PAGES, STATE, FILES]), (raw, job) =>
+    outputs[job.section]?.set(raw, job.to),
+  );
   const [pageBytes, , stateBytes, files] = outputs;
   if (pageBytes === undefined || stateBytes === undefined || files === undefined) throw malformed('missing sections');
 
@@ -428,12 +449,7 @@ async function decodePages(
   starts: number[],
   sink: (raw: Uint8Array, job: ChunkJob) => void,
 ): Promise<void> {
-  const jobs = chunkJobs(header, starts, [MEMORY, DIFFS]);
-  await runPool(jobs.length, POOL_CONCURRENCY, async (index) => {
-    const job = jobs[index];
-    if (job === undefined) return;
-    sink(await unpackChunk(bytes, header, job), job);
-  });
+  await unpackChunks(bytes, header, chunkJobs(header, starts, [MEMORY, DIFFS]), sink);
 }
 
 /**

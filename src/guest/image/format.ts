@@ -39,7 +39,7 @@
  * (the encoder does that when compression does not shrink it, e.g. for random bytes). In a 'none'
  * section every chunk is verbatim.
  */
-import zlib from 'node:zlib';
+import { crc32 } from '../../common/crc32.js';
 import { RoamError, type RoamErrorCode } from '../../errors.js';
 
 export const IMAGE_FORMAT_VERSION = 3;
@@ -206,7 +206,7 @@ export function imageError(code: RoamErrorCode, message: string, cause?: unknown
 }
 
 /** CRC-32 (IEEE 802.3) of the prefix's first 28 bytes. */
-export const prefixCrc = (bytes: Uint8Array): number => zlib.crc32(bytes.subarray(0, 28));
+export const prefixCrc = (bytes: Uint8Array): number => crc32(bytes.subarray(0, 28));
 
 export interface ImagePrefix {
   formatVersion: number;

@@ -18,12 +18,11 @@
  * explicit stack because a deep tree in a hostile image must not overflow the host's stack. The
  * CRC makes any damage to file contents (which no structural check can see) a refused image too.
  */
-import * as zlib from 'node:zlib';
+import { crc32 } from '../../common/crc32.js';
 import { RoamError } from '../../errors.js';
 import { FileContent, type MemoryPool } from './content.js';
 import type { DirNode, FileNode, OpenFile, VfsState, VNode } from './nodes.js';
 import { PERMISSION_BITS } from './nodes.js';
-import { isValidName } from './path.js';
 
 export const IMAGE_VERSION = 1;
 const MAGIC = [0x56, 0x46, 0x53]; // 'VFS'
@@ -48,13 +47,6 @@ function damaged(detail: string): RoamError {
     `The guest's file system image is damaged or not a file system image (${detail}); ` +
       'restore the guest from another checkpoint.',
   );
-}
-
-// ---------------------------------------------------------------------------------------------
-// CRC-32 (zlib's polynomial), as package.json's engines (Node >= 20.15) guarantee zlib has it.
-
-export function crc32(bytes: Uint8Array): number {
-  return zlib.crc32(bytes) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,6 +226,28 @@ class ByteReader {
 /** Fatal: invalid UTF-8 is damage. ignoreBOM: a leading U+FEFF is part of the name. */
 const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/**
+ * A name of ASCII bytes, read without the decoder, or undefined if it has other bytes. Nearly
+ * every name is ASCII, and a restore reads a few: a call into the decoder cost more than the rest
+ * of reading a small file system.
+ */
+function asciiName(encoded: Uint8Array): string | undefined {
+  let name = '';
+  for (const byte of encoded) {
+    if (byte >= 0x80) return undefined;
+    name += String.fromCharCode(byte);
+  }
+  return name;
+}
+
+function utf8Name(encoded: Uint8Array): string {
+  try {
+    return decoder.decode(encoded);
+  } catch {
+    throw damaged('a name is not UTF-8');
+  }
+}
+
 class ImageDecoder {
   private readonly r: ByteReader;
   private readonly inodes = new Map<number, VNode>();
@@ -311,13 +325,12 @@ class ImageDecoder {
 
   private name(): string {
     const encoded = this.r.bytes(this.r.u8());
-    let name: string;
-    try {
-      name = decoder.decode(encoded);
-    } catch {
-      throw damaged('a name is not UTF-8');
+    const name = asciiName(encoded) ?? utf8Name(encoded);
+    // Strict UTF-8 of at most 255 bytes holds no lone surrogate and is within NAME_MAX: what is
+    // left of isValidName (path.ts) to check is the rest.
+    if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
+      throw damaged(`invalid name '${name}'`);
     }
-    if (!isValidName(name)) throw damaged(`invalid name '${name}'`);
     return name;
   }
 
