@@ -6,7 +6,7 @@ import { compress as lz4Compress } from 'lz4-napi';
 import { crc32 } from '../src/common/crc32.js';
 import { RoamError, isRoamError, type RoamErrorCode } from '../src/errors.js';
 import { applyDiffs, diffRecord } from '../src/guest/image/diffs.js';
-import { parseImageHeader } from '../src/guest/image/header.js';
+import { checkImageHeader, isImageHeader, parseImageHeader } from '../src/guest/image/header.js';
 import {
   IMAGE_FORMAT_VERSION,
   catchUp,
@@ -746,6 +746,81 @@ describe('pages stored as diffs against a base', () => {
     await expect((p) => {
       delete p.header.meta.base;
     }, /no base/);
+  });
+});
+
+describe('the header check', () => {
+  const header: unknown = JSON.parse(
+    JSON.stringify({
+      meta: {
+        kind: 'js',
+        guestId: 'g-1',
+        name: 'web',
+        roamVersion: '0.1.0',
+        createdAt: '2026-11-28T04:06:27.914Z',
+        base: 'runtime-1',
+      },
+      memory: { byteLength: 16 * PAGE_SIZE, pageSize: PAGE_SIZE, nonZeroPages: 0, diffPages: 2 },
+      sections: ['pages', 'memory', 'state', 'files', 'diffs'].map((name, i) => ({
+        name,
+        offset: i * 10,
+        storedBytes: 10,
+        rawBytes: 10,
+        encoding: 'none',
+        chunks: [[10, 10]],
+      })),
+    }),
+  );
+
+  /** Every path to a value inside `value`, the root included. */
+  function paths(value: unknown, prefix: Array<string | number> = []): Array<Array<string | number>> {
+    const inner =
+      typeof value === 'object' && value !== null
+        ? Object.entries(value).flatMap(([key, child]) =>
+            paths(child, [...prefix, Array.isArray(value) ? Number(key) : key]),
+          )
+        : [];
+    return [prefix, ...inner];
+  }
+  const allPaths = paths(header).filter((path) => path.length > 0);
+
+  /** `value` with the value at `path` replaced (or, with `remove`, deleted), as a new JSON value. */
+  function mutated(path: Array<string | number>, replacement: unknown, remove: boolean): unknown {
+    const copy = JSON.parse(JSON.stringify(header)) as Record<string | number, unknown>;
+    let parent = copy;
+    for (const key of path.slice(0, -1)) parent = parent[key] as Record<string | number, unknown>;
+    const last = path.at(-1) ?? '';
+    if (remove) delete parent[last];
+    else parent[last] = replacement;
+    return JSON.parse(JSON.stringify(copy));
+  }
+
+  it('takes a well-formed header as it is, and the field-by-field check takes it too', () => {
+    assert.equal(isImageHeader(header), true);
+    assert.equal(parseImageHeader(header), header);
+    assert.deepEqual(checkImageHeader(header), header);
+  });
+
+  it('agrees with the field-by-field check on every change to any field', () => {
+    const replacement = fc.oneof(
+      fc.jsonValue({ maxDepth: 2 }),
+      fc.integer({ min: -2, max: 2 ** 27 }),
+      fc.constantFrom('js', 'wasm', 'lz4', 'none', 'diffs', '', '2026-11-28T04:06:27Z', PAGE_SIZE, 2 ** 53),
+    );
+    fc.assert(
+      fc.property(fc.constantFrom(...allPaths), replacement, fc.boolean(), (path, value, remove) => {
+        const candidate = mutated(path, value, remove);
+        let checked: unknown;
+        try {
+          checked = checkImageHeader(candidate);
+        } catch (err) {
+          assert.ok(err instanceof Error && /: /.test(err.message), String(err));
+        }
+        assert.equal(isImageHeader(candidate), checked !== undefined, JSON.stringify({ path, value, remove }));
+        if (checked !== undefined) assert.deepEqual(checked, candidate);
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
 

@@ -4,6 +4,11 @@
  * over the first header a process checked and 0.25-0.6 ms per header after (of a 1 MiB guest's
  * 3 ms restore), this 0.01. The rules are the format's (format.ts); an error names the field, as
  * in `meta.kind: ...`.
+ *
+ * It runs in two passes: `isImageHeader` accepts a well-formed header with plain tests and no
+ * copy, and only a header it refuses goes through `checkImageHeader`, which says what is wrong.
+ * A restore runs cold (its host has been idle), and there the one pass that built a path string
+ * and a new object per field took 0.04 ms of a 1 MiB guest's 1.1 ms restore.
  */
 import {
   MAX_CHUNK_BYTES,
@@ -62,6 +67,81 @@ function parseSection(value: unknown, path: string): SectionHeader {
 
 /** Checks a parsed header JSON value and returns it typed; throws a HeaderError naming the field. */
 export function parseImageHeader(value: unknown): ImageHeader {
+  return isImageHeader(value) ? value : checkImageHeader(value);
+}
+
+// --- the first pass: accepts exactly what the second does, or less (which the second then takes) ---
+
+type Fields = Record<string, unknown>;
+
+const META_KEYS = ['kind', 'guestId', 'name', 'roamVersion', 'createdAt'] as const;
+const MEMORY_KEYS = ['byteLength', 'pageSize', 'nonZeroPages'] as const;
+const SECTION_KEYS = ['name', 'offset', 'storedBytes', 'rawBytes', 'encoding', 'chunks'] as const;
+
+/** An object whose own keys are every one of `required` and none but those and `optional`. */
+function hasKeys(value: unknown, required: readonly string[], optional?: string): value is Fields {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  for (const key of required) if (!Object.hasOwn(value, key)) return false;
+  const count = optional !== undefined && Object.hasOwn(value, optional) ? required.length + 1 : required.length;
+  return Object.keys(value).length === count;
+}
+
+const isSize = (value: unknown): boolean =>
+  typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= Number.MAX_SAFE_INTEGER;
+
+const isText = (value: unknown, min: number, max: number): value is string =>
+  typeof value === 'string' && value.length >= min && value.length <= max;
+
+const isChunkSize = (value: unknown): boolean =>
+  typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= MAX_CHUNK_BYTES;
+
+function isMeta(value: unknown): boolean {
+  if (!hasKeys(value, META_KEYS, 'base')) return false;
+  const { kind, guestId, name, roamVersion, createdAt, base } = value;
+  return (
+    (kind === 'js' || kind === 'wasm') &&
+    isText(guestId, 1, 1024) &&
+    isText(name, 0, 1024) &&
+    isText(roamVersion, 1, 256) &&
+    isText(createdAt, 1, 64) &&
+    DATE_TIME.test(createdAt) &&
+    !Number.isNaN(Date.parse(createdAt)) &&
+    (base === undefined || isText(base, 1, 128))
+  );
+}
+
+function isSection(value: unknown): boolean {
+  if (!hasKeys(value, SECTION_KEYS)) return false;
+  const { name, offset, storedBytes, rawBytes, encoding, chunks } = value;
+  if (!(SECTION_NAMES as readonly unknown[]).includes(name)) return false;
+  if (!(SECTION_ENCODINGS as readonly unknown[]).includes(encoding)) return false;
+  if (!isSize(offset) || !isSize(storedBytes) || !isSize(rawBytes) || !Array.isArray(chunks)) return false;
+  for (const chunk of chunks as unknown[]) {
+    if (!Array.isArray(chunk) || chunk.length !== 2 || !isChunkSize(chunk[0]) || !isChunkSize(chunk[1])) return false;
+  }
+  return true;
+}
+
+/** A header `checkImageHeader` would accept as it is, so it needs no copy. */
+export function isImageHeader(value: unknown): value is ImageHeader {
+  if (!hasKeys(value, ['meta', 'memory', 'sections'])) return false;
+  const { meta, memory, sections } = value;
+  if (!hasKeys(memory, MEMORY_KEYS, 'diffPages') || memory['pageSize'] !== PAGE_SIZE) return false;
+  if (!isSize(memory['byteLength']) || !isSize(memory['nonZeroPages'])) return false;
+  if (memory['diffPages'] !== undefined && !isSize(memory['diffPages'])) return false;
+  if (
+    !Array.isArray(sections) ||
+    (sections.length !== SECTION_NAMES.length - 1 && sections.length !== SECTION_NAMES.length)
+  ) {
+    return false;
+  }
+  return isMeta(meta) && (sections as unknown[]).every(isSection);
+}
+
+// --- the second pass: says what is wrong ---
+
+/** The header checked field by field into a new object; throws a HeaderError naming the first wrong field. */
+export function checkImageHeader(value: unknown): ImageHeader {
   const fields = object(value, '(root)', ['meta', 'memory', 'sections']);
   const memory = object(fields['memory'], 'memory', ['byteLength', 'pageSize', 'nonZeroPages'], ['diffPages']);
   if (memory['pageSize'] !== PAGE_SIZE) throw new HeaderError(`memory.pageSize: expected ${PAGE_SIZE}`);
