@@ -48,6 +48,8 @@ interface DemoOptions {
 
 interface Child {
   name: string;
+  /** Where its output goes. */
+  log: string;
   child: ChildProcess;
   exited: Promise<void>;
   waitFor(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
@@ -88,6 +90,7 @@ function start(name: string, command: string, args: string[], log: string): Chil
   );
   return {
     name,
+    log,
     child,
     exited,
     waitFor: (re, timeoutMs) =>
@@ -165,6 +168,22 @@ function statusLine(stats: ClientStats, where: string, moves: number): string {
     `${count(stats.httpOk)} HTTP answers, ${verdict}; one TCP connection ${stats.open ? 'open' : 'CLOSED'} for ${since(stats.since)} ` +
     `across ${moves} move(s); records on ${style.bold(where)}`
   );
+}
+
+/** The last lines each process wrote to its log: a start that failed usually says why there. */
+function logTails(children: readonly Child[], lines = 15): string {
+  return children
+    .map((c) => {
+      let text: string;
+      try {
+        text = readFileSync(c.log, 'utf8');
+      } catch {
+        return `--- ${c.name}: no log`;
+      }
+      const tail = text.trimEnd().split('\n').slice(-lines);
+      return `--- ${c.name}, the last ${tail.length} lines of its log:\n${tail.join('\n')}`;
+    })
+    .join('\n');
 }
 
 /** After a forced stop's SIGKILLs, how long to wait for the processes to be gone before exiting. */
@@ -428,6 +447,8 @@ async function runDemo(opts: DemoOptions): Promise<void> {
     });
     await finishing;
   } catch (err) {
+    // The folder goes with the demo: what its processes said about the failure is shown first.
+    if (!finishing) out(logTails(children));
     await finish(`the demo could not start: ${(err as Error).message}`);
     throw err;
   } finally {
