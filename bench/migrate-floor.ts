@@ -12,17 +12,18 @@
  * Plain Node to Node over the same veth link a migration uses: what the bytes cost by themselves.
  */
 import net from 'node:net';
+import { adoptWithOwnReads } from '../src/common/own-reads.js';
 
 const [mode, ...args] = process.argv.slice(2);
 
 function serve(port: number): void {
   net
-    .createServer((socket) => {
-      socket.setNoDelay(true);
+    .createServer((accepted) => {
       const header = Buffer.alloc(8);
       let headerFill = 0;
       let left = -1; // bytes still due in the current transfer; -1 while reading its header
-      socket.on('data', (chunk: Buffer) => {
+      const into = Buffer.alloc(256 * 1024);
+      const onBytes = (chunk: Buffer): void => {
         let at = 0;
         while (at < chunk.length) {
           if (left < 0) {
@@ -42,7 +43,18 @@ function serve(port: number): void {
             socket.write(Buffer.of(1));
           }
         }
-      });
+      };
+      // Reads go into one buffer, used again for every read, as the migration target's do: a new
+      // 64 KiB buffer per read made the sink collect garbage in the middle of a transfer.
+      const socket =
+        adoptWithOwnReads(accepted, {
+          buffer: () => into,
+          callback: (bytes) => {
+            onBytes(into.subarray(0, bytes));
+            return true;
+          },
+        }) ?? accepted.on('data', onBytes);
+      socket.setNoDelay(true);
       socket.on('error', () => {});
     })
     .listen(port, () => process.stdout.write(`floor sink on ${port}\n`));
