@@ -36,8 +36,9 @@ const WARMUP = 2;
 const FLOOR_REPS = 7;
 /**
  * Rounds of the floor, FLOOR_GAP_MS apart, after the guest stopped; the least round median is the
- * floor. A single round right after the moves varied 13-57 ms for the same 24.9 MB (16 MiB guest),
- * as the hosts finished their own work on the same two cores; rounds seconds later kept to 13-17 ms.
+ * floor. For the same 24.9 MB (16 MiB guest), a single round right after the moves took 28.2 and
+ * 56.9 ms, as the hosts finished their own work on the same two cores; rounds 2 and 5 s later took
+ * 13.4-17.1 ms, and once 31.0.
  */
 const FLOOR_ROUNDS = 3;
 const FLOOR_GAP_MS = 1000;

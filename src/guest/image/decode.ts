@@ -374,8 +374,8 @@ async function unpackChunk(bytes: Uint8Array, header: ImageHeader, job: ChunkJob
 /**
  * Hands each chunk's raw bytes to `sink`: a chunk stored verbatim at once (a view of the image),
  * the others as they come off the thread pool. Every chunk of a small guest's image is stored
- * verbatim (its pages as diffs, its state and files too small to compress), and a restore then
- * needs no pool, promise or worker at all.
+ * verbatim (its pages as diffs, its state and files too small to compress), and its restore then
+ * makes no trip through the pool at all.
  */
 async function unpackChunks(
   bytes: Uint8Array,
