@@ -969,6 +969,16 @@ describe('malformed images', () => {
       'name with a slash': new ImageBuilder().header(3, 3, 2).dir(1, 1).name('a/b').file(2, enc('')).end().build(),
       'name is ..': new ImageBuilder().header(3, 3, 2).dir(1, 1).name('..').file(2, enc('')).end().build(),
       'empty name': new ImageBuilder().header(3, 3, 2).dir(1, 1).name('').file(2, enc('')).end().build(),
+      'name is .': new ImageBuilder().header(3, 3, 2).dir(1, 1).name('.').file(2, enc('')).end().build(),
+      'name with NUL': new ImageBuilder().header(3, 3, 2).dir(1, 1).name('a\0b').file(2, enc('')).end().build(),
+      // A lone surrogate (U+D800) written as UTF-8 would be: no strict decoder takes it.
+      'name with an encoded surrogate': new ImageBuilder()
+        .header(3, 3, 2)
+        .dir(1, 1)
+        .name(new Uint8Array([0x61, 0xed, 0xa0, 0x80]))
+        .file(2, enc(''))
+        .end()
+        .build(),
       'name not UTF-8': new ImageBuilder()
         .header(3, 3, 2)
         .dir(1, 1)
