@@ -345,10 +345,9 @@ function chunkJobs(header: ImageHeader, starts: number[], sections: readonly num
   return jobs;
 }
 
-/** The raw bytes of one chunk (verbatim, inflated or un-snappied), checked against its declared size. */
+/** The raw bytes of one compressed chunk (LZ4, Snappy or deflate), checked against its declared size. */
 async function unpackChunk(bytes: Uint8Array, header: ImageHeader, job: ChunkJob): Promise<Uint8Array> {
   const input = bytes.subarray(job.from, job.from + job.stored);
-  if (job.stored === job.raw) return input;
   const encoding = header.sections[job.section]?.encoding;
   const where = `section '${String(SECTION_NAMES[job.section])}' chunk ${job.chunk}`;
   let out: Uint8Array;

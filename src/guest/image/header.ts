@@ -26,11 +26,17 @@ export { HeaderError };
 
 const size = (value: unknown, path: string): number => integer(value, path, 0, Number.MAX_SAFE_INTEGER);
 
+/** Each object's keys (and the optional `base` of meta, `diffPages` of memory), for both passes below. */
+const ROOT_KEYS = ['meta', 'memory', 'sections'] as const;
+const META_KEYS = ['kind', 'guestId', 'name', 'roamVersion', 'createdAt'] as const;
+const MEMORY_KEYS = ['byteLength', 'pageSize', 'nonZeroPages'] as const;
+const SECTION_KEYS = ['name', 'offset', 'storedBytes', 'rawBytes', 'encoding', 'chunks'] as const;
+
 /** An ISO 8601 date-time with seconds and a zone (Z or an offset), as `toISOString` writes. */
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 
 export function parseImageMeta(value: unknown, path = 'meta'): ImageMeta {
-  const fields = object(value, path, ['kind', 'guestId', 'name', 'roamVersion', 'createdAt'], ['base']);
+  const fields = object(value, path, META_KEYS, ['base']);
   const createdAt = text(fields['createdAt'], at(path, 'createdAt'), 1, 64);
   if (!DATE_TIME.test(createdAt) || Number.isNaN(Date.parse(createdAt))) {
     throw new HeaderError(`${at(path, 'createdAt')}: expected an ISO 8601 date-time`);
@@ -47,7 +53,7 @@ export function parseImageMeta(value: unknown, path = 'meta'): ImageMeta {
 }
 
 function parseSection(value: unknown, path: string): SectionHeader {
-  const fields = object(value, path, ['name', 'offset', 'storedBytes', 'rawBytes', 'encoding', 'chunks']);
+  const fields = object(value, path, SECTION_KEYS);
   const chunks = fields['chunks'];
   if (!Array.isArray(chunks)) throw new HeaderError(`${at(path, 'chunks')}: expected an array`);
   return {
@@ -73,10 +79,6 @@ export function parseImageHeader(value: unknown): ImageHeader {
 // --- the first pass: accepts exactly what the second does, or less (which the second then takes) ---
 
 type Fields = Record<string, unknown>;
-
-const META_KEYS = ['kind', 'guestId', 'name', 'roamVersion', 'createdAt'] as const;
-const MEMORY_KEYS = ['byteLength', 'pageSize', 'nonZeroPages'] as const;
-const SECTION_KEYS = ['name', 'offset', 'storedBytes', 'rawBytes', 'encoding', 'chunks'] as const;
 
 /** An object whose own keys are every one of `required` and none but those and `optional`. */
 function hasKeys(value: unknown, required: readonly string[], optional?: string): value is Fields {
@@ -124,7 +126,7 @@ function isSection(value: unknown): boolean {
 
 /** A header `checkImageHeader` would accept as it is, so it needs no copy. */
 export function isImageHeader(value: unknown): value is ImageHeader {
-  if (!hasKeys(value, ['meta', 'memory', 'sections'])) return false;
+  if (!hasKeys(value, ROOT_KEYS)) return false;
   const { meta, memory, sections } = value;
   if (!hasKeys(memory, MEMORY_KEYS, 'diffPages') || memory['pageSize'] !== PAGE_SIZE) return false;
   if (!isSize(memory['byteLength']) || !isSize(memory['nonZeroPages'])) return false;
@@ -142,8 +144,8 @@ export function isImageHeader(value: unknown): value is ImageHeader {
 
 /** The header checked field by field into a new object; throws a HeaderError naming the first wrong field. */
 export function checkImageHeader(value: unknown): ImageHeader {
-  const fields = object(value, '(root)', ['meta', 'memory', 'sections']);
-  const memory = object(fields['memory'], 'memory', ['byteLength', 'pageSize', 'nonZeroPages'], ['diffPages']);
+  const fields = object(value, '(root)', ROOT_KEYS);
+  const memory = object(fields['memory'], 'memory', MEMORY_KEYS, ['diffPages']);
   if (memory['pageSize'] !== PAGE_SIZE) throw new HeaderError(`memory.pageSize: expected ${PAGE_SIZE}`);
   const sections = fields['sections'];
   const counts = [SECTION_NAMES.length - 1, SECTION_NAMES.length];
