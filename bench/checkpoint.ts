@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { Guest, type Capture } from '../src/guest/guest.js';
 import { inspectImage, snapshotMemory, type ImageContents } from '../src/guest/image/index.js';
 import { encodeGuestImage } from '../src/guest/template.js';
-import { DAEMON_NODE_FLAGS } from '../src/common/node-flags.js';
+import { DAEMON_NODE_FLAGS, daemonEnv } from '../src/common/node-flags.js';
 import {
   BENCH_LIMITS,
   BYTES_PER_UNIT,
@@ -116,6 +116,7 @@ function runChild(childFile: string, imagePath: string, reps: number): Promise<C
     const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, childFile, imagePath, String(reps)], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'inherit'],
+      env: daemonEnv(),
     });
     let stdout = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -20,8 +20,9 @@
  * connection rate (to try a change quickly); BENCH_PROXY_NODE_FLAGS='--trace-gc ...' passes flags
  * to the proxy child; BENCH_BASELINE=REF adds case (c0), (c) as it was at git revision REF, measured
  * in the same rounds (a change against the code before it, on the same machine at the same time);
- * its processes run with the Node flags in BENCH_BASELINE_NODE_FLAGS (default none, as before
- * src/common/node-flags.ts), the others with DAEMON_NODE_FLAGS, as `roam proxy` and `roam host` do.
+ * its processes run with the Node flags in BENCH_BASELINE_NODE_FLAGS and the GLIBC_TUNABLES in
+ * BENCH_BASELINE_TUNABLES (default none, as before src/common/node-flags.ts), the others with
+ * DAEMON_NODE_FLAGS and `daemonEnv()`'s malloc settings, as `roam proxy` and `roam host` run.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,7 +31,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { DAEMON_NODE_FLAGS } from '../src/common/node-flags.js';
+import { DAEMON_NODE_FLAGS, daemonEnv } from '../src/common/node-flags.js';
 import { bundleGuest } from '../src/guest/bundle.js';
 import { machineInfo, markdownTable, median, percentile, sleep } from './checkpoint-lib.js';
 import { writeBenchSection } from './report.js';
@@ -585,6 +586,9 @@ async function startRoamRelay(
   // The Node flags `roam proxy` and `roam host` run with (bin/roam), or the baseline's.
   const nodeFlags =
     id === 'c0' ? (process.env['BENCH_BASELINE_NODE_FLAGS'] ?? '').split(' ').filter(Boolean) : DAEMON_NODE_FLAGS;
+  // Their malloc settings too, or the baseline's.
+  const tunables = id === 'c0' ? process.env['BENCH_BASELINE_TUNABLES'] : daemonEnv({}).GLIBC_TUNABLES;
+  const env: Record<string, string> = tunables ? { GLIBC_TUNABLES: tunables } : {};
   const proxy = track(
     startChild<ProxyChildReady>(files.proxy, [dir], {
       cwd: ROOT,
@@ -593,6 +597,7 @@ async function startRoamRelay(
         ...nodeFlags,
         ...(process.env['BENCH_PROXY_NODE_FLAGS'] ?? '').split(' ').filter(Boolean),
       ],
+      env,
       name: 'relay-proxy',
     }),
   );
@@ -601,7 +606,7 @@ async function startRoamRelay(
     startChild<{ name: string }>(files.controller, [String(controlPort)], {
       cwd: ROOT,
       execArgv: ['--expose-gc', ...nodeFlags],
-      env: { ROAM_JOIN_TOKEN: joinToken },
+      env: { ...env, ROAM_JOIN_TOKEN: joinToken },
       name: 'relay-controller',
     }),
   );
@@ -636,22 +641,26 @@ async function startRoamRelay(
 async function startRoamGuest(): Promise<Case> {
   const label = 'Roam end to end: `roam proxy` + `roam host` + guest examples/echo-server.js';
   const dir = tempDir('roam-bench-e2e-');
-  // As bin/roam starts them: with the Node flags of Roam's processes.
-  const proxy = startProgram(process.execPath, [
-    ...DAEMON_NODE_FLAGS,
-    ROAM_BIN,
-    'proxy',
-    '--bind',
-    HOST,
-    '--control-port',
-    '0',
-    '--api-port',
-    '0',
-    '--data-dir',
-    join(dir, 'proxy'),
-    '--name',
-    'bench-e2e',
-  ]);
+  // As bin/roam starts them: with the Node flags and malloc settings of Roam's processes.
+  const proxy = startProgram(
+    process.execPath,
+    [
+      ...DAEMON_NODE_FLAGS,
+      ROAM_BIN,
+      'proxy',
+      '--bind',
+      HOST,
+      '--control-port',
+      '0',
+      '--api-port',
+      '0',
+      '--data-dir',
+      join(dir, 'proxy'),
+      '--name',
+      'bench-e2e',
+    ],
+    daemonEnv({}),
+  );
   const controlPort = Number((await proxy.waitFor(/control port (\d+)/))[1]);
   const apiPort = Number((await proxy.waitFor(/api port +(\d+)/))[1]);
   const joinToken = readFileSync(join(dir, 'proxy', 'join-token'), 'utf8').trim();
@@ -670,7 +679,7 @@ async function startRoamGuest(): Promise<Case> {
       join(dir, 'host'),
       '--no-benchmark',
     ],
-    { ROAM_JOIN_TOKEN: joinToken },
+    daemonEnv({ ROAM_JOIN_TOKEN: joinToken }),
   );
   await host.waitFor(/joined the proxy/);
   const port = await freePort();

@@ -12,7 +12,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { DAEMON_NODE_FLAGS } from '../common/node-flags.js';
+import { DAEMON_NODE_FLAGS, daemonEnv } from '../common/node-flags.js';
 import { onStopSignals } from '../common/stop-signals.js';
 import { RoamError, isRoamError } from '../errors.js';
 import { bundleGuest } from '../guest/bundle.js';
@@ -69,7 +69,7 @@ function start(name: string, command: string, args: string[], log: string): Chil
   const child = spawn(program, argv, {
     cwd: packageRoot(),
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: process.env,
+    env: daemonEnv(), // (the client too: all are Roam's processes)
     detached: SETPRIV !== undefined,
   });
   const file = createWriteStream(log);

@@ -14,7 +14,7 @@
  *
  * Needs root and iproute2: call `netnsAvailable()` first and skip with its reason.
  */
-import { DAEMON_NODE_FLAGS } from '../../src/common/node-flags.js';
+import { DAEMON_NODE_FLAGS, daemonEnv } from '../../src/common/node-flags.js';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -98,7 +98,7 @@ export async function startNetnsCluster(options: NetnsClusterOptions): Promise<N
         'netns-proxy',
         ...(options.proxyArgs ?? []),
       ],
-      { cwd: ROOT },
+      { cwd: ROOT, env: daemonEnv() },
     );
     await proxy.waitFor(/api port +\d+/, 20_000);
 
@@ -131,7 +131,7 @@ export async function startNetnsCluster(options: NetnsClusterOptions): Promise<N
       const [command, args] = group ? joinAndExec(group, process.execPath, hostArgs) : [process.execPath, hostArgs];
       const env = options.hostEnv?.[name];
       const start = (): NetProcess =>
-        net.spawn(name, command, args, { cwd: ROOT, ...(env ? { env: { ...process.env, ...env } } : {}) });
+        net.spawn(name, command, args, { cwd: ROOT, env: daemonEnv({ ...process.env, ...env }) });
       starts.set(name, start);
       hosts.set(name, start());
     }

@@ -2,7 +2,7 @@
  * Test helpers: run the real `roam` command in a child process, write guest programs to a
  * temporary folder, and wait for output without sleeping.
  */
-import { DAEMON_NODE_FLAGS } from '../../src/common/node-flags.js';
+import { DAEMON_NODE_FLAGS, daemonEnv } from '../../src/common/node-flags.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -65,11 +65,11 @@ export function startRoam(
   waitFor: (re: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>;
   exited: Promise<RunResult>;
 } {
-  // The daemons' Node flags, as bin/roam run as a program gives them.
+  // The daemons' Node flags and malloc settings, as bin/roam run as a program gives them.
   const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ROAM, ...args], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
+    env: daemonEnv({ ...process.env, ...env }),
   });
   let stdout = '';
   let stderr = '';
