@@ -36,9 +36,14 @@ function isTcpHandle(value: unknown): value is TcpHandle {
 /**
  * A socket on `accepted`'s connection that reads through `onread`, or undefined if this runtime
  * does not allow it or `accepted` holds bytes either way already (they would be lost). Call it in
- * the server's 'connection' listener, before any read was handled.
+ * the server's 'connection' listener, before any read was handled. `options`: as the server's
+ * (`allowHalfOpen`; `pauseOnCreate`, its `pauseOnConnect`: no read until `resume()`).
  */
-export function adoptWithOwnReads(accepted: net.Socket, onread: OwnReads): net.Socket | undefined {
+export function adoptWithOwnReads(
+  accepted: net.Socket,
+  onread: OwnReads,
+  options: { allowHalfOpen?: boolean; pauseOnCreate?: boolean } = {},
+): net.Socket | undefined {
   const shell = accepted as unknown as { _handle: unknown };
   const handle = shell._handle;
   if (!isTcpHandle(handle) || accepted.destroyed || accepted.connecting) return undefined;
@@ -46,8 +51,7 @@ export function adoptWithOwnReads(accepted: net.Socket, onread: OwnReads): net.S
   // The handle may be reading already; no read is handled before the new socket owns it (this
   // turn), and from then on reads go to its buffer.
   shell._handle = null;
-  // (Not half-open, as a server made without `allowHalfOpen` makes its sockets.)
-  const socket = new net.Socket({ handle, onread } as net.SocketConstructorOpts);
+  const socket = new net.Socket({ handle, onread, ...options } as net.SocketConstructorOpts);
   accepted.destroy();
   return socket;
 }

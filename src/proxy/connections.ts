@@ -11,7 +11,9 @@ import net from 'node:net';
 import type { LinkSession } from '../link/session.js';
 import type { LinkStream } from '../link/stream.js';
 import type { AttachFrame, OpenFrame } from '../wire/index.js';
+import { adoptWithOwnReads } from '../common/own-reads.js';
 import { relay } from './relay.js';
+import { RemoteReads } from './remote-reads.js';
 import type { GuestState, PublishedPort } from './store.js';
 import { UdpFlows } from './udp.js';
 import { RoamError } from '../errors.js';
@@ -62,6 +64,8 @@ export class Connections {
   private readonly listeners = new Map<string, net.Server[]>();
   /** Remote connections that arrived while their guest was frozen for a move, in order. */
   private readonly held = new Map<string, Array<{ port: PublishedPort; socket: net.Socket }>>();
+  /** How remote sockets that read into buffers of their own (remote-reads.ts) hand on what they read. */
+  private readonly remoteReads = new WeakMap<net.Socket, RemoteReads>();
   private readonly sockets = new Set<net.Socket>();
   private nextStreamId = 1;
   readonly udp: UdpFlows;
@@ -121,9 +125,12 @@ export class Connections {
         });
         continue;
       }
-      const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) =>
-        this.openInbound(guest.id, p, socket),
-      );
+      const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (accepted) => {
+        const reads = new RemoteReads();
+        const socket = adoptWithOwnReads(accepted, reads, { allowHalfOpen: true, pauseOnCreate: true });
+        if (socket) this.remoteReads.set(socket, reads);
+        this.openInbound(guest.id, p, socket ?? accepted);
+      });
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => {
           reject(new RoamError('ROAM_ERR_CONFLICT', `cannot publish port ${p.public}: ${err.message}`, { cause: err }));
@@ -257,7 +264,7 @@ export class Connections {
     this.streams.set(id, entry);
     const fields = { streamId: id, guestId: guest.id, guest: guest.name, direction, remote };
     this.log?.(fields, 'stream opened');
-    entry.stats = relay(socket, link, (stats) => {
+    entry.stats = relay(socket, link, this.remoteReads.get(socket), (stats) => {
       clearTimeout(entry.graceTimer);
       this.streams.delete(id);
       this.log?.({ ...fields, bytesIn: stats.bytesIn, bytesOut: stats.bytesOut }, 'stream closed');

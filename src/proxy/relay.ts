@@ -9,6 +9,7 @@
  */
 import type net from 'node:net';
 import type { LinkStream } from '../link/stream.js';
+import type { RemoteReads } from './remote-reads.js';
 
 export interface RelayStats {
   /** Remote peer to guest. */
@@ -17,7 +18,13 @@ export interface RelayStats {
   bytesOut: number;
 }
 
-export function relay(remote: net.Socket, link: LinkStream, onClose: (stats: RelayStats) => void): RelayStats {
+/** `reads`: how `remote` hands on what it reads, when it reads into buffers of its own (else its 'data'). */
+export function relay(
+  remote: net.Socket,
+  link: LinkStream,
+  reads: RemoteReads | undefined,
+  onClose: (stats: RelayStats) => void,
+): RelayStats {
   const stats: RelayStats = { bytesIn: 0, bytesOut: 0 };
   let closed = false;
   const finish = (): void => {
@@ -29,11 +36,13 @@ export function relay(remote: net.Socket, link: LinkStream, onClose: (stats: Rel
   remote.setNoDelay(true);
 
   // Remote -> link.
-  remote.on('data', (chunk: Buffer) => {
+  const toLink = (chunk: Buffer): void => {
     stats.bytesIn += chunk.length;
     if (link.destroyed || link.writableEnded) return;
     if (!link.write(chunk)) remote.pause();
-  });
+  };
+  if (reads) reads.deliver = toLink;
+  else remote.on('data', toLink);
   link.on('drain', () => remote.resume());
   remote.on('end', () => {
     if (!link.destroyed && !link.writableEnded) link.end();
