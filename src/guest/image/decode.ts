@@ -31,7 +31,16 @@ import {
   type SectionName,
 } from './format.js';
 import { copyToPages, zeroOtherPages } from './memory.js';
-import { POOL_CONCURRENCY, checksum, checksumSync, inflateChunk, runPool, unlz4Chunk, unsnappyChunk } from './work.js';
+import {
+  POOL_CONCURRENCY,
+  checksum,
+  checksumSync,
+  inflateChunk,
+  runPool,
+  unlz4Chunk,
+  unsnappyChunk,
+  yieldToLoop,
+} from './work.js';
 
 interface Limits {
   maxImageBytes: number;
@@ -353,7 +362,7 @@ async function unpackChunk(bytes: Uint8Array, header: ImageHeader, job: ChunkJob
   let out: Uint8Array;
   if (encoding === 'lz4' || encoding === 'snappy') {
     try {
-      out = await (encoding === 'lz4' ? unlz4Chunk(input, job.raw) : unsnappyChunk(input, job.raw));
+      out = encoding === 'lz4' ? unlz4Chunk(input, job.raw) : await unsnappyChunk(input, job.raw);
     } catch (err) {
       const kind = encoding === 'lz4' ? 'an LZ4' : 'a Snappy';
       throw malformed(`${where} is not ${kind} block (${err instanceof Error ? err.message : String(err)})`, err);
@@ -370,11 +379,14 @@ async function unpackChunk(bytes: Uint8Array, header: ImageHeader, job: ChunkJob
   return out;
 }
 
+/** LZ4 chunks decode one after another for at most this long before the event loop gets a turn. */
+const LZ4_SLICE_MS = 4;
+
 /**
  * Hands each chunk's raw bytes to `sink`: a chunk stored verbatim at once (a view of the image),
- * the others as they come off the thread pool. Every chunk of a small guest's image is stored
- * verbatim (its pages as diffs, its state and files too small to compress), and its restore then
- * makes no trip through the pool at all.
+ * an LZ4 chunk as this thread decodes it (work.ts, `unlz4Chunk`), the others as they come off the
+ * thread pool. Every chunk of a small guest's image is stored verbatim (its pages as diffs, its
+ * state and files too small to compress), and its restore then decodes nothing at all.
  */
 async function unpackChunks(
   bytes: Uint8Array,
@@ -382,16 +394,29 @@ async function unpackChunks(
   jobs: readonly ChunkJob[],
   sink: (raw: Uint8Array, job: ChunkJob) => void,
 ): Promise<void> {
-  const packed: ChunkJob[] = [];
+  const lz4: ChunkJob[] = [];
+  const pooled: ChunkJob[] = [];
   for (const job of jobs) {
     if (job.stored === job.raw) sink(bytes.subarray(job.from, job.from + job.stored), job);
-    else packed.push(job);
+    else (header.sections[job.section]?.encoding === 'lz4' ? lz4 : pooled).push(job);
   }
-  if (packed.length === 0) return;
-  await runPool(packed.length, POOL_CONCURRENCY, async (index) => {
-    const job = packed[index];
-    if (job !== undefined) sink(await unpackChunk(bytes, header, job), job);
-  });
+  const onThisThread = async (): Promise<void> => {
+    let since = performance.now();
+    for (const job of lz4) {
+      if (performance.now() - since > LZ4_SLICE_MS) {
+        await yieldToLoop();
+        since = performance.now();
+      }
+      sink(await unpackChunk(bytes, header, job), job);
+    }
+  };
+  await Promise.all([
+    onThisThread(),
+    runPool(pooled.length, POOL_CONCURRENCY, async (index) => {
+      const job = pooled[index];
+      if (job !== undefined) sink(await unpackChunk(bytes, header, job), job);
+    }),
+  ]);
 }
 
 const PAGES = 0;
