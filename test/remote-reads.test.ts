@@ -48,7 +48,7 @@ test('bulk and small writes arrive whole and in order, bulk in reads larger than
   let ended!: () => void;
   const done = new Promise<void>((resolve) => (ended = resolve));
   const s = await server(t, (socket, reads) => {
-    reads.deliver = (chunk) => kept.push(chunk);
+    reads.deliverTo((chunk) => kept.push(chunk));
     socket.on('end', () => ended());
     socket.resume();
   });
@@ -78,7 +78,7 @@ test('an adopted socket reads nothing before resume, and stays half-open after t
   let adopted!: (pair: { socket: net.Socket; reads: RemoteReads }) => void;
   const ready = new Promise<{ socket: net.Socket; reads: RemoteReads }>((resolve) => (adopted = resolve));
   const s = await server(t, (socket, reads) => {
-    reads.deliver = (chunk) => kept.push(chunk);
+    reads.deliverTo((chunk) => kept.push(chunk));
     adopted({ socket, reads });
   });
   const c = await connect(t, s);
@@ -100,4 +100,21 @@ test('an adopted socket reads nothing before resume, and stays half-open after t
   });
   socket.end('answered after the peer ended');
   assert.equal(await answer, 'answered after the peer ended');
+});
+
+test('what is read before there is a receiver is kept for it, in order', async (t) => {
+  let adopted!: (pair: { socket: net.Socket; reads: RemoteReads }) => void;
+  const ready = new Promise<{ socket: net.Socket; reads: RemoteReads }>((resolve) => (adopted = resolve));
+  const s = await server(t, (socket, reads) => adopted({ socket, reads }));
+  const c = await connect(t, s);
+  const { socket, reads } = await ready;
+  const sent = [randomBytes(100), randomBytes(40 * 1024), randomBytes(7)];
+  for (const part of sent) c.write(part);
+  c.end();
+  const ended = new Promise<void>((resolve) => socket.once('end', resolve));
+  socket.resume();
+  await ended;
+  const kept: Buffer[] = [];
+  reads.deliverTo((chunk) => kept.push(chunk));
+  assert.equal(sha(kept), sha(sent));
 });

@@ -41,7 +41,7 @@ export function relay(
     if (link.destroyed || link.writableEnded) return;
     if (!link.write(chunk)) remote.pause();
   };
-  if (reads) reads.deliver = toLink;
+  if (reads) reads.deliverTo(toLink);
   else remote.on('data', toLink);
   link.on('drain', () => remote.resume());
   remote.on('end', () => {

@@ -19,9 +19,22 @@ const LARGEST_OWN_BYTES = 256 * 1024;
 let shared: Buffer | undefined;
 
 export class RemoteReads implements OwnReads {
-  /** Takes each chunk read; it is the receiver's to keep (never overwritten). */
-  deliver: (chunk: Buffer) => void = () => {};
   private own: Buffer | undefined;
+  /** Takes each chunk read; it is the receiver's to keep (never overwritten). */
+  private receiver: ((chunk: Buffer) => void) | undefined;
+  /** Read before there was a receiver (the socket is made paused, so normally nothing). */
+  private early: Buffer[] = [];
+
+  /** From now on, what is read goes to `receiver` (what came before it first). */
+  deliverTo(receiver: (chunk: Buffer) => void): void {
+    this.receiver = receiver;
+    for (const chunk of this.early.splice(0)) receiver(chunk);
+  }
+
+  private deliver(chunk: Buffer): void {
+    if (this.receiver) this.receiver(chunk);
+    else this.early.push(chunk);
+  }
 
   readonly buffer = (): Uint8Array => this.own ?? (shared ??= Buffer.allocUnsafeSlow(SHARED_BYTES));
 

@@ -400,6 +400,7 @@ async function unpackChunks(
     if (job.stored === job.raw) sink(bytes.subarray(job.from, job.from + job.stored), job);
     else (header.sections[job.section]?.encoding === 'lz4' ? lz4 : pooled).push(job);
   }
+  if (lz4.length === 0 && pooled.length === 0) return;
   const onThisThread = async (): Promise<void> => {
     let since = performance.now();
     for (const job of lz4) {
