@@ -194,7 +194,13 @@ class Driver {
   }
 }
 
-async function measureFloor(cluster: NetnsCluster, from: string, to: string, bytes: number): Promise<Floor> {
+/** One round of the floor: the median of FLOOR_REPS transfers of `bytes`, and the RTT. */
+async function measureFloor(
+  cluster: NetnsCluster,
+  from: string,
+  to: string,
+  bytes: number,
+): Promise<Omit<Floor, 'roundsMs'>> {
   const r = await cluster.net.exec(
     from,
     process.execPath,
@@ -213,12 +219,12 @@ async function measureFloor(cluster: NetnsCluster, from: string, to: string, byt
   );
   if (r.code !== 0) throw new Error(`the floor transfer failed: ${r.stderr}`);
   const { rtts, times } = JSON.parse(r.stdout) as { rtts: number[]; times: number[] };
-  return { bytes, floorMs: median(times), rttMs: median(rtts), roundsMs: [median(times)] };
+  return { bytes, floorMs: median(times), rttMs: median(rtts) };
 }
 
 /** FLOOR_ROUNDS rounds of `measureFloor`, FLOOR_GAP_MS apart: the round with the least median counts. */
 async function quietFloor(cluster: NetnsCluster, from: string, to: string, bytes: number): Promise<Floor> {
-  const rounds: Floor[] = [];
+  const rounds: Array<Omit<Floor, 'roundsMs'>> = [];
   for (let i = 0; i < FLOOR_ROUNDS; i++) {
     if (i > 0) await new Promise((resolve) => setTimeout(resolve, FLOOR_GAP_MS));
     rounds.push(await measureFloor(cluster, from, to, bytes));

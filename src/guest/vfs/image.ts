@@ -23,6 +23,7 @@ import { RoamError } from '../../errors.js';
 import { FileContent, type MemoryPool } from './content.js';
 import type { DirNode, FileNode, OpenFile, VfsState, VNode } from './nodes.js';
 import { PERMISSION_BITS } from './nodes.js';
+import { isPlainName } from './path.js';
 
 export const IMAGE_VERSION = 1;
 const MAGIC = [0x56, 0x46, 0x53]; // 'VFS'
@@ -326,11 +327,9 @@ class ImageDecoder {
   private name(): string {
     const encoded = this.r.bytes(this.r.u8());
     const name = asciiName(encoded) ?? utf8Name(encoded);
-    // Strict UTF-8 of at most 255 bytes holds no lone surrogate and is within NAME_MAX: what is
-    // left of isValidName (path.ts) to check is the rest.
-    if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
-      throw damaged(`invalid name '${name}'`);
-    }
+    // Strict UTF-8 of at most 255 bytes holds no lone surrogate and is within NAME_MAX: of
+    // isValidName (path.ts), the rest is left to check.
+    if (!isPlainName(name)) throw damaged(`invalid name '${name}'`);
     return name;
   }
 

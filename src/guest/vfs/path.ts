@@ -24,16 +24,16 @@ export function utf8Length(text: string): number {
  */
 const LONE_SURROGATE = /\p{Cs}/u;
 
+/**
+ * A name's rules other than its encoding: not empty, not '.' or '..', no '/' or NUL. (A name read
+ * from an image as strict UTF-8 of at most 255 bytes needs only these: vfs/image.ts.)
+ */
+export function isPlainName(name: string): boolean {
+  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0');
+}
+
 export function isValidName(name: string): boolean {
-  return (
-    name.length > 0 &&
-    name !== '.' &&
-    name !== '..' &&
-    !name.includes('/') &&
-    !name.includes('\0') &&
-    !LONE_SURROGATE.test(name) &&
-    utf8Length(name) <= NAME_MAX
-  );
+  return isPlainName(name) && !LONE_SURROGATE.test(name) && utf8Length(name) <= NAME_MAX;
 }
 
 /**
