@@ -17,8 +17,8 @@
  * Knobs: BENCH_NO_WRITE=1 leaves BENCHMARKS.md alone; BENCH_IDLE_STREAMS=N (default 10000);
  * BENCH_PROFILE=1 profiles (c) even when it passes, BENCH_PROFILE=0 never; BENCH_PROFILE_DIR=DIR
  * keeps the raw .cpuprofile files; BENCH_QUICK=1 runs only (a)-(c) throughput, latency and
- * connection rate (to try a change quickly); BENCH_PROXY_NODE_FLAGS='--trace-gc ...' passes flags
- * to the proxy child; BENCH_BASELINE=REF adds case (c0), (c) as it was at git revision REF, measured
+ * connection rate (to try a change quickly), BENCH_QUICK=conn only their connection rate;
+ * BENCH_PROXY_NODE_FLAGS='--trace-gc ...' passes flags to the proxy child; BENCH_BASELINE=REF adds case (c0), (c) as it was at git revision REF, measured
  * in the same rounds (a change against the code before it, on the same machine at the same time);
  * its processes run with the Node flags in BENCH_BASELINE_NODE_FLAGS and the GLIBC_TUNABLES in
  * BENCH_BASELINE_TUNABLES (default none, as before src/common/node-flags.ts), the others with
@@ -62,9 +62,15 @@ const LAT_PER_ROUND = 1000;
 const LAT_WARM_FIRST = 500;
 const LAT_WARM = 100;
 const LAT_BYTES = 64;
-/** New connections: rounds per case, each this long, with this many clients in parallel. */
+/**
+ * New connections: rounds per case, each this long, with this many clients in parallel, after an
+ * unrecorded warm-up of each case. Without it, the first rounds measured code still being compiled:
+ * over 12 rounds in a row, (c) made 1499, 2774, 4306, then 4005-5227 connections per second, (a)
+ * 4867 then 10313-11704, HAProxy 4923 then 4918-5692; a proxy serves for hours.
+ */
 const CONN_ROUNDS = 5;
 const CONN_MS = 1000;
+const CONN_WARM_MS = 3000;
 const CONN_PARALLEL = 8;
 /** Memory: idle streams held open through (c), opened this many at a time. */
 const IDLE_STREAMS = Number(process.env['BENCH_IDLE_STREAMS'] ?? 10_000);
@@ -76,8 +82,12 @@ const FAIR_ROUNDS = 2;
 /** File descriptors the run needs: 10k client sockets here, 10k accepted ones in the proxy. */
 const NOFILE = 65_536;
 
-/** BENCH_QUICK=1: only (a), (b) and (c) throughput, latency and connection rate (for trying changes). */
-const QUICK = process.env['BENCH_QUICK'] === '1';
+/**
+ * BENCH_QUICK=1: only (a), (b) and (c) throughput, latency and connection rate (for trying changes);
+ * BENCH_QUICK=conn: only their connection rate.
+ */
+const QUICK = process.env['BENCH_QUICK'] === '1' || process.env['BENCH_QUICK'] === 'conn';
+const CONN_ONLY = process.env['BENCH_QUICK'] === 'conn';
 
 const TARGETS = { throughput: 0.8, addedP50: 2, connRate: 0.5, bytesPerStream: 16 * 1024, fairness: 0.8 };
 
@@ -370,10 +380,24 @@ function processCpuMs(pid: number): number {
   }
 }
 
-/** Per direction: CPU ms each process of a case used, and the bytes moved meanwhile. */
-type CpuAccount = Record<'upload' | 'download', { bytes: number; cpuMs: Record<string, number> }>;
+/**
+ * Per workload: CPU ms each process of a case used, and the work done meanwhile (bytes moved each
+ * way; connections made, for 'connections').
+ */
+type CpuAccount = Record<'upload' | 'download' | 'connections', { bytes: number; cpuMs: Record<string, number> }>;
 
-async function accounted(c: Case, account: CpuAccount, dir: keyof CpuAccount, run: () => Promise<Bulk>): Promise<Bulk> {
+const emptyAccount = (): CpuAccount => ({
+  upload: { bytes: 0, cpuMs: {} },
+  download: { bytes: 0, cpuMs: {} },
+  connections: { bytes: 0, cpuMs: {} },
+});
+
+async function accounted<T extends { bytes: number }>(
+  c: Case,
+  account: CpuAccount,
+  dir: keyof CpuAccount,
+  run: () => Promise<T>,
+): Promise<T> {
   const pids: Record<string, number> = { client: process.pid, ...c.pids };
   const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, processCpuMs(pid)]));
   const result = await run();
@@ -407,7 +431,8 @@ function oneConnection(port: number): Promise<void> {
   });
 }
 
-async function connectionRate(port: number, ms: number): Promise<{ rate: number; errors: number }> {
+/** `bytes`: the connections made (for `accounted`). */
+async function connectionRate(port: number, ms: number): Promise<{ rate: number; errors: number; bytes: number }> {
   let done = 0;
   let errors = 0;
   const t0 = performance.now();
@@ -423,7 +448,7 @@ async function connectionRate(port: number, ms: number): Promise<{ rate: number;
     }
   };
   await Promise.all(Array.from({ length: CONN_PARALLEL }, worker));
-  return { rate: done / ((performance.now() - t0) / 1000), errors };
+  return { rate: done / ((performance.now() - t0) / 1000), errors, bytes: done };
 }
 
 /** Opens `n` connections to an echo port, each proven end to end by one echoed byte, and keeps them. */
@@ -733,14 +758,14 @@ const emptyResult = (): Result => ({
   latency: [],
   conn: [],
   connErrors: 0,
-  cpu: { upload: { bytes: 0, cpuMs: {} }, download: { bytes: 0, cpuMs: {} } },
+  cpu: emptyAccount(),
 });
 
 async function measureAll(cases: Case[], results: Map<CaseId, Result>): Promise<void> {
   const live = cases.filter((c) => !c.skipped);
   const get = (c: Case): Result => results.get(c.id) as Result;
   console.error('latency ...');
-  for (let round = 0; round < LAT_ROUNDS; round++) {
+  for (let round = 0; round < (CONN_ONLY ? 0 : LAT_ROUNDS); round++) {
     for (const c of live) {
       get(c).latency.push(
         ...(await latency(c.ports.echo as number, LAT_PER_ROUND, round === 0 ? LAT_WARM_FIRST : LAT_WARM)),
@@ -748,7 +773,7 @@ async function measureAll(cases: Case[], results: Map<CaseId, Result>): Promise<
     }
   }
   console.error('throughput ...');
-  for (let round = 0; round < BULK_ROUNDS; round++) {
+  for (let round = 0; round < (CONN_ONLY ? 0 : BULK_ROUNDS); round++) {
     for (const c of live) {
       const r = get(c);
       const { sink, source, echo } = c.ports;
@@ -758,9 +783,12 @@ async function measureAll(cases: Case[], results: Map<CaseId, Result>): Promise<
     }
   }
   console.error('connection rate ...');
+  for (const c of live) await connectionRate(c.ports.echo as number, CONN_WARM_MS);
   for (let round = 0; round < CONN_ROUNDS; round++) {
     for (const c of live) {
-      const { rate, errors } = await connectionRate(c.ports.echo as number, CONN_MS);
+      const { rate, errors } = await accounted(c, get(c).cpu, 'connections', () =>
+        connectionRate(c.ports.echo as number, CONN_MS),
+      );
       get(c).conn.push(rate);
       get(c).connErrors += errors;
       await sleep(100);
@@ -850,7 +878,7 @@ async function measureAfterMany(used: Case, fresh: Case): Promise<AfterMany> {
   const blank = (): AfterMany['used'] => ({
     upload: [],
     download: [],
-    cpu: { upload: { bytes: 0, cpuMs: {} }, download: { bytes: 0, cpuMs: {} } },
+    cpu: emptyAccount(),
   });
   const out: AfterMany = { used: blank(), fresh: blank() };
   for (let round = 0; round < AFTER_MANY_ROUNDS; round++) {
@@ -1172,18 +1200,22 @@ function cpuTable(cases: Case[], results: Map<CaseId, Result>): string {
   for (const c of cases) {
     const r = results.get(c.id);
     if (!r || c.skipped || !r.cpu.upload.bytes) continue;
+    // ns per byte moved; µs per connection made (1e6 ms -> ns, 1e3 ms -> µs).
     const per = (dir: keyof CpuAccount, who: string): number =>
-      ((r.cpu[dir].cpuMs[who] ?? NaN) * 1e6) / r.cpu[dir].bytes;
+      ((r.cpu[dir].cpuMs[who] ?? NaN) * (dir === 'connections' ? 1e3 : 1e6)) / r.cpu[dir].bytes;
     const roles = ['client', ...Object.keys(c.pids ?? {})];
-    const cell = (dir: keyof CpuAccount): string =>
-      roles.map((k) => `${k} ${per(dir, k).toFixed(2)}`).join(', ') +
+    const cell = (dir: keyof CpuAccount, digits: number): string =>
+      roles.map((k) => `${k} ${per(dir, k).toFixed(digits)}`).join(', ') +
       `; all but the client ${roles
         .slice(1)
         .reduce((sum, k) => sum + per(dir, k), 0)
-        .toFixed(2)}`;
-    rows.push([`(${c.id})`, cell('upload'), cell('download')]);
+        .toFixed(digits)}`;
+    rows.push([`(${c.id})`, cell('upload', 2), cell('download', 2), cell('connections', 0)]);
   }
-  return markdownTable(['case', 'upload: CPU ns per byte', 'download: CPU ns per byte'], rows);
+  return markdownTable(
+    ['case', 'upload: CPU ns per byte', 'download: CPU ns per byte', 'new connections: CPU µs per connection'],
+    rows,
+  );
 }
 
 function memoryReport(memory: MemoryResult, fairness: FairnessResult): string {
@@ -1292,7 +1324,8 @@ function method(fileLimit: number): string {
     `one connection to the echo service (write, wait for all ${LAT_BYTES} bytes back), ${LAT_ROUNDS} rounds of ${LAT_PER_ROUND} per case`,
     `interleaved (${LAT_WARM_FIRST} unrecorded warm-ups in the first round, ${LAT_WARM} in the others); p50/p99 over all of them;`,
     `"added" subtracts (a). New connections: ${CONN_PARALLEL} clients in parallel each loop connect, send 1 byte, receive the`,
-    `echoed byte, close, for ${CONN_MS} ms; median of ${CONN_ROUNDS} rounds.`,
+    `echoed byte, close, for ${CONN_MS} ms; median of ${CONN_ROUNDS} rounds, after ${CONN_WARM_MS} ms of the same per case, unrecorded`,
+    `(the first seconds of connections run code the JIT has not compiled yet: without it, rounds 1-2 of (c) made 30-60% of the later rounds).`,
     '',
     `Memory runs on a separate, fresh pair of (c) processes: after warm-up (600 connections opened and closed) the`,
     `proxy child runs a full GC (--expose-gc) and reports \`process.memoryUsage()\`; the client opens ${IDLE_STREAMS}`,
@@ -1403,8 +1436,9 @@ async function main(): Promise<void> {
       '',
       markdownTable(['measure', 'value', 'target', 'verdict'], verdicts.rows),
       '',
-      'CPU time each process used per byte moved in the throughput runs (user + system, all threads, from /proc;' +
-        ' ns per byte = s per GB). With 2 CPUs shared by every process of a case, this is what bounds its throughput:',
+      'CPU time each process used per byte moved in the throughput runs and per connection in the connection' +
+        ' rounds (user + system, all threads, from /proc; ns per byte = s per GB). With 2 CPUs shared by every' +
+        ' process of a case, this is what bounds its throughput and its connection rate:',
       '',
       cpuTable(cases, results),
       '',

@@ -29,7 +29,7 @@ import {
   type StreamOpenInfo,
 } from '../wire/index.js';
 import { Outbox } from './outbox.js';
-import { DEFAULT_WINDOW, LinkStream, StreamResetError, type StreamCarrier } from './stream.js';
+import { DEFAULT_WINDOW, EARLY_WINDOW, LinkStream, StreamResetError, type StreamCarrier } from './stream.js';
 
 /** Socket bytes queued above which streams stop sending until 'drain'. */
 const SOCKET_HIGH_WATER = 1024 * 1024;
@@ -87,14 +87,24 @@ export interface SessionHandler {
 
 interface PendingOpen {
   stream: LinkStream;
-  resolve: (stream: LinkStream) => void;
+  resolve: () => void;
   reject: (err: Error) => void;
+}
+
+/** What the peer sent on a stream it opened, while this side decides whether to accept it. */
+interface Deciding {
+  chunks: Uint8Array[];
+  bytes: number;
+  fin: number | undefined;
+  reset: { code: string; message: string } | undefined;
 }
 
 export class LinkSession implements StreamCarrier {
   private readonly decoder: FrameDecoder;
   private readonly streams = new Map<number, LinkStream>();
   private readonly opening = new Map<number, PendingOpen>();
+  /** Streams the peer opened that this side has not yet accepted or refused, with what came early. */
+  private readonly deciding = new Map<number, Deciding>();
   private readonly awaitingAttach = new Map<number, LinkStream>();
   private readonly flowsOpening = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private readonly ready = new Set<LinkStream>();
@@ -120,6 +130,7 @@ export class LinkSession implements StreamCarrier {
     limits: Partial<FrameLimits> = {},
     readonly window = DEFAULT_WINDOW,
   ) {
+    if (window < EARLY_WINDOW) throw new RangeError(`a link's window is at least ${EARLY_WINDOW} bytes, not ${window}`);
     this.decoder = new FrameDecoder({ ...limits, dataPieces: true });
     this.outbox = new Outbox(socket);
     // (A socket made by `connect` or `accept` reads through `onread` instead: it emits no 'data'.)
@@ -219,11 +230,41 @@ export class LinkSession implements StreamCarrier {
   }
 
   /** Opens a new stream; resolves when the peer accepts it, rejects with its reason otherwise. */
-  open(streamId: number, info: StreamOpenInfo): Promise<LinkStream> {
-    const stream = new LinkStream(streamId, { window: this.window });
+  async open(streamId: number, info: StreamOpenInfo): Promise<LinkStream> {
+    const stream = this.newStream(streamId);
+    try {
+      await this.openStream(stream, info);
+    } catch (err) {
+      stream.destroy();
+      throw err;
+    }
+    return stream;
+  }
+
+  /** A stream with this session's window, to open with `openStream`. */
+  newStream(streamId: number): LinkStream {
+    return new LinkStream(streamId, { window: this.window });
+  }
+
+  /**
+   * Opens `stream` on this link and lets it send at once: up to EARLY_WINDOW of its bytes go right
+   * behind the OPEN, so a new connection's first bytes do not wait a round trip for the answer.
+   * Resolves when the peer accepts. When it refuses, the stream is let go with everything written
+   * to it kept (the peer dropped what it sent): destroy it, or open it again (here or on another
+   * link) and it sends all of it again.
+   */
+  openStream(stream: LinkStream, info: StreamOpenInfo): Promise<void> {
+    const streamId = stream.id;
     return new Promise((resolve, reject) => {
+      if (this.closed) {
+        reject(new LinkClosedError('ROAM_LINK_CLOSED', 'the link is closed'));
+        return;
+      }
       this.opening.set(streamId, { stream, resolve, reject });
       this.write(encodeFrame({ type: 'open', streamId, window: this.window, ...info }));
+      this.adopt(stream);
+      stream.setPeerWindow(Math.min(EARLY_WINDOW, this.window));
+      stream.attach(this, 0);
     });
   }
 
@@ -252,11 +293,20 @@ export class LinkSession implements StreamCarrier {
     stream.setPeerWindow(frame.window);
     this.adopt(stream);
     this.write(encodeFrame({ type: 'openOk', streamId: frame.streamId, window: this.window }));
+    const early = this.deciding.get(frame.streamId);
+    if (early) {
+      this.deciding.delete(frame.streamId);
+      for (const chunk of early.chunks) stream.onData(chunk);
+      if (early.fin !== undefined) stream.onFin(early.fin);
+      if (early.reset) stream.onRst(early.reset.code, early.reset.message);
+    }
     return stream;
   }
 
   reject(frame: OpenFrame | ImageOpenFrame, code: string, message: string): void {
     this.write(encodeFrame({ type: 'openFail', streamId: frame.streamId, code, message }));
+    // What the peer sent early, and still sends before it reads this, is dropped without a word.
+    if (this.deciding.delete(frame.streamId)) this.retire([frame.streamId]);
   }
 
   /**
@@ -378,6 +428,29 @@ export class LinkSession implements StreamCarrier {
   }
 
   // --- internals ---
+
+  /** Bytes the peer sent behind its OPEN, kept until this side accepts the stream (or drops them). */
+  private early(streamId: number, payload: Uint8Array): void {
+    const early = this.deciding.get(streamId) as Deciding;
+    if (early.reset) return;
+    if (early.bytes + payload.length > EARLY_WINDOW) {
+      const message = `stream ${streamId}: more than ${EARLY_WINDOW} bytes before it was accepted`;
+      early.reset = { code: 'ROAM_STREAM_WINDOW', message };
+      early.chunks = [];
+      this.write(encodeFrame({ type: 'rst', streamId, code: early.reset.code, message }));
+      return;
+    }
+    early.chunks.push(payload);
+    early.bytes += payload.length;
+  }
+
+  /** Lets go of a stream this session adopted (it stays whole, for another connection to carry). */
+  private disown(stream: LinkStream): void {
+    const onClose = this.closeHandlers.get(stream);
+    if (!onClose) return;
+    stream.off('close', onClose);
+    onClose();
+  }
 
   private whenFull(streamId: number): void {
     if (this.writable()) return;
@@ -508,10 +581,11 @@ export class LinkSession implements StreamCarrier {
         this.handler.onFrame(frame);
         return;
       case 'open':
-        if (this.streams.has(frame.streamId)) {
+        if (this.streams.has(frame.streamId) || this.deciding.has(frame.streamId)) {
           this.reject(frame, 'ROAM_STREAM_EXISTS', `stream ${frame.streamId} is already open`);
           return;
         }
+        this.deciding.set(frame.streamId, { chunks: [], bytes: 0, fin: undefined, reset: undefined });
         if (frame.direction === 'image') {
           if (this.handler.onImage) this.handler.onImage(frame);
           else this.reject(frame, 'ROAM_STREAM_REFUSED', 'this side does not take images');
@@ -528,10 +602,8 @@ export class LinkSession implements StreamCarrier {
         const pending = this.opening.get(frame.streamId);
         if (!pending) return;
         this.opening.delete(frame.streamId);
-        this.adopt(pending.stream);
-        pending.stream.setPeerWindow(frame.window);
-        pending.stream.attach(this, 0);
-        pending.resolve(pending.stream);
+        pending.stream.opened(frame.window);
+        pending.resolve();
         return;
       }
       case 'openFail': {
@@ -539,8 +611,12 @@ export class LinkSession implements StreamCarrier {
         this.flowsOpening.delete(frame.streamId);
         flow?.reject(Object.assign(new Error(frame.message), { code: frame.code }));
         const pending = this.opening.get(frame.streamId);
+        if (!pending) return;
         this.opening.delete(frame.streamId);
-        pending?.reject(Object.assign(new Error(frame.message), { code: frame.code }));
+        // Refused: the peer dropped what the stream sent early; it keeps all of it for another try.
+        this.disown(pending.stream);
+        pending.stream.detach(this);
+        pending.reject(Object.assign(new Error(frame.message), { code: frame.code }));
         return;
       }
       case 'attach': {
@@ -553,15 +629,24 @@ export class LinkSession implements StreamCarrier {
         return;
       }
       case 'data':
-        this.streamFor(frame.streamId)?.onData(frame.payload);
+        if (this.deciding.size > 0 && this.deciding.has(frame.streamId)) this.early(frame.streamId, frame.payload);
+        else this.streamFor(frame.streamId)?.onData(frame.payload);
         return;
       case 'ack':
         this.streamFor(frame.streamId, false)?.onAck(frame.offset);
         return;
-      case 'fin':
-        this.streamFor(frame.streamId)?.onFin(frame.offset);
+      case 'fin': {
+        const early = this.deciding.get(frame.streamId);
+        if (early) early.fin ??= frame.offset;
+        else this.streamFor(frame.streamId)?.onFin(frame.offset);
         return;
+      }
       case 'rst': {
+        const early = this.deciding.get(frame.streamId);
+        if (early) {
+          early.reset ??= { code: frame.code, message: frame.message };
+          return;
+        }
         const stream = this.streams.get(frame.streamId);
         this.streams.delete(frame.streamId);
         // A reset from a connection that no longer carries the stream (it moved on, to a newer
@@ -622,6 +707,7 @@ export class LinkSession implements StreamCarrier {
     }
     this.streams.clear();
     this.opening.clear();
+    this.deciding.clear();
     this.awaitingAttach.clear();
     this.ready.clear();
     this.ackDue.clear();

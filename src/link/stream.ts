@@ -19,6 +19,12 @@ export const DEFAULT_WINDOW = 4 * 1024 * 1024;
  * connection), and falls back here when everything sent has been acknowledged.
  */
 export const INITIAL_WINDOW = 256 * 1024;
+/**
+ * What the opener of a stream may send right behind its OPEN, before the peer's answer gives its
+ * window: a session's window is never smaller, so the acceptor always has room for it. It spares
+ * a new connection's first bytes (a request, a greeting) a round trip on the link.
+ */
+export const EARLY_WINDOW = 64 * 1024;
 /** Largest DATA frame payload a stream sends (the wire's default `maxPayload`). */
 export const MAX_CHUNK = 256 * 1024;
 /**
@@ -201,7 +207,17 @@ export class LinkStream extends Duplex {
    */
   setPeerWindow(window: number): void {
     this.peerWindow = Math.max(1, window);
-    this.sendWindow = Math.min(this.sendWindow, this.peerWindow, this.window);
+    this.sendWindow = Math.min(INITIAL_WINDOW + this.extraWindow, this.peerWindow, this.window);
+  }
+
+  /**
+   * The peer accepted the stream, whose first bytes went out within EARLY_WINDOW: from now on its
+   * own window holds, and what waited for it is sent.
+   */
+  opened(peerWindow: number): void {
+    this.setPeerWindow(peerWindow);
+    this.flush();
+    this.releaseWrite();
   }
 
   /**

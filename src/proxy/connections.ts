@@ -10,13 +10,14 @@
 import net from 'node:net';
 import type { LinkSession } from '../link/session.js';
 import type { LinkStream } from '../link/stream.js';
-import type { AttachFrame, OpenFrame } from '../wire/index.js';
+import type { AttachFrame, OpenFrame, StreamOpenInfo } from '../wire/index.js';
 import { adoptWithOwnReads } from '../common/own-reads.js';
 import { relay } from './relay.js';
 import { RemoteReads } from './remote-reads.js';
 import type { GuestState, PublishedPort } from './store.js';
 import { UdpFlows } from './udp.js';
 import { RoamError } from '../errors.js';
+import { StreamResetError } from '../link/stream.js';
 import type { StreamView } from './view.js';
 
 /** Remote connections held per guest while it is frozen for a move; beyond this they are refused. */
@@ -55,15 +56,21 @@ interface StreamEntry {
   link: LinkStream;
   socket: net.Socket;
   stats: { bytesIn: number; bytesOut: number };
-  state: 'open' | 'detached' | 'closing';
+  /** 'opening': its OPEN is unanswered, or was refused while the guest moved and waits for the move. */
+  state: 'opening' | 'open' | 'detached';
   graceTimer: NodeJS.Timeout | undefined;
+  /** What its OPEN says (an inbound stream is opened again after a refusal). */
+  open: StreamOpenInfo | undefined;
 }
+
+/** A remote connection held while its guest is frozen for a move: not yet a stream, or one refused. */
+type Held = { port: PublishedPort; socket: net.Socket } | { entry: StreamEntry };
 
 export class Connections {
   private readonly streams = new Map<number, StreamEntry>();
   private readonly listeners = new Map<string, net.Server[]>();
   /** Remote connections that arrived while their guest was frozen for a move, in order. */
-  private readonly held = new Map<string, Array<{ port: PublishedPort; socket: net.Socket }>>();
+  private readonly held = new Map<string, Held[]>();
   /** How remote sockets that read into buffers of their own (remote-reads.ts) hand on what they read. */
   private readonly remoteReads = new WeakMap<net.Socket, RemoteReads>();
   private readonly sockets = new Set<net.Socket>();
@@ -154,12 +161,15 @@ export class Connections {
 
   // --- streams ---
 
-  /** A remote client connected to a published port: carry it to the guest's host as a stream. */
+  /**
+   * A remote client connected to a published port: carry it to the guest's host as a stream. The
+   * stream starts relaying at once: the client's first bytes go right behind the OPEN.
+   */
   private openInbound(guestId: string, port: PublishedPort, socket: net.Socket): void {
     this.own(socket);
     const guest = this.routing.guest(guestId);
     if (guest && (this.routing.move(guestId)?.frozen || this.held.has(guestId))) {
-      this.hold(guestId, port, socket);
+      this.hold(guestId, { port, socket });
       return;
     }
     const session = guest?.hostId ? this.routing.session(guest.hostId) : undefined;
@@ -173,23 +183,48 @@ export class Connections {
       port: socket.remotePort ?? 0,
       family: socket.remoteFamily === 'IPv6' ? ('IPv6' as const) : ('IPv4' as const),
     };
-    session.open(id, { guest: guest.id, protocol: 'tcp', direction: 'inbound', port: port.guest, remote }).then(
-      (link) => this.track(id, guest, 'inbound', port.guest, `${remote.address}:${remote.port}`, link, socket),
+    const open: StreamOpenInfo = { guest: guest.id, protocol: 'tcp', direction: 'inbound', port: port.guest, remote };
+    const link = session.newStream(id);
+    const entry = this.track(id, guest, 'inbound', port.guest, `${remote.address}:${remote.port}`, link, socket, open);
+    this.openOn(session, entry, open);
+  }
+
+  /** Sends a stream's OPEN; a refusal because the guest is moving holds it for wherever it lands. */
+  private openOn(session: LinkSession, entry: StreamEntry, open: StreamOpenInfo): void {
+    session.openStream(entry.link, open).then(
+      () => {
+        if (entry.state === 'opening') entry.state = 'open';
+      },
       (err: Error & { code?: string }) => {
-        // The guest froze for a move: hold the connection until it runs again, here or there.
-        if (err.code === 'ROAM_ERR_MOVING' && this.routing.move(guestId)) this.hold(guestId, port, socket);
-        else socket.destroy();
+        if (entry.link.destroyed) return;
+        if (err.code !== 'ROAM_ERR_MOVING') {
+          entry.link.destroy(new StreamResetError(err.code ?? 'ROAM_STREAM_REFUSED', err.message));
+        } else if (this.routing.move(entry.guestId)) this.hold(entry.guestId, { entry });
+        // The move ended before the refusal came: open it wherever the guest runs now.
+        else this.reopen(entry);
       },
     );
   }
 
-  private hold(guestId: string, port: PublishedPort, socket: net.Socket): void {
-    const held = this.held.get(guestId) ?? [];
-    if (held.length >= MAX_HELD_CONNECTIONS) {
-      socket.destroy();
+  /** Opens a stream refused during a move again, with every byte it had sent. */
+  private reopen(entry: StreamEntry): void {
+    const guest = this.routing.guest(entry.guestId);
+    const session = guest?.hostId ? this.routing.session(guest.hostId) : undefined;
+    if (!guest || !session || guest.state !== 'running' || !entry.open) {
+      this.end(entry);
       return;
     }
-    held.push({ port, socket });
+    this.openOn(session, entry, entry.open);
+  }
+
+  private hold(guestId: string, item: Held): void {
+    const held = this.held.get(guestId) ?? [];
+    if (held.length >= MAX_HELD_CONNECTIONS) {
+      if ('entry' in item) this.end(item.entry);
+      else item.socket.destroy();
+      return;
+    }
+    held.push(item);
     this.held.set(guestId, held);
     // Settled by the move's outcome; if the guest is never found again, close() ends them.
   }
@@ -198,8 +233,10 @@ export class Connections {
   releaseHeld(guestId: string): void {
     const held = this.held.get(guestId) ?? [];
     this.held.delete(guestId);
-    for (const { port, socket } of held) {
-      if (!socket.destroyed) this.openInbound(guestId, port, socket);
+    for (const item of held) {
+      if ('entry' in item) {
+        if (!item.entry.link.destroyed) this.reopen(item.entry);
+      } else if (!item.socket.destroyed) this.openInbound(guestId, item.port, item.socket);
     }
   }
 
@@ -234,7 +271,7 @@ export class Connections {
       }
       const link = session.accept(frame);
       const remote = `${frame.remote.address}:${frame.remote.port}`;
-      this.track(frame.streamId, guest, 'outbound', frame.port, remote, link, socket);
+      this.track(frame.streamId, guest, 'outbound', frame.port, remote, link, socket, undefined);
     });
   }
 
@@ -246,7 +283,8 @@ export class Connections {
     remote: string,
     link: LinkStream,
     socket: net.Socket,
-  ): void {
+    open: StreamOpenInfo | undefined,
+  ): StreamEntry {
     const entry: StreamEntry = {
       id,
       guestId: guest.id,
@@ -258,8 +296,9 @@ export class Connections {
       link,
       socket,
       stats: { bytesIn: 0, bytesOut: 0 },
-      state: 'open',
+      state: open ? 'opening' : 'open',
       graceTimer: undefined,
+      open,
     };
     this.streams.set(id, entry);
     const fields = { streamId: id, guestId: guest.id, guest: guest.name, direction, remote };
@@ -270,6 +309,7 @@ export class Connections {
       this.log?.({ ...fields, bytesIn: stats.bytesIn, bytesOut: stats.bytesOut }, 'stream closed');
     });
     socket.resume();
+    return entry;
   }
 
   /** A host attaches a stream again (after its link came back, or as a move's target). */
@@ -293,7 +333,9 @@ export class Connections {
     const keep = new Set(carried);
     for (const s of this.streams.values()) {
       if (s.guestId !== guestId) continue;
-      // Not in the image (it was still opening at the freeze): it cannot carry on.
+      // Still opening: its answer decides (a refusal opens it again at the guest's new host).
+      if (s.state === 'opening') continue;
+      // Not in the image (it was opened as the guest froze): it cannot carry on.
       if (!keep.has(s.id)) this.end(s);
       else this.detach(s);
     }

@@ -55,7 +55,8 @@ export interface StreamView {
   bytesIn: number;
   bytesOut: number;
   since: number;
-  state: 'open' | 'detached' | 'closing';
+  /** 'opening': the guest's host has not yet accepted it (it may be waiting for a move to end). */
+  state: 'opening' | 'open' | 'detached';
 }
 
 export interface EventView {
