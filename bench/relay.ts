@@ -1199,17 +1199,19 @@ function cpuTable(cases: Case[], results: Map<CaseId, Result>): string {
   const rows: string[][] = [];
   for (const c of cases) {
     const r = results.get(c.id);
-    if (!r || c.skipped || !r.cpu.upload.bytes) continue;
+    if (!r || c.skipped || !(r.cpu.upload.bytes || r.cpu.connections.bytes)) continue;
     // ns per byte moved; µs per connection made (1e6 ms -> ns, 1e3 ms -> µs).
     const per = (dir: keyof CpuAccount, who: string): number =>
       ((r.cpu[dir].cpuMs[who] ?? NaN) * (dir === 'connections' ? 1e3 : 1e6)) / r.cpu[dir].bytes;
     const roles = ['client', ...Object.keys(c.pids ?? {})];
     const cell = (dir: keyof CpuAccount, digits: number): string =>
-      roles.map((k) => `${k} ${per(dir, k).toFixed(digits)}`).join(', ') +
-      `; all but the client ${roles
-        .slice(1)
-        .reduce((sum, k) => sum + per(dir, k), 0)
-        .toFixed(digits)}`;
+      r.cpu[dir].bytes === 0
+        ? 'n/a'
+        : roles.map((k) => `${k} ${per(dir, k).toFixed(digits)}`).join(', ') +
+          `; all but the client ${roles
+            .slice(1)
+            .reduce((sum, k) => sum + per(dir, k), 0)
+            .toFixed(digits)}`;
     rows.push([`(${c.id})`, cell('upload', 2), cell('download', 2), cell('connections', 0)]);
   }
   return markdownTable(

@@ -1,6 +1,12 @@
 /**
  * The frames a link session writes in one turn of the event loop, handed to its socket together
- * at the end of the turn (`process.nextTick`, so never later than the turn that wrote them).
+ * at the end of the turn: `setImmediate`, after every I/O callback of the turn, so that the frames
+ * of all the streams that had something to say share one write. Against a write after each
+ * callback (`process.nextTick`), in two quick bench:relay runs side by side: the proxy's CPU per
+ * byte 2-20% lower uploading and 19-32% lower downloading, the stand-in controller's 32-47% lower
+ * downloading, per new connection 6-8% lower in the proxy and 16-24% in the controller; download
+ * 1.15x and 1.46x as fast, upload 1.04x and 1.09x; added latency of 64-byte round trips 0.97x and
+ * 1.16x (that measure scatters as much from run to run).
  *
  * Small pieces (headers, ACKs, short payloads) are copied into one Buffer from Node's pool and
  * written with one `write`; large payloads go to the socket as they are (views, no copy), corked
@@ -40,7 +46,7 @@ export class Outbox {
     this.bytes += piece.length;
     if (!this.scheduled) {
       this.scheduled = true;
-      process.nextTick(this.flushNow);
+      setImmediate(this.flushNow);
     }
   }
 

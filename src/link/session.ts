@@ -108,7 +108,7 @@ export class LinkSession implements StreamCarrier {
   private readonly awaitingAttach = new Map<number, LinkStream>();
   private readonly flowsOpening = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private readonly ready = new Set<LinkStream>();
-  /** What this turn of the event loop writes, handed to the socket at its end. */
+  /** What this turn of the event loop writes, handed to the socket at its end (outbox.ts). */
   private readonly outbox: Outbox;
   /** Each adopted stream's close listener, removed when this session ends (streams outlive it). */
   private readonly closeHandlers = new Map<LinkStream, () => void>();
