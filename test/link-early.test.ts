@@ -219,3 +219,24 @@ test('a stream the opener resets before the answer is reset when accepted', asyn
   const error = await new Promise<Error>((resolve) => accepted.once('error', resolve));
   assert.equal((error as Error & { code?: string }).code, 'ROAM_STREAM_ABORTED');
 });
+
+test('what unanswered streams sent early is bounded per link: the streams beyond 16 MiB are reset', async (t) => {
+  const far = await acceptor(t);
+  const session = await opener(t, far.port);
+  const streams = Array.from({ length: 300 }, (_, i) => session.newStream(2 * i + 1));
+  const resets: string[] = [];
+  for (const stream of streams) {
+    void session.openStream(stream, INFO).catch(() => {});
+    stream.on('error', (err: Error & { code?: string }) => resets.push(err.code ?? err.message));
+    stream.write(Buffer.alloc(EARLY_WINDOW, 1));
+  }
+  // Once every early byte has arrived, the resets were sent before the answer to a ping.
+  await far.until((bytes) => bytes.length >= 300 * EARLY_WINDOW);
+  await session.ping();
+  // 16 MiB hold 256 streams' 64 KiB each; the other 44 were reset, none of the first 256.
+  assert.deepEqual(resets, Array<string>(44).fill('ROAM_STREAM_WINDOW'));
+  assert.equal(
+    streams.slice(0, 256).some((s) => s.destroyed),
+    false,
+  );
+});

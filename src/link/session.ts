@@ -42,6 +42,11 @@ const MAX_RETIRED = 65_536;
  * bounds what the peer buffers for this session's streams (with the initial window of each).
  */
 const WINDOW_BUDGET = 16 * 1024 * 1024;
+/**
+ * What the peer may have sent early (behind OPENs this side has not answered yet), all streams
+ * together, before the stream that goes over is reset: each may send EARLY_WINDOW.
+ */
+const EARLY_BUDGET = 16 * 1024 * 1024;
 /** The buffer a session reads into when its socket reads through `onread` (`connect`, `accept`). */
 const READ_BUFFER_BYTES = 64 * 1024;
 /**
@@ -105,6 +110,8 @@ export class LinkSession implements StreamCarrier {
   private readonly opening = new Map<number, PendingOpen>();
   /** Streams the peer opened that this side has not yet accepted or refused, with what came early. */
   private readonly deciding = new Map<number, Deciding>();
+  /** Bytes held in `deciding`. */
+  private earlyBytes = 0;
   private readonly awaitingAttach = new Map<number, LinkStream>();
   private readonly flowsOpening = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private readonly ready = new Set<LinkStream>();
@@ -260,6 +267,10 @@ export class LinkSession implements StreamCarrier {
         reject(new LinkClosedError('ROAM_LINK_CLOSED', 'the link is closed'));
         return;
       }
+      if (stream.destroyed) {
+        reject(new StreamResetError('ROAM_STREAM_ABORTED', `stream ${streamId} was closed before it opened`));
+        return;
+      }
       this.opening.set(streamId, { stream, resolve, reject });
       this.write(encodeFrame({ type: 'open', streamId, window: this.window, ...info }));
       this.adopt(stream);
@@ -293,9 +304,8 @@ export class LinkSession implements StreamCarrier {
     stream.setPeerWindow(frame.window);
     this.adopt(stream);
     this.write(encodeFrame({ type: 'openOk', streamId: frame.streamId, window: this.window }));
-    const early = this.deciding.get(frame.streamId);
+    const early = this.takeEarly(frame.streamId);
     if (early) {
-      this.deciding.delete(frame.streamId);
       for (const chunk of early.chunks) stream.onData(chunk);
       if (early.fin !== undefined) stream.onFin(early.fin);
       if (early.reset) stream.onRst(early.reset.code, early.reset.message);
@@ -306,7 +316,7 @@ export class LinkSession implements StreamCarrier {
   reject(frame: OpenFrame | ImageOpenFrame, code: string, message: string): void {
     this.write(encodeFrame({ type: 'openFail', streamId: frame.streamId, code, message }));
     // What the peer sent early, and still sends before it reads this, is dropped without a word.
-    if (this.deciding.delete(frame.streamId)) this.retire([frame.streamId]);
+    if (this.takeEarly(frame.streamId)) this.retire([frame.streamId]);
   }
 
   /**
@@ -433,15 +443,33 @@ export class LinkSession implements StreamCarrier {
   private early(streamId: number, payload: Uint8Array): void {
     const early = this.deciding.get(streamId) as Deciding;
     if (early.reset) return;
-    if (early.bytes + payload.length > EARLY_WINDOW) {
-      const message = `stream ${streamId}: more than ${EARLY_WINDOW} bytes before it was accepted`;
+    const over =
+      early.bytes + payload.length > EARLY_WINDOW
+        ? `more than ${EARLY_WINDOW} bytes before it was accepted`
+        : this.earlyBytes + payload.length > EARLY_BUDGET
+          ? `more than ${EARLY_BUDGET} bytes wait in streams not accepted yet`
+          : undefined;
+    if (over !== undefined) {
+      const message = `stream ${streamId}: ${over}`;
       early.reset = { code: 'ROAM_STREAM_WINDOW', message };
+      this.earlyBytes -= early.bytes;
       early.chunks = [];
+      early.bytes = 0;
       this.write(encodeFrame({ type: 'rst', streamId, code: early.reset.code, message }));
       return;
     }
     early.chunks.push(payload);
     early.bytes += payload.length;
+    this.earlyBytes += payload.length;
+  }
+
+  /** Removes a stream from those being decided, with what it sent early. */
+  private takeEarly(streamId: number): Deciding | undefined {
+    const early = this.deciding.get(streamId);
+    if (!early) return undefined;
+    this.deciding.delete(streamId);
+    this.earlyBytes -= early.bytes;
+    return early;
   }
 
   /** Lets go of a stream this session adopted (it stays whole, for another connection to carry). */
@@ -708,6 +736,7 @@ export class LinkSession implements StreamCarrier {
     this.streams.clear();
     this.opening.clear();
     this.deciding.clear();
+    this.earlyBytes = 0;
     this.awaitingAttach.clear();
     this.ready.clear();
     this.ackDue.clear();

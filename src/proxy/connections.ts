@@ -344,9 +344,14 @@ export class Connections {
     this.releaseHeld(guestId);
   }
 
-  /** A host's link dropped: its guests' streams wait for it to come back. */
+  /**
+   * A host's link dropped: its guests' streams wait for it to come back. (One still opening there
+   * fails with the link; one refused during a move waits for the move, not for the link.)
+   */
   hostDisconnected(hostId: string): void {
-    for (const s of this.streams.values()) if (this.routing.guest(s.guestId)?.hostId === hostId) this.detach(s);
+    for (const s of this.streams.values()) {
+      if (s.state !== 'opening' && this.routing.guest(s.guestId)?.hostId === hostId) this.detach(s);
+    }
   }
 
   /** A host is gone for good: its guests' streams end. */

@@ -32,7 +32,10 @@
  *     DATAGRAM 24  stream      one UDP datagram of the flow `streamId`
  *
  * Flow control: a side may send DATA up to (last offset the peer ACKed) + (window the peer gave in
- * OPEN, OPEN_OK or ATTACH). The codec only carries the numbers; the session enforces them.
+ * OPEN, OPEN_OK or ATTACH). The opener of a stream may send DATA and FIN right behind its OPEN,
+ * before the answer, up to EARLY_WINDOW (64 KiB; no window is smaller): the acceptor keeps them
+ * until it decides, and drops them without a reset when it answers OPEN_FAIL. The codec only
+ * carries the numbers; the session enforces them.
  */
 import type {
   AttachInfo,
