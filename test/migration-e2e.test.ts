@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import { runRoam, tempDir } from './helpers/roam.js';
 import { deploy, eventually, startHost, startProxy } from './helpers/cluster.js';
 import { startRecordsPair } from './helpers/records-pair.js';
+import { RecordsClient } from './helpers/records.js';
 
 interface MigrationRow {
   outcome: string | null;
@@ -51,6 +52,36 @@ test('a guest moves between hosts 6 times while a client talks to it: nothing lo
     const kept = host.output().match(/took records in \(move [\w-]+, on a kept peer connection\)/g) ?? [];
     assert.equal(kept.length, 2, host.output());
   }
+});
+
+test('a connection made while the guest is frozen, before the proxy knows it, reaches the guest on its new host with every byte', async (t) => {
+  // The source's word that it froze the guest is lost, and the target waits 1.5 s before it commits:
+  // the proxy opens the new connection at the source, sending its first records right behind the
+  // OPEN; the source refuses (its guest is leaving), and the proxy opens it again at the target
+  // once the guest runs there.
+  const { proxy, client, port } = await startRecordsPair(t, {
+    a: { ROAM_FAILPOINTS: 'migrate.source.freezeProgress=drop' },
+    b: { ROAM_FAILPOINTS: 'migrate.target.beforeCommit=delay(1500)' },
+  });
+  // One client at a time: each checks the guest's count of all the records it answered.
+  const first = await client.finish();
+  assert.deepEqual(first.failures, []);
+  const moving = proxy.api<MigrationRow>('POST', '/api/guests/records/migrate', { to: 'host-b', precopy: false });
+  await eventually(async () => {
+    const events = (await proxy.api<Array<{ kind: string; message: string }>>('GET', '/api/events?limit=1000')).body;
+    return events.some((e) => e.kind === 'migration.progress' && /sent the rest/.test(e.message)) ? true : undefined;
+  }, 'the source to have sent the rest (the guest frozen until the target commits)');
+  const late = new RecordsClient(port);
+  await late.connected;
+  const r = await moving;
+  assert.equal(r.body.outcome, 'moved', JSON.stringify(r.body));
+  await late.waitForAnswers(200);
+  const result = await late.finish();
+  assert.deepEqual(result.failures, []);
+  assert.equal(result.closed, false);
+  assert.ok(result.answered >= 200, `answered ${result.answered}`);
+  const guests = await proxy.api<Array<{ name: string; hostName: string }>>('GET', '/api/guests');
+  assert.equal(guests.body[0]?.hostName, 'host-b');
 });
 
 test('`roam migrate` shows the progress and the pause; `roam host drain` and SIGTERM move guests away with their connections', async (t) => {

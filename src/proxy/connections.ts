@@ -22,6 +22,13 @@ import type { StreamView } from './view.js';
 
 /** Remote connections held per guest while it is frozen for a move; beyond this they are refused. */
 const MAX_HELD_CONNECTIONS = 1024;
+/**
+ * A stream its host refused because the guest is moving, with no move known here (the host froze
+ * the guest before the proxy heard of the move, or resumes it a moment after the proxy heard the
+ * move is over): it is opened again this much later, this many times at most.
+ */
+const MOVING_RETRY_MS = 25;
+const MOVING_RETRIES = 80;
 
 /** What the connection manager needs to know of a guest. */
 export interface RoutedGuest {
@@ -36,7 +43,10 @@ export interface ConnectionRouting {
   guest(guestId: string): RoutedGuest | undefined;
   /** The link of a host, if it is connected. */
   session(hostId: string): LinkSession | undefined;
-  /** Whether a move of the guest is under way, and whether the guest is frozen for it. */
+  /**
+   * Whether a move of the guest is under way (until `releaseHeld`), and whether the guest runs
+   * nowhere for now (frozen for it, or not yet running again where the move left it).
+   */
   move(guestId: string): { frozen: boolean } | undefined;
   event(kind: string, message: string, ids: { guestId?: string }, data?: unknown): void;
   /** The address published ports listen on and outbound connections leave from. */
@@ -58,9 +68,12 @@ interface StreamEntry {
   stats: { bytesIn: number; bytesOut: number };
   /** 'opening': its OPEN is unanswered, or was refused while the guest moved and waits for the move. */
   state: 'opening' | 'open' | 'detached';
+  /** Its one timer: the grace of a detached stream, or the next try of one refused while moving. */
   graceTimer: NodeJS.Timeout | undefined;
   /** What its OPEN says (an inbound stream is opened again after a refusal). */
   open: StreamOpenInfo | undefined;
+  /** Times it was refused because its guest was moving. */
+  refusals: number;
 }
 
 /** A remote connection held while its guest is frozen for a move: not yet a stream, or one refused. */
@@ -199,15 +212,21 @@ export class Connections {
         if (entry.link.destroyed) return;
         if (err.code !== 'ROAM_ERR_MOVING') {
           entry.link.destroy(new StreamResetError(err.code ?? 'ROAM_STREAM_REFUSED', err.message));
-        } else if (this.routing.move(entry.guestId)) this.hold(entry.guestId, { entry });
-        // The move ended before the refusal came: open it wherever the guest runs now.
-        else this.reopen(entry);
+        } else if (this.routing.move(entry.guestId) || this.held.has(entry.guestId)) {
+          this.hold(entry.guestId, { entry });
+        } else if (++entry.refusals > MOVING_RETRIES) {
+          entry.link.destroy(new StreamResetError(err.code, err.message));
+        } else {
+          entry.graceTimer = setTimeout(() => this.reopen(entry), MOVING_RETRY_MS);
+        }
       },
     );
   }
 
   /** Opens a stream refused during a move again, with every byte it had sent. */
   private reopen(entry: StreamEntry): void {
+    entry.graceTimer = undefined;
+    if (entry.link.destroyed) return;
     const guest = this.routing.guest(entry.guestId);
     const session = guest?.hostId ? this.routing.session(guest.hostId) : undefined;
     if (!guest || !session || guest.state !== 'running' || !entry.open) {
@@ -299,6 +318,7 @@ export class Connections {
       state: open ? 'opening' : 'open',
       graceTimer: undefined,
       open,
+      refusals: 0,
     };
     this.streams.set(id, entry);
     const fields = { streamId: id, guestId: guest.id, guest: guest.name, direction, remote };
@@ -341,7 +361,7 @@ export class Connections {
     }
     // UDP keeps nothing: the next datagram opens a flow to the new host.
     this.udp.resetGuest(guestId);
-    this.releaseHeld(guestId);
+    // (Connections held for the move wait for its end: the new host takes the guest in after this.)
   }
 
   /**

@@ -32,7 +32,7 @@ export interface MigrationPorts {
   send(hostId: string, message: ControlMessage): void;
   /** Records the switch: the guest lives on `targetId` now; streams not in `streams` are closed. */
   switchHost(guestId: string, targetId: string, streams: number[]): void;
-  /** The move will not happen: connections held for it go to the source again. */
+  /** The move is over, whatever its outcome: connections held for it go to where the guest runs. */
   released(guestId: string): void;
   event(kind: string, message: string, ids: { hostId?: string; guestId?: string }, data?: unknown): void;
 }
@@ -77,6 +77,16 @@ export class Migrations {
   pendingFor(guestId: string): { id: string; frozen: boolean } | undefined {
     const m = this.byGuest.get(guestId);
     return m && m.state === 'pending' ? { id: m.id, frozen: m.frozen } : undefined;
+  }
+
+  /**
+   * A move of the guest that is not over yet, decided or not: new connections to the guest wait
+   * for its end (`released`). `frozen`: the guest runs nowhere for now (frozen at the source, or
+   * decided and not yet running again, at the target or back at the source).
+   */
+  inFlight(guestId: string): { frozen: boolean } | undefined {
+    const m = this.byGuest.get(guestId);
+    return m ? { frozen: m.frozen || m.state !== 'pending' } : undefined;
   }
 
   /** Starts a move; resolves when it is over, whatever the outcome (see `view.outcome`). */
@@ -328,7 +338,6 @@ export class Migrations {
     m.view.error = cause;
     this.ports.send(m.sourceId, { type: 'migrateAborted', migrationId: m.id, reason: cause.slice(0, 16_000) });
     this.ports.send(m.targetId, { type: 'migrateAborted', migrationId: m.id, reason: cause.slice(0, 16_000) });
-    this.ports.released(m.guestId);
     if (confirmed) {
       this.concludeAbort(m, 'rolled-back');
       return;
@@ -373,6 +382,9 @@ export class Migrations {
     m.view.totalMs ??= performance.now() - m.t0;
     for (const t of m.timers) clearTimeout(t);
     this.byGuest.delete(m.guestId);
+    // The guest runs again (or never will): the connections held for the move go to it now, not at
+    // the decision, which comes before the host that runs it has taken the guest back in.
+    this.ports.released(m.guestId);
     // Late messages about it are still answered with its decision for a while.
     setTimeout(() => this.byId.delete(m.id), 10 * 60_000).unref();
     if (outcome === 'moved') {

@@ -152,7 +152,7 @@ export class Proxy implements ProxyOperations {
     this.connections = new Connections({
       guest: (id) => this.guestTable.get(id),
       session: (hostId) => this.hostTable.get(hostId)?.session,
-      move: (guestId) => this.migrations.pendingFor(guestId),
+      move: (guestId) => this.migrations.inFlight(guestId),
       event: (kind, message, ids, data) => this.event(kind, message, ids, data),
       bind: config.bind,
       reattachGraceMs: config.reattachGraceMs,

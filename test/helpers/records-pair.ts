@@ -14,6 +14,8 @@ export interface RecordsPair {
   a: Started;
   b: Started;
   client: RecordsClient;
+  /** The guest's published TCP port. */
+  port: number;
 }
 
 export async function startRecordsPair(
@@ -34,5 +36,5 @@ export async function startRecordsPair(
   const client = new RecordsClient(tcp);
   await client.connected;
   await client.waitForAnswers(100);
-  return { proxy, a, b, client };
+  return { proxy, a, b, client, port: tcp };
 }
