@@ -5,11 +5,12 @@
  * opened again on another link, as the proxy does when a guest was frozen for a move.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
+import { digestOf, sha } from './helpers/digest.js';
 import { LinkSession } from '../src/link/session.js';
-import { EARLY_WINDOW, type LinkStream } from '../src/link/stream.js';
+import { EARLY_WINDOW } from '../src/link/stream.js';
 import { FrameDecoder, type OpenFrame, type StreamOpenInfo } from '../src/wire/index.js';
 
 const INFO: StreamOpenInfo = {
@@ -93,21 +94,6 @@ async function opener(t: TestContext, port: number): Promise<LinkSession & { fra
   t.after(() => session.destroy());
   return Object.assign(session, { framesIn });
 }
-
-function digestOf(stream: LinkStream): Promise<{ hash: string; bytes: number }> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    stream.on('data', (d: Buffer) => {
-      hash.update(d);
-      bytes += d.length;
-    });
-    stream.on('end', () => resolve({ hash: hash.digest('hex'), bytes }));
-    stream.on('error', reject);
-  });
-}
-
-const sha = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
 test('the first bytes and the end cross the link before the answer, and the acceptor gets them all', async (t) => {
   const far = await acceptor(t);

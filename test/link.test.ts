@@ -4,9 +4,10 @@
  * connection: re-attached on a new one from its offsets, every byte arrives once, in order.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
+import { digestOf, sha } from './helpers/digest.js';
 import { LinkSession, type SessionHandler } from '../src/link/session.js';
 import type { LinkStream } from '../src/link/stream.js';
 import type { AttachFrame, OpenFrame, StreamOpenInfo } from '../src/wire/index.js';
@@ -82,24 +83,6 @@ async function client(t: TestContext, port: number): Promise<{ session: LinkSess
   const session = new LinkSession(socket, { onFrame: () => {} });
   t.after(() => session.destroy());
   return { session, socket };
-}
-
-/** Reads a stream to its end, returning the SHA-256 of everything and the byte count. */
-function digestOf(stream: LinkStream): Promise<{ hash: string; bytes: number }> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    stream.on('data', (d: Buffer) => {
-      hash.update(d);
-      bytes += d.length;
-    });
-    stream.on('end', () => resolve({ hash: hash.digest('hex'), bytes }));
-    stream.on('error', reject);
-  });
-}
-
-function sha(buf: Uint8Array): string {
-  return createHash('sha256').update(buf).digest('hex');
 }
 
 test('a stream carries bytes both ways, in order, and half-closes', async (t) => {
