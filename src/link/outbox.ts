@@ -31,7 +31,12 @@ export class Outbox {
   private pieces: Uint8Array[] = [];
   private bytes = 0;
   private scheduled = false;
+  private urgent = false;
   private readonly flushNow = (): void => this.flush();
+  private readonly flushUrgent = (): void => {
+    this.urgent = false;
+    this.flush();
+  };
 
   constructor(private readonly socket: Duplex) {}
 
@@ -47,6 +52,19 @@ export class Outbox {
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.flushNow);
+    }
+  }
+
+  /**
+   * Queues `piece` and hands it to the socket right after the current callback, with everything
+   * queued before it: for the few frames a peer waits on (control messages, pings and their
+   * answers), which would otherwise wait for the rest of the turn's callbacks.
+   */
+  pushUrgent(piece: Uint8Array): void {
+    this.push(piece);
+    if (!this.urgent) {
+      this.urgent = true;
+      process.nextTick(this.flushUrgent);
     }
   }
 

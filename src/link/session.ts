@@ -214,8 +214,9 @@ export class LinkSession implements StreamCarrier {
     this.decoder.setLimits(limits);
   }
 
+  /** A connection-level frame: it goes out right after this callback (see `Outbox.pushUrgent`). */
   send(frame: ConnectionFrame): void {
-    this.write(encodeFrame(frame));
+    if (!this.closed) this.outbox.pushUrgent(encodeFrame(frame));
   }
 
   /** Round-trip time to the peer, from a PING answered by a PONG. */
