@@ -18,11 +18,12 @@
  * BENCH_PROFILE=1 profiles (c) even when it passes, BENCH_PROFILE=0 never; BENCH_PROFILE_DIR=DIR
  * keeps the raw .cpuprofile files; BENCH_QUICK=1 runs only (a)-(c) throughput, latency and
  * connection rate (to try a change quickly), BENCH_QUICK=conn only their connection rate;
- * BENCH_PROXY_NODE_FLAGS='--trace-gc ...' passes flags to the proxy child; BENCH_BASELINE=REF adds case (c0), (c) as it was at git revision REF, measured
- * in the same rounds (a change against the code before it, on the same machine at the same time);
- * its processes run with the Node flags in BENCH_BASELINE_NODE_FLAGS and the GLIBC_TUNABLES in
- * BENCH_BASELINE_TUNABLES (default none, as before src/common/node-flags.ts), the others with
- * DAEMON_NODE_FLAGS and `daemonEnv()`'s malloc settings, as `roam proxy` and `roam host` run.
+ * BENCH_PROXY_NODE_FLAGS='--trace-gc ...' passes flags to the proxy child; BENCH_BASELINE=REF adds
+ * case (c0), (c) as it was at git revision REF, measured in the same rounds (a change against the
+ * code before it, on the same machine at the same time); its processes run with the Node flags
+ * in BENCH_BASELINE_NODE_FLAGS and the GLIBC_TUNABLES in BENCH_BASELINE_TUNABLES (default none,
+ * as before src/common/node-flags.ts), the others with DAEMON_NODE_FLAGS and `daemonEnv()`'s
+ * malloc settings, as `roam proxy` and `roam host` run.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
