@@ -8,18 +8,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
-import { digestOf, sha } from './helpers/digest.js';
+import { INFO, digestOf, sha } from './helpers/link-streams.js';
 import { LinkSession } from '../src/link/session.js';
 import { EARLY_WINDOW } from '../src/link/stream.js';
-import { FrameDecoder, type OpenFrame, type StreamOpenInfo } from '../src/wire/index.js';
-
-const INFO: StreamOpenInfo = {
-  guest: 'guest-1',
-  protocol: 'tcp',
-  direction: 'inbound',
-  port: 80,
-  remote: { address: '127.0.0.1', port: 5555, family: 'IPv4' },
-};
+import { FrameDecoder, type OpenFrame } from '../src/wire/index.js';
 
 /** An acceptor that answers each OPEN only when the test says, and counts what it received. */
 interface Acceptor {

@@ -7,18 +7,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
-import { digestOf, sha } from './helpers/digest.js';
+import { INFO, digestOf, sha } from './helpers/link-streams.js';
 import { LinkSession, type SessionHandler } from '../src/link/session.js';
 import type { LinkStream } from '../src/link/stream.js';
-import type { AttachFrame, OpenFrame, StreamOpenInfo } from '../src/wire/index.js';
-
-const INFO: StreamOpenInfo = {
-  guest: 'guest-1',
-  protocol: 'tcp',
-  direction: 'inbound',
-  port: 80,
-  remote: { address: '127.0.0.1', port: 5555, family: 'IPv4' },
-};
+import type { AttachFrame, OpenFrame } from '../src/wire/index.js';
 
 interface ServerSide {
   port: number;

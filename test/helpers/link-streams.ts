@@ -1,6 +1,16 @@
-/** Hashes for tests that check every byte a stream carried. */
+/** For tests of link streams: what an OPEN says, and hashes that check every byte a stream carried. */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import type { StreamOpenInfo } from '../../src/wire/index.js';
+
+/** An inbound TCP stream's OPEN. */
+export const INFO: StreamOpenInfo = {
+  guest: 'guest-1',
+  protocol: 'tcp',
+  direction: 'inbound',
+  port: 80,
+  remote: { address: '127.0.0.1', port: 5555, family: 'IPv4' },
+};
 
 /** The SHA-256 of `bytes`, in hex. */
 export function sha(bytes: Uint8Array): string {
