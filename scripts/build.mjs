@@ -1,5 +1,5 @@
-// Builds what the package runs: the guest runtime (evaluated inside every QuickJS sandbox) and
-// the `roam` command. Type checking is `npm run typecheck`; this step only bundles (fast).
+// Builds what the package runs: the guest runtime (evaluated inside every QuickJS sandbox), the
+// `roam` command and the native image codec. Type checking is `npm run typecheck`; this step only bundles (fast).
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, rmSync } from 'node:fs';
@@ -67,6 +67,10 @@ await Promise.all([
     logLevel: 'warning',
   }).then(() => copyFileSync(join(root, 'src/dashboard/app/index.html'), join(root, 'dist/dashboard/index.html'))),
 ]);
+
+// The native image codec (optional: scripts/build-native.mjs says what is missing without it).
+const native = spawnSync(process.execPath, [join(root, 'scripts/build-native.mjs')], { stdio: 'inherit' });
+if (native.status !== 0) process.exit(native.status ?? 1);
 
 // The runtime template: the sandbox memory right after the runtime loaded (src/guest/template.ts).
 const made = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts/make-template.ts')], {

@@ -34,6 +34,7 @@ import {
   type ImageHeader,
   type SectionName,
 } from '../src/guest/image/format.js';
+import { nativeCodec, nativeCodecProblem } from '../src/guest/image/native.js';
 import { checksumSync } from '../src/guest/image/work.js';
 
 const PAGE = PAGE_SIZE;
@@ -1211,19 +1212,22 @@ describe('hostile input (property-based)', () => {
 
   async function mustOnlyThrowImageErrors(image: Uint8Array): Promise<void> {
     const limits = { maxImageBytes: 1 << 26, maxMemoryBytes: 1 << 26 };
+    const into = (portable: boolean) => () =>
+      decodeImageInto(
+        image,
+        (byteLength) => {
+          const target = new Uint8Array(Math.max(byteLength, based.base.length));
+          target.set(based.base);
+          return target;
+        },
+        { ...limits, portable },
+      );
+    // decodeImageInto by the native codec (where it is built) and by the portable path.
     for (const run of [
       () => inspectImage(image),
       () => decodeImage(image, { ...limits, base: fullBase }),
-      () =>
-        decodeImageInto(
-          image,
-          (byteLength) => {
-            const target = new Uint8Array(Math.max(byteLength, based.base.length));
-            target.set(based.base);
-            return target;
-          },
-          limits,
-        ),
+      into(false),
+      into(true),
     ]) {
       try {
         await run();
@@ -1272,4 +1276,99 @@ describe('hostile input (property-based)', () => {
       { numRuns: 100 },
     );
   });
+});
+
+describe('the native codec (src/guest/image/native/codec.c)', () => {
+  const problem = nativeCodecProblem();
+  const needsNative = problem === undefined ? {} : { skip: `needs the native codec: ${problem}` };
+
+  /** Restores `image` into a fresh memory (holding `base` first, if any) by one path or the other. */
+  async function restored(image: Uint8Array, portable: boolean, base?: Uint8Array): Promise<Uint8Array> {
+    let memory: Uint8Array | undefined;
+    await decodeImageInto(
+      image,
+      (byteLength) => {
+        memory = new Uint8Array(Math.max(byteLength, base?.length ?? 0));
+        if (base) memory.set(base);
+        return memory;
+      },
+      { portable, maxImageBytes: 1 << 26, maxMemoryBytes: 1 << 26 },
+    );
+    assert.ok(memory);
+    return memory;
+  }
+
+  it('is built here (CI builds it with ROAM_NATIVE_REQUIRED=1)', needsNative, () => {
+    assert.ok(nativeCodec(), problem);
+  });
+
+  it(
+    "writes LZ4HC chunks that lz4_flex reads, and places lz4_flex's own as the portable path does",
+    needsNative,
+    async () => {
+      // 64 pages, a third of them zero: several chunks, their pages not all consecutive in memory.
+      const memory = mixedMemory(64, 21);
+      const contents = contentsOf(memory);
+      const native = await encodeImage(contents);
+      const portable = await encodeImage(contents, { portable: true });
+      assert.ok(!Buffer.from(native).equals(portable), 'the two encoders wrote the same bytes');
+      for (const image of [native, portable]) {
+        assertSameContents((await decodeImage(image)).contents, contents);
+        for (const viaPortable of [false, true]) {
+          const into = await restored(image, viaPortable);
+          assert.ok(Buffer.from(into.subarray(0, memory.length)).equals(memory), `portable: ${viaPortable}`);
+        }
+      }
+    },
+  );
+
+  it('applies diffs against a base as the portable path does', needsNative, async () => {
+    const { base, memory, contents } = basedContents();
+    const fullBase = { id: BASE_ID, full: base };
+    for (const options of [{ base: fullBase }, { base: fullBase, level: 0 }]) {
+      const image = await encodeImage(contents, options);
+      assert.ok(inspectImage(image).memory.diffPages > 0);
+      const native = await restored(image, false, base);
+      assert.ok(Buffer.from(native.subarray(0, memory.length)).equals(memory));
+      assert.ok(Buffer.from(native).equals(await restored(image, true, base)));
+    }
+  });
+
+  it(
+    'agrees with the portable path on every resealed mutation: the same memory, or both refuse',
+    needsNative,
+    async () => {
+      const { base, contents } = basedContents();
+      const fullBase = { id: BASE_ID, full: base };
+      // Whole pages in an LZ4 chunk and pages as diffs, stored verbatim: mutations reach both.
+      const image = await encodeImage(contents, { base: fullBase });
+      const headerLength = new DataView(image.buffer, image.byteOffset).getUint32(12, true);
+      const payloadBytes = image.length - PREFIX_BYTES - headerLength - WRITTEN_DIGEST_BYTES;
+      const [memory, diffs] = [section(split(image), 'memory'), section(split(image), 'diffs')];
+      assert.ok(memory.encoding === 'lz4' && memory.storedBytes < memory.rawBytes && diffs.storedBytes > 0);
+      const outcome = async (portable: boolean, damaged: Uint8Array): Promise<Uint8Array | string> => {
+        try {
+          return await restored(damaged, portable, base);
+        } catch (err) {
+          assert.ok(err instanceof RoamError && err.code.startsWith('ROAM_ERR_IMAGE_'), String(err));
+          return err.code;
+        }
+      };
+      const flip = fc.tuple(fc.constantFrom(memory, diffs), fc.nat(), fc.integer({ min: 1, max: 255 }));
+      await fc.assert(
+        fc.asyncProperty(fc.array(flip, { minLength: 1, maxLength: 3 }), async (flips) => {
+          const payload = image.slice(PREFIX_BYTES + headerLength, PREFIX_BYTES + headerLength + payloadBytes);
+          for (const [where, at, xor] of flips) {
+            const i = where.offset + (at % where.storedBytes);
+            payload[i] = (payload[i] ?? 0) ^ xor;
+          }
+          const damaged = frame(image.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength), payload);
+          const [native, portable] = [await outcome(false, damaged), await outcome(true, damaged)];
+          if (typeof native === 'string' || typeof portable === 'string') assert.equal(native, portable);
+          else assert.ok(Buffer.from(native).equals(portable), 'the two paths placed different memory');
+        }),
+        { numRuns: 150 },
+      );
+    },
+  );
 });

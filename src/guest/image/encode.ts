@@ -55,12 +55,12 @@ function encodeState(state: unknown): Uint8Array {
   return new TextEncoder().encode(json);
 }
 
-function packChunk(raw: Uint8Array, codec: ImageCodec, level: number): Promise<Uint8Array> {
+function packChunk(raw: Uint8Array, codec: ImageCodec, level: number, portable: boolean): Promise<Uint8Array> {
   switch (codec) {
     case 'none':
       return Promise.resolve(raw);
     case 'lz4':
-      return lz4Chunk(raw);
+      return lz4Chunk(raw, portable);
     case 'snappy':
       return snappyChunk(raw);
     case 'deflate':
@@ -117,7 +117,7 @@ export async function encodeImage(contents: ImageContents, options: EncodeOption
       (SECTION_NAMES[job.section] === 'diffs' || job.raw.length < VERBATIM_BELOW_BYTES) && codec !== 'deflate'
         ? 'none'
         : codec;
-    const packed = await packChunk(job.raw, chunkCodec, level);
+    const packed = await packChunk(job.raw, chunkCodec, level, options.portable === true);
     // Verbatim when compression does not help (stored === raw length marks such a chunk).
     stored[index] = packed.length < job.raw.length ? packed : job.raw;
   });

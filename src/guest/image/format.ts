@@ -165,6 +165,8 @@ export interface EncodeOptions {
    * LZ4 is for.
    */
   base?: BaseMemory;
+  /** LZ4 by lz4_flex even where the native codec (native.ts) is built: for comparing the two. */
+  portable?: boolean;
 }
 
 export interface DecodeOptions {
@@ -174,6 +176,8 @@ export interface DecodeOptions {
   maxMemoryBytes?: number;
   /** The image's base, for `decodeImage` of an image with diffs (which it turns into whole pages). */
   base?: BaseMemory;
+  /** `decodeImageInto` by the portable path even where the native codec is built. */
+  portable?: boolean;
 }
 
 export interface SectionHeader {
