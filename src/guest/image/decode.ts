@@ -661,7 +661,7 @@ export interface DecodedInto {
  * it). Each chunk's pages are copied (and each diff applied) to their place as the chunk lands,
  * and without a base every other page of the target is zeroed, so the memory never passes
  * through an intermediate buffer. On any error the target's contents are undefined: the caller
- * throws that sandbox away.
+ * throws that sandbox away (nothing writes to it any more once this settles).
  */
 export async function decodeImageInto(
   bytes: Uint8Array,
@@ -688,8 +688,8 @@ export async function decodeImageInto(
         else early.push([raw, job]);
       });
       pagesDone.catch(() => undefined); // awaited below: not an unhandled rejection meanwhile
+      digest = digestOf(bytes, framing);
     }
-    digest = digestOf(bytes, framing);
     const small = await smallDone;
     const memory = await target(info.memory.byteLength, small.state, header.meta);
     if (memory.length < info.memory.byteLength) {
@@ -699,8 +699,19 @@ export async function decodeImageInto(
       );
     }
     const { pages } = small;
+    const decoded = { info, meta: { ...header.meta }, state: small.state, files: small.files };
     if (native && jobs) {
-      const problem = await placeNatively(native, bytes, jobs, pages, info, memory);
+      // Helper threads place the pages while this one hashes the image, then joins them;
+      // nothing writes to the memory once finished.
+      const placing = startPlacing(native, bytes, jobs, pages, info, memory);
+      let problem: NativeRefusal | undefined;
+      try {
+        digest = digestOf(bytes, framing);
+        await digest;
+      } finally {
+        problem = placing.finish();
+      }
+      checkDigest(bytes, framing, await digest);
       if (problem !== undefined) await placePortably(bytes, header, starts, pages, info, memory, problem);
     } else {
       const diffs = new DiffPages(info.memory.totalPages, pages, info.memory.diffPages);
@@ -711,14 +722,14 @@ export async function decodeImageInto(
       for (const [raw, job] of early.splice(0)) into(raw, job);
       await pagesDone;
       diffs.checkComplete();
+      checkDigest(bytes, framing, await (digest ?? digestOf(bytes, framing)));
     }
     // Without a base, every page the image does not list is zero; with one, the caller loaded it.
     if (header.meta.base === undefined) zeroOtherPages(pages, memory);
-    checkDigest(bytes, framing, await digest);
-    return { info, meta: { ...header.meta }, state: small.state, files: small.files };
+    return decoded;
   } catch (err) {
-    // No chunk is left decompressing behind the caller's back, and a damaged image shows as a
-    // checksum failure first, whatever else it broke.
+    // No chunk is left decompressing (or being placed) behind the caller's back, and a damaged
+    // image shows as a checksum failure first, whatever else it broke.
     await pagesDone?.catch(() => undefined);
     checkDigest(bytes, framing, await (digest ?? digestOf(bytes, framing)));
     throw err;
@@ -755,45 +766,37 @@ interface NativeRefusal {
 }
 
 /**
- * Raw bytes the native codec places per call; the event loop runs between calls. About 3 ms on
- * two cores of the bench machine.
+ * Starts placing the memory and diffs chunks with the native codec; `finish()` completes it and
+ * says what went wrong first, if anything.
  */
-const PLACE_SLICE_BYTES = 24 * 1024 * 1024;
-
-/**
- * Places the memory and diffs chunks with the native codec, a slice of chunks per call. Returns
- * undefined when all went in, or what went wrong first.
- */
-async function placeNatively(
+function startPlacing(
   native: NativeCodec,
   bytes: Uint8Array,
   jobs: Float64Array,
   pages: Uint32Array,
   info: ImageInfo,
   memory: Uint8Array,
-): Promise<NativeRefusal | undefined> {
+): { finish(): NativeRefusal | undefined } {
   const seen = new Uint8Array(info.memory.totalPages);
   for (const page of pages) seen[page] = 1;
-  let records = 0;
-  for (let first = 0; first < jobs.length;) {
-    let end = first;
-    for (let raw = 0; end < jobs.length && (end === first || raw < PLACE_SLICE_BYTES); end += PLACE_JOB_NUMBERS)
-      raw += jobs[end + 3] ?? 0;
-    if (first > 0) await yieldToLoop();
-    const results = native.placeChunks(bytes, jobs.subarray(first, end), pages, seen, memory);
-    for (const [i, result] of results.entries()) {
-      if (result < 0) {
-        const job = first / PLACE_JOB_NUMBERS + i;
-        return { code: result, message: `chunk ${job} of the pages ${PLACE_ERRORS[result] ?? `failed (${result})`}` };
+  const placement = native.placeStart(bytes, jobs, pages, seen, memory);
+  return {
+    finish: () => {
+      const results = native.placeFinish(placement);
+      let records = 0;
+      for (const [job, result] of results.entries()) {
+        if (result < 0) {
+          const why = PLACE_ERRORS[result] ?? `failed (${result})`;
+          return { code: result, message: `chunk ${job} of the pages ${why}` };
+        }
+        records += result;
       }
-      records += result;
-    }
-    first = end;
-  }
-  if (records !== info.memory.diffPages) {
-    return { code: 0, message: `the diffs hold ${records} pages, the header says ${info.memory.diffPages}` };
-  }
-  return undefined;
+      if (records !== info.memory.diffPages) {
+        return { code: 0, message: `the diffs hold ${records} pages, the header says ${info.memory.diffPages}` };
+      }
+      return undefined;
+    },
+  };
 }
 
 /**

@@ -13,18 +13,27 @@ export interface NativeCodec {
   /** One 'lz4' chunk (format.ts): the raw length as u32 LE, then an LZ4HC block; on the libuv pool. */
   compressChunk(raw: Uint8Array, level: number): Promise<Uint8Array>;
   /**
-   * Places memory and diffs chunks into `memory` (five numbers per job in `jobs`: a PLACE_KIND,
-   * stored offset in the image, stored length, raw length, raw offset in the section). Returns one
-   * number per job: diff records applied, or a negative code of PLACE_ERRORS. Blocks until done.
+   * Starts placing memory and diffs chunks into `memory` (five numbers per job in `jobs`: a
+   * PLACE_KIND, stored offset in the image, stored length, raw length, raw offset in the section)
+   * on helper threads, and returns. Until `placeFinish`, `image`, `seen` and `memory` are the
+   * codec's: the caller must not touch them, nor grow the memory.
    */
-  placeChunks(
+  placeStart(
     image: Uint8Array,
     jobs: Float64Array,
     pages: Uint32Array,
     seen: Uint8Array,
     memory: Uint8Array,
-  ): Int32Array;
+  ): Placement;
+  /**
+   * Does the jobs still left on this thread, waits for the helpers' and returns one number per
+   * job: diff records applied, or a negative code of PLACE_ERRORS.
+   */
+  placeFinish(placement: Placement): Int32Array;
 }
+
+/** A placement under way (an opaque handle of the native codec). */
+export type Placement = { readonly __placement: unique symbol };
 
 export const PLACE_KIND = { memoryVerbatim: 0, memoryLz4: 1, diffsVerbatim: 2, diffsLz4: 3 } as const;
 export const PLACE_JOB_NUMBERS = 5;
@@ -51,7 +60,7 @@ export const PLACE_ERRORS: Readonly<Record<number, string>> = {
  */
 export const LZ4HC_LEVEL = 4;
 
-const ABI = 1;
+const ABI = 3;
 let loaded: { codec?: NativeCodec; problem?: string } | undefined;
 
 function load(): { codec?: NativeCodec; problem?: string } {
@@ -73,7 +82,8 @@ function isNativeCodec(value: unknown): value is NativeCodec {
   return (
     module['abi'] === ABI &&
     typeof module['compressChunk'] === 'function' &&
-    typeof module['placeChunks'] === 'function'
+    typeof module['placeStart'] === 'function' &&
+    typeof module['placeFinish'] === 'function'
   );
 }
 

@@ -3,28 +3,33 @@
  * pages written straight into the sandbox's memory by every core at once.
  *
  * Why native: a restore must come within a small factor of a plain copy of the guest's memory.
- * The portable path decodes LZ4 one chunk at a time into a fresh buffer and copies it into the
- * sandbox; here each thread decodes into the sandbox's pages themselves, and LZ4HC's blocks (fewer,
- * longer matches) decode faster than lz4_flex's. src/guest/image/native.ts loads this module and
+ * The portable path decodes LZ4 one chunk at a time on the caller's thread into a fresh buffer and
+ * copies it into the sandbox; here threads decode into the sandbox's pages themselves, and LZ4HC's
+ * blocks (fewer, longer matches) decode faster than lz4_flex's (BENCHMARKS.md, session 20). src/guest/image/native.ts loads this module and
  * falls back to the portable path without it; every input is checked again here all the same.
  *
- * Two calls:
+ * Three calls:
  *
  *   compressChunk(raw: Uint8Array, level: number): Promise<Buffer>
  *     One LZ4HC block after its raw length (u32 LE), on the libuv pool: format.ts's 'lz4' chunk.
  *
- *   placeChunks(image, jobs: Float64Array, pages: Uint32Array, seen: Uint8Array, memory): Int32Array
+ *   placeStart(image, jobs: Float64Array, pages: Uint32Array, seen: Uint8Array, memory): placement
  *     Five numbers per job: kind, where its stored bytes start in `image`, stored length, raw
  *     length, where its raw bytes start in their section. Kinds: MEMORY_* chunks hold whole pages
  *     (the section's page p goes to memory page pages[p]); DIFFS_* chunks hold diffs.ts's records,
- *     each page claimed in `seen` (1 = taken; whole pages come marked). Returns one number per job:
- *     the diff records it applied (0 for memory), or a negative PLACE_* code. Blocks the calling
- *     thread until every job is done; the caller passes at most a few milliseconds' worth.
+ *     each page claimed in `seen` (1 = taken; whole pages come marked). Helper threads start on
+ *     the jobs at once and the call returns; until placeFinish, the caller must not touch
+ *     `memory`, `seen` or `image`, nor grow the memory.
+ *
+ *   placeFinish(placement): Int32Array
+ *     Does the jobs left on the calling thread, waits for the helpers' and returns one number per
+ *     job: the diff records it applied (0 for memory), or a negative PLACE_* code.
  */
 #include <lz4.h>
 #include <lz4hc.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,7 +44,7 @@
 #define MAX_THREADS 4
 /* Each helper thread needs at least this much LZ4 output to decode (about half a millisecond). */
 #define HELPER_LZ4_BYTES (2.0 * 1024 * 1024)
-/* A thread's decode buffer is kept between calls up to this size (bigger chunks borrow one). */
+/* A helper keeps its decode buffer between placements up to this size. */
 #define KEPT_SCRATCH_BYTES (4u * 1024u * 1024u)
 
 enum Kind { MEMORY_VERBATIM = 0, MEMORY_LZ4 = 1, DIFFS_VERBATIM = 2, DIFFS_LZ4 = 3 };
@@ -68,14 +73,15 @@ typedef struct {
   size_t memory_length;
   int32_t *results;
   atomic_size_t next;
-  size_t max_raw;
+  /* Helpers this placement is worth, and how many joined it (both under helpers.lock). */
+  int wanted;
+  int joined;
+  /* Offered to the helpers; finished (none of them in it any more, every job done). */
+  bool offered;
+  bool finished;
+  /* The arguments and the results, kept alive until finished. */
+  napi_ref refs[6];
 } Work;
-
-/* Per Node environment (each worker thread has its own): the threads' kept decode buffers. */
-typedef struct {
-  uint8_t *scratch[MAX_THREADS];
-  size_t scratch_length[MAX_THREADS];
-} Instance;
 
 /* Where byte `at` of the memory section lands in the memory, or SIZE_MAX when it cannot. */
 static size_t page_target(const Work *w, size_t at) {
@@ -187,26 +193,114 @@ static int32_t place_one(const Work *w, size_t job, uint8_t **scratch, size_t *s
   return kind == MEMORY_LZ4 ? scatter(w, *scratch, to, raw) : apply_diffs(w, *scratch, raw);
 }
 
-typedef struct {
-  Work *work;
-  uint8_t *scratch;
-  size_t scratch_length;
-} Thread;
-
-static void *run(void *arg) {
-  Thread *t = arg;
-  Work *w = t->work;
+/* Takes jobs until none is left. */
+static void take_jobs(Work *w, uint8_t **scratch, size_t *scratch_length) {
   for (;;) {
     size_t job = atomic_fetch_add(&w->next, 1);
     if (job >= w->job_count) break;
-    w->results[job] = place_one(w, job, &t->scratch, &t->scratch_length);
+    w->results[job] = place_one(w, job, scratch, scratch_length);
   }
-  return NULL;
 }
 
 static int online_cores(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+}
+
+/*
+ * Helper threads, started once per process and kept: a restore offers its placement to them and
+ * goes on with its own work (hashing the image, rebuilding the guest's host side), then takes what
+ * jobs are left itself and waits for the helpers' last ones. Starting a thread per restore, or
+ * handing the work to the libuv pool, cost 0.1 ms and more before a job began (up to milliseconds
+ * when the other core was busy); a helper that wakes late now finds the jobs taken.
+ */
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t wake; /* a placement is offered */
+  pthread_cond_t left; /* a helper left a placement */
+  Work *offered;
+  unsigned long generation;
+  int busy; /* helpers inside `offered` */
+} Helpers;
+
+static Helpers helpers = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0};
+static pthread_once_t helpers_started = PTHREAD_ONCE_INIT;
+static int helper_count = 0;
+
+static void *helper(void *arg) {
+  (void)arg;
+  uint8_t *scratch = NULL;
+  size_t scratch_length = 0;
+  unsigned long seen = 0;
+  pthread_mutex_lock(&helpers.lock);
+  for (;;) {
+    while (helpers.offered == NULL || helpers.generation == seen) pthread_cond_wait(&helpers.wake, &helpers.lock);
+    seen = helpers.generation;
+    Work *w = helpers.offered;
+    if (w->joined >= w->wanted) continue;
+    w->joined++;
+    helpers.busy++;
+    pthread_mutex_unlock(&helpers.lock);
+    take_jobs(w, &scratch, &scratch_length);
+    if (scratch_length > KEPT_SCRATCH_BYTES) {
+      free(scratch);
+      scratch = NULL;
+      scratch_length = 0;
+    }
+    pthread_mutex_lock(&helpers.lock);
+    helpers.busy--;
+    pthread_cond_broadcast(&helpers.left);
+  }
+  return NULL;
+}
+
+static void start_helpers(void) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  for (int t = 1; t < online_cores(); t++) {
+    pthread_t id;
+    if (pthread_create(&id, &attr, helper, NULL) == 0) helper_count++;
+  }
+  pthread_attr_destroy(&attr);
+}
+
+/* Offers `w` to the helpers, if it is worth any and they are not on another placement. */
+static void offer(Work *w) {
+  /*
+   * Helpers only for LZ4 work worth one: copies and diffs run at memory speed on one core, and on
+   * the 1 MiB bench guest's 1.6 MB of diffs a helper cost more than it saved.
+   */
+  double lz4_bytes = 0;
+  for (size_t i = 0; i < w->job_count; i++)
+    if (w->jobs[5 * i] == MEMORY_LZ4 || w->jobs[5 * i] == DIFFS_LZ4) lz4_bytes += w->jobs[5 * i + 3];
+  w->wanted = (int)(lz4_bytes / HELPER_LZ4_BYTES);
+  if (w->wanted == 0) return;
+  pthread_once(&helpers_started, start_helpers);
+  pthread_mutex_lock(&helpers.lock);
+  if (helpers.offered == NULL && helper_count > 0) {
+    helpers.offered = w;
+    helpers.generation++;
+    w->offered = true;
+    pthread_cond_broadcast(&helpers.wake);
+  }
+  pthread_mutex_unlock(&helpers.lock);
+}
+
+/* Takes the jobs left on this thread, then waits until no helper is inside `w`. */
+static void finish(Work *w) {
+  if (w->finished) return;
+  uint8_t *scratch = NULL;
+  size_t scratch_length = 0;
+  take_jobs(w, &scratch, &scratch_length);
+  free(scratch);
+  if (w->offered) {
+    pthread_mutex_lock(&helpers.lock);
+    if (helpers.offered == w) helpers.offered = NULL;
+    while (helpers.busy > 0) pthread_cond_wait(&helpers.left, &helpers.lock);
+    pthread_mutex_unlock(&helpers.lock);
+  }
+  w->finished = true;
 }
 
 /* ---- Node-API glue ---- */
@@ -242,69 +336,80 @@ static void *typed(napi_env env, napi_value value, napi_typedarray_type want, si
   return data ? data : &empty;
 }
 
-static napi_value place_chunks(napi_env env, napi_callback_info info) {
+static void release(napi_env env, Work *w) {
+  for (int i = 0; i < 6; i++)
+    if (w->refs[i]) napi_delete_reference(env, w->refs[i]);
+  memset(w->refs, 0, sizeof w->refs);
+}
+
+/* A placement JavaScript dropped without finishing it: finished here, so nothing writes on. */
+static void drop_placement(napi_env env, void *data, void *hint) {
+  (void)hint;
+  Work *w = data;
+  finish(w);
+  release(env, w);
+  free(w);
+}
+
+static napi_value place_start(napi_env env, napi_callback_info info) {
   size_t argc = 5;
-  napi_value argv[5];
+  napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 5) return throw_type(env, "placeChunks(image, jobs, pages, seen, memory)");
+  if (argc != 5) return throw_type(env, "placeStart(image, jobs, pages, seen, memory)");
   Work w;
   memset(&w, 0, sizeof w);
-  size_t job_numbers = 0;
+  size_t job_numbers = 0, seen_length = 0;
   if (!(w.image = typed(env, argv[0], napi_uint8_array, &w.image_length, "image must be a Uint8Array"))) return NULL;
   if (!(w.jobs = typed(env, argv[1], napi_float64_array, &job_numbers, "jobs must be a Float64Array"))) return NULL;
   if (!(w.pages = typed(env, argv[2], napi_uint32_array, &w.page_count, "pages must be a Uint32Array"))) return NULL;
-  if (!(w.seen = typed(env, argv[3], napi_uint8_array, &w.seen_length, "seen must be a Uint8Array"))) return NULL;
+  if (!(w.seen = typed(env, argv[3], napi_uint8_array, &seen_length, "seen must be a Uint8Array"))) return NULL;
   if (!(w.memory = typed(env, argv[4], napi_uint8_array, &w.memory_length, "memory must be a Uint8Array"))) return NULL;
   if (job_numbers % 5 != 0) return throw_type(env, "jobs must hold five numbers per job");
+  w.seen_length = seen_length;
   w.job_count = job_numbers / 5;
 
-  napi_value results_buffer, results;
+  napi_value results_buffer;
   void *results_data = NULL;
   CHECK(napi_create_arraybuffer(env, w.job_count * sizeof(int32_t), &results_data, &results_buffer));
-  CHECK(napi_create_typedarray(env, napi_int32_array, w.job_count, results_buffer, 0, &results));
+  CHECK(napi_create_typedarray(env, napi_int32_array, w.job_count, results_buffer, 0, &argv[5]));
   w.results = results_data;
   atomic_init(&w.next, 0);
 
-  Instance *instance = NULL;
-  CHECK(napi_get_instance_data(env, (void **)&instance));
-  /*
-   * Helpers only for LZ4 work worth their start: copies and diffs run at memory speed on one core,
-   * and waiting for a thread to start (long when the other core is busy) cost more than it saved
-   * on the 1 MiB bench guest's 1.6 MB of diffs (0.24-2.9 ms with a helper, 0.12-0.24 without).
-   */
-  double lz4_bytes = 0;
-  for (size_t i = 0; i < w.job_count; i++)
-    if (w.jobs[5 * i] == MEMORY_LZ4 || w.jobs[5 * i] == DIFFS_LZ4) lz4_bytes += w.jobs[5 * i + 3];
-  int threads = 1 + (int)(lz4_bytes / HELPER_LZ4_BYTES);
-  if (threads > online_cores()) threads = online_cores();
-  if ((size_t)threads > w.job_count) threads = w.job_count > 0 ? (int)w.job_count : 1;
-  Thread slots[MAX_THREADS];
-  pthread_t ids[MAX_THREADS];
-  int started = 1;
-  for (int t = 0; t < threads; t++) {
-    slots[t].work = &w;
-    slots[t].scratch = instance ? instance->scratch[t] : NULL;
-    slots[t].scratch_length = instance ? instance->scratch_length[t] : 0;
-  }
-  /* This thread works too; a helper that cannot start only leaves more jobs to the others. */
-  for (int t = 1; t < threads; t++) {
-    if (pthread_create(&ids[t], NULL, run, &slots[t]) != 0) break;
-    started++;
-  }
-  run(&slots[0]);
-  for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
-  for (int t = 0; t < threads; t++) {
-    if (instance && slots[t].scratch_length <= KEPT_SCRATCH_BYTES) {
-      instance->scratch[t] = slots[t].scratch;
-      instance->scratch_length[t] = slots[t].scratch_length;
-    } else {
-      free(slots[t].scratch);
-      if (instance) {
-        instance->scratch[t] = NULL;
-        instance->scratch_length[t] = 0;
-      }
+  Work *p = malloc(sizeof *p);
+  if (!p) return throw_type(env, "out of memory");
+  *p = w;
+  napi_value handle;
+  for (int i = 0; i < 6; i++) {
+    if (napi_create_reference(env, argv[i], 1, &p->refs[i]) != napi_ok) {
+      release(env, p);
+      free(p);
+      return throw_type(env, "cannot hold the placement's arguments");
     }
   }
+  if (napi_create_external(env, p, drop_placement, NULL, &handle) != napi_ok) {
+    release(env, p);
+    free(p);
+    return throw_type(env, "cannot make the placement's handle");
+  }
+  offer(p);
+  return handle;
+}
+
+static napi_value place_finish(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype type;
+  Work *w = NULL;
+  if (argc != 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_external ||
+      napi_get_value_external(env, argv[0], (void **)&w) != napi_ok || !w)
+    return throw_type(env, "placeFinish(placement)");
+  if (w->finished) return throw_type(env, "the placement was already finished");
+  finish(w);
+  napi_value results = NULL;
+  napi_status status = napi_get_reference_value(env, w->refs[5], &results);
+  release(env, w);
+  if (status != napi_ok || !results) return throw_type(env, "the placement's results are gone");
   return results;
 }
 
@@ -394,24 +499,16 @@ static napi_value compress_chunk(napi_env env, napi_callback_info info) {
   return promise;
 }
 
-static void free_instance(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  Instance *instance = data;
-  for (int t = 0; t < MAX_THREADS; t++) free(instance->scratch[t]);
-  free(instance);
-}
-
 NAPI_MODULE_INIT() {
-  Instance *instance = calloc(1, sizeof *instance);
-  if (instance && napi_set_instance_data(env, instance, free_instance, NULL) != napi_ok) free(instance);
   napi_value fn;
-  CHECK(napi_create_function(env, "placeChunks", NAPI_AUTO_LENGTH, place_chunks, NULL, &fn));
-  CHECK(napi_set_named_property(env, exports, "placeChunks", fn));
+  CHECK(napi_create_function(env, "placeStart", NAPI_AUTO_LENGTH, place_start, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "placeStart", fn));
+  CHECK(napi_create_function(env, "placeFinish", NAPI_AUTO_LENGTH, place_finish, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "placeFinish", fn));
   CHECK(napi_create_function(env, "compressChunk", NAPI_AUTO_LENGTH, compress_chunk, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "compressChunk", fn));
   napi_value version;
-  CHECK(napi_create_uint32(env, 1, &version));
+  CHECK(napi_create_uint32(env, 3, &version));
   CHECK(napi_set_named_property(env, exports, "abi", version));
   return exports;
 }
