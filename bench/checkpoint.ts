@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { Guest, type Capture } from '../src/guest/guest.js';
 import { inspectImage, snapshotMemory, type ImageContents } from '../src/guest/image/index.js';
 import { encodeGuestImage } from '../src/guest/template.js';
+import { LZ4HC_LEVEL, nativeCodecProblem } from '../src/guest/image/native.js';
 import { DAEMON_NODE_FLAGS, daemonEnv } from '../src/common/node-flags.js';
 import {
   BENCH_LIMITS,
@@ -355,6 +356,14 @@ function resultsTable(results: Result[]): string {
 /** A remainder of medians measured separately: below zero it is only noise around zero. */
 const rest = (value: number): string => (value < 0.5 ? '~0' : ms(value));
 
+/** Which image codec wrote and restored the images (src/guest/image/native.ts). */
+function codecLine(): string {
+  const problem = nativeCodecProblem();
+  return problem === undefined
+    ? `native (LZ4HC level ${LZ4HC_LEVEL} by liblz4; restores placed on helper threads)`
+    : `portable (lz4_flex by lz4-napi; ${problem})`;
+}
+
 function profileTable(results: Result[]): string {
   return markdownTable(
     [
@@ -368,6 +377,7 @@ function profileTable(results: Result[]): string {
       'decode: rest ms',
       'restore: grow ms',
       'restore: apply diffs ms',
+      'restore: native place ms',
       'restore: restoreMemory ms',
       '(copy / zero-fill ms, MiB zeroed)',
       'restore: state+files ms',
@@ -377,9 +387,10 @@ function profileTable(results: Result[]): string {
     ],
     results.map((r) => {
       const p = r.child.profile;
-      // What the restore does besides: the checksum, the diffs, the LZ4 chunks (on the pool), state and files.
-      const restoreRest =
-        r.restoreMed - p.checksumMs - p.applyDiffsMs - p.inflateMs - p.finishRestoreMs - p.parseStateMs - p.filesMs;
+      // What the restore does besides: the checksum, the pages (placed by the native codec, or the
+      // diffs applied and the LZ4 chunks decoded by the portable path), state and files.
+      const pagesMs = Number.isNaN(p.placeMs) ? p.applyDiffsMs + p.inflateMs : p.placeMs;
+      const restoreRest = r.restoreMed - p.checksumMs - pagesMs - p.finishRestoreMs - p.parseStateMs - p.filesMs;
       return [
         `${r.targetMiB} MiB`,
         `${ms(r.floorPagesMed)} / ${ms(r.floorSliceMed)}`,
@@ -391,6 +402,7 @@ function profileTable(results: Result[]): string {
         rest(r.decodeMed - p.checksumMs - p.inflateMs),
         ms(p.growMs),
         ms(p.applyDiffsMs),
+        Number.isNaN(p.placeMs) ? '-' : ms(p.placeMs),
         ms(p.restoreMemoryMs),
         `${ms(p.copyOnlyMs)} / ${ms(p.zeroFillOnlyMs)}, ${mib(p.zeroFillBytes)}`,
         ms(p.parseStateMs + p.filesMs),
@@ -430,10 +442,13 @@ function method(): string {
     `running); restore/floor divides that by the same plain-copy floor timed in that child. "Copy into warm memory"`,
     `is that copy into a buffer faulted in beforehand, as the sandbox is, for reference (not the issue's floor). "decodeImage (to a`,
     `buffer)" is the decode alone into fresh buffers, for reference. All values are medians. The profile's`,
-    `decode columns time the checksum and the parallel decompression of all chunks on their own; "apply diffs" is`,
-    `the diffs section's records written into a sandbox that holds the runtime template, and "restoreMemory" a`,
-    `copy of every stored page as whole pages (as a version 1 image restored), for reference; "restore: rest" is`,
-    `the restore minus checksum, diffs, decompression, state and files (header, guest rebuilt, turns waited).`,
+    `decode columns time the checksum and the portable decompression of all chunks (lz4-napi, on the thread pool)`,
+    `on their own; "apply diffs" is the diffs section's records written by the portable path into a sandbox that`,
+    `holds the runtime template; "native place" is what a restore does with the native codec instead (every`,
+    `memory and diffs chunk placed into such a sandbox, on helper threads and the calling one, the second of two`,
+    `placements into it; "-" without the codec); "restoreMemory" a copy of every stored page as whole pages (as a version 1 image restored), for`,
+    `reference; "restore: rest" is the restore minus checksum, pages (native place, or diffs and decompression),`,
+    `state and files (header, guest rebuilt, turns waited; with helper threads the checksum overlaps the pages).`,
   ].join('\n');
 }
 
@@ -460,6 +475,7 @@ async function main(): Promise<void> {
       `- Date: ${machine.date}`,
       `- Machine: ${machine.cpus} CPUs (nproc), ${machine.cpuModel}, ${machine.memory} RAM, ${machine.os}`,
       `- Node: ${machine.node}`,
+      `- Image codec: ${codecLine()}`,
       `- Command: \`${COMMAND}\` (whole run: ${((performance.now() - t0) / 1000).toFixed(0)} s)`,
       `- 1-minute load average: ${loadBefore.toFixed(2)} before, ${(loadavg()[0] ?? NaN).toFixed(2)} after` +
         ' (the machine is shared; other work running at the same time inflates every number, floors included)',
