@@ -3,7 +3,7 @@
 // runs, its images decoded by the portable path (slower restores); this says so and exits 0.
 // ROAM_NATIVE_REQUIRED=1 makes a failed build fail (CI, where the tools are installed).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,7 @@ const require = createRequire(import.meta.url);
 const headers = join(dirname(require.resolve('node-api-headers/package.json')), 'include');
 const out = join(root, 'dist/roam-image.node');
 mkdirSync(dirname(out), { recursive: true });
+rmSync(out, { force: true }); // never a stale codec next to a failed build
 
 const cc = process.env.CC || 'cc';
 const args = [
@@ -24,7 +25,7 @@ const made = spawnSync(cc, args, { encoding: 'utf8' });
 if (made.status !== 0) {
   const why = made.error
     ? `${cc}: ${made.error.message}`
-    : (made.stderr || '').trim().split('\n').slice(0, 6).join('\n');
+    : (made.stderr || '').trim().split('\n').slice(0, 6).join('\n') || `${cc} exited with status ${made.status}`;
   console.warn(
     `roam: the native image codec was not built, so restores use the slower portable decoder.\n` +
       `  To build it, install a C compiler and liblz4's headers (Debian: apt-get install gcc liblz4-dev), then run npm run build.\n` +

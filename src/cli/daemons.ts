@@ -8,6 +8,7 @@ import { onStopSignals } from '../common/stop-signals.js';
 import { drainCommand } from './operator.js';
 import { Controller } from '../controller/controller.js';
 import { RoamError } from '../errors.js';
+import { nativeCodecProblem } from '../guest/image/native.js';
 import { startApiServer } from '../proxy/api.js';
 import { defaultProxyDataDir, resolveProxyConfig } from '../proxy/config.js';
 import { Proxy } from '../proxy/proxy.js';
@@ -156,6 +157,13 @@ async function runHost(opts: HostCliOptions): Promise<void> {
     },
   });
   process.stdout.write(`roam host ${name} (${controller.hostId}) joined the proxy at ${opts.proxy}\n`);
+  const slowImages = nativeCodecProblem();
+  if (slowImages !== undefined) {
+    logger.warn(
+      { imageCodec: 'portable' },
+      `images are decoded by the portable path, restores are slower: ${slowImages}`,
+    );
+  }
   onShutdown(() => controller.close('the host was asked to stop (signal)'));
 }
 

@@ -488,11 +488,15 @@ static napi_value compress_chunk(napi_env env, napi_callback_info info) {
   c->input_length = length;
   c->level = level;
   napi_value promise, name;
-  if (napi_create_reference(env, argv[0], 1, &c->input_ref) != napi_ok ||
-      napi_create_promise(env, &c->deferred, &promise) != napi_ok ||
+  if (napi_create_reference(env, argv[0], 1, &c->input_ref) != napi_ok) {
+    free(c);
+    return throw_type(env, "cannot hold the chunk");
+  }
+  if (napi_create_promise(env, &c->deferred, &promise) != napi_ok ||
       napi_create_string_utf8(env, "roam:lz4hc", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, compress_execute, compress_complete, c, &c->work) != napi_ok ||
       napi_queue_async_work(env, c->work) != napi_ok) {
+    napi_delete_reference(env, c->input_ref);
     free(c);
     return throw_type(env, "cannot queue the compression");
   }
