@@ -1372,3 +1372,28 @@ describe('the native codec (src/guest/image/native/codec.c)', () => {
     },
   );
 });
+
+describe('the native codec under concurrent restores', () => {
+  const problem = nativeCodecProblem();
+  const needsNative = problem === undefined ? {} : { skip: `needs the native codec: ${problem}` };
+
+  it(
+    'places every page of two restores that overlap (the helpers take one, the other runs alone)',
+    needsNative,
+    async () => {
+      // Enough LZ4 output (over 2 MiB) for each to want a helper.
+      const memories = [mixedMemory(96, 31), mixedMemory(96, 32)];
+      const images = await Promise.all(memories.map((memory) => encodeImage(contentsOf(memory))));
+      for (const image of images) {
+        const lz4 = split(image).header.sections.find((s) => s.name === 'memory');
+        assert.ok(lz4 && lz4.encoding === 'lz4' && lz4.rawBytes > 2 * 1024 * 1024, 'the images need LZ4 work');
+      }
+      for (let round = 0; round < 5; round++) {
+        const targets = memories.map((memory) => new Uint8Array(memory.length).fill(0xa5));
+        await Promise.all(images.map((image, i) => decodeImageInto(image, () => targets[i] ?? new Uint8Array(0))));
+        for (const [i, memory] of memories.entries())
+          assert.ok(Buffer.from(targets[i] ?? []).equals(memory), `image ${i}`);
+      }
+    },
+  );
+});
