@@ -40,7 +40,7 @@ export const PLACE_JOB_NUMBERS = 5;
 
 export const PLACE_NO_MEMORY = -7;
 
-/** What each negative result of `placeChunks` means (codec.c, enum Failure). */
+/** What each negative result of `placeFinish` means (codec.c, enum Failure). */
 export const PLACE_ERRORS: Readonly<Record<number, string>> = {
   [-1]: 'its place in the image is out of range',
   [-2]: 'is not an LZ4 block',
@@ -55,8 +55,9 @@ export const PLACE_ERRORS: Readonly<Record<number, string>> = {
  * LZ4HC level for images. On the 16 MiB bench heap's 20.6 MB of pages in 1 MiB chunks, one thread
  * (this codec, 2026-11-28): level 4 made 26.8% of the size in 143 ms and decoded in 2.54 ms;
  * level 2 28.8%, 128 ms, 3.34 ms; level 6 26.0%, 196 ms, 2.22 ms; lz4_flex's fast mode (the
- * portable encoder) 32.8%, 77 ms, 4.13 ms. A restore decodes every byte before the guest runs
- * again (a move's target waits on it); an image is written once, on the thread pool, off the pause.
+ * portable encoder) 32.8%, 77 ms, 4.13 ms. A restore (a guest resumed from a backup image or by
+ * `roam guest resume`) decodes every byte before the guest runs again; an image is written once,
+ * on the thread pool, off the pause.
  */
 export const LZ4HC_LEVEL = 4;
 
