@@ -15,6 +15,7 @@ import { GuestLog, type LogSink } from './host/log.js';
 import { IdAllocator, NetHost } from './host/net.js';
 import { TimerSchedule } from './host/timers.js';
 import { runtimeTemplate, type RuntimeBase } from './template.js';
+import { yieldToLoop } from './image/work.js';
 import {
   applyPages,
   catchUp,
@@ -198,7 +199,11 @@ export class Guest {
     });
     guest.base = await runtimeTemplate();
     const sandbox = await Sandbox.create(limits);
+    // Booting a sandbox writes fresh memory, dear in page faults (about 60 ms here, many times that
+    // on a busy machine): the host's other work (its reports to the proxy) gets a turn between steps.
+    await yieldToLoop();
     loadBase(sandbox, guest.base, guest.base.snapshot.byteLength);
+    await yieldToLoop();
     guest.attach(sandbox);
     sandbox.finishRestore();
     guest.thaw();
