@@ -1,5 +1,6 @@
 // Builds what the package runs: the guest runtime (evaluated inside every QuickJS sandbox), the
-// `roam` command and the native image codec. Type checking is `npm run typecheck`; this step only bundles (fast).
+// `roam` command and the native image codec. Type checking is `npm run typecheck`; this step only
+// bundles and compiles (a few seconds).
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, rmSync } from 'node:fs';
