@@ -714,11 +714,8 @@ export async function decodeImageInto(
       checkDigest(bytes, framing, await digest);
       if (problem !== undefined) await placePortably(bytes, header, starts, pages, info, memory, problem);
     } else {
-      const diffs = new DiffPages(info.memory.totalPages, pages, info.memory.diffPages);
-      into = (raw, job) => {
-        if (job.section === MEMORY) copyToPages(raw, job.to, pages, memory);
-        else diffs.apply(raw, job.chunk, memory);
-      };
+      const { sink, diffs } = portableSink(pages, info, memory);
+      into = sink;
       for (const [raw, job] of early.splice(0)) into(raw, job);
       await pagesDone;
       diffs.checkComplete();
@@ -734,6 +731,20 @@ export async function decodeImageInto(
     checkDigest(bytes, framing, await (digest ?? digestOf(bytes, framing)));
     throw err;
   }
+}
+
+/** Where the portable path puts each chunk into `memory`: whole pages to their place, diffs applied. */
+function portableSink(
+  pages: Uint32Array,
+  info: ImageInfo,
+  memory: Uint8Array,
+): { sink: (raw: Uint8Array, job: ChunkJob) => void; diffs: DiffPages } {
+  const diffs = new DiffPages(info.memory.totalPages, pages, info.memory.diffPages);
+  const sink = (raw: Uint8Array, job: ChunkJob): void => {
+    if (job.section === MEMORY) copyToPages(raw, job.to, pages, memory);
+    else diffs.apply(raw, job.chunk, memory);
+  };
+  return { sink, diffs };
 }
 
 /**
@@ -814,11 +825,8 @@ async function placePortably(
   memory: Uint8Array,
   refusal: NativeRefusal,
 ): Promise<void> {
-  const diffs = new DiffPages(info.memory.totalPages, pages, info.memory.diffPages);
-  await decodePages(bytes, header, starts, (raw, job) => {
-    if (job.section === MEMORY) copyToPages(raw, job.to, pages, memory);
-    else diffs.apply(raw, job.chunk, memory);
-  });
+  const { sink, diffs } = portableSink(pages, info, memory);
+  await decodePages(bytes, header, starts, sink);
   diffs.checkComplete();
   if (refusal.code !== PLACE_NO_MEMORY) throw malformed(refusal.message);
 }
