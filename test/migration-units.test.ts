@@ -254,6 +254,10 @@ describe('pre-copy page tracking', () => {
       // Bounded where the guest's heap ends: pages past it are not looked at.
       assert.deepEqual([...shadow.dirty(memory, 0, 4)], [1, 3]);
       assert.equal(shadow.sampleDirty(memory, 1, 4), 2);
+      // A message's worth at a time (the final scan): the first `limit` found, then on from after them.
+      assert.deepEqual([...shadow.dirty(memory, 0, 6, 2)], [1, 3]);
+      assert.deepEqual([...shadow.dirty(memory, 4, 6, 2)], [5]);
+      assert.deepEqual([...shadow.dirty(memory, 2, 6, 1)], [3]);
 
       // What the target rebuilds from the packed pages equals the source's memory.
       const target = new Uint8Array(6 * PAGE_SIZE);

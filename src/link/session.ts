@@ -219,6 +219,13 @@ export class LinkSession implements StreamCarrier {
     if (!this.closed) this.outbox.pushUrgent(encodeFrame(frame));
   }
 
+  /** A connection-level frame handed to the socket now, behind what was queued before it. */
+  sendNow(frame: ConnectionFrame): void {
+    if (this.closed) return;
+    this.outbox.push(encodeFrame(frame));
+    this.outbox.flush();
+  }
+
   /** Round-trip time to the peer, from a PING answered by a PONG. */
   ping(timeoutMs = 5000): Promise<number> {
     const nonce = this.nextPing++;

@@ -64,13 +64,17 @@ export class PageShadow {
     return this.buffer;
   }
 
-  /** Indices of the pages of `memory` (those in [from, to), by default all) that differ from what the target holds. */
-  dirty(memory: Uint8Array, from = 0, to = Infinity): Uint32Array {
+  /**
+   * Indices of the pages of `memory` (those in [from, to), by default all) that differ from what
+   * the target holds: the first `limit` of them at most (the caller scans on after the last).
+   */
+  dirty(memory: Uint8Array, from = 0, to = Infinity, limit = Infinity): Uint32Array {
     const buf = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
     const total = Math.min(to, Math.floor(memory.byteLength / PAGE_SIZE));
-    const found = new Uint32Array(Math.max(0, total - from));
+    const found = new Uint32Array(Math.max(0, Math.min(total - from, limit)));
     let count = 0;
-    for (let page = from; page < total; page++) if (this.differs(buf, page)) found[count++] = page;
+    for (let page = from; page < total && count < found.length; page++)
+      if (this.differs(buf, page)) found[count++] = page;
     return found.slice(0, count);
   }
 

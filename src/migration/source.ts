@@ -282,6 +282,9 @@ async function moveOut(
         },
         offer.body,
       );
+      // Without pre-copy the freeze comes next: the target holds its turns right after it
+      // accepts, and both words come back together (one round trip less).
+      if (!precopy) await peer.send({ type: 'freezing' });
       const answer = await peer.next(timeout, 'answer to the offer');
       if (answer.header.type === 'fail')
         throw new RoamError('ROAM_ERR_MIGRATION', `the target refused: ${answer.header.message}`);
@@ -335,7 +338,7 @@ async function moveOut(
     const asked = performance.now();
     const peer = channel;
     await step('freeze', async () => {
-      await peer.send({ type: 'freezing' });
+      if (precopy) await peer.send({ type: 'freezing' }); // (else sent with the offer)
       const answer = await peer.next(timeout, 'word that the target holds its turns');
       if (answer.header.type === 'fail')
         throw new RoamError('ROAM_ERR_MIGRATION', `the target gave up: ${answer.header.message}`);
@@ -403,11 +406,21 @@ async function moveOut(
       );
       stats.finalBytes += (channel?.bytesSent ?? 0) - before;
       t = add('state', t);
-      // Frozen, the heap's end is final: the pages past it are in use on neither side.
-      const dirty = shadow.dirty(source.memoryView(), 0, source.heapEnd() / PAGE_SIZE);
-      add('scan', t);
-      const last = await sendPages(dirty, stats.precopyRounds, true);
-      stats.finalBytes += last.bytes;
+      // Frozen, the heap's end is final: the pages past it are in use on neither side. The scan
+      // stops at each message's worth of changed pages, which go out while it scans on.
+      const end = source.heapEnd() / PAGE_SIZE;
+      const last = { pages: 0, blocks: 0 };
+      for (let from = 0; from < end;) {
+        t = performance.now();
+        const dirty = shadow.dirty(source.memoryView(), from, end, PAGES_PER_MESSAGE);
+        add('scan', t);
+        from = dirty.length === PAGES_PER_MESSAGE ? (dirty[dirty.length - 1] ?? end) + 1 : end;
+        if (dirty.length === 0) continue;
+        const sent = await sendPages(dirty, stats.precopyRounds, true);
+        stats.finalBytes += sent.bytes;
+        last.pages += dirty.length;
+        last.blocks += sent.blocks;
+      }
       before = channel?.bytesSent ?? 0;
       await channel.send({ type: 'end', count: last.blocks });
       stats.finalBytes += (channel?.bytesSent ?? 0) - before;
@@ -415,7 +428,7 @@ async function moveOut(
       await reach('migrate.source.afterTransfer');
       ctx.progress({
         step: 'transfer',
-        pages: dirty.length,
+        pages: last.pages,
         bytes: stats.finalBytes,
         ms: performance.now() - (frozenAt ?? 0),
       });

@@ -29,7 +29,8 @@ export interface MigrationHostInfo {
 /** What the coordinator needs of the proxy. */
 export interface MigrationPorts {
   host(id: string): MigrationHostInfo | undefined;
-  send(hostId: string, message: ControlMessage): void;
+  /** `now`: handed to the host's socket at once, not at the end of this callback (a frozen guest waits for it). */
+  send(hostId: string, message: ControlMessage, now?: boolean): void;
   /** Records the switch: the guest lives on `targetId` now; streams not in `streams` are closed. */
   switchHost(guestId: string, targetId: string, streams: number[]): void;
   /** The move is over, whatever its outcome: connections held for it go to where the guest runs. */
@@ -248,10 +249,16 @@ export class Migrations {
       this.ports.send(fromId, { type: 'migrateAborted', migrationId: m.id, reason: 'the move was aborted' });
       return;
     }
-    if (m.state === 'pending') {
+    const decided = m.state === 'pending';
+    if (decided) {
       m.state = 'committed';
       m.view.state = 'committed';
       this.ports.switchHost(m.guestId, m.targetId, c.streams);
+    }
+    // The guest waits, frozen, for this word: it goes first, the bookkeeping after it.
+    this.ports.send(m.targetId, { type: 'migrateCommitted', migrationId: m.id }, true);
+    this.ports.send(m.sourceId, { type: 'migrateCommitted', migrationId: m.id }, true);
+    if (decided) {
       this.ports.event(
         'migration.committed',
         `${m.guestName} now lives on ${m.view.to} (${c.streams.length} connection(s) carried on)`,
@@ -261,8 +268,6 @@ export class Migrations {
       // If the source never reports the cost (it died, say), answer without it.
       m.timers.push(setTimeout(() => this.finish(m, 'moved'), DONE_GRACE_MS));
     }
-    this.ports.send(m.targetId, { type: 'migrateCommitted', migrationId: m.id });
-    this.ports.send(m.sourceId, { type: 'migrateCommitted', migrationId: m.id });
   }
 
   private onAbort(fromId: string, a: MigrateAbortMessage): void {

@@ -129,9 +129,9 @@ export class Proxy implements ProxyOperations {
         ? { id: h.id, name: h.name, address: h.address, peerPort: h.peerPort, connected: h.session?.isOpen === true }
         : undefined;
     },
-    send: (hostId, message) => {
+    send: (hostId, message, now) => {
       const h = this.hostTable.get(hostId);
-      if (h) this.control(h, message);
+      if (h) this.control(h, message, now);
     },
     switchHost: (guestId, targetId, streams) => this.switchHost(guestId, targetId, streams),
     released: (guestId) => this.connections.releaseHeld(guestId),
@@ -893,8 +893,9 @@ export class Proxy implements ProxyOperations {
 
   // --- helpers ---
 
-  private control(host: HostEntry, message: ControlMessage): void {
-    host.session?.send({ type: 'control', message });
+  private control(host: HostEntry, message: ControlMessage, now = false): void {
+    if (now) host.session?.sendNow({ type: 'control', message });
+    else host.session?.send({ type: 'control', message });
   }
 
   private settle<K, T>(map: Map<K, Pending<T>>, key: K, value: T): void {
