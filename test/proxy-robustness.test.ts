@@ -593,6 +593,47 @@ test('a host that falls silent (SIGSTOP) is evicted after 5 report intervals; wo
   assert.deepEqual(historyAtEviction, ['evicted'], 'the session of the silent host ended by eviction in the history');
 });
 
+test('a proxy that was held up itself (SIGSTOP) reads the reports that waited before it judges a host silent', async (t) => {
+  const proxy = await launchProxy(t, {}, ['--report-interval', '200']);
+  const host = startHost(t, proxy, 'host-a');
+  await host.waitFor(/joined the proxy/);
+  const lastSeen = async (): Promise<number | null> =>
+    (await proxy.api<Array<HostRow & { lastSeen: number | null }>>('GET', '/api/hosts')).body[0]?.lastSeen ?? null;
+  await eventually(async () => ((await lastSeen()) !== null ? true : undefined), 'a first report', 10_000);
+  const pid = pidOf(proxy.process);
+  let stopped = false;
+  const wake = (): void => {
+    if (!stopped) return;
+    stopped = false;
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+  };
+  t.after(wake);
+  process.kill(pid, 'SIGSTOP');
+  stopped = true;
+  // 7.5 report intervals (the limit is 5): the host reports into the proxy's socket all along.
+  await sleep(1500);
+  const wokeAt = Date.now();
+  wake();
+  // Judged after two more reports, which show the proxy reading again.
+  await eventually(
+    async () => ((await lastSeen()) ?? 0) > wokeAt + 400 || undefined,
+    'reports after the proxy woke',
+    10_000,
+  );
+  const hosts = await proxy.api<HostRow[]>('GET', '/api/hosts');
+  assert.deepEqual(
+    hosts.body.map((h) => [h.name, h.state]),
+    [['host-a', 'up']],
+  );
+  const events = (await proxy.api<EventRow[]>('GET', '/api/events')).body.map((e) => e.kind);
+  assert.ok(!events.includes('host.evicted'), `events: ${events.join(', ')}`);
+  assert.equal(host.output().match(/^roam host .* joined the proxy/gm)?.length, 1, 'the host never had to join again');
+});
+
 // ---- 3. backpressure end to end --------------------------------------------------------------------
 
 const CHUNK = 64 * 1024;

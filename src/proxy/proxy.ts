@@ -579,19 +579,26 @@ export class Proxy implements ProxyOperations {
     this.connections.hostDisconnected(host.id);
   }
 
-  /** Evicts hosts silent for too long; pings the others (the RTT in the roaming table). */
+  /**
+   * Evicts hosts silent for too long; pings the others (the RTT in the roaming table). A host that
+   * looks silent is judged again after this turn's I/O: this timer runs before it, so after the
+   * proxy itself was held up (a long GC, a busy machine, a stopped process), the reports that
+   * came meanwhile are still unread in their sockets.
+   */
   private checkHosts(): void {
-    const now = Date.now();
     const limit = this.config.reportIntervalMs * this.config.evictAfterIntervals;
+    const silent = (host: HostEntry): boolean =>
+      (host.state === 'up' || host.state === 'disconnected') &&
+      host.lastSeen !== null &&
+      Date.now() - host.lastSeen > limit;
+    const suspects = [...this.hostTable.values()].filter(silent);
+    if (suspects.length > 0) {
+      setImmediate(() => {
+        for (const host of suspects) if (!this.closed && silent(host)) this.evict(host, Date.now());
+      });
+    }
     for (const host of this.hostTable.values()) {
-      if (
-        (host.state === 'up' || host.state === 'disconnected') &&
-        host.lastSeen !== null &&
-        now - host.lastSeen > limit
-      ) {
-        this.evict(host, now);
-        continue;
-      }
+      if (suspects.includes(host)) continue;
       if (host.session) {
         host.session.ping(limit).then(
           (rtt) => (host.rttMs = rtt),
