@@ -487,22 +487,28 @@ function connectError(port: number): Promise<string | undefined> {
 
 // ---- 2. eviction ---------------------------------------------------------------------------------
 
+/** Stops process `pid` (SIGSTOP); the function returned, or the end of the test, lets it go on. */
+function stopProcess(t: { after: (fn: () => void) => void }, pid: number): () => void {
+  let stopped = true;
+  process.kill(pid, 'SIGSTOP');
+  const go = (): void => {
+    if (!stopped) return;
+    stopped = false;
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+  };
+  t.after(go);
+  return go;
+}
+
 test('a host that falls silent (SIGSTOP) is evicted after 5 report intervals; woken up, it rejoins and its guest runs on', async (t) => {
   const proxy = await launchProxy(t, {}, ['--report-interval', '200']);
   const host = startHost(t, proxy, 'host-a');
   await host.waitFor(/joined the proxy/);
   const hostPid = pidOf(host);
-  let frozen = false;
-  const thaw = (): void => {
-    if (!frozen) return;
-    frozen = false;
-    try {
-      process.kill(hostPid, 'SIGCONT');
-    } catch {
-      // already gone
-    }
-  };
-  t.after(thaw);
   const port = await freePort();
   await countingEcho(t, proxy, port);
   assert.equal(await ask(port, 'hi'), 'connection 1');
@@ -516,8 +522,7 @@ test('a host that falls silent (SIGSTOP) is evicted after 5 report intervals; wo
 
   let historyAtEviction: Array<string | null> | undefined;
   const frozenAt = performance.now();
-  process.kill(hostPid, 'SIGSTOP');
-  frozen = true;
+  const thaw = stopProcess(t, hostPid);
   try {
     const evicted = await eventually(
       async () => {
@@ -600,20 +605,7 @@ test('a proxy that was held up itself (SIGSTOP) reads the reports that waited be
   const lastSeen = async (): Promise<number | null> =>
     (await proxy.api<Array<HostRow & { lastSeen: number | null }>>('GET', '/api/hosts')).body[0]?.lastSeen ?? null;
   await eventually(async () => ((await lastSeen()) !== null ? true : undefined), 'a first report', 10_000);
-  const pid = pidOf(proxy.process);
-  let stopped = false;
-  const wake = (): void => {
-    if (!stopped) return;
-    stopped = false;
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // already gone
-    }
-  };
-  t.after(wake);
-  process.kill(pid, 'SIGSTOP');
-  stopped = true;
+  const wake = stopProcess(t, pidOf(proxy.process));
   // 7.5 report intervals (the limit is 5): the host reports into the proxy's socket all along.
   await sleep(1500);
   const wokeAt = Date.now();
