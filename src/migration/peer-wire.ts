@@ -116,7 +116,8 @@ export const pagesSchema = z.object({
   rawBytes: count,
 });
 /**
- * Source -> target: the source freezes the guest next. The target closes its gate on guest turns
+ * Source -> target: the source freezes the guest next (after pre-copy; without it, right behind the
+ * offer, answered after the `accept`). The target closes its gate on guest turns
  * (src/guest/turn-gate.ts) and answers `holding`: from then until the move is over its other guests
  * start no turn, so the pause never waits for one of theirs to end (a turn cannot be cut short).
  */

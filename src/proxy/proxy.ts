@@ -591,14 +591,14 @@ export class Proxy implements ProxyOperations {
       (host.state === 'up' || host.state === 'disconnected') &&
       host.lastSeen !== null &&
       Date.now() - host.lastSeen > limit;
-    const suspects = [...this.hostTable.values()].filter(silent);
-    if (suspects.length > 0) {
+    const suspects = new Set([...this.hostTable.values()].filter(silent));
+    if (suspects.size > 0) {
       setImmediate(() => {
         for (const host of suspects) if (!this.closed && silent(host)) this.evict(host, Date.now());
       });
     }
     for (const host of this.hostTable.values()) {
-      if (suspects.includes(host)) continue;
+      if (suspects.has(host)) continue;
       if (host.session) {
         host.session.ping(limit).then(
           (rtt) => (host.rttMs = rtt),
